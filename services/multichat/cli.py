@@ -1,0 +1,111 @@
+"""The `multichat` command: one typer app, one small function per subcommand.
+
+Each command parses its options and hands over to the module that does the work; errors a
+person can fix are printed as one line with no traceback, and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from . import __version__
+from .hosting import HostError, host_room, password_from, setup_logging
+from .limits import Limits, LimitsError, load_limits
+from .server import DEFAULT_PORT, ChatServer
+
+app = typer.Typer(
+    name="multichat",
+    help="Host a chat room for friends, on your LAN or across the internet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` as one line on stderr; raise the returned exception to exit."""
+    typer.echo(f"multichat: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"multichat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Host a chat room for friends, on your LAN or across the internet."""
+
+
+HostOpt = Annotated[
+    str | None, typer.Option("--host", help="Address to listen on (default: every interface).")
+]
+PortOpt = Annotated[
+    int, typer.Option("--port", "-p", help="TCP port to listen on.", min=0, max=65535)
+]
+RoomOpt = Annotated[str, typer.Option("--room", help="The room's name, shown to everyone.")]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option("--password-file", help="Read the room password from the first line of a file."),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="A TOML file with a [limits] table (see README).")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")]
+
+
+def load_config(config: Path | None) -> Limits:
+    try:
+        return load_limits(config) if config is not None else Limits()
+    except LimitsError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = DEFAULT_PORT,
+    room: RoomOpt = "multichat",
+    password_file: PasswordFileOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the chat server alone (no tunnel). Type `shutdown` here to close the room."""
+    limits = load_config(config)
+    try:
+        password = password_from(None, password_file, prompt=True)
+    except HostError as exc:
+        raise fail(str(exc)) from None
+    if password is None:
+        raise fail(
+            "no room password: pass --password-file FILE, set MULTICHAT_PASSWORD, "
+            "or run on a terminal to be asked"
+        )
+    setup_logging(verbose)
+    server = ChatServer(password, room=room, limits=limits)
+    try:
+        trio.run(host_room, server, port, host)
+    except HostError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    """The console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,134 @@
+"""Running a room as a process: signals, the host's console, logging, and the password.
+
+Both `multichat serve` and `multichat up` host a room this way; `up` adds the tunnel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from .server import ChatServer
+
+log = logging.getLogger("multichat")
+
+# A password file is one line; anything longer is not a password file.
+MAX_PASSWORD_FILE_BYTES = 4096
+PASSWORD_ENV = "MULTICHAT_PASSWORD"
+
+
+class HostError(Exception):
+    """A reason the room cannot start, worded for the person who ran the command."""
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of `path` (a compose secret, say), without its line ending."""
+    try:
+        data = path.read_bytes()[: MAX_PASSWORD_FILE_BYTES + 1]
+    except OSError as exc:
+        raise HostError(f"cannot read the password file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise HostError(f"the password file {path} is too large to be a password")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HostError(f"the password file {path} is not UTF-8 text") from None
+    password = text.splitlines()[0] if text.splitlines() else ""
+    if not password:
+        raise HostError(
+            f"the password file {path} is empty; put the room password on its first line"
+        )
+    return password
+
+
+def password_from(password: str | None, password_file: Path | None, *, prompt: bool) -> str | None:
+    """The room password from, in order: the option, the file, the environment, a prompt."""
+    if password:
+        return password
+    if password_file is not None:
+        return read_password_file(password_file)
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env
+    if prompt and sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        while True:
+            typed = getpass.getpass("Room password (friends will need it): ")
+            if typed:
+                return typed
+            print("The password cannot be empty.", file=sys.stderr)
+    return None
+
+
+def port_in_use_message(port: int, exc: OSError) -> str:
+    return (
+        f"cannot listen on port {port}: {exc.strerror or exc}. Is another room running? "
+        "Stop it with `multichat down`, or pick another port with --port."
+    )
+
+
+async def watch_signals(server: ChatServer) -> None:
+    """Ctrl-C and SIGTERM take the same graceful path as `multichat down`."""
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        wanted.append(signal.SIGHUP)
+    with trio.open_signal_receiver(*wanted) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            log.info("received %s", name)
+            server.shutdown_nowait("the host stopped the room")
+
+
+async def watch_console(server: ChatServer) -> None:
+    """`shutdown [reason]` typed on the host's console closes the room gracefully."""
+    if sys.stdin is None or sys.stdin.closed:
+        return
+    while True:
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return  # no console (EOF): nothing more to watch
+        command, _, reason = line.strip().partition(" ")
+        if command.lower() in ("shutdown", "stop", "quit", "exit"):
+            server.shutdown_nowait(reason.strip() or "the host closed the room")
+            return
+        if command:
+            print("Type `shutdown [reason]` to close the room.", file=sys.stderr)
+
+
+async def host_room(
+    server: ChatServer,
+    port: int,
+    host: str | None,
+    *,
+    on_started: Callable[[trio.Nursery, int], Awaitable[None]] | None = None,
+    console: bool = True,
+) -> None:
+    """Serve `server` until it shuts down, with signals and the console wired to shutdown."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, server)
+        if console:
+            nursery.start_soon(watch_console, server)
+        try:
+            bound = await nursery.start(server.serve, port, host)
+        except OSError as exc:
+            raise HostError(port_in_use_message(port, exc)) from None
+        if on_started is not None:
+            await on_started(nursery, bound)
+        await server.stopped.wait()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,107 @@
+"""Every limit a public room enforces, in one place, with its default and the reason for it.
+
+The defaults are strict, for a room open to the internet. A host can change any of them in a
+TOML file passed as `--config` (a `[limits]` table, keys as below); the README lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+# Chat messages of IRC-like size plus long pastes; ergo allows 4,096 bytes of text by default.
+MAX_TEXT_CHARS = 4000
+# ergo and InspIRCd drop a client whose send queue passes 96 KiB ("SendQ exceeded").
+OUTBOX_BYTES = 96 * 1024
+# ssh-chat and ergo give an unregistered client tens of seconds; a friend typing a password
+# into nc needs that long, a port scanner should not get longer.
+HANDSHAKE_SECONDS = 20.0
+# Before its first byte a connection is either a program (which speaks at once) or a person
+# waiting for a prompt: a third of a second tells them apart without anyone noticing.
+TEXT_PAUSE_SECONDS = 0.3
+# IRC servers ping after 90 s of silence and give up about a minute later (ngIRCd: 120/60).
+IDLE_PING_SECONDS = 90.0
+IDLE_CLOSE_SECONDS = 150.0
+# InspIRCd's default <connect:localmax> is 3; friends behind one NAT rarely need more.
+CONNECTIONS_PER_SOURCE = 3
+# Half-open and handshaking connections may not crowd out real members.
+UNAUTHENTICATED_PER_SOURCE = 3
+UNAUTHENTICATED_TOTAL = 256
+# ssh-chat and fail2ban's defaults: a few tries a minute stops guessing, not typos.
+FAILED_PASSWORDS_PER_MINUTE = 3
+# Across all sources, so a botnet with many addresses cannot guess quickly either.
+FAILED_PASSWORDS_GLOBAL_PER_MINUTE = 60
+# ergo's fakelag: a burst of 5 lines, then one every half second.
+FLOOD_BURST = 5
+FLOOD_PER_SECOND = 2.0
+# A sender held back continuously this long is not typing, it is flooding.
+FLOOD_KICK_SECONDS = 30.0
+# How many members one room holds; each costs a few KiB.
+MAX_MEMBERS = 10_000
+# A new member sees the last few entries of the room, so a conversation has context.
+HISTORY_ENTRIES = 20
+# After `shutdown`, members get this long to receive what is queued for them.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits of one server; construct with keywords or load with `load_limits`."""
+
+    max_text_chars: int = MAX_TEXT_CHARS
+    outbox_bytes: int = OUTBOX_BYTES
+    handshake_seconds: float = HANDSHAKE_SECONDS
+    text_pause_seconds: float = TEXT_PAUSE_SECONDS
+    idle_ping_seconds: float = IDLE_PING_SECONDS
+    idle_close_seconds: float = IDLE_CLOSE_SECONDS
+    connections_per_source: int = CONNECTIONS_PER_SOURCE
+    unauthenticated_per_source: int = UNAUTHENTICATED_PER_SOURCE
+    unauthenticated_total: int = UNAUTHENTICATED_TOTAL
+    failed_passwords_per_minute: int = FAILED_PASSWORDS_PER_MINUTE
+    failed_passwords_global_per_minute: int = FAILED_PASSWORDS_GLOBAL_PER_MINUTE
+    flood_burst: int = FLOOD_BURST
+    flood_per_second: float = FLOOD_PER_SECOND
+    flood_kick_seconds: float = FLOOD_KICK_SECONDS
+    max_members: int = MAX_MEMBERS
+    history_entries: int = HISTORY_ENTRIES
+    shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS
+
+    def replace(self, **changes: float) -> Limits:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+class LimitsError(Exception):
+    """A config file that cannot be used; the message says what to fix."""
+
+
+def parse_limits(table: dict[str, object], base: Limits = Limits()) -> Limits:
+    """`base` with the values of a `[limits]` table; unknown keys and bad values are errors."""
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    changes: dict[str, float] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise LimitsError(f"unknown limit {key!r}; known: {', '.join(sorted(fields))}")
+        want_int = fields[name].type in ("int", int)
+        ok = isinstance(value, int) if want_int else isinstance(value, int | float)
+        if not ok or isinstance(value, bool) or value < 0:  # type: ignore[operator]
+            kind = "a whole number" if want_int else "a number"
+            raise LimitsError(f"limit {key!r} must be {kind} >= 0, not {value!r}")
+        changes[name] = value  # type: ignore[assignment]
+    return base.replace(**changes)
+
+
+def load_limits(path: Path) -> Limits:
+    """The limits in the `[limits]` table of the TOML file at `path`."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LimitsError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LimitsError(f"{path} is not valid TOML: {exc}") from None
+    table = document.get("limits", {})
+    if not isinstance(table, dict):
+        raise LimitsError(f"{path}: [limits] must be a table")
+    return parse_limits(table)

@@ -1,0 +1,294 @@
+"""The room: members, and one append-only log of frames that every member reads from.
+
+A broadcast is encoded once and appended to the log; each member is a cursor into it, and its
+writer sends everything from its cursor to the head in one write. That makes fan-out nearly
+free, and the log's tail doubles as the history a new member is shown. The room never waits
+for anyone: every method is synchronous and returns at once. A member whose cursor falls more
+than `outbox_limit` bytes behind is dropped, so one stalled reader cannot hold memory.
+
+No I/O here: the connection layer passes a `wake` callback (run when there is something new to
+send) and a `kick` callback (run when the room drops the member).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from . import textmode, wire
+from .errors import ProtocolError
+from .events import Event, Join, Leave, Members, Message, Shutdown
+from .names import check_name, name_key
+from .limits import Limits
+from .sanitize import clean_text
+
+# Checking every member's backlog on every post would cost O(members) per message; checking
+# once per this many appended bytes bounds the overshoot to this amount instead.
+CHECK_EVERY = 8 * 1024
+# Trimming the log copies it; doing it only once this many entries are dead keeps it cheap.
+TRIM_AFTER = 1024
+
+
+class Refused(Exception):
+    """The room will not do what was asked; `code` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Entry:
+    """One frame in the log, encoded once for JSON members and, on demand, for plain text."""
+
+    __slots__ = ("end", "event", "json", "owner", "owner_json", "owner_text", "text")
+
+    def __init__(self, event: Event, json: bytes, end: int) -> None:
+        self.event = event
+        self.json = json
+        self.text: bytes | None = None
+        self.end = end  # bytes in the log up to and including this entry
+        # The member this entry is different for (its own echo or join), and what it gets.
+        self.owner: Member | None = None
+        self.owner_json = b""
+        self.owner_text = b""
+
+    def render_text(self) -> bytes:
+        if self.text is None:
+            self.text = textmode.render(self.event)
+        return self.text
+
+
+class Member:
+    """A joined connection as the room sees it."""
+
+    __slots__ = ("cursor", "end", "key", "kick", "name", "parked", "private", "text", "wake")
+
+    def __init__(
+        self,
+        name: str,
+        key: str,
+        *,
+        text: bool,
+        wake: Callable[[], None],
+        kick: Callable[[str], None],
+    ) -> None:
+        self.name = name
+        self.key = key
+        self.text = text
+        self.wake = wake
+        self.kick = kick
+        self.cursor = 0  # index of the next log entry this member has not taken
+        self.end = 0  # log bytes up to the cursor
+        self.parked = False  # its writer is waiting for something new
+        # Frames for this member alone, each to go out just before the log entry it names.
+        self.private: list[tuple[int, bytes]] = []
+
+
+class Room:
+    """Members and the log. Every method returns at once."""
+
+    def __init__(
+        self,
+        name: str = "multichat",
+        *,
+        limits: Limits = Limits(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.closed = False
+        self._clock = clock
+        self._members: dict[str, Member] = {}  # by name key, in join order
+        self._log: list[Entry] = []
+        self._base = 0  # index of self._log[0]
+        self._base_end = 0  # log bytes before self._log[0]
+        self._seq = 0
+        self._parked: set[Member] = set()
+        self._unchecked = 0
+        self.started = clock()
+
+    # -- reading the log (each member's writer) --
+
+    @property
+    def head(self) -> int:
+        return self._base + len(self._log)
+
+    def _head_end(self) -> int:
+        return self._log[-1].end if self._log else self._base_end
+
+    def take_nowait(self, member: Member) -> bytes:
+        """Everything queued for `member`, and move its cursor to the head."""
+        if not member.private:
+            return self._render(member, member.cursor, self.head)
+        parts = []
+        start = member.cursor
+        for position, data in member.private:
+            parts.append(self._render(member, start, position))
+            parts.append(data)
+            start = position
+        member.private.clear()
+        parts.append(self._render(member, start, self.head))
+        return b"".join(parts)
+
+    def _render(self, member: Member, start: int, stop: int) -> bytes:
+        # A member that already left may have had its old entries trimmed; skip them.
+        start = max(start, self._base)
+        if start >= stop:
+            return b""
+        entries = self._log[start - self._base : stop - self._base]
+        member.cursor = stop
+        member.end = entries[-1].end
+        if member.text:
+            parts = [e.owner_text if e.owner is member else e.render_text() for e in entries]
+        else:
+            parts = [e.owner_json if e.owner is member else e.json for e in entries]
+        return b"".join(parts)
+
+    def pending(self, member: Member) -> bool:
+        return bool(member.private) or member.cursor < self.head
+
+    def park(self, member: Member) -> None:
+        """The member's writer will wait; `member.wake` is called when there is more."""
+        if self.pending(member):
+            member.wake()
+        else:
+            member.parked = True
+            self._parked.add(member)
+
+    def _wake_all(self) -> None:
+        parked, self._parked = self._parked, set()
+        for member in parked:
+            member.parked = False
+            member.wake()
+
+    # -- changing the room --
+
+    def _append(self, event: Event, owner: Member | None = None) -> Entry:
+        data = wire.encode(event)
+        entry = Entry(event, data, self._head_end() + len(data))
+        entry.owner = owner
+        self._log.append(entry)
+        self._unchecked += len(data)
+        if self._unchecked >= CHECK_EVERY:
+            self._check_backlogs()
+        self._wake_all()
+        return entry
+
+    def _check_backlogs(self) -> None:
+        """Drop members too far behind, and forget log entries nobody needs any more."""
+        self._unchecked = 0
+        head_end = self._head_end()
+        slow = [m for m in self._members.values() if head_end - m.end > self.limits.outbox_bytes]
+        for member in slow:
+            self.remove(member, "too slow")
+            member.kick("too slow: you were not reading fast enough")
+        oldest = min((m.cursor for m in self._members.values()), default=self.head)
+        dead = min(oldest, self.head - self.limits.history_entries) - self._base
+        if dead >= TRIM_AFTER:
+            self._base_end = self._log[dead - 1].end
+            del self._log[:dead]
+            self._base += dead
+
+    def check_join(self, name: str) -> tuple[str, str]:
+        """The display name and uniqueness key `name` would join as, or raise Refused."""
+        if self.closed:
+            raise Refused("shutting_down", "the room is closing")
+        try:
+            display = check_name(name)
+        except ProtocolError as exc:
+            raise Refused("bad_name", str(exc)) from None
+        key = name_key(display)
+        if key in self._members:
+            raise Refused("name_taken", f"the name {display!r} is taken; pick another")
+        return display, key
+
+    def join(
+        self,
+        name: str,
+        *,
+        text: bool,
+        wake: Callable[[], None],
+        kick: Callable[[str], None],
+        welcome: Callable[[str, tuple[str, ...]], bytes],
+    ) -> Member:
+        """Add a member, queue its welcome (built by `welcome(name, members)`), tell the room.
+
+        Raises Refused with `bad_name`, `name_taken` or `shutting_down`.
+        """
+        display, key = self.check_join(name)
+        member = Member(display, key, text=text, wake=wake, kick=kick)
+        self._members[key] = member
+        start = max(self._base, self.head - self.limits.history_entries)
+        member.cursor = start
+        member.end = self._log[start - self._base - 1].end if start > self._base else self._base_end
+        member.private.append((start, welcome(display, self.names())))
+        # The joiner's own copy of its join notice is empty: its welcome says it all.
+        self._append(Join(display, self._clock()), owner=member)
+        return member
+
+    def uptime(self) -> float:
+        return self._clock() - self.started
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self._members.values())
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member: Member) -> bool:
+        return self._members.get(member.key) is member
+
+    def post(self, member: Member, text: str, id: str | None = None) -> int:
+        """Broadcast `text` from `member`; returns its `seq`, or raises Refused."""
+        if member not in self:
+            raise Refused("not_joined", "you are not in the room")
+        if self.closed:
+            raise Refused("shutting_down", "the room is closing")
+        if len(text) > self.limits.max_text_chars:
+            raise Refused(
+                "too_long",
+                f"message too long ({len(text)} characters; at most {self.limits.max_text_chars})",
+            )
+        text = clean_text(text)
+        if not text.strip():
+            raise Refused("empty", "empty message")
+        self._seq += 1
+        event = Message(self._seq, self._clock(), member.name, text)
+        entry = self._append(event, owner=member)
+        # The sender's copy carries its id: that echo is its acknowledgement.
+        entry.owner_json = (
+            entry.json
+            if id is None
+            else wire.encode(Message(event.seq, event.ts, event.sender, text, id))
+        )
+        entry.owner_text = entry.render_text()
+        return self._seq
+
+    def send_nowait(self, member: Member, data: bytes) -> None:
+        """Queue a frame for `member` alone, after everything already queued for it."""
+        member.private.append((self.head, data))
+        if member.parked:
+            member.parked = False
+            self._parked.discard(member)
+            member.wake()
+
+    def who(self) -> Members:
+        return Members(self.names())
+
+    def remove(self, member: Member, reason: str) -> None:
+        """Take `member` out of the room and tell everyone why; a second call does nothing."""
+        if self._members.get(member.key) is not member:
+            return
+        del self._members[member.key]
+        self._parked.discard(member)
+        if not self.closed:
+            # The leaver's own copy is empty: it may still be flushing its last frames.
+            self._append(Leave(member.name, reason, self._clock()), owner=member)
+
+    def close(self, reason: str) -> None:
+        """The last entry: everyone gets what was accepted before it, then the notice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._append(Shutdown(reason))

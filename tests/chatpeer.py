@@ -1,0 +1,109 @@
+"""A raw multichat/1 peer for tests: real sockets, the project's own sans-I/O client side."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from multichat.events import ConnectionClosed, Event, Hello, NeedData, Say, Welcome
+from multichat.limits import Limits
+from multichat.protocol import ClientConnection
+from multichat.server import ChatServer
+
+PASSWORD = "correct horse"
+# Every test client connects from 127.0.0.1 and many send fast: lift those limits only.
+RELAXED = Limits(
+    connections_per_source=100_000,
+    unauthenticated_per_source=100_000,
+    unauthenticated_total=100_000,
+    flood_per_second=0,
+    failed_passwords_per_minute=1000,
+    failed_passwords_global_per_minute=1000,
+)
+
+
+class Peer:
+    """One connection speaking JSON frames."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = ClientConnection()
+        self.welcome: Welcome | None = None
+
+    @classmethod
+    async def open(cls, port: int) -> Peer:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    @classmethod
+    async def join(cls, port: int, name: str, password: str = PASSWORD) -> Peer:
+        peer = await cls.open(port)
+        await peer.send(Hello(name, password))
+        event = await peer.next_event()
+        assert isinstance(event, Welcome), event
+        peer.welcome = event
+        return peer
+
+    async def send(self, event: Event) -> None:
+        await self.stream.send_all(self.conn.send(event))
+
+    async def say(self, text: str, id: str | None = None) -> None:
+        await self.send(Say(text, id))
+
+    async def next_event(self) -> Event | ConnectionClosed:
+        while True:
+            event = self.conn.next_event()
+            if not isinstance(event, NeedData):
+                return event
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                data = b""
+            self.conn.receive_data(data)
+
+    async def expect(self, kind: type[Event]) -> Event:
+        """Skip other events until one of `kind` arrives."""
+        while True:
+            event = await self.next_event()
+            assert not isinstance(event, ConnectionClosed), f"closed while waiting for {kind}"
+            if isinstance(event, kind):
+                return event
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+async def read_until(stream: trio.SocketStream, needle: bytes, buffer: bytearray) -> bytes:
+    """Raw bytes up to and including `needle` (for plain-text mode tests)."""
+    while needle not in buffer:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise AssertionError(f"closed before {needle!r}; got {bytes(buffer)!r}")
+        buffer += data
+    end = buffer.index(needle) + len(needle)
+    out = bytes(buffer[:end])
+    del buffer[:end]
+    return out
+
+
+@dataclass
+class RoomFixture:
+    server: ChatServer
+    port: int
+    nursery: trio.Nursery
+
+    async def join(self, name: str, password: str = PASSWORD) -> Peer:
+        return await Peer.join(self.port, name, password)
+
+
+@asynccontextmanager
+async def start_room(
+    limits: Limits = RELAXED, password: str = PASSWORD, **kwargs: object
+) -> AsyncIterator[RoomFixture]:
+    server = ChatServer(password, limits=limits, **kwargs)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, 0, "127.0.0.1")
+        yield RoomFixture(server, port, nursery)
+        server.shutdown_nowait("test over")
