@@ -7,13 +7,15 @@ person can fix are printed as one line with no traceback, and a non-zero exit.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import trio
 import typer
 
-from . import __version__
+from . import __version__, control
+from .auth import new_token
 from .hosting import HostError, host_room, password_from, setup_logging
 from .limits import Limits, LimitsError, load_limits
 from .server import DEFAULT_PORT, ChatServer
@@ -94,13 +96,49 @@ def serve(
             "or run on a terminal to be asked"
         )
     setup_logging(verbose)
-    server = ChatServer(password, room=room, limits=limits)
+    token = new_token()
+    server = ChatServer(password, room=room, limits=limits, control_token=token)
     try:
-        trio.run(host_room, server, port, host)
+        trio.run(partial(host_room, server, port, host, token=token))
     except HostError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+StatePortOpt = Annotated[
+    int | None, typer.Option("--port", "-p", help="The room's port, when several are up.")
+]
+
+
+@app.command()
+def status(port: StatePortOpt = None) -> None:
+    """Is a room up here? Exit 0 when it is, 3 when it is not (usable as a health check)."""
+    try:
+        report = trio.run(control.status, port)
+    except control.ControlError as exc:
+        raise fail(str(exc), control.EXIT_NOT_UP) from None
+    if report is None:
+        typer.echo("No room is up here.")
+        raise typer.Exit(control.EXIT_NOT_UP)
+    typer.echo(control.format_status(report))
+
+
+@app.command()
+def down(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Told to every member.")
+    ] = "the host closed the room",
+    port: StatePortOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Kill the room at once (members are not told).")
+    ] = False,
+) -> None:
+    """Close the running room gracefully: every member is told why, nothing accepted is lost."""
+    try:
+        typer.echo(trio.run(partial(control.down, port, reason, force=force)))
+    except control.ControlError as exc:
+        raise fail(str(exc)) from None
 
 
 def main() -> None:

@@ -9,12 +9,16 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
+from . import __version__
+from .lan import lan_addresses
 from .server import ChatServer
+from .statefile import RoomState, remove_state, write_state
 
 log = logging.getLogger("multichat")
 
@@ -116,10 +120,14 @@ async def host_room(
     port: int,
     host: str | None,
     *,
-    on_started: Callable[[trio.Nursery, int], Awaitable[None]] | None = None,
+    token: str,
+    on_started: Callable[[trio.Nursery, RoomState], Awaitable[None]] | None = None,
     console: bool = True,
 ) -> None:
-    """Serve `server` until it shuts down, with signals and the console wired to shutdown."""
+    """Serve `server` until it shuts down, with signals and the console wired to shutdown.
+
+    While it runs, the room is recorded in its state file (for `status` and `down`).
+    """
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, server)
         if console:
@@ -128,7 +136,24 @@ async def host_room(
             bound = await nursery.start(server.serve, port, host)
         except OSError as exc:
             raise HostError(port_in_use_message(port, exc)) from None
-        if on_started is not None:
-            await on_started(nursery, bound)
-        await server.stopped.wait()
+        state = RoomState(
+            pid=os.getpid(),
+            port=bound,
+            token=token,
+            room=server.room.name,
+            started=time.time(),
+            lan=lan_addresses() if host in (None, "", "0.0.0.0") else [host or ""],
+            version=__version__,
+            host=host or "",
+        )
+        try:
+            write_state(state)
+        except OSError as exc:
+            log.warning("cannot write the state file (status/down will not find the room): %s", exc)
+        try:
+            if on_started is not None:
+                await on_started(nursery, state)
+            await server.stopped.wait()
+        finally:
+            remove_state(bound, os.getpid())
         nursery.cancel_scope.cancel()

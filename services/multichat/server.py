@@ -7,20 +7,27 @@ receive it, then cancel whatever is left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import trio
 
 from . import __version__, wire
 from .auth import Secret
+from .errors import RemoteProtocolError
 from .events import Error
 from .limits import Limits
+from .proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .room import Room
 from .session import ServerContext, Session
 
 log = logging.getLogger("multichat.server")
 
 DEFAULT_PORT = 5002
+# HAProxy's default for the PROXY header; the tunnel sends it at once.
+PROXY_HEADER_SECONDS = 5.0
+# Connections through the tunnel that have not finished their header yet, all sources together.
+MAX_PENDING_PROXY = 256
 # How many connections the kernel may hold for us before we accept them; a room of friends
 # joining at once, or a benchmark's 5,000, should not see refusals.
 BACKLOG = 4096
@@ -56,6 +63,8 @@ class ChatServer:
             request_shutdown=self.shutdown_nowait,
         )
         self.port: int | None = None
+        self.proxy_port: int | None = None
+        self._pending_proxy = 0
         self.shutdown_reason: str | None = None
         self._sessions: set[Session] = set()
         self._shutdown = trio.Event()
@@ -66,29 +75,48 @@ class ChatServer:
         port: int = DEFAULT_PORT,
         host: str | None = None,
         *,
+        proxy_port: int | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until `shutdown_nowait`, then shut down gracefully and return.
 
-        Reports the bound port through `task_status`, so `port=0` works in tests.
+        Reports the bound port through `task_status`, so `port=0` works in tests. With
+        `proxy_port`, also listen on 127.0.0.1 for a tunnel that sends PROXY headers (v1 or
+        v2) naming each friend's real address; `self.proxy_port` is the bound port.
         """
         try:
-            await self._serve(port, host, task_status)
+            await self._serve(port, host, proxy_port, task_status)
         finally:
             self.stopped.set()
 
-    async def _serve(self, port: int, host: str | None, task_status: trio.TaskStatus[int]) -> None:
+    async def _serve(
+        self,
+        port: int,
+        host: str | None,
+        proxy_port: int | None,
+        task_status: trio.TaskStatus[int],
+    ) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
         self.port = listeners[0].socket.getsockname()[1]
+        tunnel_listeners: list[trio.SocketListener] = []
+        if proxy_port is not None:
+            # Loopback only: whoever can reach this port can claim any source address.
+            tunnel_listeners = await trio.open_tcp_listeners(
+                proxy_port, host="127.0.0.1", backlog=BACKLOG
+            )
+            self.proxy_port = tunnel_listeners[0].socket.getsockname()[1]
+            log.info("tunnel (PROXY protocol) listener on 127.0.0.1:%d", self.proxy_port)
         log.info("serving room %r on port %d", self.room.name, self.port)
         async with trio.open_nursery() as sessions:
             async with trio.open_nursery() as acceptors:
                 for listener in listeners:
-                    acceptors.start_soon(self._accept_loop, listener, sessions)
+                    acceptors.start_soon(self._accept_loop, listener, sessions, False)
+                for listener in tunnel_listeners:
+                    acceptors.start_soon(self._accept_loop, listener, sessions, True)
                 task_status.started(self.port)
                 await self._shutdown.wait()
                 acceptors.cancel_scope.cancel()
-            for listener in listeners:
+            for listener in listeners + tunnel_listeners:
                 await listener.aclose()
             reason = self.shutdown_reason or "the room closed"
             log.info("shutting down: %s", reason)
@@ -100,7 +128,9 @@ class ChatServer:
             )
         log.info("stopped")
 
-    async def _accept_loop(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.SocketListener, sessions: trio.Nursery, proxied: bool
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -109,16 +139,46 @@ class ChatServer:
                 log.error("accept failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            sessions.start_soon(self._run_session, stream)
+            if proxied:
+                sessions.start_soon(self._run_proxied, stream)
+            else:
+                sessions.start_soon(self._run_session, stream, _source(stream), b"", True)
 
-    async def _run_session(self, stream: trio.SocketStream) -> None:
-        source = _source(stream)
+    async def _run_proxied(self, stream: trio.SocketStream) -> None:
+        """Read the tunnel's PROXY header, then serve the friend behind it by real address."""
+        if self._pending_proxy >= MAX_PENDING_PROXY:
+            await trio.aclose_forcefully(stream)
+            return
+        self._pending_proxy += 1
+        parser = ProxyHeaderParser()
+        header: ProxyHeader | None = None
+        try:
+            with trio.move_on_after(PROXY_HEADER_SECONDS):
+                while header is None:
+                    result = parser.next_header()
+                    if isinstance(result, ProxyHeader):
+                        header = result
+                    else:
+                        parser.receive_data(await stream.receive_some(MAX_V1_HEADER))
+        except (RemoteProtocolError, trio.BrokenResourceError) as exc:
+            log.warning("dropped a tunnel connection with a bad PROXY header: %s", exc)
+        finally:
+            self._pending_proxy -= 1
+        if header is None:
+            await trio.aclose_forcefully(stream)
+            return
+        source = header.source[0] if header.source else "tunnel"
+        await self._run_session(stream, source, parser.trailing, False)
+
+    async def _run_session(
+        self, stream: trio.SocketStream, source: str, initial: bytes, lan: bool
+    ) -> None:
         refusal = self.ctx.gate.admit(source)
         if refusal is not None:
             log.warning("refused a connection from %s: %s", source, refusal)
             await _refuse(stream, refusal)
             return
-        session = Session(stream, self.ctx, source)
+        session = Session(stream, self.ctx, source, initial=initial, refuse_proxy=lan)
         self._sessions.add(session)
         try:
             await session.run()
@@ -134,8 +194,6 @@ class ChatServer:
 
 async def _refuse(stream: trio.SocketStream, message: str) -> None:
     with trio.move_on_after(1):
-        try:
+        with contextlib.suppress(trio.BrokenResourceError):
             await stream.send_all(wire.encode(Error("too_many_connections", message)))
-        except trio.BrokenResourceError:
-            pass
     await trio.aclose_forcefully(stream)

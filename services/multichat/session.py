@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .auth import Gate, Secret, Throttle
 from . import textmode, wire
+from .auth import Gate, Secret, Throttle
 from .errors import RemoteProtocolError
 from .events import (
     AskName,
@@ -37,6 +37,7 @@ from .events import (
 )
 from .limits import Limits
 from .protocol import ServerConnection
+from .proxy import looks_like_proxy_header
 from .room import Member, Refused, Room
 from .state import Mode, State
 
@@ -104,7 +105,15 @@ class Fakelag:
 class Session:
     """One connection, from its first byte to its close."""
 
-    def __init__(self, stream: trio.abc.Stream, ctx: ServerContext, source: str) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ctx: ServerContext,
+        source: str,
+        *,
+        initial: bytes = b"",
+        refuse_proxy: bool = True,
+    ) -> None:
         self.stream = stream
         self.ctx = ctx
         self.source = source
@@ -118,6 +127,8 @@ class Session:
         self._name_tries = 0
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
         self._authenticated = False
+        self._initial = initial  # bytes that came with the PROXY header
+        self._refuse_proxy = refuse_proxy
 
     # -- queueing (the writer sends) --
 
@@ -256,6 +267,11 @@ class Session:
     async def _receive(self) -> None:
         conn = self.conn
         limits = self.ctx.limits
+        if self._initial:
+            conn.receive_data(self._initial)
+            self._initial = b""
+            return
+        data: bytes | bytearray
         if conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
             with trio.move_on_after(limits.text_pause_seconds) as waited:
                 data = await self.stream.receive_some(RECEIVE_BYTES)
@@ -268,6 +284,16 @@ class Session:
             data = await self._receive_or_ping()
         else:
             data = await self.stream.receive_some(RECEIVE_BYTES)
+        if (
+            conn.mode is Mode.UNKNOWN
+            and self._refuse_proxy
+            and looks_like_proxy_header(bytes(data[:16]))
+        ):
+            # Only the tunnel's own listener may name another source address.
+            raise RemoteProtocolError(
+                "PROXY headers are accepted only from the tunnel, not on this port",
+                "bad_proxy_header",
+            )
         conn.receive_data(data)
 
     async def _receive_or_ping(self) -> bytes | bytearray:

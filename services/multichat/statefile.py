@@ -1,0 +1,139 @@
+"""The running room's state file: how `status` and `down` find the room and prove themselves.
+
+`up` and `serve` write one file per port (pid, port, addresses, a random control token) in the
+user's runtime directory, readable by the user alone, and remove it on exit. A file left by a
+process that died is recognised and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+STATE_DIR_ENV = "MULTICHAT_STATE_DIR"
+# A state file is a few hundred bytes; anything much larger is not ours.
+MAX_STATE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """What a running room tells the host's other commands about itself."""
+
+    pid: int
+    port: int
+    token: str
+    room: str
+    started: float
+    lan: list[str] = field(default_factory=list)
+    public: str | None = None
+    version: str = ""
+    host: str = ""  # the address it listens on; "" for every interface
+
+    def control_host(self) -> str:
+        """Where the host's own commands reach the room."""
+        return self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+
+
+def state_dir() -> Path:
+    """Where state files live: `MULTICHAT_STATE_DIR`, else the user's runtime directory."""
+    override = os.environ.get(STATE_DIR_ENV)
+    if override:
+        return Path(override)
+    runtime = Path(platformdirs.user_runtime_dir("multichat", appauthor=False))
+    try:
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return runtime
+    except OSError:
+        # Containers and minimal systems often have no /run/user/UID.
+        uid = os.getuid() if hasattr(os, "getuid") else "user"
+        return Path(tempfile.gettempdir()) / f"multichat-{uid}"
+
+
+def state_path(port: int) -> Path:
+    return state_dir() / f"room-{port}.json"
+
+
+def write_state(state: RoomState) -> Path:
+    """Write (or replace) the state file atomically, mode 0600."""
+    path = state_path(state.port)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(asdict(state), out)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_state(port: int, pid: int | None = None) -> None:
+    """Remove the state file for `port`, if it is still ours (`pid`)."""
+    path = state_path(port)
+    if pid is not None:
+        state = read_state(path)
+        if state is not None and state.pid != pid:
+            return
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def read_state(path: Path) -> RoomState | None:
+    """The state in `path`, or None if it is missing or unreadable."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_STATE_BYTES)
+        data = json.loads(raw)
+        return RoomState(
+            pid=int(data["pid"]),
+            port=int(data["port"]),
+            token=str(data["token"]),
+            room=str(data.get("room", "")),
+            started=float(data.get("started", 0.0)),
+            lan=[str(a) for a in data.get("lan", [])],
+            public=str(data["public"]) if data.get("public") else None,
+            version=str(data.get("version", "")),
+            host=str(data.get("host", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # pragma: no cover - os.kill(pid, 0) would kill it there
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # type: ignore[attr-defined]
+        if not handle:
+            return False
+        ctypes.windll.kernel32.CloseHandle(handle)  # type: ignore[attr-defined]
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_rooms() -> list[RoomState]:
+    """Every room with a state file whose process is alive; stale files are removed."""
+    directory = state_dir()
+    rooms = []
+    for path in sorted(directory.glob("room-*.json")) if directory.is_dir() else []:
+        state = read_state(path)
+        if state is None or not pid_alive(state.pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        rooms.append(state)
+    return rooms
