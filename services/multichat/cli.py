@@ -14,11 +14,13 @@ from typing import Annotated
 import trio
 import typer
 
-from . import __version__, control
+from . import __version__, control, launcher
+from .address import AddressError, parse_address
 from .auth import new_token
 from .hosting import HostError, host_room, password_from, setup_logging
 from .limits import Limits, LimitsError, load_limits
 from .server import DEFAULT_PORT, ChatServer
+from .tunnel import TunnelSettings
 
 app = typer.Typer(
     name="multichat",
@@ -104,6 +106,107 @@ def serve(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+NgrokPathOpt = Annotated[
+    Path | None,
+    typer.Option("--ngrok-path", help="An ngrok agent binary you already have (else pyngrok's)."),
+]
+
+NgrokConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--ngrok-config", help="ngrok's config file (default: ngrok's own location)."),
+]
+
+
+@app.command()
+def up(
+    host: HostOpt = None,
+    port: PortOpt = DEFAULT_PORT,
+    room: RoomOpt = "multichat",
+    password: Annotated[
+        str | None,
+        typer.Option("--password", help="The room password (else one is generated and shown)."),
+    ] = None,
+    password_file: PasswordFileOpt = None,
+    no_tunnel: Annotated[
+        bool, typer.Option("--no-tunnel", help="LAN only: do not open the ngrok tunnel.")
+    ] = False,
+    ngrok_path: NgrokPathOpt = None,
+    ngrok_config: NgrokConfigOpt = None,
+    config: ConfigOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log more, including ngrok's own log lines.")
+    ] = False,
+) -> None:
+    """Host a room: the server plus a public ngrok tunnel; prints how friends join.
+
+    The ngrok authtoken comes from NGROK_AUTHTOKEN or your ngrok config file.
+    """
+    limits = load_config(config)
+    try:
+        chosen = password_from(password, password_file, prompt=False)
+    except HostError as exc:
+        raise fail(str(exc)) from None
+    banner = launcher.Banner(room)
+    if chosen is None:
+        chosen = banner.password = launcher.generate_password()
+    settings = None
+    if not no_tunnel:
+        settings = TunnelSettings(
+            ngrok_path=str(ngrok_path) if ngrok_path is not None else None,
+            config_path=str(ngrok_config) if ngrok_config is not None else None,
+            verbose=verbose,
+        )
+    setup_logging(verbose)
+    token = new_token()
+    server = ChatServer(chosen, room=room, limits=limits, control_token=token)
+    try:
+        trio.run(
+            partial(
+                launcher.run_up, server, port, host, token=token, banner=banner, settings=settings
+            )
+        )
+    except HostError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def tunnel(
+    target: Annotated[str, typer.Option("--target", help="Where the room listens, as HOST:PORT.")],
+    proxy_protocol: Annotated[
+        int,
+        typer.Option(
+            "--proxy-protocol",
+            help="Send a PROXY header (1 or 2) naming each friend's address; 0 for none.",
+            min=0,
+            max=2,
+        ),
+    ] = 0,
+    ngrok_path: NgrokPathOpt = None,
+    ngrok_config: NgrokConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Open the public tunnel alone, to a room served elsewhere (used by docker compose)."""
+    try:
+        address = parse_address(target)
+    except AddressError as exc:
+        raise fail(str(exc)) from None
+    settings = TunnelSettings(
+        ngrok_path=str(ngrok_path) if ngrok_path is not None else None,
+        config_path=str(ngrok_config) if ngrok_config is not None else None,
+        verbose=verbose,
+        proxy_proto=proxy_protocol or None,
+    )
+    setup_logging(verbose)
+    try:
+        ok = trio.run(launcher.run_tunnel, address.host, address.port, settings)
+    except KeyboardInterrupt:
+        ok = True
+    if not ok:
+        raise typer.Exit(1)
 
 
 StatePortOpt = Annotated[

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -87,7 +88,7 @@ def port_in_use_message(port: int, exc: OSError) -> str:
     )
 
 
-async def watch_signals(server: ChatServer) -> None:
+async def watch_signals(shutdown: Callable[[str], None]) -> None:
     """Ctrl-C and SIGTERM take the same graceful path as `multichat down`."""
     wanted = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGHUP"):
@@ -96,7 +97,7 @@ async def watch_signals(server: ChatServer) -> None:
         async for signum in signals:
             name = signal.Signals(signum).name
             log.info("received %s", name)
-            server.shutdown_nowait("the host stopped the room")
+            shutdown("the host stopped the room")
 
 
 async def watch_console(server: ChatServer) -> None:
@@ -123,17 +124,18 @@ async def host_room(
     token: str,
     on_started: Callable[[trio.Nursery, RoomState], Awaitable[None]] | None = None,
     console: bool = True,
+    proxy_port: int | None = None,
 ) -> None:
     """Serve `server` until it shuts down, with signals and the console wired to shutdown.
 
     While it runs, the room is recorded in its state file (for `status` and `down`).
     """
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_signals, server)
+        nursery.start_soon(watch_signals, server.shutdown_nowait)
         if console:
             nursery.start_soon(watch_console, server)
         try:
-            bound = await nursery.start(server.serve, port, host)
+            bound = await nursery.start(partial(server.serve, port, host, proxy_port=proxy_port))
         except OSError as exc:
             raise HostError(port_in_use_message(port, exc)) from None
         state = RoomState(

@@ -9,7 +9,8 @@ that what a person typed is what the room shows.
 
 `check_name` gives the display form; `name_key` gives the uniqueness key, which folds case,
 compatibility forms (fullwidth, math alphabets) and look-alikes (Unicode TR39 confusables), so
-that "Alice", "alice", "ＡＬＩＣＥ" and "Аlice" (Cyrillic А) cannot be in one room together.
+that "Alice", "alice", fullwidth "ALICE" and "Alice" with a Cyrillic capital A cannot be in one
+room together.
 """
 
 from __future__ import annotations
@@ -87,8 +88,6 @@ def check_name(raw: str) -> str:
         raise _refuse("name is empty" if not raw else "name is only spaces")
     if len(name) > MAX_NAME_CHARS:
         raise _refuse(f"name is too long ({len(name)} characters; at most {MAX_NAME_CHARS})")
-    marks = 0
-    previous = " "
     for ch in name:
         category = unicodedata.category(ch)
         if ch in _BIDI_CONTROLS:
@@ -98,7 +97,11 @@ def check_name(raw: str) -> str:
             raise _refuse(f"name contains {what} ({_describe(ch)})")
         if _is_invisible(ord(ch)):
             raise _refuse(f"name contains an invisible character ({_describe(ch)})")
-        if category.startswith("M"):
+    # Marks are counted decomposed, as the terminal stacks them.
+    marks = 0
+    previous = " "
+    for ch in unicodedata.normalize("NFD", name):
+        if unicodedata.category(ch).startswith("M"):
             if previous == " ":
                 raise _refuse("a word of the name starts with a combining mark")
             marks += 1

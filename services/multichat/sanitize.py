@@ -3,20 +3,22 @@
 A message is shown in a terminal, where C0 and C1 control characters are commands: ESC and CSI
 (U+009B) start escape sequences that clear the screen, set the window title (OSC 0), write the
 clipboard (OSC 52) or talk to the terminal (DCS); BEL rings, CR returns to the start of the line
-to overwrite what was there. Bidi controls reorder what follows them, so "abc\u202edef" shows as
-"abcfed". All of these are removed. Only the introducer is removed from an escape sequence: the
-rest ("[2J", "]0;title") is plain text, harmless and visible, which also shows the reader that
-someone tried.
+to overwrite what was there. Bidi controls reorder what follows them: "abc", U+202E, "def" shows
+as "abcfed". All of these are removed. Only the introducer is removed from an escape sequence:
+the rest ("[2J", "]0;title") is plain text, harmless and visible, which also shows the reader
+that someone tried.
 
 Kept: newlines (messages may have several lines), zero-width joiner and non-joiner (emoji
-sequences, Persian and Indic spelling), private-use characters (icon fonts), and code points
-this Python's Unicode does not know yet (newer emoji). Changed: CR LF, lone CR, VT, FF, NEL and
-the Unicode line and paragraph separators become LF; a tab becomes one space, since its width
-depends on a terminal column the sender cannot see, and so that cleaning never lengthens text.
-Removed besides controls: every other format character (Cf: bidi controls, zero-width space,
-word joiner, soft hyphen, interlinear annotation, tag characters, whose other use is hiding
-ASCII text, at the cost of subdivision flags falling back to a black flag), reserved default
-ignorable code points, lone surrogates (a JSON string can carry them) and noncharacters.
+sequences, Persian and Indic spelling), variation selectors (emoji and kanji forms), private-use
+characters (icon fonts), and code points this Python's Unicode does not know yet (newer emoji).
+Changed: CR LF, lone CR, VT, FF, NEL and the Unicode line and paragraph separators become LF; a
+tab becomes one space, since its width depends on a terminal column the sender cannot see, and
+so that cleaning never lengthens text. Removed besides controls: every other format character
+(Cf: bidi controls, zero-width space, word joiner, soft hyphen, interlinear annotation, and tag
+characters, whose other use is hiding ASCII text, at the cost of subdivision flags falling back
+to a black flag), reserved default ignorable code points, lone surrogates (a JSON string can
+carry them) and noncharacters. Combining marks are not limited: a terminal stacks them inside
+one cell.
 """
 
 from __future__ import annotations
