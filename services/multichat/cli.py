@@ -84,6 +84,16 @@ def serve(
     room: RoomOpt = "multichat",
     password_file: PasswordFileOpt = None,
     config: ConfigOpt = None,
+    proxy_port: Annotated[
+        int | None,
+        typer.Option(
+            "--proxy-port",
+            help="Also listen on 127.0.0.1:PORT for a tunnel that sends PROXY headers "
+            "(v1 or v2), so limits and logs see each friend's real address.",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the chat server alone (no tunnel). Type `shutdown` here to close the room."""
@@ -101,7 +111,7 @@ def serve(
     token = new_token()
     server = ChatServer(password, room=room, limits=limits, control_token=token)
     try:
-        trio.run(partial(host_room, server, port, host, token=token))
+        trio.run(partial(host_room, server, port, host, token=token, proxy_port=proxy_port))
     except HostError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -40,7 +40,7 @@ from pyngrok.process import NgrokProcess
 OPEN_DEADLINE = 30.0  # the agent is up in about a second; after 30 it is not coming
 REOPEN_FIRST_DELAY = 1.0  # a crashed agent usually starts again at once; the pause stops a hot loop
 REOPEN_MAX_DELAY = 60.0  # never leave the room unreachable for longer than a minute between tries
-MAX_REOPEN_ATTEMPTS = 8  # 1+2+4+...+60 s is about 3.5 minutes of trying before we give up
+MAX_REOPEN_ATTEMPTS = 8  # 1+2+4+...+60+60 s: about three minutes of trying, then we give up
 STABLE_AFTER = 60.0  # a tunnel that stayed up this long was healthy: start backing off afresh
 API_REQUEST_TIMEOUT = 4.0  # pyngrok's default; the agent's API is on this machine
 AGENT_EXIT_GRACE = 2.0  # ngrok closes its cloud session on SIGTERM in well under a second
@@ -50,8 +50,14 @@ REAP_POLL = 0.05  # how often that late agent is looked for; a few hundred check
 
 # Errors that retrying cannot fix: the user has to act first.
 PERMANENT = frozenset(
-    {"no_authtoken", "bad_authtoken", "card_required", "binary_missing", "download_failed",
-     "config_invalid"}
+    {
+        "no_authtoken",
+        "bad_authtoken",
+        "card_required",
+        "binary_missing",
+        "download_failed",
+        "config_invalid",
+    }
 )
 
 _MESSAGES = {
@@ -114,7 +120,7 @@ _FIXES = {
 # ngrok's error codes (https://ngrok.com/docs/errors/) that mean something to the user.
 _NGROK_CODES = {
     "ERR_NGROK_4018": "no_authtoken",  # no authtoken configured at all
-    "ERR_NGROK_302": "no_authtoken",  # older agents: "TCP tunnels are only available after you sign up"
+    "ERR_NGROK_302": "no_authtoken",  # older agents: "TCP tunnels are only available after sign up"
     "ERR_NGROK_105": "bad_authtoken",  # malformed
     "ERR_NGROK_106": "bad_authtoken",  # unknown
     "ERR_NGROK_107": "bad_authtoken",  # revoked or reset
@@ -124,8 +130,10 @@ _NGROK_CODES = {
 }
 
 _NGROK_CODE = re.compile(r"ERR_NGROK_\d+")
+# What pyngrok's config validation complains about.
+_CONFIG_KEYS = re.compile(r'"(web_addr|log_format|log_level|ngrok_version)"')
 # ngrok repeats the rejected token ("Your authtoken: ..."); the command line carries it too.
-_TOKEN_ECHO = re.compile(r"(?i)(authtoken[\s:=]+)(?!https?://)[^\s\\\"']+")
+_TOKEN_ECHO = re.compile(r"(?i)(authtoken:\s*|authtoken=|--authtoken\s+)(?!https?://)[^\s\\\"']+")
 
 
 class TunnelError(Exception):
@@ -197,7 +205,7 @@ def classify(exc: BaseException, *, authtoken: str | None = None) -> TunnelError
         and "unable to start" in str(exc)
     ):
         return TunnelError("agent_died", ngrok_code=ngrok_code, detail=detail)
-    if type(exc) is PyngrokError and "must be" in str(exc):
+    if type(exc) is PyngrokError and _CONFIG_KEYS.search(str(exc)):
         return TunnelError("config_invalid", detail=detail)
     return TunnelError("unknown", ngrok_code=ngrok_code, detail=detail)
 
@@ -318,7 +326,9 @@ async def open_tunnel(
         raise
 
 
-def _pyngrok_config(settings: TunnelSettings, on_log: Callable[[str], None] | None) -> PyngrokConfig:
+def _pyngrok_config(
+    settings: TunnelSettings, on_log: Callable[[str], None] | None
+) -> PyngrokConfig:
     # Given a path that does not exist, pyngrok would download an agent to it: refuse instead.
     if settings.ngrok_path is not None and not os.path.isfile(settings.ngrok_path):
         raise TunnelError("binary_missing", f"no ngrok agent at {settings.ngrok_path}")
@@ -359,6 +369,8 @@ class _AgentStart:
         with self._lock:
             if self._abandoned:
                 raise TunnelError("deadline")  # nobody is waiting for this any more
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"  # the agent dials our server; a wildcard address is not dialable
         upstream: dict[str, str] = {"url": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
         if proxy_proto is not None:
             upstream["proxy_protocol"] = str(proxy_proto)
@@ -381,6 +393,9 @@ class _AgentStart:
             agent = _registered_agent(path)
             if agent is not None:
                 _kill(agent, path)  # pyngrok leaves a healthy agent running after an API error
+            if not isinstance(exc, Exception):
+                raise
+            # Not chained: pyngrok's message may quote ngrok quoting the authtoken.
             raise classify(exc, authtoken=self._authtoken) from None
         with self._lock:
             self._finished = True
@@ -480,7 +495,9 @@ class TunnelLog:
     line: str
 
 
-TunnelEvent = TunnelOpening | TunnelOpened | TunnelFailed | TunnelReopening | TunnelClosed | TunnelLog
+TunnelEvent = (
+    TunnelOpening | TunnelOpened | TunnelFailed | TunnelReopening | TunnelClosed | TunnelLog
+)
 
 
 def reopen_delay(attempt: int) -> float:
@@ -511,13 +528,12 @@ async def supervise_tunnel(
     try:
         while True:
             report(TunnelOpening(attempt=failures))
-            error: TunnelError | None = None
             try:
                 with trio.fail_after(OPEN_DEADLINE):
                     tunnel = await open_tunnel(host, port, settings, on_log=on_log)
             except (TunnelError, trio.TooSlowError) as exc:
                 error = classify(exc, authtoken=settings.authtoken)
-            if tunnel is not None:
+            else:
                 report(TunnelOpened(tunnel.public_url, tunnel.public_host, tunnel.public_port))
                 if not started:
                     task_status.started(tunnel.public_url)
@@ -529,7 +545,6 @@ async def supervise_tunnel(
                 if trio.current_time() - opened_at >= STABLE_AFTER:
                     failures = 0
                 error = TunnelError("agent_died", f"the ngrok agent exited with status {status}")
-            assert error is not None
             report(TunnelFailed(error))
             if not started:
                 task_status.started(None)
@@ -569,3 +584,6 @@ class _RedactAuthtoken(logging.Filter):
 
 
 logging.getLogger("pyngrok.process.ngrok").addFilter(_RedactAuthtoken())
+# pyngrok logs the agent's error lines at ERROR: without this, an application that has not set
+# up logging would get them on stderr (logging's last resort), right across the chat screen.
+logging.getLogger("pyngrok").addHandler(logging.NullHandler())

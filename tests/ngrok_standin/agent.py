@@ -28,6 +28,7 @@ Switches, read from the environment:
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import ipaddress
 import json
@@ -60,6 +61,10 @@ FAILURES = (
 DEFAULT_LIFETIME = 120.0  # longer than any test; a leak dies on its own
 PARENT_CHECK_INTERVAL = 0.2  # how quickly we notice our parent (the test run) is gone
 PIPE_CHUNK = 64 * 1024
+# The real agent's round trip to ngrok's cloud before it knows how the session went. pyngrok
+# stops reading at the first line after which the agent has exited, so an agent that printed
+# its failure and exited within microseconds of "starting web service" would hide the failure.
+SESSION_LATENCY = 0.1
 UPSTREAM_CONNECT_TIMEOUT = 5.0  # the upstream is on this machine: it answers at once or never
 
 # The real agent's words (ngrok 3.x, as pyngrok users report them), "\r\n\r\nERR_NGROK_N\r\n"
@@ -263,10 +268,8 @@ def pipe(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 def serve_connection(endpoint: Endpoint, client: socket.socket) -> None:
@@ -567,6 +570,7 @@ def start(args: list[str]) -> int:
             addr=f"{bound[0]}:{bound[1]}",
             allow_hosts="[]",
         )
+        time.sleep(SESSION_LATENCY)
         failure = session_failure(agent)
         if failure is not None:
             log("eror", "failed to reconnect session", obj="tunnels.session", err=failure)
