@@ -7,6 +7,7 @@ import unicodedata
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from multichat.errors import RemoteProtocolError
 from multichat.names import MAX_MARKS_PER_CHAR, MAX_NAME_CHARS, check_name, name_key
 

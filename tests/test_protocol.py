@@ -120,7 +120,7 @@ def feed_in_chunks(
 ) -> list[object]:
     events: list[object] = []
     start = 0
-    for cut in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
         if cut > start:  # b"" would mean end of file
             conn.receive_data(data[start:cut])
         start = cut

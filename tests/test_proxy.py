@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from multichat.errors import LocalProtocolError, RemoteProtocolError
 from multichat.events import NEED_DATA
 from multichat.proxy import (

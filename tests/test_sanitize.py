@@ -8,6 +8,7 @@ import unicodedata
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from multichat import sanitize
 from multichat.sanitize import MAX_TEXT_CHARS, clean_for_terminal, clean_text, too_long
 
