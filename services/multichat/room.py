@@ -18,8 +18,8 @@ from collections.abc import Callable
 from . import textmode, wire
 from .errors import ProtocolError
 from .events import Event, Join, Leave, Members, Message, Shutdown
-from .names import check_name, name_key
 from .limits import Limits
+from .names import check_name, name_key
 from .sanitize import clean_text
 
 # Checking every member's backlog on every post would cost O(members) per message; checking
@@ -62,7 +62,18 @@ class Entry:
 class Member:
     """A joined connection as the room sees it."""
 
-    __slots__ = ("cursor", "end", "key", "kick", "name", "parked", "private", "text", "wake")
+    __slots__ = (
+        "cursor",
+        "end",
+        "key",
+        "kick",
+        "name",
+        "parked",
+        "private",
+        "queued",
+        "text",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -83,6 +94,7 @@ class Member:
         self.parked = False  # its writer is waiting for something new
         # Frames for this member alone, each to go out just before the log entry it names.
         self.private: list[tuple[int, bytes]] = []
+        self.queued = 0  # bytes in `private`, which count toward the outbox limit too
 
 
 class Room:
@@ -128,6 +140,7 @@ class Room:
             parts.append(data)
             start = position
         member.private.clear()
+        member.queued = 0
         parts.append(self._render(member, start, self.head))
         return b"".join(parts)
 
@@ -175,14 +188,18 @@ class Room:
         self._wake_all()
         return entry
 
+    def _too_slow(self, member: Member) -> bool:
+        return self._head_end() - member.end + member.queued > self.limits.outbox_bytes
+
+    def _drop_slow(self, member: Member) -> None:
+        self.remove(member, "too slow")
+        member.kick("too slow: you were not reading fast enough")
+
     def _check_backlogs(self) -> None:
         """Drop members too far behind, and forget log entries nobody needs any more."""
         self._unchecked = 0
-        head_end = self._head_end()
-        slow = [m for m in self._members.values() if head_end - m.end > self.limits.outbox_bytes]
-        for member in slow:
-            self.remove(member, "too slow")
-            member.kick("too slow: you were not reading fast enough")
+        for member in [m for m in self._members.values() if self._too_slow(m)]:
+            self._drop_slow(member)
         oldest = min((m.cursor for m in self._members.values()), default=self.head)
         dead = min(oldest, self.head - self.limits.history_entries) - self._base
         if dead >= TRIM_AFTER:
@@ -221,7 +238,9 @@ class Room:
         self._members[key] = member
         start = max(self._base, self.head - self.limits.history_entries)
         member.cursor = start
-        member.end = self._log[start - self._base - 1].end if start > self._base else self._base_end
+        # The history and the welcome do not count toward the outbox: with long pastes in the
+        # history, or many members, they can be larger than it.
+        member.end = self._head_end()
         member.private.append((start, welcome(display, self.names())))
         # The joiner's own copy of its join notice is empty: its welcome says it all.
         self._append(Join(display, self._clock()), owner=member)
@@ -266,8 +285,16 @@ class Room:
         return self._seq
 
     def send_nowait(self, member: Member, data: bytes) -> None:
-        """Queue a frame for `member` alone, after everything already queued for it."""
+        """Queue a frame for `member` alone, after everything already queued for it.
+
+        A member already past its outbox limit is dropped instead: answers it asks for and
+        does not read (pongs, member lists) must not pile up without bound either.
+        """
+        if member in self and self._too_slow(member):
+            self._drop_slow(member)
+            return
         member.private.append((self.head, data))
+        member.queued += len(data)
         if member.parked:
             member.parked = False
             self._parked.discard(member)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from .limits import Limits
 from .protocol import ServerConnection
 from .proxy import looks_like_proxy_header
 from .room import Member, Refused, Room
+from .sanitize import clean_for_terminal
 from .state import Mode, State
 
 log = logging.getLogger("multichat.server")
@@ -49,6 +51,11 @@ RECEIVE_BYTES = 16 * 1024
 NAME_TRIES = 5
 # A closing connection may take this long to receive its last frames (an error, the notice).
 FLUSH_SECONDS = 5.0
+# While it does, what it still sends is read and thrown away, up to this much: what was in
+# flight when we closed, not a stream that goes on (Apache's lingering close does the same).
+LINGER_BYTES = 64 * 1024
+# How often a closing connection looks whether the peer has acknowledged everything.
+LINGER_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -72,6 +79,20 @@ class ServerContext:
         self.gate = Gate(
             lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
         )
+
+
+def _unacknowledged(sock: trio.socket.SocketType) -> int:
+    """Bytes sent on `sock` that the peer has not acknowledged (0 where the system cannot say)."""
+    if sys.platform != "linux":
+        return 0
+    import fcntl
+    import termios
+
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)  # SIOCOUTQ
+    except OSError:
+        return 0
+    return int.from_bytes(queued, sys.byteorder, signed=True)
 
 
 class Fakelag:
@@ -125,6 +146,7 @@ class Session:
         self._finished = False  # nothing more will be queued: flush and close
         self._scope = trio.CancelScope()
         self._name_tries = 0
+        self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
         self._authenticated = False
         self._initial = initial  # bytes that came with the PROXY header
@@ -194,7 +216,35 @@ class Session:
         finally:
             self._leave()
             self.ctx.gate.release(self.source, authenticated=self._authenticated)
-            await trio.aclose_forcefully(self.stream)
+            try:
+                if not self._scope.cancel_called:  # a member dropped as too slow reads nothing
+                    await self._linger()
+            finally:
+                await trio.aclose_forcefully(self.stream)
+
+    async def _linger(self) -> None:
+        """Close our side, and close the socket only once the peer has everything we sent.
+
+        Closing a socket with unread input resets the connection, and the kernel throws away
+        whatever it has not delivered yet: the last messages, and the notice of why we closed.
+        So what still comes in is read and thrown away until the peer closes too or has
+        acknowledged every byte (at most LINGER_BYTES of it, for FLUSH_SECONDS at most).
+        """
+        stream = self.stream
+        if not isinstance(stream, trio.SocketStream):
+            return
+        discarded = 0
+        with trio.move_on_after(FLUSH_SECONDS):
+            try:
+                await stream.send_eof()
+                while discarded <= LINGER_BYTES and _unacknowledged(stream.socket):
+                    with trio.move_on_after(LINGER_POLL_SECONDS):
+                        data = await stream.receive_some(RECEIVE_BYTES)
+                        if not data:
+                            return
+                        discarded += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
@@ -239,10 +289,16 @@ class Session:
         limits = self.ctx.limits
         with trio.fail_after(limits.handshake_seconds) as handshake:
             while conn.state is not State.JOINED:
+                answered = self._answered
                 if not await self._step():
                     return
-                if conn.state is State.GREETING and conn.mode is Mode.TEXT:
-                    # Each plain-text prompt gets its own deadline: a person is typing.
+                if (
+                    conn.state is State.GREETING
+                    and conn.mode is Mode.TEXT
+                    and self._answered != answered
+                ):
+                    # Each plain-text prompt gets its own deadline: a person is typing. Bytes
+                    # alone do not extend it, or a line sent a byte at a time would never end.
                     handshake.deadline = trio.current_time() + limits.handshake_seconds
         while await self._step():
             pass
@@ -262,6 +318,7 @@ class Session:
             return True
         if isinstance(event, ConnectionClosed):
             return False
+        self._answered += 1
         return await self._handle(event)
 
     async def _receive(self) -> None:
@@ -318,7 +375,9 @@ class Session:
             case Pong():
                 pass
             case Quit(reason):
-                self.leave_reason = "quit" if reason == "quit" else f"quit: {reason[:100]}"
+                # The reason goes to everyone's terminal: one line, no escape sequences.
+                why = clean_for_terminal(reason[:100], single_line=True).strip()
+                self.leave_reason = f"quit: {why}" if why and why != "quit" else "quit"
                 return False
             case Password(password):
                 if not self._check_password(password):
@@ -394,11 +453,7 @@ class Session:
     async def _say(self, text: str, id: str | None) -> bool:
         ctx = self.ctx
         assert self.member is not None
-        try:
-            ctx.room.post(self.member, text, id)
-        except Refused as exc:
-            self.send_nowait(Error(exc.code, exc.message))
-            return True
+        # Charged before posting, so the burst is exactly `flood_burst` messages at once.
         now = trio.current_time()
         delay = self._flood.charge(now)
         if self._flood.held_for(now) > ctx.limits.flood_kick_seconds:
@@ -407,4 +462,8 @@ class Session:
             return False
         if delay > 0:
             await trio.sleep(delay)
+        try:
+            ctx.room.post(self.member, text, id)
+        except Refused as exc:
+            self.send_nowait(Error(exc.code, exc.message))
         return True
