@@ -336,3 +336,10 @@ def test_text_mode_renders_room_events() -> None:
     line = conn.send(Message(1, 0.0, "carol", "hi"))
     assert line.endswith(b"] carol: hi\n") and line.startswith(b"[")
     assert conn.send(Shutdown("bye")) == b"* The room is closing: bye\n"
+
+
+@settings(max_examples=100)
+@given(st.builds(Message, st.integers(0, 2**53), st.floats(0, 2e9), text, text), text)
+def test_add_id_is_the_same_as_encoding_with_the_id(message: Message, id: str) -> None:
+    with_id = Message(message.seq, message.ts, message.sender, message.text, id)
+    assert wire.add_id(wire.encode(message), id) == wire.encode(with_id)

@@ -51,7 +51,7 @@ class Entry:
         # The member this entry is different for (its own echo or join), and what it gets.
         self.owner: Member | None = None
         self.owner_json = b""
-        self.owner_text = b""
+        self.owner_text: bytes | None = b""  # None: the same as `text`
 
     def render_text(self) -> bytes:
         if self.text is None:
@@ -153,7 +153,10 @@ class Room:
         member.cursor = stop
         member.end = entries[-1].end
         if member.text:
-            parts = [e.owner_text if e.owner is member else e.render_text() for e in entries]
+            parts = [
+                e.owner_text if e.owner is member and e.owner_text is not None else e.render_text()
+                for e in entries
+            ]
         else:
             parts = [e.owner_json if e.owner is member else e.json for e in entries]
         return b"".join(parts)
@@ -276,12 +279,8 @@ class Room:
         event = Message(self._seq, self._clock(), member.name, text)
         entry = self._append(event, owner=member)
         # The sender's copy carries its id: that echo is its acknowledgement.
-        entry.owner_json = (
-            entry.json
-            if id is None
-            else wire.encode(Message(event.seq, event.ts, event.sender, text, id))
-        )
-        entry.owner_text = entry.render_text()
+        entry.owner_json = entry.json if id is None else wire.add_id(entry.json, id)
+        entry.owner_text = None  # the same line as everyone's, rendered only if needed
         return self._seq
 
     def send_nowait(self, member: Member, data: bytes) -> None:

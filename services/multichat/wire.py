@@ -199,3 +199,11 @@ def to_json(event: Event) -> dict[str, Any]:
 def encode(event: Event) -> bytes:
     """One frame, newline included."""
     return (_dumps(to_json(event)) + "\n").encode("utf-8")
+
+
+def add_id(frame: bytes, id: str) -> bytes:
+    """`frame` (an encoded message without an id) with `id` added: the sender's echo.
+
+    Splicing saves encoding the whole message a second time for every post.
+    """
+    return frame[:-2] + b',"id":' + _dumps(id).encode("utf-8") + b"}\n"
