@@ -254,6 +254,50 @@ def down(
         raise fail(str(exc)) from None
 
 
+@app.command()
+def connect(
+    address: Annotated[
+        str,
+        typer.Argument(
+            help="The room: tcp://HOST:PORT as ngrok prints it, HOST:PORT, HOST or [IPv6]:PORT."
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", envvar="MULTICHAT_NAME", help="Your name in the room."),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            envvar="MULTICHAT_PASSWORD",
+            help="The room password (better: set MULTICHAT_PASSWORD, or type it when asked).",
+        ),
+    ] = None,
+    plain: Annotated[
+        bool,
+        typer.Option("--plain", help="Plain lines in and out, as when stdin is not a terminal."),
+    ] = False,
+) -> None:
+    """Join a room: a chat window on a terminal, plain lines otherwise (see docs/client.md).
+
+    Exit codes: 0 left or room closed, 1 cannot connect, 2 usage, 3 refused (password, name),
+    4 connection lost or lines not delivered.
+    """
+    from .address import AddressError, parse_address
+    from .connect import EXIT_USAGE, ConnectExit, run_connect
+
+    try:
+        target = parse_address(address)
+    except AddressError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    try:
+        code = run_connect(target, name, password, plain=plain)
+    except ConnectExit as exc:
+        raise fail(str(exc), exc.code) from None
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """The console script."""
     try:

@@ -1,0 +1,5 @@
+"""`python -m multichat`: the same as the `multichat` command."""
+
+from .cli import main
+
+main()
