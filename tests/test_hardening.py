@@ -299,7 +299,8 @@ async def test_three_connections_per_source() -> None:
             )
             assert isinstance(await fourth.next_event(), ConnectionClosed)
             await members[0].send(Quit())
-            assert isinstance(await members[0].next_event(), ConnectionClosed)
+            while not isinstance(await members[0].next_event(), ConnectionClosed):
+                pass  # what was queued before the quit still arrives
             await room.join("dan")  # a slot came free
 
 

@@ -343,3 +343,19 @@ def test_text_mode_renders_room_events() -> None:
 def test_add_id_is_the_same_as_encoding_with_the_id(message: Message, id: str) -> None:
     with_id = Message(message.seq, message.ts, message.sender, message.text, id)
     assert wire.add_id(wire.encode(message), id) == wire.encode(with_id)
+
+
+def test_client_still_receives_after_quit_until_the_server_closes() -> None:
+    client = ClientConnection()
+    client.send(Hello("a", "pw"))
+    client.receive_data(wire.encode(Welcome("a", "r", ("a",))))
+    assert isinstance(client.next_event(), Welcome)
+    client.send(Say("last words", "9"))
+    client.send(Quit())
+    assert client.state is State.LEAVING
+    client.receive_data(wire.encode(Message(1, 0.0, "a", "last words", "9")))
+    assert client.next_event() == Message(1, 0.0, "a", "last words", "9")
+    client.receive_data(b"")
+    assert client.next_event() is CONNECTION_CLOSED
+    with pytest.raises(LocalProtocolError):
+        client.send(Say("too late"))

@@ -33,7 +33,9 @@ G, A, J, X = State.GREETING, State.ANSWERING, State.JOINED, State.CLOSED
         (Mode.JSON, S, A, Error("name_taken", ""), X),
         (Mode.JSON, S, A, Status("r", (), 0.0, "v"), X),
         (Mode.JSON, C, J, Say("x"), J),
-        (Mode.JSON, C, J, Quit(), X),
+        (Mode.JSON, C, J, Quit(), State.LEAVING),
+        (Mode.JSON, S, State.LEAVING, Message(1, 0, "a", "b"), State.LEAVING),
+        (Mode.JSON, S, State.LEAVING, Shutdown("bye"), X),
         (Mode.JSON, S, J, Error("bad_frame", ""), J),
         (Mode.JSON, S, J, Shutdown("bye"), X),
         (Mode.TEXT, C, G, Password("p"), A),
@@ -56,6 +58,7 @@ def test_transitions(mode: Mode, sender: Role, state: State, event: object, afte
         (Mode.JSON, S, G, Message(1, 0, "a", "b")),
         (Mode.JSON, C, A, Hello("a", "b")),
         (Mode.JSON, C, X, Say("x")),
+        (Mode.JSON, C, State.LEAVING, Say("x")),
         (Mode.JSON, S, X, Message(1, 0, "a", "b")),
     ],
 )

@@ -48,11 +48,12 @@ class State(enum.Enum):
     GREETING = "greeting"  # the client must speak first: hello, control (or text password)
     ANSWERING = "answering"  # the server owes an answer to the greeting
     JOINED = "joined"  # a member of the room
+    LEAVING = "leaving"  # the client said quit; the server may still deliver what was queued
     CLOSED = "closed"  # nothing more may be sent
 
 
 C, S = Role.CLIENT, Role.SERVER
-G, A, J, X = State.GREETING, State.ANSWERING, State.JOINED, State.CLOSED
+G, A, J, L, X = State.GREETING, State.ANSWERING, State.JOINED, State.LEAVING, State.CLOSED
 
 _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (C, G, Hello): A,
@@ -67,7 +68,7 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (C, J, Who): J,
     (C, J, Ping): J,
     (C, J, Pong): J,
-    (C, J, Quit): X,
+    (C, J, Quit): L,
     (S, J, Message): J,
     (S, J, Join): J,
     (S, J, Leave): J,
@@ -76,6 +77,16 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, J, Pong): J,
     (S, J, Error): J,  # a bad frame is answered and the session goes on
     (S, J, Shutdown): X,
+    # After `quit` the server still sends what it had queued (echoes of the last lines), then
+    # closes; the client sends nothing more.
+    (S, L, Message): L,
+    (S, L, Join): L,
+    (S, L, Leave): L,
+    (S, L, Members): L,
+    (S, L, Ping): L,
+    (S, L, Pong): L,
+    (S, L, Error): L,
+    (S, L, Shutdown): X,
 }
 
 # Plain-text mode asks for the password first, then the name, and asks again for a name that
