@@ -46,7 +46,10 @@ async def send_control(state: RoomState, command: str, reason: str = "") -> Stat
             f"the room on port {state.port} does not answer: {exc.strerror}"
         ) from None
     async with stream:
-        await stream.send_all(conn.send(Control(state.token, command, reason)))
+        try:
+            await stream.send_all(conn.send(Control(state.token, command, reason)))
+        except trio.BrokenResourceError:
+            raise ControlError("the room closed the connection without answering") from None
         while True:
             try:
                 event = conn.next_event()
@@ -106,7 +109,7 @@ def format_status(report: StatusReport) -> str:
         f"Members online ({len(st.members)}): {', '.join(st.members) or '-'}",
     ]
     for address in state.lan:
-        lines.append(f"LAN:    {address}")
+        lines.append(f"LAN:    {f'[{address}]' if ':' in address else address}:{state.port}")
     lines.append(f"Public: {state.public or '(no tunnel)'}")
     return "\n".join(lines)
 
@@ -120,7 +123,7 @@ async def _wait_exit(pid: int, seconds: float) -> bool:
     return False
 
 
-async def down(port: int | None, reason: str, *, force: bool, say: object = print) -> str:
+async def down(port: int | None, reason: str, *, force: bool) -> str:
     """Close the running room gracefully; returns what happened, in one line."""
     state = pick_room(port)
     if state is None:

@@ -39,6 +39,10 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
+    # The banner says in one line what went wrong with the tunnel. ngrok's own lines are for
+    # --verbose, and then the launcher prints them itself: pyngrok's copies would repeat them.
+    logging.getLogger("pyngrok").setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
+    logging.getLogger("pyngrok.process.ngrok").setLevel(logging.CRITICAL + 1)
 
 
 def read_password_file(path: Path) -> str:
@@ -130,6 +134,7 @@ async def host_room(
 
     While it runs, the room is recorded in its state file (for `status` and `down`).
     """
+    failure: HostError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, server.shutdown_nowait)
         if console:
@@ -137,25 +142,48 @@ async def host_room(
         try:
             bound = await nursery.start(partial(server.serve, port, host, proxy_port=proxy_port))
         except OSError as exc:
-            raise HostError(port_in_use_message(port, exc)) from None
-        state = RoomState(
-            pid=os.getpid(),
-            port=bound,
-            token=token,
-            room=server.room.name,
-            started=time.time(),
-            lan=lan_addresses() if host in (None, "", "0.0.0.0") else [host or ""],
-            version=__version__,
-            host=host or "",
-        )
-        try:
-            write_state(state)
-        except OSError as exc:
-            log.warning("cannot write the state file (status/down will not find the room): %s", exc)
-        try:
-            if on_started is not None:
-                await on_started(nursery, state)
-            await server.stopped.wait()
-        finally:
-            remove_state(bound, os.getpid())
+            # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
+            failure = HostError(port_in_use_message(port, exc))
+        else:
+            await _run_started(server, nursery, bound, host, token, on_started)
         nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _run_started(
+    server: ChatServer,
+    nursery: trio.Nursery,
+    bound: int,
+    host: str | None,
+    token: str,
+    on_started: Callable[[trio.Nursery, RoomState], Awaitable[None]] | None,
+) -> None:
+    state = RoomState(
+        pid=os.getpid(),
+        port=bound,
+        token=token,
+        room=server.room.name,
+        started=time.time(),
+        lan=lan_addresses() if host in (None, "", "0.0.0.0", "::") else [host or ""],
+        version=__version__,
+        host=host or "",
+    )
+    try:
+        write_state(state)
+    except OSError as exc:
+        log.warning("cannot write the state file (status/down will not find the room): %s", exc)
+    try:
+        if on_started is not None:
+            # A room closed while its tunnel is still opening must not wait for the tunnel.
+            with trio.CancelScope() as starting:
+                nursery.start_soon(_cancel_when_stopped, server, starting)
+                await on_started(nursery, state)
+        await server.stopped.wait()
+    finally:
+        remove_state(bound, os.getpid())
+
+
+async def _cancel_when_stopped(server: ChatServer, scope: trio.CancelScope) -> None:
+    await server.stopped.wait()
+    scope.cancel()

@@ -25,5 +25,6 @@ def lan_addresses() -> list[str]:
             if address.is_loopback or address.is_unspecified:
                 continue
             found.add(address)
-    # Link-local (169.254/16) addresses come last: they work only on the same cable.
-    return [str(a) for a in sorted(found, key=lambda a: (not a.is_private, a.is_link_local, a))]
+    # Link-local (169.254/16) addresses come last: they work only on the same cable. Python
+    # counts them as private, so they are sorted out first.
+    return [str(a) for a in sorted(found, key=lambda a: (a.is_link_local, not a.is_private, a))]

@@ -8,6 +8,7 @@ the room down: the banner says why, in one line, and how to fix it.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import secrets
 import sys
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from .hosting import host_room, watch_signals
 from .server import DEFAULT_PORT, ChatServer
 from .statefile import RoomState, write_state
 from .tunnel import (
+    MAX_REOPEN_ATTEMPTS,
     OPEN_DEADLINE,
     TunnelClosed,
+    TunnelError,
     TunnelEvent,
     TunnelFailed,
     TunnelLog,
@@ -50,9 +53,27 @@ def generate_password() -> str:
     return "-".join(group() for _ in range(PASSWORD_GROUPS))
 
 
-def _address(host: str, port: int) -> str:
+def _address(host: str, port: int, *, always_port: bool = False) -> str:
     host = f"[{host}]" if ":" in host else host
-    return host if port == DEFAULT_PORT else f"{host}:{port}"
+    return host if port == DEFAULT_PORT and not always_port else f"{host}:{port}"
+
+
+def _where(host: str) -> str:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return "(this machine only)" if loopback else "(same network)"
+
+
+def describe(error: TunnelError) -> str:
+    """What went wrong and how to fix it, in one line, saying the cause once."""
+    code = f" ({error.ngrok_code})" if error.ngrok_code else ""
+    cause = str(error).removesuffix(code)
+    # Most fixes begin by restating the cause ("ngrok needs an authtoken: set ...").
+    if error.fix.lower().startswith(cause.lower()):
+        return f"{error.fix}{code}"
+    return f"{cause}{code}. Fix: {error.fix}"
 
 
 @dataclass
@@ -66,15 +87,20 @@ class Banner:
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)
 
-    def show(self, state: RoomState, public: str | None, problem: str | None) -> None:
+    def show(
+        self, state: RoomState, public: str | None, problem: str | None, *, tunnel: bool = True
+    ) -> None:
         rule = "-" * 64
         self.say(rule)
         self.say(f"  multichat room {self.room!r} is up")
         if self.password:
             self.say(f"  Password: {self.password}   (generated: share it with your friends)")
         for address in state.lan:
-            self.say(f"  LAN:      {address}:{state.port}")
-        self.say(f"  Public:   {public or 'not available'}")
+            self.say(f"  LAN:      {_address(address, state.port, always_port=True)}")
+        if tunnel:
+            self.say(f"  Public:   {public or 'not available'}")
+        else:
+            self.say("  Public:   none (--no-tunnel): only your own network can join")
         if problem:
             self.say(f"  ! {problem}")
         self.say("")
@@ -82,9 +108,10 @@ class Banner:
         if public:
             self.say(f"    multichat connect {public}")
         for address in state.lan:
-            self.say(f"    multichat connect {_address(address, state.port)}   (same network)")
+            self.say(f"    multichat connect {_address(address, state.port)}   {_where(address)}")
         if not state.lan:
-            self.say(f"    multichat connect {_address('127.0.0.1', state.port)}   (this machine)")
+            here = "127.0.0.1"
+            self.say(f"    multichat connect {_address(here, state.port)}   {_where(here)}")
         self.say("  (or plain `nc HOST PORT` / `telnet HOST PORT`; type tata to leave)")
         self.say("")
         self.say("  Close the room: Ctrl-C, type `shutdown` here, or run `multichat down`.")
@@ -92,7 +119,11 @@ class Banner:
 
 
 class TunnelReporter:
-    """Turns tunnel events into lines for the host, and keeps the state file's address."""
+    """Turns tunnel events into lines for the host, and keeps the state file's address.
+
+    Until the banner is shown it only takes notes (the banner says it all); after, each change
+    is one or two lines.
+    """
 
     def __init__(self, say: Callable[[str], None], verbose: bool) -> None:
         self.say = say
@@ -101,31 +132,40 @@ class TunnelReporter:
         self.problem: str | None = None
         self.on_address: Callable[[str | None], None] = lambda url: None
         self.banner_shown = False
+        self.gave_up = False  # supervision ended on a failure: no more attempts
+        self._opened = False
 
     def __call__(self, event: TunnelEvent) -> None:
         match event:
             case TunnelOpening(attempt) if attempt == 0:
                 self.say(f"Opening the public ngrok tunnel (up to {OPEN_DEADLINE:.0f} s)...")
             case TunnelOpened(url):
-                changed = self.public is not None and url != self.public
-                self.public, self.problem = url, None
+                again, self._opened = self._opened, True
+                self.public, self.problem, self.gave_up = url, None, False
                 self.on_address(url)
-                if changed or (self.banner_shown and url):
-                    self.say(f"The tunnel is open again. New public address: {url}")
+                if self.banner_shown:
+                    what = "The tunnel is open again. New public" if again else "Public"
+                    self.say(f"{what} address: {url}")
                     self.say(f"Friends join with: multichat connect {url}")
             case TunnelFailed(error):
-                self.public = None
-                self.problem = f"Public tunnel failed: {error}. Fix: {error.fix}"
+                lost = self.public is not None
+                self.public, self.gave_up = None, True
+                what = "The public tunnel closed" if lost else "Public tunnel failed"
+                self.problem = f"{what}: {describe(error)}"
                 self.on_address(None)
                 if self.banner_shown:
                     self.say(self.problem)
             case TunnelReopening(attempt, delay):
+                self.gave_up = False
+                retry = f"trying again in {delay:.0f} s, attempt {attempt} of {MAX_REOPEN_ATTEMPTS}"
                 if self.banner_shown:
-                    self.say(f"Reopening the tunnel in {delay:.0f} s (try {attempt})...")
+                    self.say(f"{retry[0].upper()}{retry[1:]}...")
+                elif self.problem:
+                    self.problem = f"{self.problem} ({retry})"
             case TunnelLog(line) if self.verbose:
                 self.say(f"ngrok: {line}")
-            case TunnelClosed():
-                pass
+            case TunnelClosed() if self.gave_up and self.banner_shown:
+                self.say("Gave up on the public tunnel: fix the above, then start again.")
 
 
 async def run_up(
@@ -141,10 +181,15 @@ async def run_up(
 
     async def started(nursery: trio.Nursery, state: RoomState) -> None:
         if settings is None:
-            banner.show(state, None, "No tunnel (--no-tunnel): the room is reachable on the LAN.")
+            banner.show(state, None, None, tunnel=False)
             return
         reporter = TunnelReporter(banner.say, settings.verbose)
         current = [state]
+
+        def report(event: TunnelEvent) -> None:
+            # Once the room is closing, the tunnel's comings and goings are nobody's concern.
+            if server.shutdown_reason is None:
+                reporter(event)
 
         def record(url: str | None) -> None:
             current[0] = replace(current[0], public=url)
@@ -159,8 +204,10 @@ async def run_up(
             "127.0.0.1",
             server.proxy_port,
             replace(settings, proxy_proto=TUNNEL_PROXY_PROTOCOL),
-            reporter,
+            report,
         )
+        if server.shutdown_reason is not None:
+            return  # closed while the tunnel was opening: no banner for a room that is gone
         banner.show(state, reporter.public, reporter.problem)
         reporter.banner_shown = True
 
@@ -184,14 +231,7 @@ async def run_tunnel(
 
     gave_up = False
     reporter = TunnelReporter(say, settings.verbose)
-    reporter.banner_shown = True
-
-    def on_address(url: str | None) -> None:
-        if url:
-            say(f"Public address: {url}")
-            say(f"Friends join with: multichat connect {url}")
-
-    reporter.on_address = on_address
+    reporter.banner_shown = True  # no banner here: every line is said as it happens
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, lambda reason: stop.set())
@@ -205,6 +245,4 @@ async def run_tunnel(
         nursery.start_soon(supervise)
         await stop.wait()
         nursery.cancel_scope.cancel()
-    if gave_up and reporter.problem:
-        say(reporter.problem)
     return not gave_up
