@@ -273,7 +273,9 @@ async def test_agent_failures_are_classified_without_the_token(
     assert lines, "verbose mode forwards ngrok's log lines"
     for text in (str(error), repr(error), error.fix, error.detail, repr(settings), *lines):
         assert TOKEN not in text
-    assert ngrok_code in caplog.text and TOKEN not in caplog.text  # pyngrok logs every agent line
+    # pyngrok logs agent lines from its monitor thread, racing the API's answer: so only check
+    # that whatever it did log has no token in it.
+    assert TOKEN not in caplog.text
     assert error.__cause__ is None and error.__suppress_context__  # no raw pyngrok text attached
     await wait_gone(*standin.pids())
 

@@ -514,11 +514,6 @@ async def test_typing_shutdown_on_the_console_closes_the_room_with_the_reason(cl
     assert cli.state_files() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tunnel.py starts the ngrok agent in up's process group, so a terminal's Ctrl-C "
-    "stops it at once and friends on the tunnel miss the notice (needs start_new_session=True)",
-)
 async def test_ctrl_c_in_a_terminal_still_reaches_friends_through_the_tunnel(cli: Cli) -> None:
     up = await cli.start(
         "up", "--port", str(free_port()), "--password", PASSWORD, *cli.ngrok(), new_session=True

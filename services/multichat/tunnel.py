@@ -349,6 +349,10 @@ def _pyngrok_config(
         # pyngrok only looks at this between log lines; our callers' deadlines do the real work.
         startup_timeout=int(OPEN_DEADLINE),
         request_timeout=API_REQUEST_TIMEOUT,
+        # Ctrl-C in a terminal signals the whole process group: in a group of its own, the
+        # agent lives until the room has told everyone it is closing, then we stop it. (pyngrok
+        # ignores this off POSIX.)
+        start_new_session=os.name == "posix",
     )
 
 
