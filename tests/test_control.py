@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +148,7 @@ def test_the_state_file_is_private_and_holds_no_password(states: Path) -> None:
         "public",
         "version",
         "host",
+        "pidns",
     }
     write_state(replace(state, public=None))
     assert read_state(path) == replace(state, public=None)
@@ -370,3 +372,52 @@ def test_generated_control_tokens_differ() -> None:
 
     tokens = {new_token() for _ in range(100)}
     assert len(tokens) == 100 and all(len(t) >= 22 for t in tokens)
+
+
+# --------------------------------------------------------------------------- other containers
+
+OTHER_PIDNS = "pid:[1]"  # no process on this machine runs in it
+
+
+def test_a_room_in_another_pid_namespace_is_not_called_stale(states: Path) -> None:
+    # Compose's tunnel shares the state directory, not the server's PIDs: a pid it cannot see
+    # proves nothing, so the file stays and the room's own port decides.
+    path = write_state(room_state(5002, pid=dead_pid(), pidns=OTHER_PIDNS))
+    assert [r.port for r in running_rooms()] == [5002]
+    assert path.exists()
+
+
+async def test_down_from_another_container_asks_and_waits_for_the_state_file(
+    states: Path,
+) -> None:
+    async with start_room(control_token=CONTROL_TOKEN) as room:
+        path = write_state(room_state(room.port, pid=dead_pid(), pidns=OTHER_PIDNS))
+        ann = await room.join("ann")
+
+        async def remove_when_closed() -> None:
+            await room.server.stopped.wait()
+            path.unlink()  # what the room's own process does last
+
+        room.nursery.start_soon(remove_when_closed)
+        with trio.fail_after(STEP):
+            said = await control.down(None, "the host stopped the room", force=False)
+            assert said.startswith(f"The room on port {room.port} is closed")
+            assert await ann.expect(Shutdown) == Shutdown("the host stopped the room")
+        await ann.aclose()
+
+
+async def test_down_force_cannot_kill_a_room_in_another_container(states: Path) -> None:
+    write_state(room_state(dead_port(), pid=dead_pid(), pidns=OTHER_PIDNS))
+    with pytest.raises(ControlError, match="another container"):
+        await control.down(None, "bye", force=True)
+
+
+def test_a_zombie_is_not_alive() -> None:
+    # A room that exited but whose parent has not reaped it yet is gone for `down`'s purposes.
+    child = subprocess.Popen(["sleep", "0"])
+    for _ in range(500):  # at most 5 s for `sleep 0` to exit (unreaped: we do not wait yet)
+        if not pid_alive(child.pid):
+            break
+        time.sleep(0.01)
+    assert not pid_alive(child.pid)
+    assert child.poll() == 0  # reaped only now

@@ -18,7 +18,7 @@ import trio
 from .errors import RemoteProtocolError
 from .events import ConnectionClosed, Control, Error, NeedData, Status
 from .protocol import ClientConnection
-from .statefile import RoomState, pid_alive, remove_state, running_rooms
+from .statefile import RoomState, pid_alive, remove_state, running_rooms, state_path
 
 # A room answers at once; a second covers a busy one without making `status` hang.
 ANSWER_SECONDS = 5.0
@@ -128,6 +128,8 @@ async def down(port: int | None, reason: str, *, force: bool) -> str:
     state = pick_room(port)
     if state is None:
         raise ControlError("no room is up here (nothing to stop)")
+    if not state.pid_visible():
+        return await _down_elsewhere(state, reason, force=force)
     if force:
         _signal(state.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
         await _wait_exit(state.pid, TERM_WAIT_SECONDS)
@@ -147,6 +149,26 @@ async def down(port: int | None, reason: str, *, force: bool) -> str:
     raise ControlError(
         f"the room (pid {state.pid}) does not exit; use `multichat down --force` to kill it"
     )
+
+
+async def _down_elsewhere(state: RoomState, reason: str, *, force: bool) -> str:
+    """Close a room whose process we cannot see or signal (another container): ask it, then
+    wait for it to remove its state file, which it does last."""
+    if force:
+        raise ControlError(
+            "the room runs in another container; stop that container to kill it "
+            "(`docker compose kill server`)"
+        )
+    with trio.move_on_after(ANSWER_SECONDS):
+        await send_control(state, "shutdown", reason)
+    started = time.monotonic()
+    path = state_path(state.port)
+    with trio.move_on_after(DOWN_WAIT_SECONDS):
+        # The room's exit has no event to wait on from here: polling is the portable way.
+        while path.exists():  # noqa: ASYNC110
+            await trio.sleep(POLL_SECONDS)
+        return f"The room on port {state.port} is closed ({time.monotonic() - started:.1f} s)."
+    raise ControlError(f"the room on port {state.port} did not close; stop its container")
 
 
 def _signal(pid: int, signum: int) -> None:

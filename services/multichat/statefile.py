@@ -35,10 +35,25 @@ class RoomState:
     public: str | None = None
     version: str = ""
     host: str = ""  # the address it listens on; "" for every interface
+    # The PID namespace it runs in (Linux): a container that shares the state directory but
+    # not the PIDs (compose's tunnel) cannot judge its pid, and must not call it dead.
+    pidns: str = field(default_factory=lambda: current_pidns())
+
+    def pid_visible(self) -> bool:
+        """Whether `pid` means the room's process here (same PID namespace)."""
+        return not self.pidns or not current_pidns() or self.pidns == current_pidns()
 
     def control_host(self) -> str:
         """Where the host's own commands reach the room."""
         return self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+
+
+def current_pidns() -> str:
+    """This process's PID namespace, e.g. `pid:[4026531836]`; "" where there is none to read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):
+        return ""
 
 
 def state_dir() -> Path:
@@ -99,6 +114,7 @@ def read_state(path: Path) -> RoomState | None:
             public=str(data["public"]) if data.get("public") else None,
             version=str(data.get("version", "")),
             host=str(data.get("host", "")),
+            pidns=str(data.get("pidns", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -122,16 +138,31 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` has exited and only waits for its parent to reap it (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False  # no /proc here: os.kill's answer stands
+    # The state letter follows the command name, which is in parentheses and may hold any byte.
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
 
 
 def running_rooms() -> list[RoomState]:
-    """Every room with a state file whose process is alive; stale files are removed."""
+    """Every room with a state file whose process is alive; stale files are removed.
+
+    A room in another PID namespace (another container sharing the directory) is listed:
+    only its own port can say whether it is up.
+    """
     directory = state_dir()
     rooms = []
     for path in sorted(directory.glob("room-*.json")) if directory.is_dir() else []:
         state = read_state(path)
-        if state is None or not pid_alive(state.pid):
+        if state is None or (state.pid_visible() and not pid_alive(state.pid)):
             with contextlib.suppress(OSError):
                 path.unlink()
             continue
