@@ -1,0 +1,1 @@
+"""The multichat benchmark (`scripts/bench`); see run.py for how it works."""

@@ -1,0 +1,107 @@
+"""`scripts/bench`: parse the options, run every scenario in every mode, print the results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from dataclasses import replace
+
+from .report import scenario_report, table
+from .run import BenchError, build_loadgen, log, run_once, wait_for_quiet
+from .scenarios import full_scenarios, quick_scenarios
+
+
+def parse_limit(text: str) -> tuple[str, int | float]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--limit wants KEY=VALUE, not {text!r}")
+    try:
+        number: int | float = int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--limit {key} wants a number") from None
+    return key.strip(), number
+
+
+def raise_open_files() -> None:
+    """5,000 members need 5,000 descriptors in the server and as many in the generators."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark a real `multichat serve` on 127.0.0.1 (see docs/benchmarks.md).",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: prove it works")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[s.name for s in full_scenarios()],
+        help="run only this scenario (repeatable)",
+    )
+    parser.add_argument("--mode", choices=["json", "text", "both"], default="both")
+    parser.add_argument("--procs", type=int, help="load generator processes (default 2)")
+    parser.add_argument("--rounds", type=int, help="burst rounds (median reported)")
+    parser.add_argument(
+        "--limit",
+        action="append",
+        type=parse_limit,
+        default=[],
+        metavar="KEY=VALUE",
+        help="another [limits] value for the server's config (e.g. outbox_bytes=1048576)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to go idle "
+        "(default 60, or 0 with --quick)",
+    )
+    args = parser.parse_args(argv)
+    quiet_wait = args.quiet_wait if args.quiet_wait is not None else 0 if args.quick else 60
+
+    scenarios = quick_scenarios() if args.quick else full_scenarios()
+    if args.scenario:
+        scenarios = [s for s in scenarios if s.name in args.scenario]
+    if args.procs:
+        scenarios = [replace(s, procs=args.procs) for s in scenarios]
+    if args.rounds:
+        scenarios = [replace(s, rounds=args.rounds) if s.kind == "burst" else s for s in scenarios]
+    modes = ["json", "text"] if args.mode == "both" else [args.mode]
+    limits = dict(args.limit)
+
+    raise_open_files()
+    try:
+        loadgen = build_loadgen()
+        reports = []
+        for sc in scenarios:
+            for mode in modes:
+                runs = []
+                for i in range(sc.rounds):
+                    suffix = f" round {i + 1}/{sc.rounds}" if sc.rounds > 1 else ""
+                    log(f"{sc.name} ({mode}){suffix}")
+                    if quiet_wait > 0:
+                        wait_for_quiet(quiet_wait)
+                    runs.append(run_once(sc, mode, loadgen, limits))
+                report = scenario_report(sc, mode, runs)
+                if limits:
+                    report["limits"] = limits
+                print(json.dumps(report), flush=True)
+                reports.append(report)
+    except BenchError as exc:
+        log(str(exc))
+        return 2
+    print()
+    print(table(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

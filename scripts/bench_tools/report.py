@@ -1,0 +1,211 @@
+"""What the generators saw, as numbers: percentiles, one JSON object per scenario, a table."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .scenarios import BOUNDED_RSS_GROWTH_KIB, TARGETS, Scenario
+
+
+def bucket_bounds(index: int) -> tuple[int, int]:
+    """The latency range (ns) of one loadgen histogram bucket (see bucket_of in loadgen.c)."""
+    if index < 128:
+        return index, index + 1
+    shift = index // 64 - 1
+    mantissa = index - shift * 64
+    return mantissa << shift, (mantissa + 1) << shift
+
+
+def percentile_ms(hist: dict[int, int], fraction: float) -> float | None:
+    count = sum(hist.values())
+    if not count:
+        return None
+    wanted = fraction * count
+    seen = 0
+    for index in sorted(hist):
+        seen += hist[index]
+        if seen >= wanted:
+            low, high = bucket_bounds(index)
+            return (low + high) / 2 / 1e6
+    return None  # pragma: no cover
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def scenario_report(sc: Scenario, mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON line of one scenario in one mode: its runs merged, rates as their median."""
+    hist: dict[int, int] = {}
+    for run in runs:
+        for index, count in run["hist"].items():
+            hist[index] = hist.get(index, 0) + count
+
+    def total(key: str) -> int:
+        return sum(int(run[key]) for run in runs)
+
+    # A round that lost messages measured how fast members were dropped, not fan-out: its rate
+    # is shown per round but not counted in the median.
+    rates = [run["distinct"] / run["elapsed_s"] if run["elapsed_s"] > 0 else 0.0 for run in runs]
+    whole = [
+        rate for rate, run in zip(rates, runs, strict=True) if run["distinct"] == run["expected"]
+    ]
+    lost = total("expected") - total("distinct") if sc.kind != "join" else 0
+    report: dict[str, Any] = {
+        "scenario": sc.name,
+        "mode": mode,
+        "members": sc.members,
+        "senders": sc.senders,
+        "messages": sc.senders * sc.per_sender * len(runs),
+        "rounds": len(runs),
+        "deliveries": total("distinct"),
+        "expected": total("expected"),
+        "deliveries_per_s": round(statistics.median(whole))
+        if whole and sc.kind != "join"
+        else None,
+        "p50_ms": rounded(percentile_ms(hist, 0.50)),
+        "p99_ms": rounded(percentile_ms(hist, 0.99)),
+        "max_ms": rounded(max(run["lat_max_ns"] for run in runs) / 1e6) if hist else None,
+        "lost": lost,
+        "duplicated": total("duplicated"),
+        "reordered": total("reordered"),
+        "merged": total("merged"),
+        "split": total("split"),
+        "unexpected": total("unexpected"),
+        "errors": total("errors"),
+        "first_error": next((run["first_error"] for run in runs if run["first_error"]), ""),
+        "joined": total("joined"),
+        "complete": total("members_complete"),
+        "join_failures": total("join_failures"),
+        "disconnected": total("closed_early"),
+        "dropped": sorted({name for run in runs for name in run["dropped"]}),
+        "timed_out": any(run["timed_out"] for run in runs),
+        "server_cpu_cores": rounded(statistics.median(run["server_cpu_cores"] for run in runs)),
+        "server_rss_kib": {
+            "start": max(run["rss_start_kib"] for run in runs),
+            "peak": max(run["rss_peak_kib"] for run in runs),
+            "end": max(run["rss_end_kib"] for run in runs),
+        },
+        "generator_cpu_cores": rounded(max(run["generator_cpu_cores"] for run in runs)),
+        "generator_procs": sc.procs,
+        "other_cpu_cores": rounded(max(run["other_cpu_cores"] for run in runs), 2),
+        "elapsed_s": rounded(statistics.median(run["elapsed_s"] for run in runs)),
+    }
+    if sc.rounds > 1:
+        report["rounds_deliveries_per_s"] = [round(rate) for rate in rates]
+    if sc.kind == "rate":
+        report["offered_deliveries_per_s"] = round(
+            sc.rate * sc.senders * (sc.members - (1 if sc.stalled else 0))
+        )
+    if sc.kind == "join":
+        run = runs[0]
+        report["join_s"] = rounded(run["join_s"])
+        # Per member in the room at the end (all of them, unless the run ran out of time).
+        growth = run["rss_end_kib"] - run["rss_start_kib"]
+        report["rss_per_connection_kib"] = rounded(growth / max(1, run["joined"]), 2)
+    if sc.stalled:
+        run = runs[0]
+        report["stalled_reason"] = run["stalled_reason"]
+        report["stalled_dropped_after_s"] = rounded(run["stalled_dropped_after_s"])
+        report["rss_growth_kib"] = run["rss_peak_kib"] - run["rss_start_kib"]
+    report["clean"] = not any(
+        report[key] for key in ("lost", "duplicated", "reordered", "merged", "split", "unexpected")
+    ) and not any(report[key] for key in ("dropped", "disconnected", "timed_out", "join_failures"))
+    report["target"] = TARGETS[sc.name]
+    report["met"] = target_met(sc, report)
+    return report
+
+
+def target_met(sc: Scenario, r: dict[str, Any]) -> bool:
+    """Whether the issue's target for this scenario was met (only meaningful at full size)."""
+    if not r["clean"]:
+        return False
+    if sc.name == "burst":
+        return bool(r["deliveries_per_s"] and r["deliveries_per_s"] > 1_830_000)
+    if sc.name == "paced":
+        return bool(r["server_cpu_cores"] is not None and r["server_cpu_cores"] <= 0.5)
+    if sc.name == "steady":
+        return bool(r["p99_ms"] is not None and r["p99_ms"] < 3.0)
+    if sc.name == "join":
+        return bool(
+            r["join_s"] is not None and r["join_s"] < 10 and r["rss_per_connection_kib"] < 8
+        )
+    if sc.name == "slow":
+        return bool(
+            r["stalled_reason"]
+            and r["p99_ms"] is not None
+            and r["p99_ms"] < 3.0
+            and r["rss_growth_kib"] < BOUNDED_RSS_GROWTH_KIB
+        )
+    return False
+
+
+def headline(r: dict[str, Any]) -> str:
+    """The number each scenario is judged by, for the table."""
+    name = r["scenario"]
+    if name == "burst":
+        if r["deliveries_per_s"] is None:
+            dropped = max(len(r["dropped"]), r["disconnected"])
+            return f"{r['lost'] / max(1, r['expected']):.0%} lost, {dropped} members dropped"
+        rate = f"{r['deliveries_per_s'] / 1e6:.2f}M deliveries/s"
+        return rate + (f", {r['lost']} lost" if r["lost"] else "")
+    if name == "paced":
+        return f"{r['server_cpu_cores']:.2f} cores"
+    if name == "steady":
+        return f"p99 {r['p99_ms']} ms"
+    if name == "join":
+        took = (
+            f"{r['join_s']:.1f} s"
+            if r["join_s"] is not None
+            else f"{r['elapsed_s']:.0f} s: {r['joined']} joined, {r['complete']} saw all"
+        )
+        return f"{took} / {r['rss_per_connection_kib']:.1f} KiB"
+    if name == "slow":
+        after = r["stalled_dropped_after_s"]
+        dropped = f"dropped at {after:.1f} s" if after is not None else "NOT dropped"
+        return f"p99 {r['p99_ms']} ms, {dropped}, +{r['rss_growth_kib'] // 1024} MiB"
+    return ""
+
+
+def table(reports: list[dict[str, Any]]) -> str:
+    head = (
+        "scenario",
+        "mode",
+        "result",
+        "met",
+        "lost/dup/reord/merged/split",
+        "p50/p99/max ms",
+        "srv CPU",
+        "srv RSS peak",
+        "gen CPU",
+        "other CPU",
+    )
+    rows = [head]
+    for r in reports:
+        integrity = "/".join(
+            str(r[k]) for k in ("lost", "duplicated", "reordered", "merged", "split")
+        )
+        if r["dropped"] or r["disconnected"]:
+            integrity += f" ({max(len(r['dropped']), r['disconnected'])} dropped)"
+        latency = "/".join(
+            "-" if r[k] is None else f"{r[k]:g}" for k in ("p50_ms", "p99_ms", "max_ms")
+        )
+        rows.append(
+            (
+                r["scenario"],
+                r["mode"],
+                headline(r),
+                "yes" if r["met"] else "NO",
+                integrity,
+                latency,
+                f"{r['server_cpu_cores']:.2f}",
+                f"{r['server_rss_kib']['peak'] / 1024:.1f} MiB",
+                f"{r['generator_cpu_cores']:.2f}",
+                f"{r['other_cpu_cores']:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)

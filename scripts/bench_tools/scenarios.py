@@ -1,0 +1,79 @@
+"""The benchmark's scenarios: the issue's load shapes, their quick versions, and their targets.
+
+Each runs once per mode (JSON frames, plain text) against a fresh server:
+  burst   50 members, 5 send 2,000 messages each as fast as the server accepts them
+  paced   the same room paced at 245,000 deliveries/s: the server's CPU
+  steady  100 members each sending one message a second: latency
+  join    5,000 members join, each seeing every other one: time and memory per connection
+  slow    one member never reads while the rest get 76,000 deliveries/s: their latency, the
+          stalled member dropped, the server's memory bounded
+`--quick` scales every count down, to prove the harness works in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The length of every message's text: a line of chat.
+TEXT_LEN = 64
+# The server's memory "stays bounded" while a member never reads if it grows by less than this.
+BOUNDED_RSS_GROWTH_KIB = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape; `rate` is messages a second per sender, 0 for as fast as accepted."""
+
+    name: str
+    members: int
+    senders: int
+    per_sender: int
+    rate: float = 0.0
+    stalled: bool = False
+    rounds: int = 1
+    window: int = 256  # handshakes in flight per generator process
+    deadline: float = 60.0  # seconds for one run, joining included
+    idle: float = 10.0  # seconds without progress before a run gives up
+    procs: int = 2
+
+    @property
+    def kind(self) -> str:
+        if self.name == "join":
+            return "join"
+        return "burst" if self.rate == 0 else "rate"
+
+    @property
+    def duration(self) -> float:
+        return self.per_sender / self.rate if self.rate else 0.0
+
+
+def full_scenarios() -> list[Scenario]:
+    return [
+        Scenario("burst", members=50, senders=5, per_sender=2_000, rounds=5),
+        # 245,000 deliveries/s among 50 members: 4,900 messages/s, 980 from each sender.
+        Scenario("paced", members=50, senders=5, per_sender=9_800, rate=980.0),
+        Scenario("steady", members=100, senders=100, per_sender=30, rate=1.0),
+        Scenario("join", members=5_000, senders=0, per_sender=0, deadline=120.0, idle=30.0),
+        # 76,000 deliveries/s to the 49 that read: 1,551 messages/s, 310 from each sender.
+        Scenario("slow", members=50, senders=5, per_sender=6_200, rate=310.2, stalled=True),
+    ]
+
+
+def quick_scenarios() -> list[Scenario]:
+    return [
+        Scenario("burst", members=20, senders=3, per_sender=200, rounds=1, deadline=20.0),
+        Scenario("paced", members=20, senders=3, per_sender=500, rate=500.0, deadline=20.0),
+        Scenario("steady", members=40, senders=40, per_sender=2, rate=1.0, deadline=20.0),
+        Scenario("join", members=200, senders=0, per_sender=0, deadline=20.0),
+        # Fast enough that the member that never reads passes its limit within the run.
+        Scenario("slow", members=20, senders=3, per_sender=1_600, rate=800.0, stalled=True),
+    ]
+
+
+TARGETS = {
+    "burst": "> 1.83M deliveries/s, nothing lost, duplicated, reordered, merged or split",
+    "paced": "<= 0.5 of a core at 245k deliveries/s",
+    "steady": "p99 < 3 ms",
+    "join": "< 10 s and < 8 KiB RSS per connection",
+    "slow": "stalled member dropped, others' p99 < 3 ms, server memory bounded",
+}

@@ -1,0 +1,86 @@
+"""The benchmark itself works: `scripts/bench` drives a real server through every scenario.
+
+These tests check what the benchmark counts (every message accounted for, every member joined,
+the member that never reads dropped), never how fast: timings depend on the machine, and
+docs/benchmarks.md reports them with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "scripts" / "bench"
+SCENARIOS = ("burst", "paced", "steady", "join", "slow")
+MODES = ("json", "text")
+# What a correct server and a correct generator both guarantee, at any speed.
+INTEGRITY = ("duplicated", "reordered", "merged", "split", "unexpected")
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not (shutil.which("cc") or shutil.which("gcc")),
+    reason="the benchmark reads /proc, uses epoll and builds its generator with a C compiler",
+)
+
+
+def run_bench(*args: str, timeout: float) -> tuple[list[dict[str, Any]], str]:
+    done = subprocess.run(
+        [str(BENCH), *args],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return reports, done.stdout
+
+
+def check_shape(reports: list[dict[str, Any]], output: str) -> None:
+    assert [(r["scenario"], r["mode"]) for r in reports] == [
+        (s, m) for s in SCENARIOS for m in MODES
+    ]
+    for r in reports:
+        assert r["server_rss_kib"]["peak"] > 0, r
+        assert r["server_cpu_cores"] is not None, r
+        assert isinstance(r["met"], bool) and r["target"], r
+    assert "scenario | mode" in output  # the readable table follows the JSON lines
+
+
+def test_quick_benchmark_accounts_for_every_message() -> None:
+    reports, output = run_bench("--quick", timeout=180)
+    check_shape(reports, output)
+    for r in reports:
+        where = f"{r['scenario']} ({r['mode']})"
+        for key in ("lost", *INTEGRITY, "errors", "join_failures", "disconnected"):
+            assert r[key] == 0, f"{where}: {key} = {r[key]}"
+        assert r["dropped"] == [], where
+        assert not r["timed_out"], where
+        assert r["clean"], where
+        if r["scenario"] == "join":
+            assert r["joined"] == r["complete"] == r["members"], where
+            assert r["join_s"] is not None, where
+        else:
+            assert r["deliveries"] == r["expected"] > 0, where
+            assert r["p50_ms"] is not None and r["p99_ms"] is not None, where
+            assert r["deliveries_per_s"] > 0, where
+        if r["scenario"] == "slow":
+            assert r["stalled_reason"], f"{where}: the member that never reads was not dropped"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_full_benchmark_runs() -> None:
+    reports, output = run_bench(timeout=3000)
+    check_shape(reports, output)
+    for r in reports:
+        for key in INTEGRITY:
+            assert r[key] == 0, f"{r['scenario']} ({r['mode']}): {key} = {r[key]}"
