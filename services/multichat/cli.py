@@ -17,7 +17,13 @@ import typer
 from . import __version__, control, launcher
 from .address import AddressError, parse_address
 from .auth import new_token
-from .hosting import HostError, host_room, password_from, setup_logging
+from .hosting import (
+    HostError,
+    freeze_startup_objects,
+    host_room,
+    password_from,
+    setup_logging,
+)
 from .limits import Limits, LimitsError, load_limits
 from .server import DEFAULT_PORT, ChatServer
 from .tunnel import TunnelSettings
@@ -111,6 +117,7 @@ def serve(
     token = new_token()
     server = ChatServer(password, room=room, limits=limits, control_token=token)
     try:
+        freeze_startup_objects()
         trio.run(partial(host_room, server, port, host, token=token, proxy_port=proxy_port))
     except HostError as exc:
         raise fail(str(exc)) from None
@@ -171,6 +178,7 @@ def up(
     setup_logging(verbose)
     token = new_token()
     server = ChatServer(chosen, room=room, limits=limits, control_token=token)
+    freeze_startup_objects()
     try:
         trio.run(
             partial(

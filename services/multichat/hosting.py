@@ -5,6 +5,7 @@ Both `multichat serve` and `multichat up` host a room this way; `up` adds the tu
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -30,6 +31,16 @@ PASSWORD_ENV = "MULTICHAT_PASSWORD"
 
 class HostError(Exception):
     """A reason the room cannot start, worded for the person who ran the command."""
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated so far out of the garbage collector's sight.
+
+    The modules, classes and constants loaded at startup never die, yet every full collection
+    walks them all: that pause was the steady benchmark's p99 (14 ms; 3 ms once frozen).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def setup_logging(verbose: bool = False) -> None:

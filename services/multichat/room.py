@@ -25,6 +25,8 @@ from .sanitize import clean_text
 # Checking every member's backlog on every post would cost O(members) per message; checking
 # once per this many appended bytes bounds the overshoot to this amount instead.
 CHECK_EVERY = 8 * 1024
+# A send the kernel has not finished in this long is stuck on a reader that is not reading.
+SEND_STALL_SECONDS = 0.5
 # Trimming the log copies it; doing it only once this many entries are dead keeps it cheap.
 TRIM_AFTER = 1024
 
@@ -71,6 +73,7 @@ class Member:
         "parked",
         "private",
         "queued",
+        "sending",
         "text",
         "wake",
     )
@@ -95,6 +98,7 @@ class Member:
         # Frames for this member alone, each to go out just before the log entry it names.
         self.private: list[tuple[int, bytes]] = []
         self.queued = 0  # bytes in `private`, which count toward the outbox limit too
+        self.sending: float | None = None  # since when its writer has been in a send
 
 
 class Room:
@@ -106,18 +110,25 @@ class Room:
         *,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.limits = limits
         self.closed = False
-        self._clock = clock
+        self._clock = clock  # for timestamps people read
+        self._monotonic = monotonic  # for durations (the server passes trio's clock)
         self._members: dict[str, Member] = {}  # by name key, in join order
         self._log: list[Entry] = []
         self._base = 0  # index of self._log[0]
         self._base_end = 0  # log bytes before self._log[0]
         self._seq = 0
+        self._last_post = -1  # log index of the newest message or notice that is not presence
         self._parked: set[Member] = set()
+        self._lazy: set[Member] = set()  # parked, but not to be woken by join/leave notices
         self._unchecked = 0
+        # True while some writer lags far behind without being stuck in a send: readers then
+        # yield after each post, so fast senders cannot outrun delivery (backpressure).
+        self.congested = False
         self.started = clock()
 
     # -- reading the log (each member's writer) --
@@ -164,16 +175,32 @@ class Room:
     def pending(self, member: Member) -> bool:
         return bool(member.private) or member.cursor < self.head
 
-    def park(self, member: Member) -> None:
-        """The member's writer will wait; `member.wake` is called when there is more."""
-        if self.pending(member):
-            member.wake()
-        else:
-            member.parked = True
-            self._parked.add(member)
+    def presence_only(self, member: Member) -> bool:
+        """Whether all that waits for `member` is join and leave notices (no hurry for those)."""
+        return not member.private and member.cursor > self._last_post
 
-    def _wake_all(self) -> None:
+    def park(self, member: Member, *, lazy: bool = False) -> None:
+        """The member's writer will wait; `member.wake` is called when there is more.
+
+        A `lazy` writer is not woken for join and leave notices, only for anything else.
+        """
+        if (self.pending(member) and not lazy) or not self.presence_only(member):
+            member.wake()
+            return
+        member.parked = True
+        (self._lazy if lazy else self._parked).add(member)
+
+    def unpark(self, member: Member) -> None:
+        """The member's writer stopped waiting on its own (a lazy wait timed out)."""
+        member.parked = False
+        self._parked.discard(member)
+        self._lazy.discard(member)
+
+    def _wake_all(self, presence: bool) -> None:
         parked, self._parked = self._parked, set()
+        if not presence:
+            parked |= self._lazy
+            self._lazy = set()
         for member in parked:
             member.parked = False
             member.wake()
@@ -184,25 +211,51 @@ class Room:
         data = wire.encode(event)
         entry = Entry(event, data, self._head_end() + len(data))
         entry.owner = owner
+        presence = isinstance(event, Join | Leave)
+        if not presence:
+            self._last_post = self.head
         self._log.append(entry)
         self._unchecked += len(data)
         if self._unchecked >= CHECK_EVERY:
             self._check_backlogs()
-        self._wake_all()
+        self._wake_all(presence)
         return entry
 
+    def backlog(self, member: Member) -> int:
+        """Bytes queued for `member` that its writer has not taken yet."""
+        return self._head_end() - member.end + member.queued
+
     def _too_slow(self, member: Member) -> bool:
-        return self._head_end() - member.end + member.queued > self.limits.outbox_bytes
+        # Only a writer stuck in a send is behind because of its reader: one that simply has
+        # not been scheduled yet (five senders' bursts come in before any writer runs), or
+        # whose send the kernel is taking as fast as it comes, is not.
+        return (
+            member.sending is not None
+            and self._monotonic() - member.sending > SEND_STALL_SECONDS
+            and self.backlog(member) > self.limits.outbox_bytes
+        )
 
     def _drop_slow(self, member: Member) -> None:
         self.remove(member, "too slow")
         member.kick("too slow: you were not reading fast enough")
+
+    def sweep_nowait(self) -> None:
+        """Check every member's backlog now (the server calls this on a timer, so a stalled
+        member is dropped even when nothing new is posted)."""
+        self._check_backlogs()
 
     def _check_backlogs(self) -> None:
         """Drop members too far behind, and forget log entries nobody needs any more."""
         self._unchecked = 0
         for member in [m for m in self._members.values() if self._too_slow(m)]:
             self._drop_slow(member)
+        # Members whose writers have not caught up only because they have not run yet: the
+        # senders should let them (see `congested`).
+        head_end = self._head_end()
+        half = self.limits.outbox_bytes // 2
+        self.congested = any(
+            m.sending is None and head_end - m.end > half for m in self._members.values()
+        )
         oldest = min((m.cursor for m in self._members.values()), default=self.head)
         dead = min(oldest, self.head - self.limits.history_entries) - self._base
         if dead >= TRIM_AFTER:
@@ -289,14 +342,18 @@ class Room:
         A member already past its outbox limit is dropped instead: answers it asks for and
         does not read (pongs, member lists) must not pile up without bound either.
         """
-        if member in self and self._too_slow(member):
+        # Answers it asked for and does not read: no grace, they come only from its own asking.
+        if (
+            member in self
+            and member.sending is not None
+            and member.queued > self.limits.outbox_bytes
+        ):
             self._drop_slow(member)
             return
         member.private.append((self.head, data))
         member.queued += len(data)
         if member.parked:
-            member.parked = False
-            self._parked.discard(member)
+            self.unpark(member)
             member.wake()
 
     def who(self) -> Members:
@@ -307,7 +364,7 @@ class Room:
         if self._members.get(member.key) is not member:
             return
         del self._members[member.key]
-        self._parked.discard(member)
+        self.unpark(member)
         if not self.closed:
             # The leaver's own copy is empty: it may still be flushing its last frames.
             self._append(Leave(member.name, reason, self._clock()), owner=member)

@@ -19,7 +19,7 @@ from .errors import RemoteProtocolError
 from .events import Error
 from .limits import Limits
 from .proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
-from .room import Room
+from .room import SEND_STALL_SECONDS, Room
 from .session import ServerContext, Session
 
 log = logging.getLogger("multichat.server")
@@ -72,7 +72,7 @@ class ChatServer:
         limits: Limits = Limits(),
         control_token: str | None = None,
     ) -> None:
-        self.room = Room(room, limits=limits)
+        self.room = Room(room, limits=limits, monotonic=trio.current_time)
         self.limits = limits
         self.ctx = ServerContext(
             room=self.room,
@@ -133,6 +133,7 @@ class ChatServer:
                     acceptors.start_soon(self._accept_loop, listener, sessions, False)
                 for listener in tunnel_listeners:
                     acceptors.start_soon(self._accept_loop, listener, sessions, True)
+                acceptors.start_soon(self._sweep)
                 task_status.started(self.port)
                 await self._shutdown.wait()
                 acceptors.cancel_scope.cancel()
@@ -147,6 +148,11 @@ class ChatServer:
                 trio.current_time() + self.limits.shutdown_grace_seconds
             )
         log.info("stopped")
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(SEND_STALL_SECONDS)
+            self.room.sweep_nowait()
 
     async def _accept_loop(
         self, listener: trio.SocketListener, sessions: trio.Nursery, proxied: bool
