@@ -1,9 +1,9 @@
-"""The room without sockets: the log, cursors, batching of wake-ups, and who is too slow."""
+"""The room without sockets: the log, cursors, lazy wake-ups, and who is too slow."""
 
 from __future__ import annotations
 
 from multichat.limits import Limits
-from multichat.room import BUSY_APPENDS_PER_WINDOW, WRITE_BATCH_SECONDS, Member, Room
+from multichat.room import Member, Room
 
 
 class Clock:
@@ -14,10 +14,8 @@ class Clock:
         return self.now
 
 
-def make_room(clock: Clock, timers: list[float]) -> Room:
-    room = Room("r", limits=Limits(), clock=lambda: 0.0, monotonic=clock)
-    room.flush_timer = timers.append
-    return room
+def make_room(clock: Clock) -> Room:
+    return Room("r", limits=Limits(), clock=lambda: 0.0, monotonic=clock)
 
 
 def join(room: Room, name: str, woken: list[str]) -> Member:
@@ -31,8 +29,8 @@ def join(room: Room, name: str, woken: list[str]) -> Member:
 
 
 def test_a_quiet_room_wakes_writers_at_once() -> None:
-    clock, timers, woken = Clock(), [], []
-    room = make_room(clock, timers)
+    clock, woken = Clock(), []
+    room = make_room(clock)
     alice = join(room, "alice", woken)
     bob = join(room, "bob", woken)
     room.take_nowait(alice)
@@ -42,35 +40,12 @@ def test_a_quiet_room_wakes_writers_at_once() -> None:
     woken.clear()
     clock.now += 1
     room.post(alice, "hi")
-    assert sorted(woken) == ["alice", "bob"] and timers == []
-
-
-def test_a_busy_room_wakes_writers_once_per_window() -> None:
-    clock, timers, woken = Clock(), [], []
-    room = make_room(clock, timers)
-    alice = join(room, "alice", woken)
-    for n in range(BUSY_APPENDS_PER_WINDOW + 1):  # a busy tenth of a second
-        room.post(alice, f"m{n}")
-        clock.now += 0.0005
-    clock.now += 0.1  # the next window begins: the room counts as busy now
-    room.take_nowait(alice)
-    room.park(alice)
-    woken.clear()
-    room.post(alice, "first")
-    room.take_nowait(alice)
-    room.park(alice)
-    woken.clear()
-    room.post(alice, "second")  # within the batch window: no wake-up yet, a timer instead
-    assert woken == [] and timers and timers[-1] <= clock.now + WRITE_BATCH_SECONDS
-    clock.now = timers[-1]
-    room.flush_nowait()
-    assert woken == ["alice"]
-    assert room.take_nowait(alice).count(b'"type":"message"') == 1
+    assert sorted(woken) == ["alice", "bob"]
 
 
 def test_presence_alone_does_not_wake_a_lazy_writer() -> None:
-    clock, timers, woken = Clock(), [], []
-    room = make_room(clock, timers)
+    clock, woken = Clock(), []
+    room = make_room(clock)
     alice = join(room, "alice", woken)
     room.take_nowait(alice)
     room.park(alice, lazy=True)
@@ -84,8 +59,8 @@ def test_presence_alone_does_not_wake_a_lazy_writer() -> None:
 
 
 def test_only_a_stuck_writer_is_too_slow() -> None:
-    clock, timers, woken = Clock(), [], []
-    room = make_room(clock, timers)
+    clock, woken = Clock(), []
+    room = make_room(clock)
     kicked: list[str] = []
     alice = join(room, "alice", woken)
     slow = room.join(

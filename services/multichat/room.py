@@ -12,7 +12,6 @@ send) and a `kick` callback (run when the room drops the member).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -26,13 +25,6 @@ from .sanitize import clean_text
 # Checking every member's backlog on every post would cost O(members) per message; checking
 # once per this many appended bytes bounds the overshoot to this amount instead.
 CHECK_EVERY = 8 * 1024
-# Under load, writers are woken at most once per window, however many messages came: a
-# delay nobody notices, and many times fewer wake-ups and system calls than one per message.
-WRITE_BATCH_SECONDS = 0.005
-# A room is busy, and batches, after a tenth of a second with more than 100 appends (1,000 a
-# second); below that, every message goes out at once.
-RATE_WINDOW_SECONDS = 0.1
-BUSY_APPENDS_PER_WINDOW = 100
 # A send the kernel has not finished in this long is stuck on a reader that is not reading.
 SEND_STALL_SECONDS = 0.5
 # Trimming the log copies it; doing it only once this many entries are dead keeps it cheap.
@@ -132,16 +124,6 @@ class Room:
         self._seq = 0
         self._last_post = -1  # log index of the newest message or notice that is not presence
         self._parked: set[Member] = set()
-        # Waking writers is batched in windows of WRITE_BATCH_SECONDS: `flush_timer(at)` asks
-        # the caller to call `flush_nowait()` at monotonic time `at` (None: wake at once).
-        self.flush_timer: Callable[[float], None] | None = None
-        self._flush_at: float | None = None
-        self._last_flush = -math.inf
-        self._posts_waiting = False  # something other than presence since the last round
-        # Only a busy room batches: a quiet one (friends chatting) wakes writers at once.
-        self._busy = False
-        self._rate_since = -math.inf
-        self._rate_count = 0
         self._lazy: set[Member] = set()  # parked, but not to be woken by join/leave notices
         self._unchecked = 0
         # True while some writer lags far behind without being stuck in a send: readers then
@@ -215,33 +197,10 @@ class Room:
         self._lazy.discard(member)
 
     def _wake_all(self, presence: bool) -> None:
-        """Wake the waiting writers: at once if the last round was a while ago, else at the
-        end of the batch window (through `flush_timer`), so a busy room costs each member one
-        write per window instead of one per message."""
-        self._posts_waiting |= not presence
-        if self._flush_at is not None:
-            return  # a round is already due
-        now = self._monotonic()
-        if now - self._rate_since >= RATE_WINDOW_SECONDS:
-            self._busy = self._rate_count >= BUSY_APPENDS_PER_WINDOW
-            self._rate_since, self._rate_count = now, 0
-        self._rate_count += 1
-        due = self._last_flush + WRITE_BATCH_SECONDS
-        if not self._busy or now >= due or self.flush_timer is None:
-            self.flush_nowait()
-        else:
-            self._flush_at = due
-            self.flush_timer(due)
-
-    def flush_nowait(self) -> None:
-        """Wake every writer waiting for what was appended (the server's timer calls this)."""
-        self._flush_at = None
-        self._last_flush = self._monotonic()
         parked, self._parked = self._parked, set()
-        if self._posts_waiting:
+        if not presence:
             parked |= self._lazy
             self._lazy = set()
-        self._posts_waiting = False
         for member in parked:
             member.parked = False
             member.wake()
@@ -416,4 +375,3 @@ class Room:
             return
         self.closed = True
         self._append(Shutdown(reason))
-        self.flush_nowait()  # the server's batch timer is stopping: wake everyone now

@@ -73,9 +73,6 @@ class ChatServer:
         control_token: str | None = None,
     ) -> None:
         self.room = Room(room, limits=limits, monotonic=trio.current_time)
-        self.room.flush_timer = self._flush_later
-        self._flush_due = trio.Event()
-        self._flush_at = 0.0
         self.limits = limits
         self.ctx = ServerContext(
             room=self.room,
@@ -137,7 +134,6 @@ class ChatServer:
                 for listener in tunnel_listeners:
                     acceptors.start_soon(self._accept_loop, listener, sessions, True)
                 acceptors.start_soon(self._sweep)
-                acceptors.start_soon(self._flush_writers)
                 task_status.started(self.port)
                 await self._shutdown.wait()
                 acceptors.cancel_scope.cancel()
@@ -152,18 +148,6 @@ class ChatServer:
                 trio.current_time() + self.limits.shutdown_grace_seconds
             )
         log.info("stopped")
-
-    def _flush_later(self, at: float) -> None:
-        self._flush_at = at
-        self._flush_due.set()
-
-    async def _flush_writers(self) -> None:
-        """The room's batch timer: one task for all members, not a timer per writer."""
-        while True:
-            await self._flush_due.wait()
-            self._flush_due = trio.Event()
-            await trio.sleep_until(self._flush_at)
-            self.room.flush_nowait()
 
     async def _sweep(self) -> None:
         while True:
