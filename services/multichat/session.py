@@ -305,7 +305,11 @@ class Session:
         each member one write per newcomer (5,000 joins: 12.5 million writes).
         """
         room = self.ctx.room
-        if room.backlog(member) < WRITE_BATCH_BYTES and room.presence_only(member):
+        if (
+            room.pending(member)
+            and room.presence_only(member)
+            and room.backlog(member) < WRITE_BATCH_BYTES
+        ):
             self._wakeup = trio.Event()
             room.park(member, lazy=True)  # a message ends the wait at once
             with trio.move_on_after(PRESENCE_BATCH_SECONDS):
