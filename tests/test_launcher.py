@@ -12,12 +12,11 @@ import pytest
 from multichat import launcher
 from multichat.hosting import HostError, password_from, read_password_file
 from multichat.launcher import Banner, TunnelReporter, describe, generate_password
+from multichat.ngrok_errors import _FIXES, TunnelError
 from multichat.statefile import RoomState
 from multichat.tunnel import (
-    _FIXES,
     MAX_REOPEN_ATTEMPTS,
     TunnelClosed,
-    TunnelError,
     TunnelFailed,
     TunnelLog,
     TunnelOpened,

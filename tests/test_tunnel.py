@@ -34,11 +34,12 @@ for _path, _module in ((_HERE.parent / "services", "multichat"), (_HERE, "ngrok_
         sys.path.insert(0, str(_path))
 
 import ngrok_standin  # noqa: E402
+from multichat import ngrok_errors  # noqa: E402
 from multichat import tunnel as tunnel_module  # noqa: E402
+from multichat.ngrok_errors import TunnelError, classify  # noqa: E402
 from multichat.tunnel import (  # noqa: E402
     Tunnel,
     TunnelClosed,
-    TunnelError,
     TunnelEvent,
     TunnelFailed,
     TunnelLog,
@@ -46,7 +47,6 @@ from multichat.tunnel import (  # noqa: E402
     TunnelOpening,
     TunnelReopening,
     TunnelSettings,
-    classify,
     open_tunnel,
     supervise_tunnel,
 )
@@ -512,7 +512,7 @@ def test_classify(exc: BaseException, code: str) -> None:
 
 
 def test_every_code_has_a_one_line_fix_and_settings_hide_the_token() -> None:
-    for code in tunnel_module._FIXES:
+    for code in ngrok_errors._FIXES:
         error = TunnelError(code)
         assert error.code == code and error.fix and "\n" not in error.fix
     with pytest.raises(ValueError):

@@ -18,13 +18,13 @@ from typing import TextIO
 import trio
 
 from .hosting import host_room, watch_signals
+from .ngrok_errors import TunnelError
 from .server import DEFAULT_PORT, ChatServer
 from .statefile import RoomState, write_state
 from .tunnel import (
     MAX_REOPEN_ATTEMPTS,
     OPEN_DEADLINE,
     TunnelClosed,
-    TunnelError,
     TunnelEvent,
     TunnelFailed,
     TunnelLog,
