@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,7 +35,9 @@ from .events import (
     Welcome,
     Who,
 )
+from .flood import Fakelag
 from .limits import Limits
+from .linger import linger_close
 from .protocol import ServerConnection
 from .proxy import looks_like_proxy_header
 from .room import Member, Refused, Room
@@ -57,11 +58,6 @@ FLUSH_SECONDS = 5.0
 PRESENCE_BATCH_SECONDS = 0.5
 # ...unless this much is already waiting: then there is nothing to gain by waiting.
 WRITE_BATCH_BYTES = 16 * 1024
-# While it does, what it still sends is read and thrown away, up to this much: what was in
-# flight when we closed, not a stream that goes on (Apache's lingering close does the same).
-LINGER_BYTES = 64 * 1024
-# How often a closing connection looks whether the peer has acknowledged everything.
-LINGER_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -85,48 +81,6 @@ class ServerContext:
         self.gate = Gate(
             lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
         )
-
-
-def _unacknowledged(sock: trio.socket.SocketType) -> int:
-    """Bytes sent on `sock` that the peer has not acknowledged (0 where the system cannot say)."""
-    if sys.platform != "linux":
-        return 0
-    import fcntl
-    import termios
-
-    try:
-        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)  # SIOCOUTQ
-    except OSError:
-        return 0
-    return int.from_bytes(queued, sys.byteorder, signed=True)
-
-
-class Fakelag:
-    """ergo-style flood control: a burst, then a steady rate, enforced by delaying the sender."""
-
-    def __init__(self, burst: int, per_second: float, now: float) -> None:
-        self.burst = burst
-        self.per_second = per_second
-        self.tokens = float(burst)
-        self.updated = now
-        self.held_since: float | None = None  # when the sender started being held back
-
-    def charge(self, now: float) -> float:
-        """Count one message; return how long to wait before reading the next one."""
-        if self.per_second <= 0:
-            return 0.0
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.per_second)
-        self.updated = now
-        self.tokens -= 1
-        if self.tokens >= 0:
-            self.held_since = None
-            return 0.0
-        if self.held_since is None:
-            self.held_since = now
-        return -self.tokens / self.per_second
-
-    def held_for(self, now: float) -> float:
-        return 0.0 if self.held_since is None else now - self.held_since
 
 
 class Session:
@@ -224,33 +178,9 @@ class Session:
             self.ctx.gate.release(self.source, authenticated=self._authenticated)
             try:
                 if not self._scope.cancel_called:  # a member dropped as too slow reads nothing
-                    await self._linger()
+                    await linger_close(self.stream)
             finally:
                 await trio.aclose_forcefully(self.stream)
-
-    async def _linger(self) -> None:
-        """Close our side, and close the socket only once the peer has everything we sent.
-
-        Closing a socket with unread input resets the connection, and the kernel throws away
-        whatever it has not delivered yet: the last messages, and the notice of why we closed.
-        So what still comes in is read and thrown away until the peer closes too or has
-        acknowledged every byte (at most LINGER_BYTES of it, for FLUSH_SECONDS at most).
-        """
-        stream = self.stream
-        if not isinstance(stream, trio.SocketStream):
-            return
-        discarded = 0
-        with trio.move_on_after(FLUSH_SECONDS):
-            try:
-                await stream.send_eof()
-                while discarded <= LINGER_BYTES and _unacknowledged(stream.socket):
-                    with trio.move_on_after(LINGER_POLL_SECONDS):
-                        data = await stream.receive_some(RECEIVE_BYTES)
-                        if not data:
-                            return
-                        discarded += len(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
