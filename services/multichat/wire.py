@@ -37,9 +37,6 @@ from .events import (
 MAX_FRAME = 16 * 1024
 # Strings that are not message text (ids, tokens, reasons) stay short; nothing needs more.
 MAX_FIELD_CHARS = 1024
-# A member list answer may name everyone in a 5,000-member room; it is sent, never received,
-# by the server, so clients accept more than MAX_FRAME for it (see `protocol.py`).
-MAX_MEMBERS_FRAME = 256 * 1024
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _loads = json.JSONDecoder().decode
