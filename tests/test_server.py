@@ -173,6 +173,7 @@ async def test_shutdown_delivers_pending_then_notice_then_closes() -> None:
             texts: list[str] = []
             while True:
                 event = await bob.next_event()
+                assert not isinstance(event, ConnectionClosed), "closed before the notice"
                 if isinstance(event, Message):
                     texts.append(event.text)
                 elif isinstance(event, Shutdown):
@@ -255,7 +256,7 @@ async def test_accepted_connections_have_tcp_keepalive(room: RoomFixture) -> Non
     with trio.fail_after(10):
         peer = await room.join("alice")
         (session,) = room.server._sessions
-        sock = session.stream.socket  # type: ignore[attr-defined]
+        sock = session.transport.sock
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         if hasattr(socket, "TCP_KEEPIDLE"):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 90

@@ -10,6 +10,8 @@ from __future__ import annotations
 class Fakelag:
     """ergo-style flood control: a burst, then a steady rate, enforced by delaying the sender."""
 
+    __slots__ = ("burst", "held_since", "per_second", "tokens", "updated")
+
     def __init__(self, burst: int, per_second: float, now: float) -> None:
         self.burst = burst
         self.per_second = per_second

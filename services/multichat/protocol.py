@@ -34,6 +34,8 @@ MAX_SERVER_FRAME = 1024 * 1024
 class LineBuffer:
     """Bytes in, complete lines out; a line longer than `limit` is a fatal framing error."""
 
+    __slots__ = ("_data", "_limit", "_scanned")
+
     def __init__(self, limit: int) -> None:
         self._data = bytearray()
         self._scanned = 0  # bytes already searched for a newline
@@ -71,6 +73,8 @@ class LineBuffer:
 
 
 class _Connection:
+    # A server holds one per member, 5,000 at once: no per-instance dicts.
+    __slots__ = ("_buffer", "_eof", "mode", "state")
     our_role: Role
     their_role: Role
 
@@ -116,6 +120,7 @@ class _Connection:
 class ServerConnection(_Connection):
     """One client's side of multichat/1, as the server sees it. No I/O."""
 
+    __slots__ = ("_outgoing", "_password", "_paused")
     our_role = Role.SERVER
     their_role = Role.CLIENT
 
@@ -218,6 +223,7 @@ class ServerConnection(_Connection):
 class ClientConnection(_Connection):
     """The client's side of multichat/1 (JSON frames only). No I/O."""
 
+    __slots__ = ()
     our_role = Role.CLIENT
     their_role = Role.SERVER
 

@@ -6,8 +6,9 @@ free, and the log's tail doubles as the history a new member is shown. The room 
 for anyone: every method is synchronous and returns at once. A member whose cursor falls more
 than `outbox_limit` bytes behind is dropped, so one stalled reader cannot hold memory.
 
-No I/O here: the connection layer passes a `wake` callback (run when there is something new to
-send) and a `kick` callback (run when the room drops the member).
+No I/O here. The connection layer passes each member a `wake` callback (run when a frame for
+that member alone is queued) and a `kick` callback (run when the room drops it); the fan-out
+sets `on_append` to hear of every broadcast, and decides when to take everyone's share.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Member:
         "key",
         "kick",
         "name",
-        "parked",
+        "owned",
         "private",
         "queued",
         "sending",
@@ -94,11 +95,11 @@ class Member:
         self.kick = kick
         self.cursor = 0  # index of the next log entry this member has not taken
         self.end = 0  # log bytes up to the cursor
-        self.parked = False  # its writer is waiting for something new
+        self.owned = -1  # index of the newest log entry that differs for this member
         # Frames for this member alone, each to go out just before the log entry it names.
         self.private: list[tuple[int, bytes]] = []
         self.queued = 0  # bytes in `private`, which count toward the outbox limit too
-        self.sending: float | None = None  # since when its writer has been in a send
+        self.sending: float | None = None  # since when its socket has refused more
 
 
 class Room:
@@ -123,12 +124,14 @@ class Room:
         self._base_end = 0  # log bytes before self._log[0]
         self._seq = 0
         self._last_post = -1  # log index of the newest message or notice that is not presence
-        self._parked: set[Member] = set()
-        self._lazy: set[Member] = set()  # parked, but not to be woken by join/leave notices
         self._unchecked = 0
-        # True while some writer lags far behind without being stuck in a send: readers then
-        # yield after each post, so fast senders cannot outrun delivery (backpressure).
-        self.congested = False
+        self._flushed = 0  # the head when the fan-out last gave every member its share
+        self._flushed_end = 0
+        # The same stretch of the log rendered once per flush: (start, text) -> bytes.
+        self._shared: dict[tuple[int, bool], bytes] = {}
+        self._shared_head = -1
+        # Called after every append, with whether the entry is only a join or leave notice.
+        self.on_append: Callable[[bool], None] = lambda presence: None
         self.started = clock()
 
     # -- reading the log (each member's writer) --
@@ -163,6 +166,10 @@ class Room:
         entries = self._log[start - self._base : stop - self._base]
         member.cursor = stop
         member.end = entries[-1].end
+        if member.owned < start and stop == self.head:
+            # Nothing in this stretch differs for this member (true of nearly every member):
+            # it gets the same bytes as every other member at the same cursor.
+            return self._render_shared(start, entries, member.text)
         if member.text:
             parts = [
                 e.owner_text if e.owner is member and e.owner_text is not None else e.render_text()
@@ -172,45 +179,50 @@ class Room:
             parts = [e.owner_json if e.owner is member else e.json for e in entries]
         return b"".join(parts)
 
+    def _render_shared(self, start: int, entries: list[Entry], text: bool) -> bytes:
+        if self._shared_head != self.head:
+            self._shared.clear()
+            self._shared_head = self.head
+        data = self._shared.get((start, text))
+        if data is None:
+            if text:
+                data = b"".join(e.render_text() for e in entries)
+            else:
+                data = b"".join(e.json for e in entries)
+            self._shared[start, text] = data
+        return data
+
     def pending(self, member: Member) -> bool:
         return bool(member.private) or member.cursor < self.head
 
-    def presence_only(self, member: Member) -> bool:
-        """Whether all that waits for `member` is join and leave notices (no hurry for those)."""
-        return not member.private and member.cursor > self._last_post
+    def members(self) -> list[Member]:
+        """Every member, in join order (a copy: the fan-out may drop some as it goes)."""
+        return list(self._members.values())
 
-    def park(self, member: Member, *, lazy: bool = False) -> None:
-        """The member's writer will wait; `member.wake` is called when there is more.
+    # -- the fan-out's bookkeeping --
 
-        A `lazy` writer is not woken for join and leave notices, only for anything else.
-        """
-        if (self.pending(member) and not lazy) or not self.presence_only(member):
-            member.wake()
-            return
-        member.parked = True
-        (self._lazy if lazy else self._parked).add(member)
+    def unflushed(self) -> int:
+        """Bytes appended since the fan-out last gave every member its share."""
+        return self._head_end() - self._flushed_end
 
-    def unpark(self, member: Member) -> None:
-        """The member's writer stopped waiting on its own (a lazy wait timed out)."""
-        member.parked = False
-        self._parked.discard(member)
-        self._lazy.discard(member)
+    def presence_only(self) -> bool:
+        """Whether everything appended since the last flush is join and leave notices."""
+        return self._last_post < self._flushed
 
-    def _wake_all(self, presence: bool) -> None:
-        parked, self._parked = self._parked, set()
-        if not presence:
-            parked |= self._lazy
-            self._lazy = set()
-        for member in parked:
-            member.parked = False
-            member.wake()
+    def flushed_nowait(self) -> None:
+        """The fan-out has just given every member everything up to the head."""
+        self._flushed = self.head
+        self._flushed_end = self._head_end()
+        self._shared.clear()
 
     # -- changing the room --
 
     def _append(self, event: Event, owner: Member | None = None) -> Entry:
         data = wire.encode(event)
         entry = Entry(event, data, self._head_end() + len(data))
-        entry.owner = owner
+        if owner is not None:
+            entry.owner = owner
+            owner.owned = self.head
         presence = isinstance(event, Join | Leave)
         if not presence:
             self._last_post = self.head
@@ -218,7 +230,7 @@ class Room:
         self._unchecked += len(data)
         if self._unchecked >= CHECK_EVERY:
             self._check_backlogs()
-        self._wake_all(presence)
+        self.on_append(presence)
         return entry
 
     def backlog(self, member: Member) -> int:
@@ -226,9 +238,9 @@ class Room:
         return self._head_end() - member.end + member.queued
 
     def _too_slow(self, member: Member) -> bool:
-        # Only a writer stuck in a send is behind because of its reader: one that simply has
-        # not been scheduled yet (five senders' bursts come in before any writer runs), or
-        # whose send the kernel is taking as fast as it comes, is not.
+        # Only a member whose socket has refused more for a while is behind because of its
+        # reader: one the fan-out simply has not reached yet, or whose sends the kernel takes
+        # as fast as they come, is not.
         return (
             member.sending is not None
             and self._monotonic() - member.sending > SEND_STALL_SECONDS
@@ -249,13 +261,6 @@ class Room:
         self._unchecked = 0
         for member in [m for m in self._members.values() if self._too_slow(m)]:
             self._drop_slow(member)
-        # Members whose writers have not caught up only because they have not run yet: the
-        # senders should let them (see `congested`).
-        head_end = self._head_end()
-        half = self.limits.outbox_bytes // 2
-        self.congested = any(
-            m.sending is None and head_end - m.end > half for m in self._members.values()
-        )
         oldest = min((m.cursor for m in self._members.values()), default=self.head)
         dead = min(oldest, self.head - self.limits.history_entries) - self._base
         if dead >= TRIM_AFTER:
@@ -352,9 +357,7 @@ class Room:
             return
         member.private.append((self.head, data))
         member.queued += len(data)
-        if member.parked:
-            self.unpark(member)
-            member.wake()
+        member.wake()
 
     def who(self) -> Members:
         return Members(self.names())
@@ -364,7 +367,6 @@ class Room:
         if self._members.get(member.key) is not member:
             return
         del self._members[member.key]
-        self.unpark(member)
         if not self.closed:
             # The leaver's own copy is empty: it may still be flushing its last frames.
             self._append(Leave(member.name, reason, self._clock()), owner=member)

@@ -21,6 +21,7 @@ from .limits import Limits
 from .proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .room import SEND_STALL_SECONDS, Room
 from .session import ServerContext, Session
+from .transport import Transport
 
 log = logging.getLogger("multichat.server")
 
@@ -38,6 +39,9 @@ KEEPALIVE_PROBES = 4
 # How many connections the kernel may hold for us before we accept them; a room of friends
 # joining at once, or a benchmark's 5,000, should not see refusals.
 BACKLOG = 4096
+# How often stalled members and quiet ones are looked for: a member is "too slow" after its
+# socket has refused more for SEND_STALL_SECONDS, so looking as often costs at most that again.
+SWEEP_SECONDS = SEND_STALL_SECONDS
 
 
 def _keepalive(sock: trio.socket.SocketType) -> None:
@@ -86,7 +90,7 @@ class ChatServer:
         self.proxy_port: int | None = None
         self._pending_proxy = 0
         self.shutdown_reason: str | None = None
-        self._sessions: set[Session] = set()
+        self._sessions = self.ctx.sessions
         self._shutdown = trio.Event()
         self.stopped = trio.Event()  # set once `serve` has shut down
 
@@ -134,6 +138,8 @@ class ChatServer:
                 for listener in tunnel_listeners:
                     acceptors.start_soon(self._accept_loop, listener, sessions, True)
                 acceptors.start_soon(self._sweep)
+                # In the sessions' nursery: it delivers the shutdown notice, then returns.
+                await sessions.start(self.ctx.fanout.run)
                 task_status.started(self.port)
                 await self._shutdown.wait()
                 acceptors.cancel_scope.cancel()
@@ -151,8 +157,11 @@ class ChatServer:
 
     async def _sweep(self) -> None:
         while True:
-            await trio.sleep(SEND_STALL_SECONDS)
+            await trio.sleep(SWEEP_SECONDS)
             self.room.sweep_nowait()
+            now = trio.current_time()
+            for session in list(self._sessions):
+                session.check_idle_nowait(now)
 
     async def _accept_loop(
         self, listener: trio.SocketListener, sessions: trio.Nursery, proxied: bool
@@ -169,7 +178,10 @@ class ChatServer:
             if proxied:
                 sessions.start_soon(self._run_proxied, stream)
             else:
-                sessions.start_soon(self._run_session, stream, _source(stream), b"", True)
+                source = _source(stream)
+                session = self._admit(Transport.from_stream(stream), source)
+                if session is not None:
+                    sessions.start_soon(session.run)
 
     async def _run_proxied(self, stream: trio.SocketStream) -> None:
         """Read the tunnel's PROXY header, then serve the friend behind it by real address."""
@@ -195,32 +207,25 @@ class ChatServer:
             await trio.aclose_forcefully(stream)
             return
         source = header.source[0] if header.source else "tunnel"
-        await self._run_session(stream, source, parser.trailing, False)
+        session = self._admit(Transport.from_stream(stream), source, parser.trailing, lan=False)
+        if session is not None:
+            await session.run()
 
-    async def _run_session(
-        self, stream: trio.SocketStream, source: str, initial: bytes, lan: bool
-    ) -> None:
+    def _admit(
+        self, transport: Transport, source: str, initial: bytes = b"", *, lan: bool = True
+    ) -> Session | None:
+        """A session for the connection, or None if its source has too many already."""
         refusal = self.ctx.gate.admit(source)
         if refusal is not None:
             log.warning("refused a connection from %s: %s", source, refusal)
-            await _refuse(stream, refusal)
-            return
-        session = Session(stream, self.ctx, source, initial=initial, refuse_proxy=lan)
-        self._sessions.add(session)
-        try:
-            await session.run()
-        finally:
-            self._sessions.discard(session)
+            # One short frame into an empty socket buffer: the kernel takes it at once.
+            transport.send_nowait(wire.encode(Error("too_many_connections", refusal)))
+            transport.close()
+            return None
+        return Session(transport, self.ctx, source, initial=initial, refuse_proxy=lan)
 
     def shutdown_nowait(self, reason: str = "the host closed the room") -> None:
         """Begin a graceful shutdown; `serve` returns when it is done."""
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
         self._shutdown.set()
-
-
-async def _refuse(stream: trio.SocketStream, message: str) -> None:
-    with trio.move_on_after(1):
-        with contextlib.suppress(trio.BrokenResourceError):
-            await stream.send_all(wire.encode(Error("too_many_connections", message)))
-    await trio.aclose_forcefully(stream)

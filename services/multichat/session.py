@@ -1,8 +1,10 @@
-"""One client connection on the server: a reader task and a writer task, nothing else.
+"""One client connection on the server: its one task reads, and sends never wait.
 
-The reader moves bytes from the socket into the protocol and acts on the events that come
-out; the writer is the only task that sends, and sends everything queued in one write. What a
-member receives comes from the room's log, so the room never waits for this connection.
+The task moves bytes from the socket into the protocol and acts on the events that come out.
+What a member receives comes from the room's log: the fan-out (or the session itself, for a
+frame meant for it alone) hands it to the connection's `Transport`, which sends without
+waiting. Only when the kernel will not take everything does the session start a second task,
+in its own nursery, to wait for room in the socket; a member that reads along never needs it.
 """
 
 from __future__ import annotations
@@ -35,29 +37,22 @@ from .events import (
     Welcome,
     Who,
 )
+from .fanout import Fanout
 from .flood import Fakelag
 from .limits import Limits
-from .linger import linger_close
 from .protocol import ServerConnection
 from .proxy import looks_like_proxy_header
 from .room import Member, Refused, Room
 from .sanitize import clean_for_terminal
 from .state import Mode, State
+from .transport import Transport
 
 log = logging.getLogger("multichat.server")
 
-# Large enough to take a burst of frames in one call, small enough to cost nothing per member.
-RECEIVE_BYTES = 16 * 1024
 # Plain-text mode asks again for a taken name; a person needs a few tries, a script none.
 NAME_TRIES = 5
 # A closing connection may take this long to receive its last frames (an error, the notice).
 FLUSH_SECONDS = 5.0
-# Join and leave notices are not urgent: waiting this long for more batches them into one write.
-# 5,000 members joining at once then cost each member a few writes, not 5,000 (the benchmark's
-# join went from over 120 s at 0.05 s to 6 s).
-PRESENCE_BATCH_SECONDS = 0.5
-# ...unless this much is already waiting: then there is nothing to gain by waiting.
-WRITE_BATCH_BYTES = 16 * 1024
 
 
 @dataclass
@@ -72,6 +67,8 @@ class ServerContext:
     request_shutdown: Callable[[str], None] = lambda reason: None
     failures: Throttle = field(init=False)
     gate: Gate = field(init=False)
+    fanout: Fanout = field(init=False)
+    sessions: set[Session] = field(init=False, default_factory=set)  # every open connection
 
     def __post_init__(self) -> None:
         lim = self.limits
@@ -81,61 +78,134 @@ class ServerContext:
         self.gate = Gate(
             lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
         )
+        self.fanout = Fanout(self.room)
 
 
 class Session:
     """One connection, from its first byte to its close."""
 
+    # 5,000 members are 5,000 of these: no per-instance dict.
+    __slots__ = (
+        "_answered",
+        "_authenticated",
+        "_draining",
+        "_finished",
+        "_flood",
+        "_heard",
+        "_initial",
+        "_kicked",
+        "_name_tries",
+        "_nursery",
+        "_pinged",
+        "_reading",
+        "_refuse_proxy",
+        "conn",
+        "ctx",
+        "leave_reason",
+        "member",
+        "source",
+        "transport",
+    )
+
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        transport: Transport,
         ctx: ServerContext,
         source: str,
         *,
         initial: bytes = b"",
         refuse_proxy: bool = True,
     ) -> None:
-        self.stream = stream
+        self.transport = transport
         self.ctx = ctx
         self.source = source
         self.conn = ServerConnection()
         self.member: Member | None = None
         self.leave_reason = "disconnected"
-        self._early = bytearray()  # frames before joining; after, the room queues them
-        self._wakeup = trio.Event()
         self._finished = False  # nothing more will be queued: flush and close
-        self._scope = trio.CancelScope()
+        self._kicked = False  # dropped: close at once, without a lingering close
+        self._reading = trio.CancelScope()  # cancelled to stop reading and close politely
+        # The connection's own nursery, while open: the drain task runs in it, and cancelling
+        # it drops the connection at once.
+        self._nursery: trio.Nursery | None = None
+        self._draining = False
         self._name_tries = 0
         self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
         self._authenticated = False
         self._initial = initial  # bytes that came with the PROXY header
         self._refuse_proxy = refuse_proxy
+        self._heard = trio.current_time()  # when the peer last sent anything
+        self._pinged = False
 
-    # -- queueing (the writer sends) --
-
-    def _wake(self) -> None:
-        self._wakeup.set()
+    # -- sending (never waits) --
 
     def send_nowait(self, event: Event) -> None:
         """Queue `event` for this client, in order after everything already queued."""
-        data = self.conn.send(event)
+        self._queue_nowait(self.conn.send(event))
+
+    def _queue_nowait(self, data: bytes) -> None:
         if self.member is not None:
-            self.ctx.room.send_nowait(self.member, data)
+            self.ctx.room.send_nowait(self.member, data)  # in order with the log; wakes us
         else:
-            self._early += data
-            self._wake()
+            self._write_nowait(data)
+
+    def _write_nowait(self, data: bytes) -> None:
+        transport = self.transport
+        if not transport.send_nowait(data):
+            if self.member is not None:
+                self.member.sending = transport.blocked_since  # stuck here: "too slow"
+            self._start_drain()
+        elif transport.broken:
+            self.finish_nowait()
+
+    def flush_nowait(self) -> None:
+        """Send this member everything the room holds for it, as far as the socket takes it.
+
+        The room calls this (as the member's `wake`) for a frame meant for it alone; the
+        fan-out calls it for every member after a broadcast.
+        """
+        member = self.member
+        if member is None or self.transport.blocked:
+            return  # a blocked socket: the drain task takes the rest when there is room
+        room = self.ctx.room
+        data = room.take_nowait(member)
+        if data:
+            self._write_nowait(data)
+        if room.closed and not self.transport.blocked and not room.pending(member):
+            self.finish_nowait()  # the shutdown notice is out: close
+
+    def _start_drain(self) -> None:
+        if not self._draining and self._nursery is not None:
+            self._draining = True
+            self._nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        """Wait for room in the socket, send the rest, and whatever was queued meanwhile."""
+        transport = self.transport
+        try:
+            while transport.blocked:
+                await transport.drain()
+                if self.member is not None:
+                    self.member.sending = None
+                self.flush_nowait()
+        except trio.BrokenResourceError:
+            self.finish_nowait()
+        finally:
+            self._draining = False
 
     def finish_nowait(self) -> None:
-        """Send what is queued, then close."""
+        """Stop reading; send what is queued, then close."""
         self._finished = True
-        self._wake()
+        self._reading.cancel()
 
     def kick(self, reason: str) -> None:
         """Drop the connection now (the room calls this for a member too slow to keep up)."""
         self.leave_reason = reason.split(":")[0]
         log.info("dropped %s (%s): %s", self._who(), self.source, reason)
-        self._scope.cancel()
+        self._kicked = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def shutdown_nowait(self, reason: str) -> None:
         """The server is closing: a member gets the room's notice; anyone else gets it here."""
@@ -143,6 +213,24 @@ class Session:
             if self.conn.mode is not Mode.UNKNOWN and self.conn.state is not State.CLOSED:
                 self.send_nowait(Shutdown(reason))
             self.finish_nowait()
+
+    def check_idle_nowait(self, now: float) -> None:
+        """Ping a JSON member that has been quiet a while; close one that never answers.
+
+        The server calls this on a timer: a deadline per member would cost each one a cancel
+        scope. Plain-text members cannot answer pings; TCP keepalive finds theirs gone.
+        """
+        if self.member is None or self.conn.mode is not Mode.JSON or self._finished:
+            return
+        limits = self.ctx.limits
+        quiet = now - self._heard
+        if quiet >= limits.idle_close_seconds:
+            self.leave_reason = "timeout"
+            self._refuse("timeout", f"no answer for {limits.idle_close_seconds:.0f} s")
+            self.finish_nowait()
+        elif quiet >= limits.idle_ping_seconds and not self._pinged:
+            self._pinged = True
+            self.send_nowait(Ping("idle"))
 
     def _leave(self) -> None:
         """Out of the room at once, so nothing new is queued while the last bytes go out."""
@@ -157,10 +245,11 @@ class Session:
     # -- running --
 
     async def run(self) -> None:
+        self.ctx.sessions.add(self)
         try:
-            with self._scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, nursery.cancel_scope)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                with self._reading:
                     try:
                         await self._read_loop()
                     except RemoteProtocolError as exc:
@@ -170,17 +259,20 @@ class Session:
                     except trio.TooSlowError:
                         self._refuse("timeout", "too slow to log in; connect and try again")
                         self.leave_reason = "timeout"
-                    self._leave()
-                    self.finish_nowait()
-                    nursery.cancel_scope.deadline = trio.current_time() + FLUSH_SECONDS
+                self._leave()
+                self._finished = True
+                self.flush_nowait()  # what is left goes out; the drain task waits for it
+                nursery.cancel_scope.deadline = trio.current_time() + FLUSH_SECONDS
         finally:
+            self._nursery = None
+            self.ctx.sessions.discard(self)
             self._leave()
             self.ctx.gate.release(self.source, authenticated=self._authenticated)
             try:
-                if not self._scope.cancel_called:  # a member dropped as too slow reads nothing
-                    await linger_close(self.stream)
+                if not self._kicked:  # a member dropped as too slow reads nothing
+                    await self.transport.linger_close()
             finally:
-                await trio.aclose_forcefully(self.stream)
+                self.transport.close()
 
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
@@ -189,71 +281,17 @@ class Session:
         """
         event = Error(code, message)
         data = textmode.render(event) if self.conn.mode is Mode.TEXT else wire.encode(event)
-        if self.member is not None:
-            self.ctx.room.send_nowait(self.member, data)
-        else:
-            self._early += data
-            self._wake()
+        self._queue_nowait(data)
 
-    async def _write_loop(self, done: trio.CancelScope) -> None:
-        room = self.ctx.room
-        try:
-            while True:
-                finishing = self._finished
-                member = self.member
-                if member is not None and not finishing and not room.closed:
-                    await self._coalesce(member)
-                    finishing = self._finished
-                data = bytes(self._early)
-                self._early.clear()
-                if member is not None:
-                    data += room.take_nowait(member)
-                if data:
-                    if member is not None:
-                        member.sending = trio.current_time()  # stuck here: "too slow"
-                    try:
-                        await self.stream.send_all(data)
-                    finally:
-                        if member is not None:
-                            member.sending = None
-                if finishing or (member is not None and room.closed and not room.pending(member)):
-                    break
-                if data:
-                    continue
-                self._wakeup = trio.Event()
-                if member is not None:
-                    room.park(member)
-                await self._wakeup.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        done.cancel()
-
-    async def _coalesce(self, member: Member) -> None:
-        """Let join and leave notices pile up a little, so one write carries many.
-
-        A write costs a system call whatever its size; a crowd arriving would otherwise cost
-        each member one write per newcomer (5,000 joins: 12.5 million writes).
-        """
-        room = self.ctx.room
-        if (
-            room.pending(member)
-            and room.presence_only(member)
-            and room.backlog(member) < WRITE_BATCH_BYTES
-        ):
-            self._wakeup = trio.Event()
-            room.park(member, lazy=True)  # a message ends the wait at once
-            with trio.move_on_after(PRESENCE_BATCH_SECONDS):
-                await self._wakeup.wait()
-            room.unpark(member)
-
-    async def _read_loop(self) -> None:
+    async def _handshake(self) -> bool:
+        """Log in (or answer a control command); True once joined."""
         conn = self.conn
         limits = self.ctx.limits
-        with trio.fail_after(limits.handshake_seconds) as handshake:
+        with trio.fail_after(limits.handshake_seconds) as deadline:
             while conn.state is not State.JOINED:
                 answered = self._answered
                 if not await self._step():
-                    return
+                    return False
                 if (
                     conn.state is State.GREETING
                     and conn.mode is Mode.TEXT
@@ -261,9 +299,42 @@ class Session:
                 ):
                     # Each plain-text prompt gets its own deadline: a person is typing. Bytes
                     # alone do not extend it, or a line sent a byte at a time would never end.
-                    handshake.deadline = trio.current_time() + limits.handshake_seconds
-        while await self._step():
-            pass
+                    deadline.deadline = trio.current_time() + limits.handshake_seconds
+        return True
+
+    async def _read_loop(self) -> None:
+        if not await self._handshake():
+            return
+        # Joined: the same steps as `_step`, with the common receive inline, since every
+        # frame of a waiting task is memory that 5,000 members hold at once.
+        conn = self.conn
+        transport = self.transport
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._answer_error(exc)
+                continue
+            if isinstance(event, NeedData):
+                if conn.mode is Mode.TEXT and conn.has_partial_line():
+                    await self._receive()
+                else:
+                    data = transport.receive_nowait()
+                    if data is None:
+                        # Waited for here, not in a helper: a frame less for every member.
+                        await trio.lowlevel.wait_readable(transport.sock)
+                        data = transport.receive_nowait()
+                        if data is None:
+                            continue
+                    else:
+                        # It came faster than we handle it: let the others have their turn.
+                        await trio.lowlevel.checkpoint()
+                    self._heard = trio.current_time()
+                    self._pinged = False
+                    conn.receive_data(data)
+                continue
+            if isinstance(event, ConnectionClosed) or not await self._handle(event):
+                return
 
     async def _step(self) -> bool:
         """Handle one event (reading more first if needed); False when the session is over."""
@@ -271,9 +342,7 @@ class Session:
         try:
             event = conn.next_event()
         except RemoteProtocolError as exc:
-            if conn.state is State.CLOSED:
-                raise
-            self.send_nowait(Error(exc.code, str(exc)))
+            self._answer_error(exc)
             return True
         if isinstance(event, NeedData):
             await self._receive()
@@ -283,6 +352,12 @@ class Session:
         self._answered += 1
         return await self._handle(event)
 
+    def _answer_error(self, exc: RemoteProtocolError) -> None:
+        """Answer a bad frame with an error; re-raise one that ends the conversation."""
+        if self.conn.state is State.CLOSED:
+            raise exc
+        self.send_nowait(Error(exc.code, str(exc)))
+
     async def _receive(self) -> None:
         conn = self.conn
         limits = self.ctx.limits
@@ -290,19 +365,17 @@ class Session:
             conn.receive_data(self._initial)
             self._initial = b""
             return
-        data: bytes | bytearray
+        data = b""
         if conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
             with trio.move_on_after(limits.text_pause_seconds) as waited:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
+                data = await self.transport.receive_some()
             if waited.cancelled_caught:
                 conn.receive_pause()
-                self._early += conn.data_to_send()
-                self._wake()
+                self._queue_nowait(conn.data_to_send())
                 return
-        elif self.member is not None and conn.mode is Mode.JSON:
-            data = await self._receive_or_ping()
         else:
-            data = await self.stream.receive_some(RECEIVE_BYTES)
+            data = await self.transport.receive_some()
+        self._heard = trio.current_time()
         if (
             conn.mode is Mode.UNKNOWN
             and self._refuse_proxy
@@ -314,17 +387,6 @@ class Session:
                 "bad_proxy_header",
             )
         conn.receive_data(data)
-
-    async def _receive_or_ping(self) -> bytes | bytearray:
-        limits = self.ctx.limits
-        with trio.move_on_after(limits.idle_ping_seconds):
-            return await self.stream.receive_some(RECEIVE_BYTES)
-        self.send_nowait(Ping("idle"))
-        with trio.move_on_after(limits.idle_close_seconds - limits.idle_ping_seconds):
-            return await self.stream.receive_some(RECEIVE_BYTES)
-        self.leave_reason = "timeout"
-        self._refuse("timeout", f"no answer for {limits.idle_close_seconds:.0f} s")
-        return b""
 
     async def _handle(self, event: Event) -> bool:
         match event:
@@ -378,7 +440,7 @@ class Session:
             self.member = ctx.room.join(
                 name,
                 text=self.conn.mode is Mode.TEXT,
-                wake=self._wake,
+                wake=self.flush_nowait,
                 kick=self.kick,
                 welcome=lambda display, names: self.conn.send(
                     Welcome(display, ctx.room.name, names)
@@ -388,7 +450,7 @@ class Session:
             self.send_nowait(Error(exc.code, exc.message))
             self._name_tries += 1
             return self.conn.state is not State.CLOSED and self._name_tries < NAME_TRIES
-        self._wake()  # the writer was waiting as a visitor; its welcome is queued in the room
+        self.flush_nowait()  # the welcome and the history, at once
         self._authenticated = True
         ctx.gate.authenticated(self.source)
         log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)
@@ -428,6 +490,6 @@ class Session:
             ctx.room.post(self.member, text, id)
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))
-        if ctx.room.congested:
-            await trio.lowlevel.checkpoint()  # let the writers take what is queued first
+        else:
+            ctx.fanout.posted_nowait()
         return True

@@ -1,0 +1,160 @@
+"""One accepted connection's socket, sent to without waiting and read by one task.
+
+The fan-out writes to many members from one task, so a send must never wait: `send_nowait`
+gives the kernel what it takes at once and keeps the rest, and the connection's own task
+(`drain`) waits for room in the socket only while there is a rest. A member that reads along,
+which is nearly all of them, therefore costs one system call per write and no task switch;
+a waiting writer task per member cost three switches per delivery and a few KiB each.
+
+Only this module touches the socket: it uses trio's low-level readiness waits on a plain
+non-blocking socket, as trio's own socket layer does.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import trio
+
+# Large enough to take a burst of frames in one call; the buffer lives only until parsed.
+RECEIVE_BYTES = 16 * 1024
+# What a lingering close reads and discards: what was in flight, not a stream that goes on.
+LINGER_BYTES = 64 * 1024
+# A peer that takes longer than this to take its last frames is not going to.
+LINGER_SECONDS = 5.0
+# How often a closing connection looks whether the peer has acknowledged everything.
+LINGER_POLL_SECONDS = 0.05
+
+# A peer that went away shows up as one of these on send or receive, depending on timing.
+_GONE = (ConnectionError, OSError)
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on `sock` that the peer has not acknowledged (0 where the system cannot say)."""
+    if sys.platform != "linux":
+        return 0
+    import fcntl
+    import termios
+
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)  # SIOCOUTQ
+    except OSError:
+        return 0
+    return int.from_bytes(queued, sys.byteorder, signed=True)
+
+
+class Transport:
+    """A connected socket: `send_nowait` never blocks, `receive_some` is the one reader."""
+
+    __slots__ = ("blocked_since", "broken", "pending", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.pending = bytearray()  # taken for sending, not yet taken by the kernel
+        self.blocked_since: float | None = None  # when the kernel last refused to take more
+        self.broken = False  # the peer is gone: sends are discarded
+
+    @classmethod
+    def from_stream(cls, stream: trio.SocketStream) -> Transport:
+        """Take over the socket of an accepted `stream` (which is unusable afterwards)."""
+        trio_sock = stream.socket
+        family, kind, proto = trio_sock.family, trio_sock.type, trio_sock.proto
+        return cls(socket.socket(family, kind, proto, fileno=trio_sock.detach()))
+
+    @property
+    def blocked(self) -> bool:
+        """Whether bytes are waiting for the kernel: more must queue behind them."""
+        return bool(self.pending)
+
+    def send_nowait(self, data: bytes | bytearray) -> bool:
+        """Send `data` after anything pending; False if some must wait (see `drain`)."""
+        if self.broken:
+            return True
+        if self.pending:
+            self.pending += data
+            return False
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except _GONE:
+            self.broken = True
+            return True
+        if sent < len(data):
+            self.pending += memoryview(data)[sent:]
+            self.blocked_since = trio.current_time()
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait until the kernel has taken everything pending. Raises BrokenResourceError."""
+        while self.pending and not self.broken:
+            await trio.lowlevel.wait_writable(self.sock)
+            try:
+                sent = self.sock.send(self.pending)
+            except BlockingIOError:
+                sent = 0
+            except _GONE:
+                self.broken = True
+                break
+            del self.pending[:sent]
+        self.blocked_since = None
+        if self.broken:
+            self.pending.clear()
+            raise trio.BrokenResourceError("the peer closed the connection")
+
+    def receive_nowait(self, max_bytes: int = RECEIVE_BYTES) -> bytes | None:
+        """What the peer has sent, b"" once it has closed, or None if nothing has come yet.
+
+        Raises BrokenResourceError.
+        """
+        try:
+            return self.sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except _GONE as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(str(exc)) from None
+
+    async def receive_some(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
+        """The next bytes from the peer; b"" once it has closed. Raises BrokenResourceError."""
+        waited = False
+        while (data := self.receive_nowait(max_bytes)) is None:
+            await trio.lowlevel.wait_readable(self.sock)
+            waited = True
+        if not waited:
+            # Data was already there: still let other connections have their turn.
+            await trio.lowlevel.checkpoint()
+        return data
+
+    async def linger_close(self) -> None:
+        """Close our side, then wait (bounded) until the peer has everything we sent.
+
+        Closing a socket with unread input resets the connection, and the kernel throws away
+        whatever it has not delivered yet: the last messages, and the notice of why we closed.
+        So we shut our side first, then read and discard what still comes in until the peer
+        closes too or has acknowledged every byte (Apache's lingering close does the same).
+        """
+        if self.broken:
+            return
+        discarded = 0
+        with trio.move_on_after(LINGER_SECONDS):
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+                while discarded <= LINGER_BYTES and unacknowledged(self.sock):
+                    with trio.move_on_after(LINGER_POLL_SECONDS):
+                        data = await self.receive_some()
+                        if not data:
+                            return
+                        discarded += len(data)
+            except (trio.BrokenResourceError, OSError):
+                pass
+
+    def close(self) -> None:
+        """Close the socket now (waking nothing: the connection's one task is the caller)."""
+        self.broken = True
+        self.pending.clear()
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
