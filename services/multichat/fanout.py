@@ -9,7 +9,7 @@ measured cost of waking a task per member per message (three task switches aroun
 When to flush is the whole policy:
 - a message goes out at the end of the scheduler batch it came in, so messages that arrive
   together (in one read, or from several readers at once) share one write per member;
-- in a busy room (over `BUSY_POSTS` messages in the last `RATE_SECONDS`) a flush waits until
+- in a busy room (`BUSY_POSTS` messages or more in the last `RATE_SECONDS`) a flush waits until
   `BATCH_SECONDS` after the last one: at most one write per member per that much time, however
   many messages (network cards coalesce interrupts by the same rule);
 - join and leave notices wait up to `PRESENCE_BATCH_SECONDS`, or until a message goes;
@@ -26,7 +26,7 @@ from .room import Room
 
 # A flush's worth: with this much waiting, waiting longer buys nothing and costs memory.
 FLUSH_BYTES = 16 * 1024
-# A room is busy at over 2,500 messages a second, as measured over the last 20 ms: no group of
+# A room is busy at 2,500 messages a second or more, as measured over the last 20 ms: no group of
 # people types that fast, so only a flood or a very large room pays the delay...
 RATE_SECONDS = 0.02
 BUSY_POSTS = 50
@@ -47,7 +47,7 @@ class Fanout:
         self._appended_event = trio.Event()
         self._hurry = trio.Event()  # something other than presence, or a flush's worth
         self._last_flush = -math.inf
-        self._busy = False  # over BUSY_POSTS messages in the last whole RATE_SECONDS
+        self._busy = False  # BUSY_POSTS or more messages in the last whole RATE_SECONDS
         self._posts = 0  # messages since `_counting_since`
         self._counting_since = -math.inf
 

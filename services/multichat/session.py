@@ -450,6 +450,7 @@ class Session:
             self.send_nowait(Error(exc.code, exc.message))
             self._name_tries += 1
             return self.conn.state is not State.CLOSED and self._name_tries < NAME_TRIES
+        self.member.sending = self.transport.blocked_since  # still blocked as a visitor?
         self.flush_nowait()  # the welcome and the history, at once
         self._authenticated = True
         ctx.gate.authenticated(self.source)

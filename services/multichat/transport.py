@@ -39,7 +39,7 @@ def unacknowledged(sock: socket.socket) -> int:
 
     try:
         queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)  # SIOCOUTQ
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the socket is already closed
         return 0
     return int.from_bytes(queued, sys.byteorder, signed=True)
 
