@@ -1,10 +1,9 @@
-"""One client connection on the server: its one task reads, and sends never wait.
+"""One client connection on the server: its one task reads and acts; sending never waits.
 
-The task moves bytes from the socket into the protocol and acts on the events that come out.
-What a member receives comes from the room's log: the fan-out (or the session itself, for a
-frame meant for it alone) hands it to the connection's `Transport`, which sends without
-waiting. Only when the kernel will not take everything does the session start a second task,
-in its own nursery, to wait for room in the socket; a member that reads along never needs it.
+The task moves bytes from the socket into the protocol and acts on the events that come out:
+logging in, posting, answering. What the client is sent goes out through its `Delivery`
+(delivery.py), which never waits: the connection needs a second task only while the kernel
+will not take what it is given.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import trio
 
 from . import textmode, wire
 from .auth import Gate, Secret, Throttle
+from .delivery import Delivery
 from .errors import RemoteProtocolError
 from .events import (
     AskName,
@@ -88,7 +88,6 @@ class Session:
     __slots__ = (
         "_answered",
         "_authenticated",
-        "_draining",
         "_finished",
         "_flood",
         "_heard",
@@ -101,6 +100,7 @@ class Session:
         "_refuse_proxy",
         "conn",
         "ctx",
+        "delivery",
         "leave_reason",
         "member",
         "source",
@@ -128,7 +128,7 @@ class Session:
         # The connection's own nursery, while open: the drain task runs in it, and cancelling
         # it drops the connection at once.
         self._nursery: trio.Nursery | None = None
-        self._draining = False
+        self.delivery = Delivery(transport, ctx.room, self.finish_nowait)
         self._name_tries = 0
         self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
@@ -142,57 +142,7 @@ class Session:
 
     def send_nowait(self, event: Event) -> None:
         """Queue `event` for this client, in order after everything already queued."""
-        self._queue_nowait(self.conn.send(event))
-
-    def _queue_nowait(self, data: bytes) -> None:
-        if self.member is not None:
-            self.ctx.room.send_nowait(self.member, data)  # in order with the log; wakes us
-        else:
-            self._write_nowait(data)
-
-    def _write_nowait(self, data: bytes) -> None:
-        transport = self.transport
-        if not transport.send_nowait(data):
-            if self.member is not None:
-                self.member.sending = transport.blocked_since  # stuck here: "too slow"
-            self._start_drain()
-        elif transport.broken:
-            self.finish_nowait()
-
-    def flush_nowait(self) -> None:
-        """Send this member everything the room holds for it, as far as the socket takes it.
-
-        The room calls this (as the member's `wake`) for a frame meant for it alone; the
-        fan-out calls it for every member after a broadcast.
-        """
-        member = self.member
-        if member is None or self.transport.blocked:
-            return  # a blocked socket: the drain task takes the rest when there is room
-        room = self.ctx.room
-        data = room.take_nowait(member)
-        if data:
-            self._write_nowait(data)
-        if room.closed and not self.transport.blocked and not room.pending(member):
-            self.finish_nowait()  # the shutdown notice is out: close
-
-    def _start_drain(self) -> None:
-        if not self._draining and self._nursery is not None:
-            self._draining = True
-            self._nursery.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        """Wait for room in the socket, send the rest, and whatever was queued meanwhile."""
-        transport = self.transport
-        try:
-            while transport.blocked:
-                await transport.drain()
-                if self.member is not None:
-                    self.member.sending = None
-                self.flush_nowait()
-        except trio.BrokenResourceError:
-            self.finish_nowait()
-        finally:
-            self._draining = False
+        self.delivery.send_nowait(self.conn.send(event))
 
     def finish_nowait(self) -> None:
         """Stop reading; send what is queued, then close."""
@@ -248,7 +198,7 @@ class Session:
         self.ctx.sessions.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self.delivery.nursery = nursery
                 with self._reading:
                     try:
                         await self._read_loop()
@@ -261,10 +211,10 @@ class Session:
                         self.leave_reason = "timeout"
                 self._leave()
                 self._finished = True
-                self.flush_nowait()  # what is left goes out; the drain task waits for it
+                self.delivery.flush_nowait()  # what is left goes out; a drain task waits
                 nursery.cancel_scope.deadline = trio.current_time() + FLUSH_SECONDS
         finally:
-            self._nursery = None
+            self._nursery = self.delivery.nursery = None
             self.ctx.sessions.discard(self)
             self._leave()
             self.ctx.gate.release(self.source, authenticated=self._authenticated)
@@ -281,7 +231,7 @@ class Session:
         """
         event = Error(code, message)
         data = textmode.render(event) if self.conn.mode is Mode.TEXT else wire.encode(event)
-        self._queue_nowait(data)
+        self.delivery.send_nowait(data)
 
     async def _handshake(self) -> bool:
         """Log in (or answer a control command); True once joined."""
@@ -371,7 +321,7 @@ class Session:
                 data = await self.transport.receive_some()
             if waited.cancelled_caught:
                 conn.receive_pause()
-                self._queue_nowait(conn.data_to_send())
+                self.delivery.send_nowait(conn.data_to_send())
                 return
         else:
             data = await self.transport.receive_some()
@@ -440,7 +390,7 @@ class Session:
             self.member = ctx.room.join(
                 name,
                 text=self.conn.mode is Mode.TEXT,
-                wake=self.flush_nowait,
+                wake=self.delivery.flush_nowait,
                 kick=self.kick,
                 welcome=lambda display, names: self.conn.send(
                     Welcome(display, ctx.room.name, names)
@@ -450,8 +400,7 @@ class Session:
             self.send_nowait(Error(exc.code, exc.message))
             self._name_tries += 1
             return self.conn.state is not State.CLOSED and self._name_tries < NAME_TRIES
-        self.member.sending = self.transport.blocked_since  # still blocked as a visitor?
-        self.flush_nowait()  # the welcome and the history, at once
+        self.delivery.joined(self.member)
         self._authenticated = True
         ctx.gate.authenticated(self.source)
         log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)

@@ -1,0 +1,86 @@
+"""Everything one connection is sent, in order, without ever waiting.
+
+Before joining, a visitor's answers go straight to its socket. Once it is a member, whatever
+it is sent goes through the room, in order with the log: the room wakes `flush_nowait` for a
+frame meant for this member alone, and the fan-out calls it for everyone after a broadcast.
+`Transport.send_nowait` gives the kernel what it takes at once; only when it will not take
+everything does a drain task (in the connection's nursery) wait for room in the socket. A
+member that reads along, nearly every one, never needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from .room import Member, Room
+from .transport import Transport
+
+
+class Delivery:
+    """One connection's outgoing side. `nursery` is set while the connection runs."""
+
+    __slots__ = ("_draining", "_finish", "member", "nursery", "room", "transport")
+
+    def __init__(self, transport: Transport, room: Room, finish: Callable[[], None]) -> None:
+        self.transport = transport
+        self.room = room
+        self._finish = finish  # run when all is sent after the room closed, or the peer is gone
+        self.member: Member | None = None
+        self.nursery: trio.Nursery | None = None  # where the drain task runs, while open
+        self._draining = False
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue `data` for this client, after everything already queued for it."""
+        if self.member is not None:
+            self.room.send_nowait(self.member, data)  # in order with the log; wakes us
+        else:
+            self._write_nowait(data)
+
+    def joined(self, member: Member) -> None:
+        """The visitor is now `member`: send its welcome and history at once."""
+        self.member = member
+        member.sending = self.transport.blocked_since  # still blocked as a visitor?
+        self.flush_nowait()
+
+    def flush_nowait(self) -> None:
+        """Send this member everything the room holds for it, as far as the socket takes it."""
+        member = self.member
+        transport = self.transport
+        if member is None or transport.blocked:
+            return  # a blocked socket: the drain task takes the rest when there is room
+        room = self.room
+        data = room.take_nowait(member)
+        if data:
+            self._write_nowait(data)
+        if room.closed and not transport.blocked and not room.pending(member):
+            self._finish()  # the shutdown notice is out: close
+
+    def _write_nowait(self, data: bytes) -> None:
+        transport = self.transport
+        if not transport.send_nowait(data):
+            if self.member is not None:
+                self.member.sending = transport.blocked_since  # stuck here: "too slow"
+            self._start_drain()
+        elif transport.broken:
+            self._finish()
+
+    def _start_drain(self) -> None:
+        if not self._draining and self.nursery is not None:
+            self._draining = True
+            self.nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        """Wait for room in the socket, send the rest, and whatever was queued meanwhile."""
+        transport = self.transport
+        try:
+            while transport.blocked:
+                await transport.drain()
+                if self.member is not None:
+                    self.member.sending = None
+                self.flush_nowait()
+        except trio.BrokenResourceError:
+            self._finish()
+        finally:
+            self._draining = False
