@@ -251,12 +251,13 @@ async def test_handshake_deadline_closes_a_silent_json_client(autojump_clock: ob
         assert isinstance(event, Error) and event.code == "timeout"
 
 
-async def test_accepted_connections_have_tcp_keepalive(room: RoomFixture) -> None:
+async def test_accepted_connections_have_tcp_nodelay_and_keepalive(room: RoomFixture) -> None:
     # Plain-text members cannot answer pings; the kernel's keepalive finds them gone instead.
     with trio.fail_after(10):
         peer = await room.join("alice")
         (session,) = room.server._sessions
         sock = session.transport.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0  # no Nagle delay
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         if hasattr(socket, "TCP_KEEPIDLE"):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 90
