@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import trio
 
-from chatpeer import PASSWORD, Peer, RoomFixture, read_until, start_room
+from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, read_until, start_room
 from multichat.events import (
     ConnectionClosed,
     Error,
@@ -183,6 +184,33 @@ async def test_shutdown_delivers_pending_then_notice_then_closes() -> None:
             assert isinstance(await bob.next_event(), ConnectionClosed)
             with trio.fail_after(10):
                 await room.server.stopped.wait()
+
+
+async def test_shutdown_does_not_wait_for_a_member_whose_socket_is_full() -> None:
+    """A member that stopped reading, but is not yet past its outbox, cannot hold the room open:
+    the others get the notice at once, and the server stops within the grace period."""
+    grace = 1.0
+    limits = replace(RELAXED, shutdown_grace_seconds=grace, outbox_bytes=16 * 1024 * 1024)
+    async with start_room(limits) as room:
+        with trio.fail_after(20):
+            reader = await room.join("reader")
+            stalled = await room.join("stalled")
+            stalled.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            (blocked,) = [
+                s for s in room.server._sessions if s.member and s.member.name == "stalled"
+            ]
+            blocked.transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            for n in range(2000):  # ~2 MB at most; the small buffers fill long before
+                await reader.say(f"{n:04d}" + "x" * 996)
+                if blocked.transport.blocked:
+                    break
+            assert blocked.transport.blocked and "stalled" in room.server.room.names()
+            asked = trio.current_time()
+            room.server.shutdown_nowait("bye")
+            while not isinstance(event := await reader.next_event(), Shutdown):
+                assert not isinstance(event, ConnectionClosed), "closed before the notice"
+            await room.server.stopped.wait()
+            assert trio.current_time() - asked < grace + 2
 
 
 async def test_shutdown_reaches_a_visitor_still_logging_in() -> None:
