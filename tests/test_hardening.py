@@ -403,6 +403,22 @@ async def test_a_flood_is_delayed_to_the_limit_and_nothing_is_lost(
         assert room.server.room.names() == ("flooder", "other", "watcher")
 
 
+async def test_member_lists_and_pings_count_as_flooding_too(autojump_clock: object) -> None:
+    """Answers cost the server work: 20 requests in one write get 5 answers at once, then 2 a
+    second, like messages."""
+    async with start_room(Limits()) as room:
+        asker = await room.join("asker")
+        start = trio.current_time()
+        requests = [Who() if n % 2 else Ping(str(n)) for n in range(20)]
+        await asker.stream.send_all(b"".join(wire.encode(r) for r in requests))
+        times = []
+        while len(times) < 20:
+            event = await asker.next_event()
+            assert isinstance(event, Members | Pong), event
+            times.append(trio.current_time() - start)
+        assert times == pytest.approx([max(0.0, (n - 4) / 2) for n in range(20)], abs=0.01)
+
+
 async def test_a_multi_line_paste_counts_once(autojump_clock: object) -> None:
     async with start_room(Limits()) as room:
         paster = await room.join("paster")

@@ -343,8 +343,14 @@ class Session:
             case Say(text, id):
                 return await self._say(text, id)
             case Who():
+                # Answers cost the server work (a member list can be 60 KB): flood control
+                # counts them like messages.
+                if not await self._throttle():
+                    return False
                 self.send_nowait(self.ctx.room.who())
             case Ping(data):
+                if not await self._throttle():
+                    return False
                 self.send_nowait(Pong(data))
             case Pong():
                 pass
@@ -424,18 +430,27 @@ class Session:
             log.info("shutdown requested by the control token: %s", reason or "(no reason)")
             ctx.request_shutdown(reason or "the host closed the room")
 
-    async def _say(self, text: str, id: str | None) -> bool:
-        ctx = self.ctx
-        assert self.member is not None
-        # Charged before posting, so the burst is exactly `flood_burst` messages at once.
+    async def _throttle(self) -> bool:
+        """Charge one request to flood control and wait as long as it says.
+
+        False if the sender has been held back too long: it is then disconnected.
+        """
         now = trio.current_time()
         delay = self._flood.charge(now)
-        if self._flood.held_for(now) > ctx.limits.flood_kick_seconds:
+        if self._flood.held_for(now) > self.ctx.limits.flood_kick_seconds:
             self.leave_reason = "flooding"
             self._refuse("flooding", "disconnected for flooding the room")
             return False
         if delay > 0:
             await trio.sleep(delay)
+        return True
+
+    async def _say(self, text: str, id: str | None) -> bool:
+        ctx = self.ctx
+        assert self.member is not None
+        # Charged before posting, so the burst is exactly `flood_burst` messages at once.
+        if not await self._throttle():
+            return False
         try:
             ctx.room.post(self.member, text, id)
         except Refused as exc:
