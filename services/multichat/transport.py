@@ -57,7 +57,7 @@ class Transport:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.pending = bytearray()  # taken for sending, not yet taken by the kernel
-        self.blocked_since: float | None = None  # when the kernel last refused to take more
+        self.blocked_since: float | None = None  # since when the kernel has refused more
         self.broken = False  # the peer is gone: sends are discarded
 
     @classmethod
