@@ -5,7 +5,8 @@ it is sent goes through the room, in order with the log: the room wakes `flush_n
 frame meant for this member alone, and the fan-out calls it for everyone after a broadcast.
 `Transport.send_nowait` gives the kernel what it takes at once; only when it will not take
 everything does a drain task (in the connection's nursery) wait for room in the socket. A
-member that reads along, nearly every one, never needs it.
+member that reads along, nearly every one, never needs it. A closing connection sends the
+rest from its own task (`send_rest`).
 """
 
 from __future__ import annotations
@@ -72,8 +73,15 @@ class Delivery:
             self.nursery.start_soon(self._drain)
 
     async def _drain(self) -> None:
+        try:
+            await self.send_rest()
+        finally:
+            self._draining = False
+
+    async def send_rest(self) -> None:
         """Wait for room in the socket, send the rest, and whatever was queued meanwhile."""
         transport = self.transport
+        self.flush_nowait()
         try:
             while transport.blocked:
                 await transport.drain()
@@ -82,5 +90,3 @@ class Delivery:
                 self.flush_nowait()
         except trio.BrokenResourceError:
             self._finish()
-        finally:
-            self._draining = False

@@ -96,7 +96,6 @@ class Session:
         "_name_tries",
         "_nursery",
         "_pinged",
-        "_reading",
         "_refuse_proxy",
         "conn",
         "ctx",
@@ -124,7 +123,6 @@ class Session:
         self.leave_reason = "disconnected"
         self._finished = False  # nothing more will be queued: flush and close
         self._kicked = False  # dropped: close at once, without a lingering close
-        self._reading = trio.CancelScope()  # cancelled to stop reading and close politely
         # The connection's own nursery, while open: the drain task runs in it, and cancelling
         # it drops the connection at once.
         self._nursery: trio.Nursery | None = None
@@ -147,7 +145,8 @@ class Session:
     def finish_nowait(self) -> None:
         """Stop reading; send what is queued, then close."""
         self._finished = True
-        self._reading.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()  # `run` sends the rest after its nursery
 
     def kick(self, reason: str) -> None:
         """Drop the connection now (the room calls this for a member too slow to keep up)."""
@@ -195,31 +194,35 @@ class Session:
     # -- running --
 
     async def run(self) -> None:
+        """Serve the connection until it ends, then send what is left and close.
+
+        Its nursery holds the reader (this task) and, while the socket is full, the drain
+        task; cancelling it stops both. What is still queued then goes out from here.
+        """
         self.ctx.sessions.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = self.delivery.nursery = nursery
-                with self._reading:
-                    try:
-                        await self._read_loop()
-                    except RemoteProtocolError as exc:
-                        self._refuse(exc.code, str(exc))
-                    except trio.BrokenResourceError:
-                        pass
-                    except trio.TooSlowError:
-                        self._refuse("timeout", "too slow to log in; connect and try again")
-                        self.leave_reason = "timeout"
-                self._leave()
-                self._finished = True
-                self.delivery.flush_nowait()  # what is left goes out; a drain task waits
-                nursery.cancel_scope.deadline = trio.current_time() + FLUSH_SECONDS
+                try:
+                    await self._read_loop()
+                except RemoteProtocolError as exc:
+                    self._refuse(exc.code, str(exc))
+                except trio.BrokenResourceError:
+                    pass
+                except trio.TooSlowError:
+                    self._refuse("timeout", "too slow to log in; connect and try again")
+                    self.leave_reason = "timeout"
+                nursery.cancel_scope.cancel()  # a drain task: the rest goes out below
         finally:
             self._nursery = self.delivery.nursery = None
+            self._finished = True
             self.ctx.sessions.discard(self)
             self._leave()
             self.ctx.gate.release(self.source, authenticated=self._authenticated)
             try:
                 if not self._kicked:  # a member dropped as too slow reads nothing
+                    with trio.move_on_after(FLUSH_SECONDS):
+                        await self.delivery.send_rest()
                     await self.transport.linger_close()
             finally:
                 self.transport.close()
