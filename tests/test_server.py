@@ -186,6 +186,20 @@ async def test_shutdown_delivers_pending_then_notice_then_closes() -> None:
                 await room.server.stopped.wait()
 
 
+async def fill_socket(room: RoomFixture, sender: Peer, member: Peer, name: str) -> int:
+    """Post 1 KB messages from `sender` until the server's socket to `member` (joined as
+    `name`) is full, its buffers made small first; returns how many were posted."""
+    member.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    (session,) = [s for s in room.server._sessions if s.member and s.member.name == name]
+    session.transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sent = 0
+    while not session.transport.blocked:
+        assert sent < 2000, "the socket never filled"  # 2 MB at most
+        await sender.say(f"{sent:04d}" + "x" * 996)
+        sent += 1
+    return sent
+
+
 async def test_shutdown_does_not_wait_for_a_member_whose_socket_is_full() -> None:
     """A member that stopped reading, but is not yet past its outbox, cannot hold the room open:
     the others get the notice at once, and the server stops within the grace period."""
@@ -194,23 +208,32 @@ async def test_shutdown_does_not_wait_for_a_member_whose_socket_is_full() -> Non
     async with start_room(limits) as room:
         with trio.fail_after(20):
             reader = await room.join("reader")
-            stalled = await room.join("stalled")
-            stalled.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            (blocked,) = [
-                s for s in room.server._sessions if s.member and s.member.name == "stalled"
-            ]
-            blocked.transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            for n in range(2000):  # ~2 MB at most; the small buffers fill long before
-                await reader.say(f"{n:04d}" + "x" * 996)
-                if blocked.transport.blocked:
-                    break
-            assert blocked.transport.blocked and "stalled" in room.server.room.names()
+            await fill_socket(room, reader, await room.join("stalled"), "stalled")
+            assert "stalled" in room.server.room.names()  # blocked, within its outbox
             asked = trio.current_time()
             room.server.shutdown_nowait("bye")
             while not isinstance(event := await reader.next_event(), Shutdown):
                 assert not isinstance(event, ConnectionClosed), "closed before the notice"
             await room.server.stopped.wait()
             assert trio.current_time() - asked < grace + 2
+
+
+async def test_a_member_whose_socket_was_full_gets_everything_then_the_notice() -> None:
+    """Shutdown while a member's socket is full: once it reads again, it gets every message
+    that was accepted, in order, then the notice, then the close."""
+    limits = replace(RELAXED, outbox_bytes=16 * 1024 * 1024)
+    async with start_room(limits) as room:
+        with trio.fail_after(20):
+            slow = await room.join("slow")
+            sent = await fill_socket(room, await room.join("reader"), slow, "slow")
+            room.server.shutdown_nowait("bye")
+            texts: list[str] = []
+            while not isinstance(event := await slow.next_event(), Shutdown):
+                assert not isinstance(event, ConnectionClosed), "closed before the notice"
+                if isinstance(event, Message):
+                    texts.append(event.text[:4])
+            assert texts == [f"{n:04d}" for n in range(sent)]
+            assert isinstance(await slow.next_event(), ConnectionClosed)
 
 
 async def test_shutdown_reaches_a_visitor_still_logging_in() -> None:
