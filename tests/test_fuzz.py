@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -134,6 +135,22 @@ def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
 
 
+def _events_now(conn: ServerConnection) -> Iterator[Event]:
+    """The events `conn` can give now, skipping bad frames it survives; ends at NEED_DATA or
+    at the close (after which it must keep answering CONNECTION_CLOSED)."""
+    while True:
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError:
+            if conn.state is State.CLOSED:
+                assert conn.next_event() is CONNECTION_CLOSED
+                return
+            continue
+        if event is NEED_DATA or event is CONNECTION_CLOSED:
+            return
+        yield event
+
+
 def _server_stream_property(case: tuple[list[bytes], list[int], bool, bool]) -> None:
     """A JSON connection, greeting or joined, fed frames and garbage in random pieces."""
     lines, cuts, joined, welcome = case
@@ -143,16 +160,7 @@ def _server_stream_property(case: tuple[list[bytes], list[int], bool, bool]) -> 
         data = b"{" + data  # a JSON connection: the text-mode fuzz covers the other kind
     for chunk in [*_chunks(data, cuts), b""]:
         conn.receive_data(chunk)
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError:
-                if conn.state is State.CLOSED:
-                    assert conn.next_event() is CONNECTION_CLOSED
-                    return
-                continue
-            if event is NEED_DATA or event is CONNECTION_CLOSED:
-                break
+        for event in _events_now(conn):
             assert conn.mode is Mode.JSON
             assert isinstance(event, Hello | Control | Say | Who | Ping | Pong | Quit), event
             if conn.state is State.ANSWERING:  # a greeting: answer it as the server would
@@ -244,16 +252,7 @@ def _text_property(stage: str, steps: list[bytes | str], refuse_names: bool) -> 
         else:
             assert isinstance(step, bytes)
             conn.receive_data(step)
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError:
-                if conn.state is State.CLOSED:
-                    assert conn.next_event() is CONNECTION_CLOSED
-                    return
-                continue
-            if event is NEED_DATA or event is CONNECTION_CLOSED:
-                break
+        for event in _events_now(conn):
             if conn.mode is Mode.JSON:
                 continue  # a first "{" makes a JSON connection; the frame fuzz covers it
             assert isinstance(event, Password | Hello | Quit | Say | Who), event

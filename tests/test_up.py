@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -271,6 +272,27 @@ async def join(address: tuple[str, int], name: str, password: str = PASSWORD) ->
     return peer
 
 
+@asynccontextmanager
+async def far_and_near(
+    banner: Banner, password: str = PASSWORD
+) -> AsyncIterator[tuple[Peer, Peer]]:
+    """A friend through the tunnel and one on the LAN, both joined; closed afterwards."""
+    far = await join(banner.public_address(), "far", password)
+    near = await join(banner.lan_address(), "near", password)
+    try:
+        yield far, near
+    finally:
+        await far.aclose()
+        await near.aclose()
+
+
+async def closed_cleanly(cli: Cli, up: Running, agent: int) -> None:
+    """`up` exited 0, and neither its ngrok agent nor its state file is left behind."""
+    assert await up.wait() == 0, up
+    await wait_gone(agent)
+    assert cli.state_files() == []
+
+
 async def expect_shutdown(peer: Peer, reason: str) -> None:
     notice = await peer.expect(Shutdown)
     assert notice == Shutdown(reason)
@@ -316,9 +338,7 @@ async def test_up_public_and_lan_friends_chat_then_down(cli: Cli) -> None:
     assert state_file.stat().st_mode & 0o777 == 0o600
     assert banner.password not in state_file.read_text()
 
-    far = await join(banner.public_address(), "far", banner.password)
-    near = await join(banner.lan_address(), "near", banner.password)
-    try:
+    async with far_and_near(banner, banner.password) as (far, near):
         await chat(far, near, "hello from the internet")
         await chat(near, far, "hello from the sofa")
 
@@ -332,12 +352,7 @@ async def test_up_public_and_lan_friends_chat_then_down(cli: Cli) -> None:
         assert "closed" in down.out
         await expect_shutdown(far, "bye")
         await expect_shutdown(near, "bye")
-    finally:
-        await far.aclose()
-        await near.aclose()
-    assert await up.wait() == 0, up
-    await wait_gone(agent)
-    assert cli.state_files() == []
+    await closed_cleanly(cli, up, agent)
     assert "lvl=" not in up.out + up.err, "ngrok's own log lines are only for --verbose"
 
 
@@ -509,9 +524,7 @@ async def test_typing_shutdown_on_the_console_closes_the_room_with_the_reason(cl
         await expect_shutdown(far, "dinner is ready")
     finally:
         await far.aclose()
-    assert await up.wait() == 0, up
-    await wait_gone(agent)
-    assert cli.state_files() == []
+    await closed_cleanly(cli, up, agent)
 
 
 async def test_ctrl_c_in_a_terminal_still_reaches_friends_through_the_tunnel(cli: Cli) -> None:
@@ -532,18 +545,11 @@ async def test_ctrl_c_in_a_terminal_still_reaches_friends_through_the_tunnel(cli
 async def test_a_signal_closes_the_room_gracefully(cli: Cli, signum: int) -> None:
     up, banner = await cli.up("--password", PASSWORD, *cli.ngrok())
     agent = standin_pid(cli)
-    far = await join(banner.public_address(), "far")
-    near = await join(banner.lan_address(), "near")
-    try:
+    async with far_and_near(banner) as (far, near):
         up.signal(signum)
         await expect_shutdown(far, "the host stopped the room")
         await expect_shutdown(near, "the host stopped the room")
-    finally:
-        await far.aclose()
-        await near.aclose()
-    assert await up.wait() == 0, up
-    await wait_gone(agent)
-    assert cli.state_files() == []
+    await closed_cleanly(cli, up, agent)
 
 
 async def test_a_signal_while_the_tunnel_opens_does_not_wait_for_it(cli: Cli) -> None:
