@@ -15,12 +15,13 @@ import trio
 
 from . import __version__, wire
 from .auth import Secret
+from .context import ServerContext
 from .errors import RemoteProtocolError
 from .events import Error
 from .limits import Limits
 from .proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .room import SEND_STALL_SECONDS, Room
-from .session import ServerContext, Session
+from .session import Session
 from .transport import Transport
 
 log = logging.getLogger("multichat.server")

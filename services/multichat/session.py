@@ -9,14 +9,11 @@ will not take what it is given.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
 from . import textmode, wire
-from .auth import Gate, Secret, Throttle
+from .context import ServerContext
 from .delivery import Delivery
 from .errors import RemoteProtocolError
 from .events import (
@@ -33,16 +30,13 @@ from .events import (
     Quit,
     Say,
     Shutdown,
-    Status,
     Welcome,
     Who,
 )
-from .fanout import Fanout
 from .flood import Fakelag
-from .limits import Limits
 from .protocol import ServerConnection
 from .proxy import looks_like_proxy_header
-from .room import Member, Refused, Room
+from .room import Member, Refused
 from .sanitize import clean_for_terminal
 from .state import Mode, State
 from .transport import Transport
@@ -53,32 +47,6 @@ log = logging.getLogger("multichat.server")
 NAME_TRIES = 5
 # A closing connection may take this long to receive its last frames (an error, the notice).
 FLUSH_SECONDS = 5.0
-
-
-@dataclass
-class ServerContext:
-    """What every connection of one server shares."""
-
-    room: Room
-    password: Secret
-    limits: Limits
-    version: str
-    control_token: Secret | None = None
-    request_shutdown: Callable[[str], None] = lambda reason: None
-    failures: Throttle = field(init=False)
-    gate: Gate = field(init=False)
-    fanout: Fanout = field(init=False)
-    sessions: set[Session] = field(init=False, default_factory=set)  # every open connection
-
-    def __post_init__(self) -> None:
-        lim = self.limits
-        self.failures = Throttle(
-            lim.failed_passwords_per_minute, lim.failed_passwords_global_per_minute
-        )
-        self.gate = Gate(
-            lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
-        )
-        self.fanout = Fanout(self.room)
 
 
 class Session:
@@ -369,24 +337,16 @@ class Session:
             case Hello(name, password):
                 return self._hello(name, password)
             case Control(token, command, reason):
-                self._control(token, command, reason)
+                now = trio.current_time()
+                self.send_nowait(self.ctx.control(self.source, token, command, reason, now))
                 return False
         return True
 
     def _check_password(self, attempt: str) -> bool:
-        ctx = self.ctx
-        now = trio.current_time()
-        if not ctx.failures.allowed(self.source, now):
-            wait = math.ceil(ctx.failures.retry_after(self.source, now))
-            log.warning("throttled a login from %s", self.source)
-            self.send_nowait(Error("throttled", f"too many wrong passwords; try again in {wait} s"))
-            return False
-        if ctx.password.matches(attempt):
-            return True
-        ctx.failures.record(self.source, now)
-        log.warning("wrong password from %s", self.source)
-        self.send_nowait(Error("bad_password", "wrong password"))
-        return False
+        error = self.ctx.check_password(self.source, attempt, trio.current_time())
+        if error is not None:
+            self.send_nowait(error)
+        return error is None
 
     def _hello(self, name: str, password: str) -> bool:
         ctx = self.ctx
@@ -414,24 +374,6 @@ class Session:
         ctx.gate.authenticated(self.source)
         log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)
         return True
-
-    def _control(self, token: str, command: str, reason: str) -> None:
-        ctx = self.ctx
-        now = trio.current_time()
-        if ctx.control_token is None or not ctx.failures.allowed(self.source, now):
-            self.send_nowait(Error("bad_token", "control commands are not available"))
-            return
-        if not ctx.control_token.matches(token):
-            ctx.failures.record(self.source, now)
-            self.send_nowait(Error("bad_token", "wrong control token"))
-            return
-        if command not in ("status", "shutdown"):
-            self.send_nowait(Error("bad_command", f"unknown control command {command[:40]!r}"))
-            return
-        self.send_nowait(Status(ctx.room.name, ctx.room.names(), ctx.room.uptime(), ctx.version))
-        if command == "shutdown":
-            log.info("shutdown requested by the control token: %s", reason or "(no reason)")
-            ctx.request_shutdown(reason or "the host closed the room")
 
     async def _throttle(self) -> bool:
         """Charge one request to flood control and wait as long as it says.
