@@ -8,7 +8,6 @@ docs/benchmarks.md reports them with the machine they came from.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +22,10 @@ MODES = ("json", "text")
 # What a correct server and a correct generator both guarantee, at any speed.
 INTEGRITY = ("duplicated", "reordered", "merged", "split", "unexpected")
 
+# Linux only: the benchmark reads /proc and its generator uses epoll. On Linux a missing C
+# compiler is not a reason to skip: the benchmark then fails, saying to install gcc.
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not (shutil.which("cc") or shutil.which("gcc")),
-    reason="the benchmark reads /proc, uses epoll and builds its generator with a C compiler",
+    not sys.platform.startswith("linux"), reason="the benchmark reads /proc and uses epoll"
 )
 
 

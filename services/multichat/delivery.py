@@ -29,7 +29,9 @@ class Delivery:
         self.room = room
         self._finish = finish  # run when all is sent after the room closed, or the peer is gone
         self.member: Member | None = None
-        self.nursery: trio.Nursery | None = None  # where the drain task runs, while open
+        # The connection's nursery while open: the drain task runs in it, the reader is in it,
+        # and cancelling it stops both.
+        self.nursery: trio.Nursery | None = None
         self._draining = False
 
     def send_nowait(self, data: bytes) -> None:

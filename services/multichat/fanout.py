@@ -92,7 +92,7 @@ class Fanout:
         while not (room.closed and not room.unflushed()):
             await self._appended_event.wait()
             await self._settle()
-            if self.room.unflushed():
+            if room.unflushed():
                 self.flush_nowait()
             else:  # a reader flushed it all meanwhile
                 self._appended_event = trio.Event()

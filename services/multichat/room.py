@@ -196,7 +196,7 @@ class Room:
         return bool(member.private) or member.cursor < self.head
 
     def members(self) -> list[Member]:
-        """Every member, in join order (a copy: the fan-out may drop some as it goes)."""
+        """Every member, in join order (a copy, so waking one may change the room safely)."""
         return list(self._members.values())
 
     # -- the fan-out's bookkeeping --

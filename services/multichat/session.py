@@ -62,7 +62,6 @@ class Session:
         "_initial",
         "_kicked",
         "_name_tries",
-        "_nursery",
         "_pinged",
         "_refuse_proxy",
         "conn",
@@ -91,9 +90,6 @@ class Session:
         self.leave_reason = "disconnected"
         self._finished = False  # nothing more will be queued: flush and close
         self._kicked = False  # dropped: close at once, without a lingering close
-        # The connection's own nursery, while open: the drain task runs in it, and cancelling
-        # it drops the connection at once.
-        self._nursery: trio.Nursery | None = None
         self.delivery = Delivery(transport, ctx.room, self.finish_nowait)
         self._name_tries = 0
         self._answered = 0  # events handled: in the handshake, answers to prompts
@@ -113,16 +109,16 @@ class Session:
     def finish_nowait(self) -> None:
         """Stop reading; send what is queued, then close."""
         self._finished = True
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()  # `run` sends the rest after its nursery
+        if self.delivery.nursery is not None:
+            self.delivery.nursery.cancel_scope.cancel()  # `run` sends the rest after it
 
     def kick(self, reason: str) -> None:
         """Drop the connection now (the room calls this for a member too slow to keep up)."""
         self.leave_reason = reason.split(":")[0]
         log.info("dropped %s (%s): %s", self._who(), self.source, reason)
         self._kicked = True
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        if self.delivery.nursery is not None:
+            self.delivery.nursery.cancel_scope.cancel()
 
     def shutdown_nowait(self, reason: str) -> None:
         """The server is closing: a member gets the room's notice; anyone else gets it here."""
@@ -170,7 +166,7 @@ class Session:
         self.ctx.sessions.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = self.delivery.nursery = nursery
+                self.delivery.nursery = nursery
                 try:
                     await self._read_loop()
                 except RemoteProtocolError as exc:
@@ -182,7 +178,7 @@ class Session:
                     self.leave_reason = "timeout"
                 nursery.cancel_scope.cancel()  # a drain task: the rest goes out below
         finally:
-            self._nursery = self.delivery.nursery = None
+            self.delivery.nursery = None
             self._finished = True
             self.ctx.sessions.discard(self)
             self._leave()

@@ -26,9 +26,6 @@ LINGER_SECONDS = 5.0
 # How often a closing connection looks whether the peer has acknowledged everything.
 LINGER_POLL_SECONDS = 0.05
 
-# A peer that went away shows up as one of these on send or receive, depending on timing.
-_GONE = (ConnectionError, OSError)
-
 
 def unacknowledged(sock: socket.socket) -> int:
     """Bytes sent on `sock` that the peer has not acknowledged (0 where the system cannot say)."""
@@ -83,7 +80,7 @@ class Transport:
             sent = self.sock.send(data)
         except BlockingIOError:
             sent = 0
-        except _GONE:
+        except OSError:  # reset, broken pipe: the peer is gone
             self.broken = True
             return True
         if sent < len(data):
@@ -100,7 +97,7 @@ class Transport:
                 sent = self.sock.send(self.pending)
             except BlockingIOError:
                 sent = 0
-            except _GONE:
+            except OSError:  # reset, broken pipe: the peer is gone
                 self.broken = True
                 break
             del self.pending[:sent]
@@ -118,7 +115,7 @@ class Transport:
             return self.sock.recv(max_bytes)
         except BlockingIOError:
             return None
-        except _GONE as exc:
+        except OSError as exc:  # reset, broken pipe: the peer is gone
             self.broken = True
             raise trio.BrokenResourceError(str(exc)) from None
 
