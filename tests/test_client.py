@@ -283,6 +283,17 @@ async def scripted(*handlers: Handler) -> AsyncIterator[int]:
         nursery.cancel_scope.cancel()
 
 
+def goes_silent(received: list[Event | None]) -> Handler:
+    """A server that welcomes, records the next frame it gets, then never says another word."""
+
+    async def handler(script: Script) -> None:
+        await script.welcome()
+        received.append(await script.recv())
+        await trio.sleep_forever()
+
+    return handler
+
+
 async def raw(data: bytes, script: Script) -> None:
     await script.stream.send_all(data)
     await trio.sleep_forever()
@@ -348,13 +359,7 @@ async def test_answers_ping_and_keeps_reading() -> None:
 async def test_dead_link_is_noticed(autojump_clock: trio.abc.Clock) -> None:
     """A server that stops talking (a dead NAT mapping, say) is pinged, then given up on."""
     seen: list[Event | None] = []
-
-    async def silent(script: Script) -> None:
-        await script.welcome()
-        seen.append(await script.recv())
-        await trio.sleep_forever()
-
-    async with scripted(silent) as port:
+    async with scripted(goes_silent(seen)) as port:
         client, saw = await joined_client(port, "alice")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.run)
@@ -535,13 +540,7 @@ async def test_quit_does_not_hang_on_a_server_that_stays_open(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     got: list[Event | None] = []
-
-    async def deaf(script: Script) -> None:
-        await script.welcome()
-        got.append(await script.recv())
-        await trio.sleep_forever()
-
-    async with scripted(deaf) as port:
+    async with scripted(goes_silent(got)) as port:
         client, _ = await joined_client(port, "alice")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.run)
