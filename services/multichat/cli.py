@@ -14,19 +14,21 @@ from typing import Annotated
 import trio
 import typer
 
-from . import __version__, control, launcher
-from .address import AddressError, parse_address
-from .auth import new_token
-from .hosting import (
+from . import __version__
+from .client.address import AddressError, parse_address
+from .hosting import control, launcher
+from .hosting.process import (
     HostError,
     freeze_startup_objects,
     host_room,
     password_from,
     setup_logging,
 )
-from .limits import Limits, LimitsError, load_limits
-from .server import DEFAULT_PORT, ChatServer
-from .tunnel import TunnelSettings
+from .hosting.tunnel import TunnelSettings
+from .protocol.events import DEFAULT_PORT
+from .server.auth import new_token
+from .server.limits import Limits, LimitsError, load_limits
+from .server.listeners import ChatServer
 
 app = typer.Typer(
     name="multichat",
@@ -71,9 +73,20 @@ PasswordFileOpt = Annotated[
     typer.Option("--password-file", help="Read the room password from the first line of a file."),
 ]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="A TOML file with a [limits] table (see README).")
+    Path | None,
+    typer.Option("--config", help="A TOML file with a \\[limits] table (see docs/limits.md)."),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")]
+
+# Variables read without an option of their own; typer shows `[env var: ...]` for the others.
+_PASSWORD_ENV = "MULTICHAT_PASSWORD (the room password, when no option or file gives it)"
+_STATE_ENV = "MULTICHAT_STATE_DIR (where running rooms are recorded, for status and down)"
+_NGROK_ENV = "NGROK_AUTHTOKEN (your ngrok authtoken; else the one in ngrok's config file)"
+
+
+def environment(*lines: str) -> str:
+    """An epilog listing the environment variables a command reads."""
+    return "Environment: " + "; ".join(lines) + "."
 
 
 def load_config(config: Path | None) -> Limits:
@@ -83,7 +96,7 @@ def load_config(config: Path | None) -> Limits:
         raise fail(str(exc)) from None
 
 
-@app.command()
+@app.command(epilog=environment(_PASSWORD_ENV, _STATE_ENV))
 def serve(
     host: HostOpt = None,
     port: PortOpt = DEFAULT_PORT,
@@ -136,7 +149,7 @@ NgrokConfigOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(epilog=environment(_NGROK_ENV, _PASSWORD_ENV, _STATE_ENV))
 def up(
     host: HostOpt = None,
     port: PortOpt = DEFAULT_PORT,
@@ -191,7 +204,7 @@ def up(
         pass
 
 
-@app.command()
+@app.command(epilog=environment(_NGROK_ENV))
 def tunnel(
     target: Annotated[str, typer.Option("--target", help="Where the room listens, as HOST:PORT.")],
     proxy_protocol: Annotated[
@@ -232,7 +245,7 @@ StatePortOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(epilog=environment(_STATE_ENV))
 def status(port: StatePortOpt = None) -> None:
     """Is a room up here? Exit 0 when it is, 3 when it is not (usable as a health check)."""
     try:
@@ -245,7 +258,7 @@ def status(port: StatePortOpt = None) -> None:
     typer.echo(control.format_status(report))
 
 
-@app.command()
+@app.command(epilog=environment(_STATE_ENV))
 def down(
     reason: Annotated[
         str, typer.Option("--reason", help="Told to every member.")
@@ -292,8 +305,8 @@ def connect(
     Exit codes: 0 left or room closed, 1 cannot connect, 2 usage, 3 refused (password, name),
     4 connection lost or lines not delivered.
     """
-    from .address import AddressError, parse_address
-    from .connect import EXIT_USAGE, ConnectExit, run_connect
+    from .client.address import AddressError, parse_address
+    from .client.connect import EXIT_USAGE, ConnectExit, run_connect
 
     try:
         target = parse_address(address)

@@ -1,0 +1,484 @@
+"""A member's connection to a room, kept alive across network trouble. No terminal code here.
+
+`ChatClient.join` connects and logs in once, raising what a person must fix (`login.py`'s
+errors). `run` then reads and writes until the member leaves, the room closes, or the
+connection is lost and `RECONNECT_TRIES` attempts to rejoin fail. Everything that happens goes
+to one `listener` callback, synchronously and in order: the room's events as they arrive, and
+the client's own updates (`Joined`, `Lost`, `NotSent`).
+
+Typed lines are never lost to a broken connection: each carries an id, and stays queued until
+the server's echo of it (the acknowledgement) arrives. After a rejoin the client asks `who` and
+holds its lines until the answer: everything the room replays before it is history, where a line
+the old connection delivered but whose echo was lost shows up under our name and need not be
+sent twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from ..protocol.connection import ClientConnection
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import (
+    ConnectionClosed,
+    Error,
+    Event,
+    Join,
+    Leave,
+    Members,
+    Message,
+    NeedData,
+    Ping,
+    Pong,
+    Quit,
+    Say,
+    Shutdown,
+    Welcome,
+    Who,
+)
+from ..protocol.sanitize import clean_text
+from ..protocol.state import State
+from .address import Address
+from .login import RECEIVE_BYTES, ClientError, LoginRefused, login
+
+# About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
+RECONNECT_TRIES = 8
+RECONNECT_FIRST_DELAY = 0.5
+RECONNECT_MAX_DELAY = 8.0
+# The server keeps a connection that went silent up to 150 s (its idle limit) before it lets
+# the name go; a rejoin refused with "name_taken" keeps trying that long, not using up tries.
+NAME_HELD_SECONDS = 160.0
+# Spread members' retries so a restarted room is not hit by all of them in the same instant.
+RECONNECT_JITTER = 0.2
+# Below the server's 90 s idle ping, so a dead link is found first on our side; also keeps
+# home routers' NAT mappings alive.
+IDLE_PING_SECONDS = 60.0
+# With lines waiting for their echo, silence is suspicious sooner.
+ACK_PING_SECONDS = 10.0
+# After our ping, this long without a byte and the connection is taken for dead.
+PONG_SECONDS = 20.0
+# On `quit`, lines still waiting for their echo get this long, and the server's close as well;
+# a room with flood control echoes a burst of lines in a few seconds.
+QUIT_SECONDS = 5.0
+
+# Server refusals of a line that sending it again cannot fix.
+LINE_REFUSALS = frozenset({"too_long", "empty"})
+# Refusals of a line because the session is ending; it may go again after a rejoin.
+LINE_DEFERRALS = frozenset({"shutting_down", "not_joined"})
+# Login refusals that retrying cannot fix; others (a name still held by our old connection, a
+# room restarting or full) may clear up while reconnecting.
+FATAL_LOGIN = frozenset({"bad_password", "bad_name", "unsupported_version"})
+# The server closed on us on purpose; coming back would do it again.
+KICKS = frozenset({"flooding"})
+
+
+@dataclass
+class Line:
+    """A typed line on its way to the room; `id` comes back on its echo."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Logged in (again, after a lost connection, when `rejoined`)."""
+
+    welcome: Welcome
+    rejoined: bool = False
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The connection broke; try `attempt` of `tries` to rejoin starts after `delay` seconds."""
+
+    reason: str
+    attempt: int
+    tries: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """The room refused `line` (too long, say) and it will not be sent again."""
+
+    line: Line
+    error: Error
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why `run` returned, and the lines typed but never acknowledged, oldest first."""
+
+    why: Literal["quit", "shutdown", "lost", "kicked"]
+    reason: str
+    unsent: tuple[str, ...] = ()
+
+
+Update = Joined | Lost | NotSent
+Listener = Callable[[Event | Update], None]
+
+
+class _Lost(Exception):
+    """The current connection is gone; the message says why."""
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnect try `attempt` (1-based), before jitter."""
+    return min(RECONNECT_MAX_DELAY, RECONNECT_FIRST_DELAY * 2.0 ** (attempt - 1))
+
+
+class ChatClient:
+    """One member in one room. Call `join`, then `run`; the `*_nowait` methods never block."""
+
+    def __init__(self, address: Address, name: str, password: str, listener: Listener) -> None:
+        self.address = address
+        self.name = name
+        self.password = password
+        self.listener = listener
+        self.state: Literal["connecting", "connected", "reconnecting", "closed"] = "connecting"
+        self.room = ""
+        self.members: list[str] = []
+        self._stream: trio.abc.Stream | None = None
+        self._conn = ClientConnection()
+        self._outbox: deque[Line] = deque()  # typed, not sent on this connection yet
+        self._unacked: dict[str, Line] = {}  # sent on this connection, echo not seen yet
+        self._deferred: list[Line] = []  # refused while the room was closing
+        self._maybe_delivered: set[str] = set()  # ids sent on a connection that broke
+        self._control: list[Event] = []  # pong and who, sent ahead of lines
+        self._holding = False  # after a rejoin, lines wait for the history to end
+        self._quitting = False
+        self._quit_sent = False
+        self._shutdown: str | None = None
+        self._last_error: Error | None = None
+        self._last_seq = 0
+        self._last_ts = 0.0
+        self._next_id = 0
+        self._id_prefix = secrets.token_hex(3)
+        self._wakeup = trio.Event()
+        self._acknowledged = trio.Event()
+        self._acknowledged.set()
+        self._session_scope: trio.CancelScope | None = None
+        self._reconnect_scope: trio.CancelScope | None = None
+
+    # -- what the interface calls --
+
+    @property
+    def pending(self) -> int:
+        """Lines typed and not yet acknowledged."""
+        return len(self._outbox) + len(self._unacked) + len(self._deferred)
+
+    def say_nowait(self, text: str) -> Line:
+        """Queue `text` for the room; it is sent as soon as there is a connection."""
+        self._next_id += 1
+        line = Line(f"{self._id_prefix}-{self._next_id}", text)
+        self._outbox.append(line)
+        if self._acknowledged.is_set():
+            self._acknowledged = trio.Event()
+        self._wakeup.set()
+        return line
+
+    def who_nowait(self) -> bool:
+        """Ask for the member list; False when not connected (the answer would be stale)."""
+        if self.state != "connected":
+            return False
+        self._control.append(Who())
+        self._wakeup.set()
+        return True
+
+    def quit_nowait(self) -> None:
+        """Leave once the lines already queued are acknowledged; `run` returns soon after."""
+        self._quitting = True
+        self._wakeup.set()
+        if self._session_scope is not None:
+            self._session_scope.deadline = min(
+                self._session_scope.deadline, trio.current_time() + QUIT_SECONDS
+            )
+        if self._reconnect_scope is not None:
+            self._reconnect_scope.cancel()
+
+    async def wait_acknowledged(self) -> None:
+        """Wait until every line queued so far has been acknowledged or refused."""
+        while not self._acknowledged.is_set():
+            await self._acknowledged.wait()
+
+    # -- connecting --
+
+    async def join(self) -> Welcome:
+        """Connect and log in; raises ConnectFailed, NotMultichat or LoginRefused."""
+        self._stream, self._conn, welcome = await login(self.address, self.name, self.password)
+        self._joined(welcome)
+        return welcome
+
+    def _joined(self, welcome: Welcome) -> None:
+        self.name = welcome.name
+        self.room = welcome.room
+        self.members = list(welcome.members)
+        self.state = "connected"
+
+    # -- running --
+
+    async def run(self) -> Ending:
+        """Chat until the member quits, the room closes, or the connection cannot be rebuilt."""
+        assert self._stream is not None, "join() first"
+        try:
+            while True:
+                try:
+                    return await self._serve(self._stream, self._conn)
+                except _Lost as lost:
+                    reason = str(lost)
+                finally:
+                    await trio.aclose_forcefully(self._stream)
+                self._requeue()
+                if self._quitting:
+                    return self._ending("quit", "you left")
+                ending = await self._reconnect(reason)
+                if ending is not None:
+                    return ending
+        finally:
+            self.state = "closed"
+            self._acknowledged.set()
+
+    def _ending(self, why: Literal["quit", "shutdown", "lost", "kicked"], reason: str) -> Ending:
+        self._requeue()
+        unsent = tuple(line.text for line in self._outbox)
+        return Ending(why, reason, unsent)
+
+    def _requeue(self) -> None:
+        """Lines not acknowledged go back to the front of the queue, in the order typed."""
+        back = [*self._deferred, *self._unacked.values()]
+        self._maybe_delivered.update(line.id for line in self._unacked.values())
+        self._outbox.extendleft(reversed(back))
+        self._deferred.clear()
+        self._unacked.clear()
+
+    async def _reconnect(self, reason: str) -> Ending | None:
+        self.state = "reconnecting"
+        lost_at = trio.current_time()
+        tried = counted = 0
+        with trio.CancelScope() as self._reconnect_scope:
+            while counted < RECONNECT_TRIES:
+                tried += 1
+                counted += 1
+                jitter = random.uniform(1 - RECONNECT_JITTER, 1 + RECONNECT_JITTER)
+                delay = backoff(tried) * jitter
+                self.listener(Lost(reason, counted, RECONNECT_TRIES, delay))
+                await trio.sleep(delay)
+                try:
+                    self._stream, self._conn, welcome = await login(
+                        self.address, self.name, self.password
+                    )
+                except LoginRefused as exc:
+                    if exc.code in FATAL_LOGIN:
+                        return self._ending("lost", f"could not rejoin {self.address}: {exc}")
+                    if (
+                        exc.code == "name_taken"
+                        and trio.current_time() - lost_at < NAME_HELD_SECONDS
+                    ):
+                        counted -= 1  # our old connection still holds the name, for a while
+                    reason = str(exc)
+                except ClientError as exc:
+                    reason = str(exc)
+                else:
+                    self._joined(welcome)
+                    self._holding = True
+                    self._control[:] = [Who()]  # nothing left over from the old connection
+                    return None
+            return self._ending(
+                "lost", f"could not reconnect after {RECONNECT_TRIES} tries: {reason}"
+            )
+        return self._ending("quit", "you left")
+
+    async def _serve(self, stream: trio.abc.Stream, conn: ClientConnection) -> Ending:
+        """One connection's reader and writer; raises _Lost if the connection breaks."""
+        self._quit_sent = False
+        self._last_error = None
+        broken: list[str] = []  # why the writer stopped, if it did
+        result: Ending | str | None = None
+        with trio.CancelScope() as self._session_scope:
+            if self._quitting:
+                self._session_scope.deadline = trio.current_time() + QUIT_SECONDS
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, stream, conn, broken, nursery.cancel_scope)
+                result = await self._read_loop(stream, conn)
+                nursery.cancel_scope.cancel()
+        self._session_scope = None
+        if isinstance(result, Ending):
+            return result
+        if self._shutdown is not None:
+            return self._ending("shutdown", self._shutdown)
+        if result is None and not broken:
+            # Only the quit deadline ends a session with no result: the server did not close.
+            return self._ending("quit", "you left")
+        raise _Lost(result or broken[0])
+
+    async def _write_loop(
+        self,
+        stream: trio.abc.Stream,
+        conn: ClientConnection,
+        broken: list[str],
+        done: trio.CancelScope,
+    ) -> None:
+        try:
+            while True:
+                data = self._take_outgoing(conn)
+                if data:
+                    await stream.send_all(data)
+                    continue
+                if self._quit_sent:
+                    return
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            broken.append(f"connection lost ({exc or type(exc).__name__})")
+            done.cancel()
+
+    def _take_outgoing(self, conn: ClientConnection) -> bytes:
+        if self._quit_sent or conn.state is State.CLOSED:
+            # The reader saw the end first; what is queued waits for the next connection.
+            self._control.clear()
+            return b""
+        parts = [conn.send(event) for event in self._control]
+        self._control.clear()
+        if not self._holding:
+            while self._outbox:
+                line = self._outbox.popleft()
+                self._unacked[line.id] = line
+                parts.append(conn.send(Say(line.text, line.id)))
+            # `quit` waits for the echoes: once it is sent, the protocol reads nothing more.
+            if self._quitting and not self._unacked:
+                parts.append(conn.send(Quit()))
+                self._quit_sent = True
+        return b"".join(parts)
+
+    async def _read_loop(self, stream: trio.abc.Stream, conn: ClientConnection) -> Ending | str:
+        """Events until the connection ends: how it ended, or why it broke."""
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                return f"the server sent something this client does not understand ({exc})"
+            if isinstance(event, NeedData):
+                try:
+                    data = await self._receive(stream)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    return f"connection lost ({exc or type(exc).__name__})"
+                if data is None:
+                    return "no answer from the server"
+                conn.receive_data(data)
+            elif isinstance(event, ConnectionClosed):
+                return self._closed()
+            else:
+                self._handle(event)
+
+    async def _receive(self, stream: trio.abc.Stream) -> bytes | bytearray | None:
+        """The next bytes; None if the server stays silent even when pinged."""
+        quiet = ACK_PING_SECONDS if self._unacked else IDLE_PING_SECONDS
+        with trio.move_on_after(quiet):
+            return await stream.receive_some(RECEIVE_BYTES)
+        self._control.append(Ping("client"))
+        self._wakeup.set()
+        with trio.move_on_after(PONG_SECONDS):
+            return await stream.receive_some(RECEIVE_BYTES)
+        return None
+
+    def _closed(self) -> Ending | str:
+        if self._shutdown is not None:
+            return self._ending("shutdown", self._shutdown)
+        if self._quit_sent:
+            return self._ending("quit", "you left")
+        error = self._last_error
+        if error is not None and error.code in KICKS:
+            return self._ending("kicked", error.message)
+        if error is not None:
+            return f"the server closed the connection ({error.message})"
+        return "the server closed the connection"
+
+    # -- events from the room --
+
+    def _handle(self, event: Event) -> None:
+        if self._holding and self._replayed(event):
+            return
+        match event:
+            case Message(seq, ts, _, _, id):
+                self._last_seq, self._last_ts = seq, max(self._last_ts, ts)
+                if isinstance(id, str):  # ours are strings; another client's are not ours
+                    self._unacked.pop(id, None)
+                    self._maybe_delivered.discard(id)
+                    self._check_acknowledged()
+            case Join(name, ts):
+                self._last_ts = max(self._last_ts, ts)
+                if name not in self.members:
+                    self.members.append(name)
+            case Leave(name, _, ts):
+                self._last_ts = max(self._last_ts, ts)
+                if name in self.members:
+                    self.members.remove(name)
+            case Members(names):
+                self.members = list(names)
+                if self._holding:
+                    self._holding = False
+                    self._wakeup.set()
+                    self.listener(Joined(self.welcome_now(), rejoined=True))
+                    return
+            case Ping(data):
+                self._control.append(Pong(data))
+                self._wakeup.set()
+                return
+            case Pong():
+                return
+            case Shutdown(reason):
+                self._shutdown = reason or "the room closed"
+            case Error(code):
+                self._last_error = event
+                if self._unacked and (code in LINE_REFUSALS or code in LINE_DEFERRALS):
+                    oldest = next(iter(self._unacked))
+                    line = self._unacked.pop(oldest)
+                    if code in LINE_REFUSALS:
+                        self._maybe_delivered.discard(line.id)
+                        self.listener(NotSent(line, event))
+                    else:
+                        self._deferred.append(line)
+                    self._check_acknowledged()
+                    return
+        self.listener(event)
+
+    def _replayed(self, event: Event) -> bool:
+        """While holding after a rejoin: whether `event` is history already handled.
+
+        A message of ours the old connection delivered, whose echo was lost, counts as its
+        echo now: its line leaves the queue, and the listener gets it with the line's id.
+        """
+        match event:
+            case Message(seq, ts, sender, text, None):
+                if seq <= self._last_seq and ts <= self._last_ts:
+                    return True
+                if sender == self.name:
+                    for line in self._outbox:
+                        if line.id in self._maybe_delivered and clean_text(line.text) == text:
+                            self._outbox.remove(line)
+                            self._maybe_delivered.discard(line.id)
+                            self._handle(dataclasses.replace(event, id=line.id))
+                            self._check_acknowledged()
+                            return True
+            case Join(_, ts) | Leave(_, _, ts):
+                return ts <= self._last_ts
+        return False
+
+    def welcome_now(self) -> Welcome:
+        """The welcome as it stands now: the current name, room and members."""
+        return Welcome(self.name, self.room, tuple(self.members))
+
+    def _check_acknowledged(self) -> None:
+        if not self.pending:
+            self._acknowledged.set()
+            if self._quitting:
+                self._wakeup.set()

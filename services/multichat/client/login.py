@@ -1,0 +1,125 @@
+"""Reaching a room and logging in: one connection, one hello, one answer.
+
+Every way this can fail becomes one of three errors, each worded as one line for the person
+who typed the address: `ConnectFailed` (refused, unknown host, timed out, unreachable),
+`NotMultichat` (something answered, but not a multichat server: an SSH or web server, or
+silence) and `LoginRefused` (the room said no, with the server's error code).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import trio
+
+from ..protocol.connection import ClientConnection
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import ConnectionClosed, Error, Hello, NeedData, Shutdown, Welcome
+from .address import Address
+
+# DNS and a TCP handshake, through ngrok's edge too, take well under a second when they work.
+CONNECT_SECONDS = 10.0
+# A multichat server answers a hello at once; silence means something else is listening.
+HANDSHAKE_SECONDS = 10.0
+# Large enough for a welcome naming everyone in a big room, and the history after it.
+RECEIVE_BYTES = 64 * 1024
+
+
+class ClientError(Exception):
+    """Why the client cannot connect, as one line for a person."""
+
+
+class ConnectFailed(ClientError):
+    """No connection: refused, unknown host, timed out, network unreachable."""
+
+
+class NotMultichat(ClientError):
+    """Something answered, but not a multichat server."""
+
+
+class LoginRefused(ClientError):
+    """The room said no; `code` is the server's error code (`bad_password`, `name_taken`...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def connect_error(exc: BaseException, address: Address) -> ConnectFailed:
+    """What went wrong opening a connection to `address`, in words."""
+    if isinstance(exc, trio.TooSlowError):
+        return ConnectFailed(f"timed out connecting to {address} after {CONNECT_SECONDS:.0f} s")
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None)):
+            return ConnectFailed(f"cannot look up {address.host!r}: is the network up?")
+        return ConnectFailed(f"unknown host {address.host!r}: check the address")
+    # trio tries every address a name resolves to and reports all the failures together.
+    causes: list[BaseException] = [exc]
+    if isinstance(exc.__cause__, BaseExceptionGroup):
+        causes = list(exc.__cause__.exceptions)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return ConnectFailed(
+            f"connection refused by {address}: is the room running, and is the port right?"
+        )
+    codes = {getattr(c, "errno", None) for c in causes}
+    if codes & {errno.ETIMEDOUT, getattr(errno, "WSAETIMEDOUT", -1)}:
+        return ConnectFailed(f"timed out connecting to {address}")
+    if codes & {errno.ENETUNREACH, errno.EHOSTUNREACH}:
+        return ConnectFailed(f"cannot reach {address}: is the network up?")
+    detail = next((c.strerror for c in causes if isinstance(c, OSError) and c.strerror), None)
+    return ConnectFailed(f"cannot connect to {address}: {detail or exc}")
+
+
+async def login(
+    address: Address, name: str, password: str
+) -> tuple[trio.abc.Stream, ClientConnection, Welcome]:
+    """Connect and say hello; the open stream, its protocol state and the room's welcome.
+
+    Raises ConnectFailed, NotMultichat or LoginRefused.
+    """
+    try:
+        with trio.fail_after(CONNECT_SECONDS):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
+    except (OSError, trio.TooSlowError) as exc:
+        raise connect_error(exc, address) from None
+    try:
+        conn = ClientConnection()
+        await stream.send_all(conn.send(Hello(name, password)))
+        with trio.fail_after(HANDSHAKE_SECONDS):
+            welcome = await _answer(stream, conn, address)
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(stream)
+        raise NotMultichat(
+            f"{address} did not answer within {HANDSHAKE_SECONDS:.0f} s: is it a multichat room?"
+        ) from None
+    except RemoteProtocolError:
+        await trio.aclose_forcefully(stream)
+        raise NotMultichat(f"{address} is not a multichat server") from None
+    except (trio.BrokenResourceError, OSError):
+        await trio.aclose_forcefully(stream)
+        raise ConnectFailed(f"{address} closed the connection while logging in") from None
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream, conn, welcome
+
+
+async def _answer(stream: trio.abc.Stream, conn: ClientConnection, address: Address) -> Welcome:
+    while True:
+        event = conn.next_event()
+        match event:
+            case NeedData():
+                conn.receive_data(await stream.receive_some(RECEIVE_BYTES))
+            case Welcome():
+                return event
+            case Error(code, message):
+                raise LoginRefused(code, message)
+            case Shutdown(reason):
+                raise LoginRefused("shutting_down", f"the room is closing: {reason}")
+            case ConnectionClosed():
+                raise ConnectFailed(
+                    f"{address} closed the connection without answering: is the room still running?"
+                )
+            case _:  # pragma: no cover - the state machine allows nothing else
+                raise RemoteProtocolError(f"unexpected {event!r}")

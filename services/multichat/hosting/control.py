@@ -1,0 +1,180 @@
+"""`multichat status` and `multichat down`: talk to the running room over its own port.
+
+They find the room through its state file and prove themselves with the control token; the
+token is the proof, not the source address, since tunnelled strangers arrive from 127.0.0.1
+too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import trio
+
+from ..protocol.connection import ClientConnection
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import ConnectionClosed, Control, Error, NeedData, Status
+from .statefile import RoomState, pid_alive, remove_state, running_rooms, state_path
+
+# A room answers at once; a second covers a busy one without making `status` hang.
+ANSWER_SECONDS = 5.0
+# The room's own shutdown grace is 5 s; this leaves room for it and for the tunnel to close.
+DOWN_WAIT_SECONDS = 15.0
+# After SIGTERM, a process that still has not exited is stuck.
+TERM_WAIT_SECONDS = 5.0
+POLL_SECONDS = 0.05
+
+EXIT_UP = 0
+EXIT_NOT_UP = 3
+
+
+class ControlError(Exception):
+    """The room could not be reached or refused the command; the message says so."""
+
+
+async def send_control(state: RoomState, command: str, reason: str = "") -> Status:
+    """Send one control command to the room and return its status answer."""
+    conn = ClientConnection()
+    try:
+        stream = await trio.open_tcp_stream(state.control_host(), state.port)
+    except OSError as exc:
+        raise ControlError(
+            f"the room on port {state.port} does not answer: {exc.strerror}"
+        ) from None
+    async with stream:
+        try:
+            await stream.send_all(conn.send(Control(state.token, command, reason)))
+        except trio.BrokenResourceError:
+            raise ControlError("the room closed the connection without answering") from None
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError:
+                raise ControlError(f"port {state.port} is not a multichat room") from None
+            if isinstance(event, NeedData):
+                try:
+                    conn.receive_data(await stream.receive_some(65536))
+                except trio.BrokenResourceError:
+                    conn.receive_data(b"")
+                continue
+            if isinstance(event, Status):
+                return event
+            if isinstance(event, Error):
+                raise ControlError(f"the room refused: {event.message}")
+            if isinstance(event, ConnectionClosed):
+                raise ControlError("the room closed the connection without answering")
+
+
+def pick_room(port: int | None) -> RoomState | None:
+    """The running room on `port`, or the only one running; ControlError if it is ambiguous."""
+    rooms = running_rooms()
+    if port is not None:
+        rooms = [r for r in rooms if r.port == port]
+    if len(rooms) > 1:
+        ports = ", ".join(str(r.port) for r in rooms)
+        raise ControlError(f"several rooms are up (ports {ports}); choose one with --port")
+    return rooms[0] if rooms else None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    state: RoomState
+    status: Status
+
+
+async def status(port: int | None) -> StatusReport | None:
+    """The running room's status, or None when no room is up here."""
+    state = pick_room(port)
+    if state is None:
+        return None
+    with trio.move_on_after(ANSWER_SECONDS):
+        try:
+            return StatusReport(state, await send_control(state, "status"))
+        except ControlError:
+            return None
+    return None
+
+
+def format_status(report: StatusReport) -> str:
+    state, st = report.state, report.status
+    minutes, seconds = divmod(int(st.uptime), 60)
+    hours, minutes = divmod(minutes, 60)
+    lines = [
+        f"Room {st.room!r} is up (pid {state.pid}, port {state.port}, multichat {st.version}).",
+        f"Uptime: {hours}h {minutes:02d}m {seconds:02d}s",
+        f"Members online ({len(st.members)}): {', '.join(st.members) or '-'}",
+    ]
+    for address in state.lan:
+        lines.append(f"LAN:    {f'[{address}]' if ':' in address else address}:{state.port}")
+    lines.append(f"Public: {state.public or '(no tunnel)'}")
+    return "\n".join(lines)
+
+
+async def _wait_exit(pid: int, seconds: float) -> bool:
+    with trio.move_on_after(seconds):
+        # Another process's exit has no event to wait on: polling is the portable way.
+        while pid_alive(pid):  # noqa: ASYNC110
+            await trio.sleep(POLL_SECONDS)
+        return True
+    return False
+
+
+async def down(port: int | None, reason: str, *, force: bool) -> str:
+    """Close the running room gracefully; returns what happened, in one line."""
+    state = pick_room(port)
+    if state is None:
+        raise ControlError("no room is up here (nothing to stop)")
+    if not state.pid_visible():
+        return await _down_elsewhere(state, reason, force=force)
+    if force:
+        _signal(state.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+        await _wait_exit(state.pid, TERM_WAIT_SECONDS)
+        remove_state(state.port, state.pid)
+        return f"Killed the room on port {state.port} (pid {state.pid}); members were not told."
+    try:
+        with trio.fail_after(ANSWER_SECONDS):
+            await send_control(state, "shutdown", reason)
+    except (ControlError, trio.TooSlowError):
+        pass  # not answering: SIGTERM below takes the same graceful path
+    started = time.monotonic()
+    if await _wait_exit(state.pid, DOWN_WAIT_SECONDS):
+        return f"The room on port {state.port} is closed ({time.monotonic() - started:.1f} s)."
+    _signal(state.pid, signal.SIGTERM)
+    if await _wait_exit(state.pid, TERM_WAIT_SECONDS):
+        return f"The room on port {state.port} is closed (after SIGTERM)."
+    raise ControlError(
+        f"the room (pid {state.pid}) does not exit; use `multichat down --force` to kill it"
+    )
+
+
+async def _down_elsewhere(state: RoomState, reason: str, *, force: bool) -> str:
+    """Close a room whose process we cannot see or signal (another container): ask it, then
+    wait for it to remove its state file, which it does last."""
+    if force:
+        raise ControlError(
+            "the room runs in another container; stop that container to kill it "
+            "(`docker compose kill server`)"
+        )
+    with trio.move_on_after(ANSWER_SECONDS):
+        await send_control(state, "shutdown", reason)
+    started = time.monotonic()
+    path = state_path(state.port)
+    with trio.move_on_after(DOWN_WAIT_SECONDS):
+        # The room's exit has no event to wait on from here: polling is the portable way.
+        while path.exists():  # noqa: ASYNC110
+            await trio.sleep(POLL_SECONDS)
+        return f"The room on port {state.port} is closed ({time.monotonic() - started:.1f} s)."
+    raise ControlError(f"the room on port {state.port} did not close; stop its container")
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        print(f"multichat: not allowed to signal pid {pid}", file=sys.stderr)

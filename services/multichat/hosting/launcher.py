@@ -1,0 +1,249 @@
+"""`multichat up` and `multichat tunnel`: a room (or a bare tunnel) with a public address.
+
+`up` serves the room on the LAN at once, then opens the ngrok tunnel beside it; the banner
+shows the addresses and the exact commands friends type. A tunnel that cannot open never takes
+the room down: the banner says why, in one line, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TextIO
+
+import trio
+
+from ..protocol.events import DEFAULT_PORT
+from ..server.listeners import ChatServer
+from .ngrok_errors import TunnelError
+from .process import host_room, watch_signals
+from .statefile import RoomState, write_state
+from .tunnel import (
+    MAX_REOPEN_ATTEMPTS,
+    OPEN_DEADLINE,
+    TunnelClosed,
+    TunnelEvent,
+    TunnelFailed,
+    TunnelLog,
+    TunnelOpened,
+    TunnelOpening,
+    TunnelReopening,
+    TunnelSettings,
+    supervise_tunnel,
+)
+
+# Generated passwords: consonant-vowel syllables read aloud easily ("tavo-mire-kuna"); three
+# groups of two syllables give about 38 bits, plenty behind a 3-a-minute login throttle.
+_CONSONANTS = "bdfghjklmnprstvz"
+_VOWELS = "aeiou"
+PASSWORD_GROUPS = 3
+# PROXY protocol v2 carries each friend's real address through the tunnel (see server.py).
+TUNNEL_PROXY_PROTOCOL = 2
+
+
+def generate_password() -> str:
+    """A random password that is easy to read out and type."""
+
+    def group() -> str:
+        return "".join(secrets.choice(_CONSONANTS) + secrets.choice(_VOWELS) for _ in range(2))
+
+    return "-".join(group() for _ in range(PASSWORD_GROUPS))
+
+
+def _address(host: str, port: int, *, always_port: bool = False) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port == DEFAULT_PORT and not always_port else f"{host}:{port}"
+
+
+def _where(host: str) -> str:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return "(this machine only)" if loopback else "(same network)"
+
+
+def describe(error: TunnelError) -> str:
+    """What went wrong and how to fix it, in one line, saying the cause once."""
+    code = f" ({error.ngrok_code})" if error.ngrok_code else ""
+    cause = str(error).removesuffix(code)
+    # Most fixes begin by restating the cause ("ngrok needs an authtoken: set ...").
+    if error.fix.lower().startswith(cause.lower()):
+        return f"{error.fix}{code}"
+    return f"{cause}{code}. Fix: {error.fix}"
+
+
+@dataclass
+class Banner:
+    """What `up` tells the host, printed to `out` (stdout: the banner is the output)."""
+
+    room: str
+    out: TextIO = sys.stdout
+    password: str | None = None  # shown only when generated
+
+    def say(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+    def show(
+        self, state: RoomState, public: str | None, problem: str | None, *, tunnel: bool = True
+    ) -> None:
+        rule = "-" * 64
+        self.say(rule)
+        self.say(f"  multichat room {self.room!r} is up")
+        if self.password:
+            self.say(f"  Password: {self.password}   (generated: share it with your friends)")
+        for address in state.lan:
+            self.say(f"  LAN:      {_address(address, state.port, always_port=True)}")
+        if tunnel:
+            self.say(f"  Public:   {public or 'not available'}")
+        else:
+            self.say("  Public:   none (--no-tunnel): only your own network can join")
+        if problem:
+            self.say(f"  ! {problem}")
+        self.say("")
+        self.say("  Friends join with:")
+        if public:
+            self.say(f"    multichat connect {public}")
+        for address in state.lan:
+            self.say(f"    multichat connect {_address(address, state.port)}   {_where(address)}")
+        if not state.lan:
+            here = "127.0.0.1"
+            self.say(f"    multichat connect {_address(here, state.port)}   {_where(here)}")
+        self.say("  (or plain `nc HOST PORT` / `telnet HOST PORT`; type tata to leave)")
+        self.say("")
+        self.say("  Close the room: Ctrl-C, type `shutdown` here, or run `multichat down`.")
+        self.say(rule)
+
+
+class TunnelReporter:
+    """Turns tunnel events into lines for the host, and keeps the state file's address.
+
+    Until the banner is shown it only takes notes (the banner says it all); after, each change
+    is one or two lines.
+    """
+
+    def __init__(self, say: Callable[[str], None], verbose: bool) -> None:
+        self.say = say
+        self.verbose = verbose
+        self.public: str | None = None
+        self.problem: str | None = None
+        self.on_address: Callable[[str | None], None] = lambda url: None
+        self.banner_shown = False
+        self.gave_up = False  # supervision ended on a failure: no more attempts
+        self._opened = False
+
+    def __call__(self, event: TunnelEvent) -> None:
+        match event:
+            case TunnelOpening(attempt) if attempt == 0:
+                self.say(f"Opening the public ngrok tunnel (up to {OPEN_DEADLINE:.0f} s)...")
+            case TunnelOpened(url):
+                again, self._opened = self._opened, True
+                self.public, self.problem, self.gave_up = url, None, False
+                self.on_address(url)
+                if self.banner_shown:
+                    what = "The tunnel is open again. New public" if again else "Public"
+                    self.say(f"{what} address: {url}")
+                    self.say(f"Friends join with: multichat connect {url}")
+            case TunnelFailed(error):
+                lost = self.public is not None
+                self.public, self.gave_up = None, True
+                what = "The public tunnel closed" if lost else "Public tunnel failed"
+                self.problem = f"{what}: {describe(error)}"
+                self.on_address(None)
+                if self.banner_shown:
+                    self.say(self.problem)
+            case TunnelReopening(attempt, delay):
+                self.gave_up = False
+                retry = f"trying again in {delay:.0f} s, attempt {attempt} of {MAX_REOPEN_ATTEMPTS}"
+                if self.banner_shown:
+                    self.say(f"{retry[0].upper()}{retry[1:]}...")
+                elif self.problem:
+                    self.problem = f"{self.problem} ({retry})"
+            case TunnelLog(line) if self.verbose:
+                self.say(f"ngrok: {line}")
+            case TunnelClosed() if self.gave_up and self.banner_shown:
+                self.say("Gave up on the public tunnel: fix the above, then start again.")
+
+
+async def run_up(
+    server: ChatServer,
+    port: int,
+    host: str | None,
+    *,
+    token: str,
+    banner: Banner,
+    settings: TunnelSettings | None,
+) -> None:
+    """Serve the room; open the tunnel beside it unless `settings` is None."""
+
+    async def started(nursery: trio.Nursery, state: RoomState) -> None:
+        if settings is None:
+            banner.show(state, None, None, tunnel=False)
+            return
+        reporter = TunnelReporter(banner.say, settings.verbose)
+        current = [state]
+
+        def report(event: TunnelEvent) -> None:
+            # Once the room is closing, the tunnel's comings and goings are nobody's concern.
+            if server.shutdown_reason is None:
+                reporter(event)
+
+        def record(url: str | None) -> None:
+            current[0] = replace(current[0], public=url)
+            # Failing to record it only makes `status` show a stale address.
+            with contextlib.suppress(OSError):
+                write_state(current[0])
+
+        reporter.on_address = record
+        assert server.proxy_port is not None
+        await nursery.start(
+            supervise_tunnel,
+            "127.0.0.1",
+            server.proxy_port,
+            replace(settings, proxy_proto=TUNNEL_PROXY_PROTOCOL),
+            report,
+        )
+        if server.shutdown_reason is not None:
+            return  # closed while the tunnel was opening: no banner for a room that is gone
+        banner.show(state, reporter.public, reporter.problem)
+        reporter.banner_shown = True
+
+    await host_room(
+        server,
+        port,
+        host,
+        token=token,
+        on_started=started,
+        proxy_port=0 if settings is not None else None,
+    )
+
+
+async def run_tunnel(
+    host: str, port: int, settings: TunnelSettings, out: TextIO = sys.stdout
+) -> bool:
+    """The tunnel alone, to `host:port`, until SIGTERM/Ctrl-C. False if it gave up."""
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    gave_up = False
+    reporter = TunnelReporter(say, settings.verbose)
+    reporter.banner_shown = True  # no banner here: every line is said as it happens
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, lambda reason: stop.set())
+
+        async def supervise() -> None:
+            nonlocal gave_up
+            await supervise_tunnel(host, port, settings, reporter)
+            gave_up = True
+            stop.set()
+
+        nursery.start_soon(supervise)
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+    return not gave_up

@@ -1,0 +1,177 @@
+"""The events of multichat/1: what a client and a server say to each other.
+
+Every event is a frozen dataclass; `wire.py` turns them into frames and back, `state.py` says
+which may be sent when. Field names match the JSON keys, except `Message.sender` (`"from"`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+# A message id as the client chose it: a string, or an integer for clients used to JSON-RPC.
+MessageId = str | int
+# The room's port when an address names none: part of the protocol, as 6667 is IRC's.
+DEFAULT_PORT = 5002
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A client asks to join the room as `name`."""
+
+    name: str
+    password: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Password:
+    """Plain-text mode only: the password line, asked for before the name."""
+
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """An admin command (`status` or `shutdown`) proven by the running room's control token."""
+
+    token: str
+    command: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """A member asks to post `text`; `id` comes back on the sender's echo as its acknowledgement.
+
+    `id` is echoed exactly as sent, a string stays a string and an integer an integer.
+    """
+
+    text: str
+    id: MessageId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """A member asks for the member list; the answer is `Members`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """A member leaves on purpose."""
+
+    reason: str = "quit"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Either side checks the other is alive; the answer is `Pong` with the same `data`."""
+
+    data: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to `Ping`."""
+
+    data: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AskName:
+    """Plain-text mode only: the password was right, now the name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The server accepted the hello: `name` is the member's name as the room shows it."""
+
+    name: str
+    room: str
+    members: tuple[str, ...]
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Something went wrong; `code` is stable, `message` is for people."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A post, in room order (`seq`); `id` is set only on the sender's own echo."""
+
+    seq: int
+    ts: float
+    sender: str
+    text: str
+    id: MessageId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """`name` joined the room."""
+
+    name: str
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """`name` left the room; `reason` is `quit`, `disconnected`, `kicked`, `timeout`, ..."""
+
+    name: str
+    reason: str
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The member list, the answer to `Who`."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The answer to `Control(command="status")`."""
+
+    room: str
+    members: tuple[str, ...]
+    uptime: float
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The room is closing; the server closes the connection after this."""
+
+    reason: str
+
+
+ClientEvent = Hello | Password | Control | Say | Who | Quit | Ping | Pong
+ServerEvent = (
+    AskName | Welcome | Error | Message | Join | Leave | Members | Status | Shutdown | Ping | Pong
+)
+Event = ClientEvent | ServerEvent
+
+
+class NeedData:
+    """Sentinel from `next_event()`: nothing complete yet, feed more bytes."""
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+class ConnectionClosed:
+    """Sentinel from `next_event()`: the peer closed the connection."""
+
+    def __repr__(self) -> str:
+        return "CONNECTION_CLOSED"
+
+
+NEED_DATA = NeedData()
+CONNECTION_CLOSED = ConnectionClosed()

@@ -1,0 +1,232 @@
+"""The chat server: listeners, one session per connection, and graceful shutdown.
+
+Shutdown is a cancel scope with a deadline: stop accepting, append the notice to the room's
+log after everything already accepted, give every connection `shutdown_grace_seconds` to
+receive it, then cancel whatever is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+
+import trio
+
+from .. import __version__
+from ..protocol import wire
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import DEFAULT_PORT, Error
+from ..protocol.proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
+from .auth import Secret
+from .context import ServerContext
+from .limits import Limits
+from .room import SEND_STALL_SECONDS, Room
+from .session import Session
+from .transport import Transport
+
+log = logging.getLogger("multichat.server")
+
+# HAProxy's default for the PROXY header; the tunnel sends it at once.
+PROXY_HEADER_SECONDS = 5.0
+# Connections through the tunnel that have not finished their header yet, all sources together.
+MAX_PENDING_PROXY = 256
+# TCP keepalive finds peers that vanished without a FIN (a laptop lid closed) even when they
+# never answer pings: plain-text members cannot. Probes after 90 s idle, 4 more 15 s apart:
+# gone at 150 s, the same as the idle timeout of JSON members.
+KEEPALIVE_IDLE_SECONDS = 90
+KEEPALIVE_INTERVAL_SECONDS = 15
+KEEPALIVE_PROBES = 4
+# How many connections the kernel may hold for us before we accept them; a room of friends
+# joining at once, or a benchmark's 5,000, should not see refusals.
+BACKLOG = 4096
+# How often stalled members and quiet ones are looked for: a member is "too slow" after its
+# socket has refused more for SEND_STALL_SECONDS, so looking as often costs at most that again.
+SWEEP_SECONDS = SEND_STALL_SECONDS
+
+
+def _keepalive(sock: trio.socket.SocketType) -> None:
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), KEEPALIVE_IDLE_SECONDS),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL_SECONDS),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_PROBES),
+    ]
+    for level, option, value in options:
+        if option is not None:  # not every platform has every knob
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
+
+
+def _source(stream: trio.SocketStream) -> str:
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return "unknown"
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class ChatServer:
+    """One room, served on one port. Start it with `await nursery.start(server.serve)`."""
+
+    def __init__(
+        self,
+        password: str,
+        *,
+        room: str = "multichat",
+        limits: Limits = Limits(),
+        control_token: str | None = None,
+    ) -> None:
+        self.room = Room(room, limits=limits, monotonic=trio.current_time)
+        self.limits = limits
+        self.ctx = ServerContext(
+            room=self.room,
+            password=Secret(password),
+            limits=limits,
+            version=__version__,
+            control_token=Secret(control_token) if control_token is not None else None,
+            request_shutdown=self.shutdown_nowait,
+        )
+        self.port: int | None = None
+        self.proxy_port: int | None = None
+        self._pending_proxy = 0
+        self.shutdown_reason: str | None = None
+        self._sessions = self.ctx.sessions
+        self._shutdown = trio.Event()
+        self.stopped = trio.Event()  # set once `serve` has shut down
+
+    async def serve(
+        self,
+        port: int = DEFAULT_PORT,
+        host: str | None = None,
+        *,
+        proxy_port: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until `shutdown_nowait`, then shut down gracefully and return.
+
+        Reports the bound port through `task_status`, so `port=0` works in tests. With
+        `proxy_port`, also listen on 127.0.0.1 for a tunnel that sends PROXY headers (v1 or
+        v2) naming each friend's real address; `self.proxy_port` is the bound port.
+        """
+        try:
+            await self._serve(port, host, proxy_port, task_status)
+        finally:
+            self.stopped.set()
+
+    async def _serve(
+        self,
+        port: int,
+        host: str | None,
+        proxy_port: int | None,
+        task_status: trio.TaskStatus[int],
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
+        self.port = listeners[0].socket.getsockname()[1]
+        tunnel_listeners: list[trio.SocketListener] = []
+        if proxy_port is not None:
+            # Loopback only: whoever can reach this port can claim any source address.
+            tunnel_listeners = await trio.open_tcp_listeners(
+                proxy_port, host="127.0.0.1", backlog=BACKLOG
+            )
+            self.proxy_port = tunnel_listeners[0].socket.getsockname()[1]
+            log.info("tunnel (PROXY protocol) listener on 127.0.0.1:%d", self.proxy_port)
+        log.info("serving room %r on port %d", self.room.name, self.port)
+        async with trio.open_nursery() as sessions:
+            async with trio.open_nursery() as acceptors:
+                for listener in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, sessions, False)
+                for listener in tunnel_listeners:
+                    acceptors.start_soon(self._accept_loop, listener, sessions, True)
+                acceptors.start_soon(self._sweep)
+                # In the sessions' nursery: it delivers the shutdown notice, then returns.
+                await sessions.start(self.ctx.fanout.run)
+                task_status.started(self.port)
+                await self._shutdown.wait()
+                acceptors.cancel_scope.cancel()
+            for listener in listeners + tunnel_listeners:
+                await listener.aclose()
+            reason = self.shutdown_reason or "the room closed"
+            log.info("shutting down: %s", reason)
+            self.room.close(reason)
+            for session in list(self._sessions):
+                session.shutdown_nowait(reason)
+            sessions.cancel_scope.deadline = (
+                trio.current_time() + self.limits.shutdown_grace_seconds
+            )
+        log.info("stopped")
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_SECONDS)
+            self.room.sweep_nowait()
+            now = trio.current_time()
+            for session in list(self._sessions):
+                session.check_idle_nowait(now)
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, sessions: trio.Nursery, proxied: bool
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                # Out of file descriptors, say: wait a little rather than spin or die.
+                log.error("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            _keepalive(stream.socket)
+            if proxied:
+                sessions.start_soon(self._run_proxied, stream)
+            else:
+                source = _source(stream)
+                session = self._admit(Transport.from_stream(stream), source)
+                if session is not None:
+                    sessions.start_soon(session.run)
+
+    async def _run_proxied(self, stream: trio.SocketStream) -> None:
+        """Read the tunnel's PROXY header, then serve the friend behind it by real address."""
+        if self._pending_proxy >= MAX_PENDING_PROXY:
+            await trio.aclose_forcefully(stream)
+            return
+        self._pending_proxy += 1
+        parser = ProxyHeaderParser()
+        header: ProxyHeader | None = None
+        try:
+            with trio.move_on_after(PROXY_HEADER_SECONDS):
+                while header is None:
+                    result = parser.next_header()
+                    if isinstance(result, ProxyHeader):
+                        header = result
+                    else:
+                        parser.receive_data(await stream.receive_some(MAX_V1_HEADER))
+        except (RemoteProtocolError, trio.BrokenResourceError) as exc:
+            log.warning("dropped a tunnel connection with a bad PROXY header: %s", exc)
+        finally:
+            self._pending_proxy -= 1
+        if header is None:
+            await trio.aclose_forcefully(stream)
+            return
+        source = header.source[0] if header.source else "tunnel"
+        session = self._admit(Transport.from_stream(stream), source, parser.trailing, lan=False)
+        if session is not None:
+            await session.run()
+
+    def _admit(
+        self, transport: Transport, source: str, initial: bytes = b"", *, lan: bool = True
+    ) -> Session | None:
+        """A session for the connection, or None if its source has too many already."""
+        refusal = self.ctx.gate.admit(source)
+        if refusal is not None:
+            log.warning("refused a connection from %s: %s", source, refusal)
+            # One short frame into an empty socket buffer: the kernel takes it at once.
+            transport.send_nowait(wire.encode(Error("too_many_connections", refusal)))
+            transport.close()
+            return None
+        return Session(transport, self.ctx, source, initial=initial, refuse_proxy=lan)
+
+    def shutdown_nowait(self, reason: str = "the host closed the room") -> None:
+        """Begin a graceful shutdown; `serve` returns when it is done."""
+        if self.shutdown_reason is None:
+            self.shutdown_reason = reason
+        self._shutdown.set()

@@ -1,0 +1,379 @@
+"""The room: members, and one append-only log of frames that every member reads from.
+
+A broadcast is encoded once and appended to the log; each member is a cursor into it, and its
+writer sends everything from its cursor to the head in one write. That makes fan-out nearly
+free, and the log's tail doubles as the history a new member is shown. The room never waits
+for anyone: every method is synchronous and returns at once. A member whose cursor falls more
+than `outbox_limit` bytes behind is dropped, so one stalled reader cannot hold memory.
+
+No I/O here. The connection layer passes each member a `wake` callback (run when a frame for
+that member alone is queued) and a `kick` callback (run when the room drops it); the fan-out
+sets `on_append` to hear of every broadcast, and decides when to take everyone's share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..protocol import textmode, wire
+from ..protocol.errors import ProtocolError
+from ..protocol.events import Event, Join, Leave, Members, Message, MessageId, Shutdown
+from ..protocol.names import check_name, name_key
+from ..protocol.sanitize import clean_text
+from .limits import Limits
+
+# Checking every member's backlog on every post would cost O(members) per message; checking
+# once per this many appended bytes bounds the overshoot to this amount instead.
+CHECK_EVERY = 8 * 1024
+# A send the kernel has not finished in this long is stuck on a reader that is not reading.
+SEND_STALL_SECONDS = 0.5
+# Trimming the log copies it; doing it only once this many entries are dead keeps it cheap.
+TRIM_AFTER = 1024
+
+
+class Refused(Exception):
+    """The room will not do what was asked; `code` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Entry:
+    """One frame in the log, encoded once for JSON members and, on demand, for plain text."""
+
+    __slots__ = ("end", "event", "json", "owner", "owner_json", "owner_text", "text")
+
+    def __init__(self, event: Event, json: bytes, end: int) -> None:
+        self.event = event
+        self.json = json
+        self.text: bytes | None = None
+        self.end = end  # bytes in the log up to and including this entry
+        # The member this entry is different for (its own echo or join), and what it gets.
+        self.owner: Member | None = None
+        self.owner_json = b""
+        self.owner_text: bytes | None = b""  # None: the same as `text`
+
+    def render_text(self) -> bytes:
+        if self.text is None:
+            self.text = textmode.render(self.event)
+        return self.text
+
+
+class Member:
+    """A joined connection as the room sees it."""
+
+    __slots__ = (
+        "cursor",
+        "end",
+        "key",
+        "kick",
+        "name",
+        "owned",
+        "private",
+        "queued",
+        "sending",
+        "text",
+        "wake",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        key: str,
+        *,
+        text: bool,
+        wake: Callable[[], None],
+        kick: Callable[[str], None],
+    ) -> None:
+        self.name = name
+        self.key = key
+        self.text = text
+        self.wake = wake
+        self.kick = kick
+        self.cursor = 0  # index of the next log entry this member has not taken
+        self.end = 0  # log bytes up to the cursor
+        self.owned = -1  # index of the newest log entry that differs for this member
+        # Frames for this member alone, each to go out just before the log entry it names.
+        self.private: list[tuple[int, bytes]] = []
+        self.queued = 0  # bytes in `private`, which count toward the outbox limit too
+        self.sending: float | None = None  # since when its socket has refused more
+
+
+class Room:
+    """Members and the log. Every method returns at once."""
+
+    def __init__(
+        self,
+        name: str = "multichat",
+        *,
+        limits: Limits = Limits(),
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.closed = False
+        self._clock = clock  # for timestamps people read
+        self._monotonic = monotonic  # for durations (the server passes trio's clock)
+        self._members: dict[str, Member] = {}  # by name key, in join order
+        self._log: list[Entry] = []
+        self._base = 0  # index of self._log[0]
+        self._base_end = 0  # log bytes before self._log[0]
+        self._seq = 0
+        self._last_post = -1  # log index of the newest message or notice that is not presence
+        self._unchecked = 0
+        self._flushed = 0  # the head when the fan-out last gave every member its share
+        self._flushed_end = 0
+        # The same stretch of the log rendered once per flush: (start, text) -> bytes.
+        self._shared: dict[tuple[int, bool], bytes] = {}
+        self._shared_head = -1
+        # Called after every append, with whether the entry is only a join or leave notice.
+        self.on_append: Callable[[bool], None] = lambda presence: None
+        self.started = clock()
+
+    # -- reading the log (each member's writer) --
+
+    @property
+    def head(self) -> int:
+        return self._base + len(self._log)
+
+    def _head_end(self) -> int:
+        return self._log[-1].end if self._log else self._base_end
+
+    def take_nowait(self, member: Member) -> bytes:
+        """Everything queued for `member`, and move its cursor to the head."""
+        if not member.private:
+            return self._render(member, member.cursor, self.head)
+        parts = []
+        start = member.cursor
+        for position, data in member.private:
+            parts.append(self._render(member, start, position))
+            parts.append(data)
+            start = position
+        member.private.clear()
+        member.queued = 0
+        parts.append(self._render(member, start, self.head))
+        return b"".join(parts)
+
+    def _render(self, member: Member, start: int, stop: int) -> bytes:
+        # A member that already left may have had its old entries trimmed; skip them.
+        start = max(start, self._base)
+        if start >= stop:
+            return b""
+        entries = self._log[start - self._base : stop - self._base]
+        member.cursor = stop
+        member.end = entries[-1].end
+        if member.owned < start and stop == self.head:
+            # Nothing in this stretch differs for this member (true of nearly every member):
+            # it gets the same bytes as every other member at the same cursor.
+            return self._render_shared(start, entries, member.text)
+        if member.text:
+            parts = [
+                e.owner_text if e.owner is member and e.owner_text is not None else e.render_text()
+                for e in entries
+            ]
+        else:
+            parts = [e.owner_json if e.owner is member else e.json for e in entries]
+        return b"".join(parts)
+
+    def _render_shared(self, start: int, entries: list[Entry], text: bool) -> bytes:
+        if self._shared_head != self.head:
+            self._shared.clear()
+            self._shared_head = self.head
+        data = self._shared.get((start, text))
+        if data is None:
+            if text:
+                data = b"".join(e.render_text() for e in entries)
+            else:
+                data = b"".join(e.json for e in entries)
+            self._shared[start, text] = data
+        return data
+
+    def pending(self, member: Member) -> bool:
+        return bool(member.private) or member.cursor < self.head
+
+    def members(self) -> list[Member]:
+        """Every member, in join order (a copy, so waking one may change the room safely)."""
+        return list(self._members.values())
+
+    # -- the fan-out's bookkeeping --
+
+    def unflushed(self) -> int:
+        """Bytes appended since the fan-out last gave every member its share."""
+        return self._head_end() - self._flushed_end
+
+    def presence_only(self) -> bool:
+        """Whether everything appended since the last flush is join and leave notices."""
+        return self._last_post < self._flushed
+
+    def flushed_nowait(self) -> None:
+        """The fan-out has just given every member everything up to the head."""
+        self._flushed = self.head
+        self._flushed_end = self._head_end()
+        self._shared.clear()
+
+    # -- changing the room --
+
+    def _append(self, event: Event, owner: Member | None = None) -> Entry:
+        data = wire.encode(event)
+        entry = Entry(event, data, self._head_end() + len(data))
+        if owner is not None:
+            entry.owner = owner
+            owner.owned = self.head
+        presence = isinstance(event, Join | Leave)
+        if not presence:
+            self._last_post = self.head
+        self._log.append(entry)
+        self._unchecked += len(data)
+        if self._unchecked >= CHECK_EVERY:
+            self._check_backlogs()
+        self.on_append(presence)
+        return entry
+
+    def backlog(self, member: Member) -> int:
+        """Bytes queued for `member` that its writer has not taken yet."""
+        return self._head_end() - member.end + member.queued
+
+    def _too_slow(self, member: Member) -> bool:
+        # Only a member whose socket has refused more for a while is behind because of its
+        # reader: one the fan-out simply has not reached yet, or whose sends the kernel takes
+        # as fast as they come, is not.
+        return (
+            member.sending is not None
+            and self._monotonic() - member.sending > SEND_STALL_SECONDS
+            and self.backlog(member) > self.limits.outbox_bytes
+        )
+
+    def _drop_slow(self, member: Member) -> None:
+        self.remove(member, "too slow")
+        member.kick("too slow: you were not reading fast enough")
+
+    def sweep_nowait(self) -> None:
+        """Check every member's backlog now (the server calls this on a timer, so a stalled
+        member is dropped even when nothing new is posted)."""
+        self._check_backlogs()
+
+    def _check_backlogs(self) -> None:
+        """Drop members too far behind, and forget log entries nobody needs any more."""
+        self._unchecked = 0
+        for member in [m for m in self._members.values() if self._too_slow(m)]:
+            self._drop_slow(member)
+        oldest = min((m.cursor for m in self._members.values()), default=self.head)
+        dead = min(oldest, self.head - self.limits.history_entries) - self._base
+        if dead >= TRIM_AFTER:
+            self._base_end = self._log[dead - 1].end
+            del self._log[:dead]
+            self._base += dead
+
+    def check_join(self, name: str) -> tuple[str, str]:
+        """The display name and uniqueness key `name` would join as, or raise Refused."""
+        if self.closed:
+            raise Refused("shutting_down", "the room is closing")
+        try:
+            display = check_name(name)
+        except ProtocolError as exc:
+            raise Refused("bad_name", str(exc)) from None
+        key = name_key(display)
+        if key in self._members:
+            raise Refused("name_taken", f"the name {display!r} is taken; pick another")
+        return display, key
+
+    def join(
+        self,
+        name: str,
+        *,
+        text: bool,
+        wake: Callable[[], None],
+        kick: Callable[[str], None],
+        welcome: Callable[[str, tuple[str, ...]], bytes],
+    ) -> Member:
+        """Add a member, queue its welcome (built by `welcome(name, members)`), tell the room.
+
+        Raises Refused with `bad_name`, `name_taken` or `shutting_down`.
+        """
+        display, key = self.check_join(name)
+        member = Member(display, key, text=text, wake=wake, kick=kick)
+        self._members[key] = member
+        start = max(self._base, self.head - self.limits.history_entries)
+        member.cursor = start
+        # The history and the welcome do not count toward the outbox: with long pastes in the
+        # history, or many members, they can be larger than it.
+        member.end = self._head_end()
+        member.private.append((start, welcome(display, self.names())))
+        # The joiner's own copy of its join notice is empty: its welcome says it all.
+        self._append(Join(display, self._clock()), owner=member)
+        return member
+
+    def uptime(self) -> float:
+        return self._clock() - self.started
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self._members.values())
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member: Member) -> bool:
+        return self._members.get(member.key) is member
+
+    def post(self, member: Member, text: str, id: MessageId | None = None) -> int:
+        """Broadcast `text` from `member`; returns its `seq`, or raises Refused."""
+        if member not in self:
+            raise Refused("not_joined", "you are not in the room")
+        if self.closed:
+            raise Refused("shutting_down", "the room is closing")
+        if len(text) > self.limits.max_text_chars:
+            raise Refused(
+                "too_long",
+                f"message too long ({len(text)} characters; at most {self.limits.max_text_chars})",
+            )
+        text = clean_text(text)
+        if not text.strip():
+            raise Refused("empty", "empty message")
+        self._seq += 1
+        event = Message(self._seq, self._clock(), member.name, text)
+        entry = self._append(event, owner=member)
+        # The sender's copy carries its id: that echo is its acknowledgement.
+        entry.owner_json = entry.json if id is None else wire.add_id(entry.json, id)
+        entry.owner_text = None  # the same line as everyone's, rendered only if needed
+        return self._seq
+
+    def send_nowait(self, member: Member, data: bytes) -> None:
+        """Queue a frame for `member` alone, after everything already queued for it.
+
+        A member already past its outbox limit is dropped instead: answers it asks for and
+        does not read (pongs, member lists) must not pile up without bound either.
+        """
+        # Answers it asked for and does not read: no grace, they come only from its own asking.
+        if (
+            member in self
+            and member.sending is not None
+            and member.queued > self.limits.outbox_bytes
+        ):
+            self._drop_slow(member)
+            return
+        member.private.append((self.head, data))
+        member.queued += len(data)
+        member.wake()
+
+    def who(self) -> Members:
+        return Members(self.names())
+
+    def remove(self, member: Member, reason: str) -> None:
+        """Take `member` out of the room and tell everyone why; a second call does nothing."""
+        if self._members.get(member.key) is not member:
+            return
+        del self._members[member.key]
+        if not self.closed:
+            # The leaver's own copy is empty: it may still be flushing its last frames.
+            self._append(Leave(member.name, reason, self._clock()), owner=member)
+
+    def close(self, reason: str) -> None:
+        """The last entry: everyone gets what was accepted before it, then the notice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._append(Shutdown(reason))

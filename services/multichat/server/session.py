@@ -1,0 +1,402 @@
+"""One client connection on the server: its one task reads and acts; sending never waits.
+
+The task moves bytes from the socket into the protocol and acts on the events that come out:
+logging in, posting, answering. What the client is sent goes out through its `Delivery`
+(delivery.py), which never waits: the connection needs a second task only while the kernel
+will not take what it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..protocol import textmode, wire
+from ..protocol.connection import ServerConnection
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import (
+    AskName,
+    ConnectionClosed,
+    Control,
+    Error,
+    Event,
+    Hello,
+    MessageId,
+    NeedData,
+    Password,
+    Ping,
+    Pong,
+    Quit,
+    Say,
+    Shutdown,
+    Welcome,
+    Who,
+)
+from ..protocol.proxy import looks_like_proxy_header
+from ..protocol.sanitize import clean_for_terminal
+from ..protocol.state import Mode, State
+from .context import ServerContext
+from .delivery import Delivery
+from .flood import Fakelag
+from .room import Member, Refused
+from .transport import Transport
+
+log = logging.getLogger("multichat.server")
+
+# Plain-text mode asks again for a taken name; a person needs a few tries, a script none.
+NAME_TRIES = 5
+# A closing connection may take this long to receive its last frames (an error, the notice).
+FLUSH_SECONDS = 5.0
+
+
+class Session:
+    """One connection, from its first byte to its close."""
+
+    # 5,000 members are 5,000 of these: no per-instance dict.
+    __slots__ = (
+        "_answered",
+        "_authenticated",
+        "_finished",
+        "_flood",
+        "_heard",
+        "_initial",
+        "_kicked",
+        "_name_tries",
+        "_pinged",
+        "_refuse_proxy",
+        "conn",
+        "ctx",
+        "delivery",
+        "leave_reason",
+        "member",
+        "source",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        ctx: ServerContext,
+        source: str,
+        *,
+        initial: bytes = b"",
+        refuse_proxy: bool = True,
+    ) -> None:
+        self.transport = transport
+        self.ctx = ctx
+        self.source = source
+        self.conn = ServerConnection()
+        self.member: Member | None = None
+        self.leave_reason = "disconnected"
+        self._finished = False  # nothing more will be queued: flush and close
+        self._kicked = False  # dropped: close at once, without a lingering close
+        self.delivery = Delivery(transport, ctx.room, self.finish_nowait)
+        self._name_tries = 0
+        self._answered = 0  # events handled: in the handshake, answers to prompts
+        self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
+        self._authenticated = False
+        self._initial = initial  # bytes that came with the PROXY header
+        self._refuse_proxy = refuse_proxy
+        self._heard = trio.current_time()  # when the peer last sent anything
+        self._pinged = False
+
+    # -- sending (never waits) --
+
+    def send_nowait(self, event: Event) -> None:
+        """Queue `event` for this client, in order after everything already queued."""
+        self.delivery.send_nowait(self.conn.send(event))
+
+    def finish_nowait(self) -> None:
+        """Stop reading; send what is queued, then close."""
+        self._finished = True
+        if self.delivery.nursery is not None:
+            self.delivery.nursery.cancel_scope.cancel()  # `run` sends the rest after it
+
+    def kick(self, reason: str) -> None:
+        """Drop the connection now (the room calls this for a member too slow to keep up)."""
+        self.leave_reason = reason.split(":")[0]
+        log.info("dropped %s (%s): %s", self._who(), self.source, reason)
+        self._kicked = True
+        if self.delivery.nursery is not None:
+            self.delivery.nursery.cancel_scope.cancel()
+
+    def shutdown_nowait(self, reason: str) -> None:
+        """The server is closing: a member gets the room's notice; anyone else gets it here."""
+        if self.member is None:
+            if self.conn.mode is not Mode.UNKNOWN and self.conn.state is not State.CLOSED:
+                self.send_nowait(Shutdown(reason))
+            self.finish_nowait()
+
+    def check_idle_nowait(self, now: float) -> None:
+        """Ping a JSON member that has been quiet a while; close one that never answers.
+
+        The server calls this on a timer: a deadline per member would cost each one a cancel
+        scope. Plain-text members cannot answer pings; TCP keepalive finds theirs gone.
+        """
+        if self.member is None or self.conn.mode is not Mode.JSON or self._finished:
+            return
+        limits = self.ctx.limits
+        quiet = now - self._heard
+        if quiet >= limits.idle_close_seconds:
+            self.leave_reason = "timeout"
+            self._refuse("timeout", f"no answer for {limits.idle_close_seconds:.0f} s")
+            self.finish_nowait()
+        elif quiet >= limits.idle_ping_seconds and not self._pinged:
+            self._pinged = True
+            self.send_nowait(Ping("idle"))
+
+    def _leave(self) -> None:
+        """Out of the room at once, so nothing new is queued while the last bytes go out."""
+        member = self.member
+        if member is not None and member in self.ctx.room:
+            log.info("%s left (%s)", member.name, self.leave_reason)
+            self.ctx.room.remove(member, self.leave_reason)
+
+    def _who(self) -> str:
+        return self.member.name if self.member else "a visitor"
+
+    # -- running --
+
+    async def run(self) -> None:
+        """Serve the connection until it ends, then send what is left and close.
+
+        Its nursery holds the reader (this task) and, while the socket is full, the drain
+        task; cancelling it stops both. What is still queued then goes out from here.
+        """
+        self.ctx.sessions.add(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.delivery.nursery = nursery
+                try:
+                    await self._read_loop()
+                except RemoteProtocolError as exc:
+                    self._refuse(exc.code, str(exc))
+                except trio.BrokenResourceError:
+                    pass
+                except trio.TooSlowError:
+                    self._refuse("timeout", "too slow to log in; connect and try again")
+                    self.leave_reason = "timeout"
+                nursery.cancel_scope.cancel()  # a drain task: the rest goes out below
+        finally:
+            self.delivery.nursery = None
+            self._finished = True
+            self.ctx.sessions.discard(self)
+            self._leave()
+            self.ctx.gate.release(self.source, authenticated=self._authenticated)
+            try:
+                if not self._kicked:  # a member dropped as too slow reads nothing
+                    with trio.move_on_after(FLUSH_SECONDS):
+                        await self.delivery.send_rest()
+                    await self.transport.linger_close()
+            finally:
+                self.transport.close()
+
+    def _refuse(self, code: str, message: str) -> None:
+        """A last error before closing, sent whatever state the conversation is in.
+
+        Before the mode is known it goes as JSON: a program reads it and a person can too.
+        """
+        event = Error(code, message)
+        data = textmode.render(event) if self.conn.mode is Mode.TEXT else wire.encode(event)
+        self.delivery.send_nowait(data)
+
+    async def _handshake(self) -> bool:
+        """Log in (or answer a control command); True once joined."""
+        conn = self.conn
+        limits = self.ctx.limits
+        with trio.fail_after(limits.handshake_seconds) as deadline:
+            while conn.state is not State.JOINED:
+                answered = self._answered
+                if not await self._step():
+                    return False
+                if (
+                    conn.state is State.GREETING
+                    and conn.mode is Mode.TEXT
+                    and self._answered != answered
+                ):
+                    # Each plain-text prompt gets its own deadline: a person is typing. Bytes
+                    # alone do not extend it, or a line sent a byte at a time would never end.
+                    deadline.deadline = trio.current_time() + limits.handshake_seconds
+        return True
+
+    async def _read_loop(self) -> None:
+        if not await self._handshake():
+            return
+        # Joined: the same steps as `_step`, with the common receive inline, since every
+        # frame of a waiting task is memory that 5,000 members hold at once.
+        conn = self.conn
+        transport = self.transport
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._answer_error(exc)
+                continue
+            if isinstance(event, NeedData):
+                if conn.mode is Mode.TEXT and conn.has_partial_line():
+                    await self._receive()
+                else:
+                    data = transport.receive_nowait()
+                    if data is None:
+                        # Waited for here, not in a helper: a frame less for every member.
+                        await trio.lowlevel.wait_readable(transport.sock)
+                        data = transport.receive_nowait()
+                        if data is None:
+                            continue
+                    else:
+                        # It came faster than we handle it: let the others have their turn.
+                        await trio.lowlevel.checkpoint()
+                    self._heard = trio.current_time()
+                    self._pinged = False
+                    conn.receive_data(data)
+                continue
+            if isinstance(event, ConnectionClosed) or not await self._handle(event):
+                return
+
+    async def _step(self) -> bool:
+        """Handle one event (reading more first if needed); False when the session is over."""
+        conn = self.conn
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            self._answer_error(exc)
+            return True
+        if isinstance(event, NeedData):
+            await self._receive()
+            return True
+        if isinstance(event, ConnectionClosed):
+            return False
+        self._answered += 1
+        return await self._handle(event)
+
+    def _answer_error(self, exc: RemoteProtocolError) -> None:
+        """Answer a bad frame with an error; re-raise one that ends the conversation."""
+        if self.conn.state is State.CLOSED:
+            raise exc
+        self.send_nowait(Error(exc.code, str(exc)))
+
+    async def _receive(self) -> None:
+        conn = self.conn
+        limits = self.ctx.limits
+        if self._initial:
+            conn.receive_data(self._initial)
+            self._initial = b""
+            return
+        data = b""
+        if conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
+            with trio.move_on_after(limits.text_pause_seconds) as waited:
+                data = await self.transport.receive_some()
+            if waited.cancelled_caught:
+                conn.receive_pause()
+                self.delivery.send_nowait(conn.data_to_send())
+                return
+        else:
+            data = await self.transport.receive_some()
+        self._heard = trio.current_time()
+        if (
+            conn.mode is Mode.UNKNOWN
+            and self._refuse_proxy
+            and looks_like_proxy_header(bytes(data[:16]))
+        ):
+            # Only the tunnel's own listener may name another source address.
+            raise RemoteProtocolError(
+                "PROXY headers are accepted only from the tunnel, not on this port",
+                "bad_proxy_header",
+            )
+        conn.receive_data(data)
+
+    async def _handle(self, event: Event) -> bool:
+        match event:
+            case Say(text, id):
+                return await self._say(text, id)
+            case Who():
+                # Answers cost the server work (a member list can be 60 KB): flood control
+                # counts them like messages.
+                if not await self._throttle():
+                    return False
+                self.send_nowait(self.ctx.room.who())
+            case Ping(data):
+                if not await self._throttle():
+                    return False
+                self.send_nowait(Pong(data))
+            case Pong():
+                pass
+            case Quit(reason):
+                # The reason goes to everyone's terminal: one line, no escape sequences.
+                why = clean_for_terminal(reason[:100], single_line=True).strip()
+                self.leave_reason = f"quit: {why}" if why and why != "quit" else "quit"
+                return False
+            case Password(password):
+                if not self._check_password(password):
+                    return False
+                self.send_nowait(AskName())
+            case Hello(name, password):
+                return self._hello(name, password)
+            case Control(token, command, reason):
+                now = trio.current_time()
+                self.send_nowait(self.ctx.control(self.source, token, command, reason, now))
+                return False
+        return True
+
+    def _check_password(self, attempt: str) -> bool:
+        error = self.ctx.check_password(self.source, attempt, trio.current_time())
+        if error is not None:
+            self.send_nowait(error)
+        return error is None
+
+    def _hello(self, name: str, password: str) -> bool:
+        ctx = self.ctx
+        if self.conn.mode is Mode.JSON and not self._check_password(password):
+            return False
+        if len(ctx.room) >= ctx.limits.max_members:
+            self.send_nowait(Error("room_full", "the room is full; try again later"))
+            return False
+        try:
+            self.member = ctx.room.join(
+                name,
+                text=self.conn.mode is Mode.TEXT,
+                wake=self.delivery.flush_nowait,
+                kick=self.kick,
+                welcome=lambda display, names: self.conn.send(
+                    Welcome(display, ctx.room.name, names)
+                ),
+            )
+        except Refused as exc:
+            self.send_nowait(Error(exc.code, exc.message))
+            self._name_tries += 1
+            return self.conn.state is not State.CLOSED and self._name_tries < NAME_TRIES
+        self.delivery.joined(self.member)
+        self._authenticated = True
+        ctx.gate.authenticated(self.source)
+        log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)
+        return True
+
+    async def _throttle(self) -> bool:
+        """Charge one request to flood control and wait as long as it says.
+
+        False if the sender has been held back too long: it is then disconnected.
+        """
+        now = trio.current_time()
+        delay = self._flood.charge(now)
+        if self._flood.held_for(now) > self.ctx.limits.flood_kick_seconds:
+            self.leave_reason = "flooding"
+            self._refuse("flooding", "disconnected for flooding the room")
+            return False
+        if delay > 0:
+            await trio.sleep(delay)
+        return True
+
+    async def _say(self, text: str, id: MessageId | None) -> bool:
+        ctx = self.ctx
+        assert self.member is not None
+        # Charged before posting, so the burst is exactly `flood_burst` messages at once.
+        if not await self._throttle():
+            return False
+        try:
+            ctx.room.post(self.member, text, id)
+        except Refused as exc:
+            self.send_nowait(Error(exc.code, exc.message))
+        else:
+            ctx.fanout.posted_nowait()
+        return True

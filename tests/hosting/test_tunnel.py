@@ -1,0 +1,525 @@
+"""The ngrok tunnel: real pyngrok driving the stand-in agent (tests/ngrok_standin), loopback only.
+
+pyngrok is always given the stand-in's path, or a path where a download can only fail on a dead
+127.0.0.1 port: nothing here can leave the machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trio
+from pyngrok import installer, ngrok, process
+from pyngrok.exception import (
+    PyngrokError,
+    PyngrokNgrokError,
+    PyngrokNgrokHTTPError,
+    PyngrokNgrokInstallError,
+)
+
+_HERE = Path(__file__).resolve().parent
+for _path, _module in (
+    (_HERE.parents[1] / "services", "multichat"),
+    (_HERE.parent, "ngrok_standin"),
+):
+    if importlib.util.find_spec(_module) is None:
+        sys.path.insert(0, str(_path))
+
+import ngrok_standin  # noqa: E402
+from multichat.hosting import ngrok_errors  # noqa: E402
+from multichat.hosting import tunnel as tunnel_module  # noqa: E402
+from multichat.hosting.ngrok_errors import TunnelError, classify  # noqa: E402
+from multichat.hosting.tunnel import (  # noqa: E402
+    Tunnel,
+    TunnelClosed,
+    TunnelEvent,
+    TunnelFailed,
+    TunnelLog,
+    TunnelOpened,
+    TunnelOpening,
+    TunnelReopening,
+    TunnelSettings,
+    open_tunnel,
+    supervise_tunnel,
+)
+from ngrok_standin import FAIL_ENV, pid_alive  # noqa: E402
+
+TOKEN = "2qStandinAuthtoken_5vXk9RzTq3LmN8pWcY7d"  # looks like a real one; must never leak
+OPEN_LIMIT = 10  # seconds for an agent that is behaving: it is up in well under one
+
+E = TypeVar("E")
+
+
+@dataclass
+class Standin:
+    """The stand-in agent as this test sees it: where it is, its config, what it recorded."""
+
+    config: Path
+    pidfile: Path
+    statefile: Path
+
+    def settings(self, authtoken: str | None = TOKEN, **options: Any) -> TunnelSettings:
+        return TunnelSettings(
+            authtoken=authtoken,
+            ngrok_path=ngrok_standin.ngrok_path(),
+            config_path=str(self.config),
+            **options,
+        )
+
+    def pid(self) -> int:
+        pid = ngrok_standin.read_pid(self.pidfile)
+        assert pid is not None, "no stand-in agent was started"
+        return pid
+
+    def pids(self) -> list[int]:
+        return ngrok_standin.started_pids(self.statefile)
+
+
+def _clean_pyngrok() -> None:
+    # pyngrok caches agents and tunnels in module globals; each test starts from nothing.
+    for agent in list(process._current_processes.values()):
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait(5)
+    process._current_processes.clear()
+    ngrok._current_tunnels.clear()
+
+
+@pytest.fixture
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Standin]:
+    for name in (*ngrok_standin.SWITCHES, "NGROK_AUTHTOKEN", "NGROK_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    # Even a default PyngrokConfig finds the stand-in, so pyngrok never wants to download.
+    monkeypatch.setenv("PYNGROK_NGROK_PATH", ngrok_standin.ngrok_path())
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    agent = Standin(
+        config=ngrok_standin.write_config(tmp_path),
+        pidfile=tmp_path / "agent.pid",
+        statefile=tmp_path / "agent.state",
+    )
+    monkeypatch.setenv(ngrok_standin.PIDFILE_ENV, str(agent.pidfile))
+    monkeypatch.setenv(ngrok_standin.STATE_ENV, str(agent.statefile))
+    monkeypatch.setenv(ngrok_standin.LIFETIME_ENV, "60")
+    _clean_pyngrok()
+    try:
+        yield agent
+    finally:
+        _clean_pyngrok()
+        ngrok_standin.kill_agents(agent.statefile)
+
+
+async def _echo(stream: trio.SocketStream) -> None:
+    async for data in stream:
+        await stream.send_all(data)
+
+
+async def start_server(nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Any]) -> int:
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def assert_echoes(host: str, port: int, payload: bytes = b"hello through ngrok") -> None:
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(payload)
+        received = b""
+        while len(received) < len(payload):
+            chunk = await stream.receive_some()
+            assert chunk, "the tunnel closed before echoing"
+            received += chunk
+    assert received == payload
+
+
+async def wait_gone(*pids: int) -> None:
+    """Wait until each process has exited (Linux pidfds: readable once the process is dead)."""
+    with trio.fail_after(5):
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue  # exited and reaped already
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                os.close(fd)
+        assert not any(pid_alive(pid) for pid in pids)
+
+
+async def next_event(receive: trio.MemoryReceiveChannel[TunnelEvent], kind: type[E]) -> E:
+    async for event in receive:
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"no {kind.__name__} event")
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- open_tunnel
+
+
+async def test_tunnel_forwards_bytes_and_close_stops_agent(standin: Standin) -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, _echo)
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings())
+            assert isinstance(tunnel, Tunnel)
+            assert tunnel.public_url == f"tcp://{tunnel.public_host}:{tunnel.public_port}"
+            assert tunnel.public_host == "127.0.0.1"
+            assert tunnel.pid == standin.pid()
+            assert tunnel.agent_running
+            await assert_echoes(tunnel.public_host, tunnel.public_port)
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+    await wait_gone(tunnel.pid)
+    # A polite stop (SIGTERM) lets the real agent close its session in ngrok's cloud.
+    assert f"exited pid={tunnel.pid} reason=sigterm" in standin.statefile.read_text()
+    tunnel.close_nowait()  # idempotent
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_proxy_header_carries_the_real_client_address(standin: Standin, version: int) -> None:
+    seen: list[bytes] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        data = b""
+        async for chunk in stream:
+            data += chunk
+            if data.endswith(b"ping"):
+                seen.append(data)
+                await stream.send_all(b"pong")
+                return
+
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, record)
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings(proxy_proto=version))
+            client = await trio.open_tcp_stream(tunnel.public_host, tunnel.public_port)
+            client_port = client.socket.getsockname()[1]
+            async with client:
+                await client.send_all(b"ping")
+                assert await client.receive_some() == b"pong"
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+
+    [data] = seen
+    if version == 2:
+        assert data.startswith(b"\r\n\r\n\x00\r\nQUIT\n")
+        assert data[12:14] == b"\x21\x11"  # v2 PROXY command, TCP over IPv4
+        (length,) = struct.unpack("!H", data[14:16])
+        src, dst = socket.inet_ntoa(data[16:20]), socket.inet_ntoa(data[20:24])
+        src_port, dst_port = struct.unpack("!HH", data[24:28])
+        assert (src, src_port) == ("127.0.0.1", client_port)
+        assert (dst, dst_port) == ("127.0.0.1", tunnel.public_port)
+        assert data[16 + length :] == b"ping"
+    else:
+        header = f"PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {tunnel.public_port}\r\n"
+        assert data == header.encode() + b"ping"
+
+
+_SESSION_AND_API_FAILURES = [
+    ("bad_authtoken", "bad_authtoken", "ERR_NGROK_105"),
+    ("agent_already_running", "agent_already_running", "ERR_NGROK_108"),
+    ("card_required", "card_required", "ERR_NGROK_8013"),
+    ("endpoint_in_use", "endpoint_in_use", "ERR_NGROK_334"),
+]
+
+
+@pytest.mark.parametrize(
+    ("switch", "code", "ngrok_code", "token_from"),
+    [(None, "no_authtoken", "ERR_NGROK_4018", None)]
+    + [
+        (*case, token_from)
+        for case in _SESSION_AND_API_FAILURES
+        for token_from in ("settings", "config")
+    ],
+)
+async def test_agent_failures_are_classified_without_the_token(
+    standin: Standin,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    switch: str | None,
+    code: str,
+    ngrok_code: str,
+    token_from: str | None,
+) -> None:
+    if switch is not None:
+        monkeypatch.setenv(FAIL_ENV, switch)
+    if token_from == "config":
+        ngrok_standin.write_config(standin.config.parent, authtoken=TOKEN)
+    lines: list[str] = []
+    settings = standin.settings(authtoken=TOKEN if token_from == "settings" else None, verbose=True)
+
+    with trio.fail_after(OPEN_LIMIT), pytest.raises(TunnelError) as caught:
+        await open_tunnel("127.0.0.1", dead_port(), settings, on_log=lines.append)
+
+    error = caught.value
+    assert (error.code, error.ngrok_code) == (code, ngrok_code)
+    assert error.permanent == (code in {"no_authtoken", "bad_authtoken", "card_required"})
+    assert error.fix.strip() and "\n" not in error.fix
+    assert ngrok_code in error.detail
+    assert lines, "verbose mode forwards ngrok's log lines"
+    for text in (str(error), repr(error), error.fix, error.detail, repr(settings), *lines):
+        assert TOKEN not in text
+    # pyngrok logs agent lines from its monitor thread, racing the API's answer: so only check
+    # that whatever it did log has no token in it.
+    assert TOKEN not in caplog.text
+    assert error.__cause__ is None and error.__suppress_context__  # no raw pyngrok text attached
+    await wait_gone(*standin.pids())
+
+
+async def test_missing_binary_is_reported_and_never_downloaded(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pyngrok tried to download ngrok")
+
+    monkeypatch.setattr(installer, "install_ngrok", no_download)
+    settings = TunnelSettings(
+        authtoken=TOKEN, ngrok_path=str(tmp_path / "nowhere" / "ngrok"), config_path=None
+    )
+    with trio.fail_after(OPEN_LIMIT), pytest.raises(TunnelError) as caught:
+        await open_tunnel("127.0.0.1", dead_port(), settings)
+    assert caught.value.code == "binary_missing"
+    assert caught.value.permanent
+    assert "--ngrok-path" in caught.value.fix
+    assert standin.pids() == []
+
+
+async def test_failed_download_is_reported(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The real installer runs, but every way out leads to a dead port on this machine.
+    dead = f"http://127.0.0.1:{dead_port()}"
+    monkeypatch.setattr(installer, "get_ngrok_cdn_url", lambda *a, **k: f"{dead}/ngrok.tgz")
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.setenv("PYNGROK_NGROK_PATH", str(tmp_path / "bin" / "ngrok"))
+    settings = TunnelSettings(authtoken=TOKEN, ngrok_path=None, config_path=str(standin.config))
+
+    with trio.fail_after(OPEN_LIMIT), pytest.raises(TunnelError) as caught:
+        await open_tunnel("127.0.0.1", dead_port(), settings)
+    assert caught.value.code == "download_failed"
+    assert "offline?" in caught.value.fix and "--ngrok-path" in caught.value.fix
+    assert standin.pids() == []
+
+
+@pytest.mark.parametrize("switch", ["silent", "silent_api"])
+async def test_silent_agent_is_abandoned_at_the_callers_deadline_and_killed(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    monkeypatch.setenv(FAIL_ENV, switch)
+    started = trio.current_time()
+    with pytest.raises(trio.TooSlowError), trio.fail_after(3):
+        await open_tunnel("127.0.0.1", dead_port(), standin.settings())
+    assert trio.current_time() - started < 4
+    pid = standin.pid()
+    await wait_gone(pid)
+    assert classify(trio.TooSlowError()).code == "deadline"
+
+
+# --------------------------------------------------------------------------- supervise_tunnel
+
+
+class Recorder:
+    """A `report` callback: keeps every event, and lets the test wait for the next ones."""
+
+    def __init__(self) -> None:
+        self.events: list[TunnelEvent] = []
+        self._send, self.receive = trio.open_memory_channel[TunnelEvent](1000)
+
+    def __call__(self, event: TunnelEvent) -> None:
+        self.events.append(event)
+        self._send.send_nowait(event)
+
+    def kinds(self) -> list[type[Any]]:
+        return [type(e) for e in self.events if not isinstance(e, TunnelLog)]
+
+
+@pytest.mark.parametrize("how", ["killed", "died"])
+async def test_supervisor_reopens_a_lost_tunnel_at_a_new_address(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
+    if how == "died":
+        monkeypatch.setenv(ngrok_standin.DIE_AFTER_ENV, "1")
+    report = Recorder()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, _echo)
+        with trio.fail_after(OPEN_LIMIT):
+            settings = standin.settings(verbose=True)
+            first = await nursery.start(supervise_tunnel, "127.0.0.1", port, settings, report)
+            opened = await next_event(report.receive, TunnelOpened)
+            assert opened.url == first
+            await assert_echoes(opened.host, opened.port)
+            first_pid = standin.pid()
+            if how == "killed":
+                os.kill(first_pid, signal.SIGKILL)  # the agent this test started
+            failed = await next_event(report.receive, TunnelFailed)
+            assert failed.error.code == "agent_died"
+            reopened = await next_event(report.receive, TunnelOpened)
+            assert reopened.url != first
+            await assert_echoes(reopened.host, reopened.port)
+            second_pid = standin.pid()
+            assert second_pid != first_pid
+        nursery.cancel_scope.cancel()
+
+    assert report.kinds()[:6] == [
+        TunnelOpening,
+        TunnelOpened,
+        TunnelFailed,
+        TunnelReopening,
+        TunnelOpening,
+        TunnelOpened,
+    ]
+    assert report.kinds()[-1] is TunnelClosed
+    reopening = next(e for e in report.events if isinstance(e, TunnelReopening))
+    assert (reopening.attempt, reopening.delay) == (1, 0.1)
+    assert any(
+        isinstance(e, TunnelLog) and "tunnel session started" in e.line for e in report.events
+    )
+    await wait_gone(first_pid, second_pid)
+
+
+async def test_supervisor_gives_up_at_once_on_what_only_the_user_can_fix(standin: Standin) -> None:
+    report = Recorder()
+    with trio.fail_after(OPEN_LIMIT):
+        await supervise_tunnel("127.0.0.1", dead_port(), standin.settings(authtoken=None), report)
+    assert report.kinds() == [TunnelOpening, TunnelFailed, TunnelClosed]
+    failed = report.events[1]
+    assert isinstance(failed, TunnelFailed) and failed.error.code == "no_authtoken"
+    await wait_gone(*standin.pids())
+
+
+async def test_supervisor_bounds_each_attempt_and_the_number_of_retries(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAIL_ENV, "silent")
+    monkeypatch.setattr(tunnel_module, "OPEN_DEADLINE", 1.0)
+    monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
+    monkeypatch.setattr(tunnel_module, "MAX_REOPEN_ATTEMPTS", 1)
+    report = Recorder()
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(OPEN_LIMIT):
+            first = await nursery.start(
+                supervise_tunnel, "127.0.0.1", dead_port(), standin.settings(), report
+            )
+    assert first is None
+    assert report.kinds() == [
+        TunnelOpening,
+        TunnelFailed,
+        TunnelReopening,
+        TunnelOpening,
+        TunnelFailed,
+        TunnelClosed,
+    ]
+    codes = [e.error.code for e in report.events if isinstance(e, TunnelFailed)]
+    assert codes == ["deadline", "deadline"]
+    assert len(standin.pids()) == 2
+    await wait_gone(*standin.pids())
+
+
+async def test_cancelling_the_supervisor_stops_the_agent(standin: Standin) -> None:
+    report = Recorder()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, _echo)
+        with trio.fail_after(OPEN_LIMIT):
+            url = await nursery.start(
+                supervise_tunnel, "127.0.0.1", port, standin.settings(), report
+            )
+        assert url is not None
+        pid = standin.pid()
+        assert pid_alive(pid)
+        nursery.cancel_scope.cancel()
+    await wait_gone(pid)
+    assert f"exited pid={pid} reason=sigterm" in standin.statefile.read_text()
+    assert report.kinds() == [TunnelOpening, TunnelOpened, TunnelClosed]
+    assert process._current_processes == {}
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def _error_log(err: str) -> PyngrokNgrokError:
+    return PyngrokNgrokError(f"The ngrok process errored on start: {err}.", [], err)
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (trio.TooSlowError(), "deadline"),
+        (
+            _error_log("authentication failed: Usage of ngrok ...\\r\\n\\r\\nERR_NGROK_4018\\r\\n"),
+            "no_authtoken",
+        ),
+        (
+            _error_log(f"Your authtoken: {TOKEN}\\nInstructions\\r\\n\\r\\nERR_NGROK_105\\r\\n"),
+            "bad_authtoken",
+        ),
+        (
+            _error_log("Your authtoken is properly formed, but it is invalid. ERR_NGROK_107"),
+            "bad_authtoken",
+        ),
+        (
+            PyngrokNgrokHTTPError(
+                "ngrok client exception, API returned 502",
+                "http://127.0.0.1:4040/api/endpoints",
+                502,
+                "Bad Gateway",
+                {},
+                '{"error_code":103,"status_code":502,"msg":"failed to start tunnel","details":'
+                '{"err":"failed to start tunnel: You must add a credit or debit card ...'
+                '\\r\\n\\r\\nERR_NGROK_8013\\r\\n"}}',
+            ),
+            "card_required",
+        ),
+        (
+            PyngrokNgrokInstallError("An error occurred while downloading ngrok: <urlopen error>"),
+            "download_failed",
+        ),
+        (FileNotFoundError(2, "No such file or directory"), "binary_missing"),
+        (
+            PyngrokNgrokError(
+                'ngrok binary was not found. Be sure to call "ngrok.install_ngrok()"'
+            ),
+            "binary_missing",
+        ),
+        (PyngrokNgrokError("The ngrok process was unable to start.", []), "agent_died"),
+        (
+            PyngrokError('"log_format" must be "term" to be compatible with pyngrok'),
+            "config_invalid",
+        ),
+        (ValueError("something else"), "unknown"),
+    ],
+)
+def test_classify(exc: BaseException, code: str) -> None:
+    error = classify(exc)
+    assert error.code == code
+    assert error.fix.strip() and "\n" not in error.fix
+    assert TOKEN not in str(error) and TOKEN not in error.detail
+
+
+def test_every_code_has_a_one_line_fix_and_settings_hide_the_token() -> None:
+    for code in ngrok_errors._FIXES:
+        error = TunnelError(code)
+        assert error.code == code and error.fix and "\n" not in error.fix
+    with pytest.raises(ValueError):
+        TunnelError("no_such_code")
+    assert TOKEN not in repr(TunnelSettings(authtoken=TOKEN))
+    with pytest.raises(ValueError):
+        TunnelSettings(proxy_proto=3)

@@ -1,0 +1,682 @@
+"""`multichat up`, `down`, `status` and `tunnel`, end to end: the real CLI in subprocesses.
+
+The ngrok agent is the stand-in (tests/ngrok_standin), which the real pyngrok inside `up`
+drives; every public address it hands out is a 127.0.0.1 port. The LAN address a test joins
+through is one of this machine's own interfaces, which the kernel keeps on this machine.
+Nothing here sends a packet anywhere else.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+import ngrok_standin
+from chatpeer import Peer
+from multichat.hosting import launcher
+from multichat.hosting import tunnel as tunnel_module
+from multichat.hosting.lan import lan_addresses
+from multichat.hosting.tunnel import TunnelSettings
+from multichat.protocol.events import (
+    ConnectionClosed,
+    Control,
+    Error,
+    Hello,
+    Message,
+    Shutdown,
+    Welcome,
+)
+from multichat.server.listeners import ChatServer
+from ngrok_standin import FAIL_ENV, pid_alive
+
+MULTICHAT = Path(sys.executable).parent / "multichat"
+TOKEN = "2qUpTestAuthtoken_7hJk3WxQ9pLmR4tZ"  # looks like a real one; must never be printed
+PASSWORD = "open sesame"
+STEP = 20  # seconds for any one step: each takes about one, on a busy two-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Result:
+    returncode: int
+    out: str
+    err: str
+
+
+class Running:
+    """A command running in the background; its output is collected as it comes."""
+
+    def __init__(self, process: trio.Process, args: tuple[str, ...]) -> None:
+        self.process = process
+        self.args = args
+        self.out = ""
+        self.err = ""
+        self.returncode: int | None = None
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _pump(self, stream: trio.abc.ReceiveStream, which: str) -> None:
+        decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        async for chunk in stream:
+            setattr(self, which, getattr(self, which) + decode(chunk))
+            self._notify()
+
+    async def _reap(self) -> None:
+        # Reaping at once matters: `down` waits for the pid to go, and a zombie has a pid.
+        self.returncode = await self.process.wait()
+        self._notify()
+
+    async def wait_for(
+        self, pattern: str, *, after: int = 0, err: bool = False, seconds: float = STEP
+    ) -> re.Match[str]:
+        """The first match of `pattern` in stdout (or stderr) from offset `after`, once it is."""
+        with trio.fail_after(seconds):
+            while True:
+                found = re.compile(pattern).search(self.err if err else self.out, after)
+                if found is not None:
+                    return found
+                if self.returncode is not None:
+                    raise AssertionError(f"{self} exited without printing {pattern!r}")
+                await self._changed.wait()
+
+    async def wait(self) -> int:
+        with trio.fail_after(STEP):
+            while self.returncode is None:
+                await self._changed.wait()
+        return self.returncode
+
+    async def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(line.encode() + b"\n")
+
+    def signal(self, signum: int) -> None:
+        assert self.returncode is None, f"{self} has already exited"
+        os.kill(self.process.pid, signum)
+
+    def __str__(self) -> str:
+        return (
+            f"`multichat {' '.join(self.args)}` (exit {self.returncode})\n"
+            f"--- stdout\n{self.out}--- stderr\n{self.err}"
+        )
+
+
+class Cli:
+    """The `multichat` command with a home, state directory and ngrok all inside `tmp`."""
+
+    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+        self.tmp = tmp
+        self.nursery = nursery
+        self.state_dir = tmp / "state"
+        self.agent_state = tmp / "agent.state"
+        self.agent_pidfile = tmp / "agent.pid"
+        self.ngrok_config = ngrok_standin.write_config(tmp)
+        (tmp / "home").mkdir()
+        drop = ("NGROK_", "PYNGROK_", "STANDIN_NGROK_", "MULTICHAT_")
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.upper().startswith(drop) and "PROXY" not in key.upper()
+        }
+        self.env.update(
+            HOME=str(tmp / "home"),
+            XDG_CONFIG_HOME=str(tmp / "home" / ".config"),
+            MULTICHAT_STATE_DIR=str(self.state_dir),
+            NGROK_AUTHTOKEN=TOKEN,
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+            STANDIN_NGROK_STATE=str(self.agent_state),
+            STANDIN_NGROK_PIDFILE=str(self.agent_pidfile),
+            STANDIN_NGROK_LIFETIME="60",
+        )
+        self.running: list[Running] = []
+        self.results: list[Result] = []
+
+    def ngrok(self) -> tuple[str, ...]:
+        """The options that point `up` and `tunnel` at the stand-in agent."""
+        return (
+            "--ngrok-path",
+            ngrok_standin.ngrok_path(),
+            "--ngrok-config",
+            str(self.ngrok_config),
+        )
+
+    async def run(self, *args: str, **env: str) -> Result:
+        with trio.fail_after(STEP):
+            done = await trio.run_process(
+                [str(MULTICHAT), *args],
+                env={**self.env, **env},
+                capture_stdout=True,
+                capture_stderr=True,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+        self.results.append(result)
+        return result
+
+    async def start(self, *args: str, new_session: bool = False, **env: str) -> Running:
+        process = await trio.lowlevel.open_process(
+            [str(MULTICHAT), *args],
+            env={**self.env, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=new_session,
+        )
+        running = Running(process, args)
+        self.running.append(running)
+        assert process.stdout is not None and process.stderr is not None
+        self.nursery.start_soon(running._pump, process.stdout, "out")
+        self.nursery.start_soon(running._pump, process.stderr, "err")
+        self.nursery.start_soon(running._reap)
+        return running
+
+    async def up(self, *args: str, **env: str) -> tuple[Running, Banner]:
+        """`multichat up` on a free port, once its banner is out."""
+        up = await self.start("up", "--port", str(free_port()), *args, new_session=False, **env)
+        await up.wait_for(r"Close the room:.*\n-+\n")
+        return up, Banner.read(up.out)
+
+    def agent_pids(self) -> list[int]:
+        return ngrok_standin.started_pids(self.agent_state)
+
+    def state_files(self) -> list[Path]:
+        return sorted(self.state_dir.glob("*")) if self.state_dir.exists() else []
+
+    def everything_printed(self) -> str:
+        texts = [r.out + r.err for r in self.results] + [r.out + r.err for r in self.running]
+        return "\n".join(texts)
+
+    def cleanup(self) -> None:
+        for running in self.running:
+            if running.returncode is None:
+                running.process.kill()  # SIGKILL to this pid only
+        ngrok_standin.kill_agents(self.agent_state)
+
+
+@pytest.fixture
+async def cli(tmp_path: Path) -> AsyncIterator[Cli]:
+    commands: Cli | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            commands = Cli(tmp_path, nursery)
+            yield commands
+            nursery.cancel_scope.cancel()
+    finally:
+        if commands is not None:
+            commands.cleanup()
+    assert TOKEN not in commands.everything_printed(), "the authtoken was printed"
+
+
+@dataclass
+class Banner:
+    """What `up`'s banner says, read the way a person would."""
+
+    text: str
+    lan: list[str]
+    port: int
+    public: str | None
+    password: str | None
+    problem: str | None
+
+    @classmethod
+    def read(cls, out: str) -> Banner:
+        text = out[out.index("multichat room") :]
+        lan = re.findall(r"^  LAN: +(\S+):\d+$", text, re.MULTILINE)
+        port = re.search(r"^  LAN: +\S+:(\d+)$", text, re.MULTILINE)
+        public = re.search(r"^  Public: +(tcp://\S+)$", text, re.MULTILINE)
+        password = re.search(r"^  Password: (\S+)", text, re.MULTILINE)
+        problem = re.search(r"^  ! (.*)$", text, re.MULTILINE)
+        assert port is not None, text
+        return cls(
+            text,
+            lan,
+            int(port.group(1)),
+            public.group(1) if public else None,
+            password.group(1) if password else None,
+            problem.group(1) if problem else None,
+        )
+
+    def public_address(self) -> tuple[str, int]:
+        assert self.public is not None, self.text
+        host, _, port = self.public.removeprefix("tcp://").rpartition(":")
+        assert host == "127.0.0.1", "the stand-in's public addresses are on this machine"
+        return host, int(port)
+
+    def lan_address(self) -> tuple[str, int]:
+        """A LAN address from the banner that is this machine's own, else 127.0.0.1."""
+        own = set(lan_addresses())
+        return next((a for a in self.lan if a in own), "127.0.0.1"), self.port
+
+
+async def join(address: tuple[str, int], name: str, password: str = PASSWORD) -> Peer:
+    peer = Peer(await trio.open_tcp_stream(*address))
+    await peer.send(Hello(name, password))
+    welcome = await peer.next_event()
+    assert isinstance(welcome, Welcome), welcome
+    peer.welcome = welcome
+    return peer
+
+
+@asynccontextmanager
+async def far_and_near(
+    banner: Banner, password: str = PASSWORD
+) -> AsyncIterator[tuple[Peer, Peer]]:
+    """A friend through the tunnel and one on the LAN, both joined; closed afterwards."""
+    far = await join(banner.public_address(), "far", password)
+    near = await join(banner.lan_address(), "near", password)
+    try:
+        yield far, near
+    finally:
+        await far.aclose()
+        await near.aclose()
+
+
+async def closed_cleanly(cli: Cli, up: Running, agent: int) -> None:
+    """`up` exited 0, and neither its ngrok agent nor its state file is left behind."""
+    assert await up.wait() == 0, up
+    await wait_gone(agent)
+    assert cli.state_files() == []
+
+
+async def expect_shutdown(peer: Peer, reason: str) -> None:
+    notice = await peer.expect(Shutdown)
+    assert notice == Shutdown(reason)
+    assert isinstance(await peer.next_event(), ConnectionClosed)
+
+
+async def chat(sender: Peer, receiver: Peer, text: str) -> None:
+    """`sender` says `text` and `receiver` sees it, after anything already in the room."""
+    await sender.say(text)
+    while True:
+        message = await receiver.expect(Message)
+        assert isinstance(message, Message)
+        if message.text == text:
+            break
+    assert sender.welcome is not None and message.sender == sender.welcome.name
+
+
+async def wait_gone(*pids: int) -> None:
+    """Each process has exited (a zombie counts as gone); polled: they are not our children."""
+    with trio.fail_after(STEP):
+        while any(pid_alive(pid) for pid in pids):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
+def standin_pid(cli: Cli) -> int:
+    pid = ngrok_standin.read_pid(cli.agent_pidfile)
+    assert pid is not None, "no ngrok agent was started"
+    return pid
+
+
+# --------------------------------------------------------------------------- the whole story
+
+
+async def test_up_public_and_lan_friends_chat_then_down(cli: Cli) -> None:
+    up, banner = await cli.up(*cli.ngrok())
+    assert banner.password is not None, "no password given: one is generated and shown"
+    assert re.fullmatch(r"[a-z]{4}(-[a-z]{4}){2}", banner.password)
+    assert sorted(banner.lan) == sorted(lan_addresses())
+    assert f"multichat connect {banner.public}" in banner.text
+    assert "Opening the public ngrok tunnel" in up.out[: up.out.index(banner.text)]
+    agent = standin_pid(cli)
+    [state_file] = cli.state_files()
+    assert state_file.stat().st_mode & 0o777 == 0o600
+    assert banner.password not in state_file.read_text()
+
+    async with far_and_near(banner, banner.password) as (far, near):
+        await chat(far, near, "hello from the internet")
+        await chat(near, far, "hello from the sofa")
+
+        status = await cli.run("status")
+        assert status.returncode == 0, status
+        assert "Members online (2): far, near" in status.out
+        assert f"Public: {banner.public}" in status.out
+
+        down = await cli.run("down", "--reason", "bye")
+        assert down.returncode == 0, down
+        assert "closed" in down.out
+        await expect_shutdown(far, "bye")
+        await expect_shutdown(near, "bye")
+    await closed_cleanly(cli, up, agent)
+    assert "lvl=" not in up.out + up.err, "ngrok's own log lines are only for --verbose"
+
+
+async def test_the_authtoken_can_come_from_the_users_ngrok_config(cli: Cli) -> None:
+    # Where `ngrok config add-authtoken` puts it; no --ngrok-config, no NGROK_AUTHTOKEN.
+    ngrok_dir = cli.tmp / "home" / ".config" / "ngrok"
+    ngrok_dir.mkdir(parents=True)
+    ngrok_standin.write_config(ngrok_dir, authtoken=TOKEN)
+    args = ("--ngrok-path", ngrok_standin.ngrok_path(), "--password", PASSWORD)
+    up, banner = await cli.up(*args, NGROK_AUTHTOKEN="")
+    assert banner.problem is None, banner.text
+    friend = await join(banner.public_address(), "friend")
+    await friend.aclose()
+    up.signal(signal.SIGTERM)
+    assert await up.wait() == 0, up
+    await wait_gone(*cli.agent_pids())
+
+
+# --------------------------------------------------------------------------- tunnel failures
+
+
+@pytest.mark.parametrize(
+    ("switch", "expected"),
+    [
+        (None, ["ERR_NGROK_4018", "NGROK_AUTHTOKEN", "add-authtoken"]),  # no token anywhere
+        ("bad_authtoken", ["ERR_NGROK_105", "rejected the authtoken", "NGROK_AUTHTOKEN"]),
+        ("card_required", ["ERR_NGROK_8013", "card on file", "dashboard.ngrok.com/settings"]),
+        ("agent_already_running", ["ERR_NGROK_108", "stop the other one", "trying again"]),
+        ("endpoint_in_use", ["ERR_NGROK_334", "already online"]),
+        ("missing_binary", ["no ngrok agent at", "--ngrok-path"]),
+    ],
+)
+async def test_a_tunnel_that_cannot_open_leaves_the_room_up_on_the_lan(
+    cli: Cli, switch: str | None, expected: list[str]
+) -> None:
+    env: dict[str, str] = {}
+    ngrok = cli.ngrok()
+    if switch is None:
+        env["NGROK_AUTHTOKEN"] = ""  # and the config has none: ngrok's own "no authtoken"
+    elif switch == "missing_binary":
+        ngrok = ("--ngrok-path", str(cli.tmp / "nowhere" / "ngrok"))
+    else:
+        env[FAIL_ENV] = switch
+    # --verbose: ngrok echoes a rejected authtoken in its log, which must not reach the screen.
+    up, banner = await cli.up("--password", PASSWORD, "--verbose", *ngrok, **env)
+
+    assert banner.public is None
+    assert "Public:   not available" in banner.text
+    assert banner.problem is not None and banner.problem.startswith("Public tunnel failed: ")
+    for words in expected:
+        assert words in banner.problem, banner.problem
+    assert banner.password is None, "a password the host chose is not printed"
+    friend = await join(banner.lan_address(), "friend")
+    try:
+        status = await cli.run("status")
+        assert status.returncode == 0 and "Public: (no tunnel)" in status.out, status
+        down = await cli.run("down", "--reason", "tunnel test over")
+        assert down.returncode == 0, down
+        await expect_shutdown(friend, "tunnel test over")
+    finally:
+        await friend.aclose()
+    assert await up.wait() == 0, up
+    await wait_gone(*cli.agent_pids())
+    if switch == "missing_binary":
+        assert cli.agent_pids() == []
+
+
+async def test_ngrok_that_cannot_be_downloaded_says_how_to_point_at_one(cli: Cli) -> None:
+    # No --ngrok-path and an empty home: pyngrok's real installer runs. Every request goes to a
+    # "proxy" on this machine that records what it was asked and hangs up; no DNS lookup either,
+    # since a proxied request names its host to the proxy only.
+    asked: list[bytes] = []
+
+    async def proxy(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            with trio.move_on_after(5):
+                while b"\r\n" not in data and (chunk := await stream.receive_some()):
+                    data += chunk
+            asked.append(data)
+
+    listeners = await cli.nursery.start(partial(trio.serve_tcp, proxy, 0, host="127.0.0.1"))
+    dead = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    proxies = {name: dead for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+    up, banner = await cli.up("--password", PASSWORD, **proxies)
+
+    assert banner.problem is not None
+    assert "could not download the ngrok agent" in banner.problem
+    assert "--ngrok-path" in banner.problem
+    assert asked and all(line.startswith(b"CONNECT ") for line in asked), asked
+    assert not (cli.tmp / "home" / ".config" / "ngrok" / "ngrok").exists()
+    friend = await join(banner.lan_address(), "friend")
+    await friend.aclose()
+    up.signal(signal.SIGTERM)
+    assert await up.wait() == 0, up
+    assert cli.agent_pids() == []
+
+
+async def test_a_silent_agent_is_abandoned_at_the_deadline_and_the_room_stays_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In-process, to shorten the 30 s deadline; the subprocess version is marked slow below.
+    monkeypatch.setattr(tunnel_module, "OPEN_DEADLINE", 1.0)
+    monkeypatch.setattr(launcher, "OPEN_DEADLINE", 1.0)
+    monkeypatch.setattr(tunnel_module, "MAX_REOPEN_ATTEMPTS", 0)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setenv("MULTICHAT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv(FAIL_ENV, "silent")
+    monkeypatch.setenv(ngrok_standin.STATE_ENV, str(tmp_path / "agent.state"))
+    monkeypatch.setenv(ngrok_standin.LIFETIME_ENV, "30")
+    settings = TunnelSettings(
+        authtoken=TOKEN,
+        ngrok_path=ngrok_standin.ngrok_path(),
+        config_path=str(ngrok_standin.write_config(tmp_path)),
+    )
+    out = io.StringIO()
+    server = ChatServer(PASSWORD, control_token="control")
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: launcher.run_up(
+                    server,
+                    0,
+                    "127.0.0.1",
+                    token="control",
+                    banner=launcher.Banner("r", out=out),
+                    settings=settings,
+                )
+            )
+            with trio.fail_after(STEP):
+                while "Close the room" not in out.getvalue():  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                assert server.port is not None
+                friend = await join(("127.0.0.1", server.port), "friend")
+                await friend.aclose()
+            server.shutdown_nowait("done")
+    finally:
+        ngrok_standin.kill_agents(tmp_path / "agent.state")
+    banner = Banner.read(out.getvalue())
+    assert banner.problem is not None and "did not answer in time" in banner.problem
+    assert "Gave up on the public tunnel" not in out.getvalue()  # the banner said it all
+    await wait_gone(*ngrok_standin.started_pids(tmp_path / "agent.state"))
+
+
+@pytest.mark.slow
+async def test_a_silent_agent_is_abandoned_at_the_real_deadline(cli: Cli) -> None:
+    port = str(free_port())
+    up = await cli.start("up", "--port", port, *cli.ngrok(), STANDIN_NGROK_FAIL="silent")
+    await up.wait_for(r"Close the room", seconds=tunnel_module.OPEN_DEADLINE + STEP)
+    banner = Banner.read(up.out)
+    assert banner.problem is not None and "did not answer in time" in banner.problem
+    friend = await join(banner.lan_address(), "friend", banner.password or "")
+    await friend.aclose()
+    up.signal(signal.SIGTERM)
+    assert await up.wait() == 0, up
+    await wait_gone(*cli.agent_pids())
+
+
+# --------------------------------------------------------------------------- closing the room
+
+
+async def test_typing_shutdown_on_the_console_closes_the_room_with_the_reason(cli: Cli) -> None:
+    up, banner = await cli.up("--password", PASSWORD, "--verbose", *cli.ngrok())
+    agent = standin_pid(cli)
+    assert re.search(r"^ngrok: .*tunnel session started", up.out, re.MULTILINE), up
+    far = await join(banner.public_address(), "far")
+    try:
+        await up.type("shutdown dinner is ready")
+        await expect_shutdown(far, "dinner is ready")
+    finally:
+        await far.aclose()
+    await closed_cleanly(cli, up, agent)
+
+
+async def test_ctrl_c_in_a_terminal_still_reaches_friends_through_the_tunnel(cli: Cli) -> None:
+    up = await cli.start(
+        "up", "--port", str(free_port()), "--password", PASSWORD, *cli.ngrok(), new_session=True
+    )
+    await up.wait_for(r"Close the room:.*\n-+\n")
+    far = await join(Banner.read(up.out).public_address(), "far")
+    try:
+        os.killpg(up.process.pid, signal.SIGINT)  # Ctrl-C signals the whole foreground group
+        await expect_shutdown(far, "the host stopped the room")
+    finally:
+        await far.aclose()
+        assert await up.wait() == 0, up
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_closes_the_room_gracefully(cli: Cli, signum: int) -> None:
+    up, banner = await cli.up("--password", PASSWORD, *cli.ngrok())
+    agent = standin_pid(cli)
+    async with far_and_near(banner) as (far, near):
+        up.signal(signum)
+        await expect_shutdown(far, "the host stopped the room")
+        await expect_shutdown(near, "the host stopped the room")
+    await closed_cleanly(cli, up, agent)
+
+
+async def test_a_signal_while_the_tunnel_opens_does_not_wait_for_it(cli: Cli) -> None:
+    up = await cli.start(
+        "up", "--port", str(free_port()), *cli.ngrok(), STANDIN_NGROK_FAIL="silent"
+    )
+    await up.wait_for("Opening the public ngrok tunnel")
+    with trio.fail_after(STEP):
+        while not cli.agent_pids():  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    up.signal(signal.SIGTERM)
+    with trio.fail_after(5):  # the tunnel's own deadline is 30 s
+        assert await up.wait() == 0, up
+    assert "Close the room" not in up.out
+    await wait_gone(*cli.agent_pids())
+    assert cli.state_files() == []
+
+
+# --------------------------------------------------------------------------- the tunnel's life
+
+
+async def test_a_dead_agent_is_replaced_and_the_new_address_printed(cli: Cli) -> None:
+    up, banner = await cli.up("--password", PASSWORD, *cli.ngrok(), STANDIN_NGROK_DIE_AFTER="3")
+    new = await up.wait_for(r"New public address: (tcp://\S+)\n", after=len(up.out))
+    assert new.group(1) != banner.public
+    assert "The public tunnel closed" in up.out
+    host, _, port = new.group(1).removeprefix("tcp://").rpartition(":")
+    friend = await join((host, int(port)), "friend")
+    await friend.aclose()
+    status = await cli.run("status")
+    assert status.returncode == 0, status
+    down = await cli.run("down")
+    assert down.returncode == 0, down
+    assert await up.wait() == 0, up
+    await wait_gone(*cli.agent_pids())
+
+
+async def test_tunnel_command_serves_a_room_running_elsewhere(cli: Cli) -> None:
+    port = free_port()
+    serve = await cli.start("serve", "--port", str(port), MULTICHAT_PASSWORD=PASSWORD)
+    await serve.wait_for("serving room", err=True)
+    tunnel = await cli.start("tunnel", "--target", f"127.0.0.1:{port}", *cli.ngrok())
+    found = await tunnel.wait_for(
+        r"Public address: (tcp://127\.0\.0\.1:(\d+))\nFriends join with: multichat connect \1\n"
+    )
+    assert tunnel.out.count(found.group(1)) == 2, "the address is said once, with the command"
+    agent = standin_pid(cli)
+    friend = await join(("127.0.0.1", int(found.group(2))), "friend")
+    await friend.aclose()
+
+    tunnel.signal(signal.SIGTERM)
+    assert await tunnel.wait() == 0, tunnel
+    await wait_gone(agent)
+    assert f"exited pid={agent} reason=sigterm" in cli.agent_state.read_text()
+    serve.signal(signal.SIGTERM)
+    assert await serve.wait() == 0, serve
+
+
+async def test_tunnel_command_with_a_missing_binary_names_the_option(cli: Cli) -> None:
+    result = await cli.run(
+        "tunnel", "--target", f"127.0.0.1:{free_port()}", "--ngrok-path", str(cli.tmp / "nope")
+    )
+    assert result.returncode == 1, result
+    problems = [line for line in result.out.splitlines() if "failed" in line]
+    assert len(problems) == 1, result.out
+    assert "--ngrok-path" in problems[0]
+    assert "Traceback" not in result.err
+
+
+# --------------------------------------------------------------------------- the rest of `up`
+
+
+async def test_no_tunnel_with_the_password_from_the_environment(cli: Cli) -> None:
+    up, banner = await cli.up("--no-tunnel", MULTICHAT_PASSWORD=PASSWORD)
+    assert banner.password is None and PASSWORD not in up.out + up.err
+    assert "Public:   none (--no-tunnel)" in banner.text
+    assert not cli.agent_state.exists(), "no ngrok agent without a tunnel"
+    [state_file] = cli.state_files()
+    assert PASSWORD not in state_file.read_text()
+    friend = await join(banner.lan_address(), "friend")
+    try:
+        up.signal(signal.SIGTERM)
+        await expect_shutdown(friend, "the host stopped the room")
+    finally:
+        await friend.aclose()
+    assert await up.wait() == 0, up
+
+
+async def test_a_second_room_on_the_same_port_fails_in_one_line(cli: Cli) -> None:
+    up, banner = await cli.up("--no-tunnel", "--password", PASSWORD)
+    second = await cli.run("up", "--no-tunnel", "--port", str(banner.port), "--password", "x")
+    assert second.returncode == 1, second
+    assert second.err.strip().splitlines()[-1].startswith("multichat: cannot listen on port ")
+    assert "Traceback" not in second.err and "ExceptionGroup" not in second.err
+    assert "multichat down" in second.err
+    up.signal(signal.SIGTERM)
+    assert await up.wait() == 0, up
+
+
+async def test_the_control_token_is_the_proof_not_the_source_address(cli: Cli) -> None:
+    # Strangers through the tunnel arrive from 127.0.0.1 too: the address proves nothing.
+    up, banner = await cli.up("--password", PASSWORD, *cli.ngrok())
+    stranger = Peer(await trio.open_tcp_stream(*banner.public_address()))
+    try:
+        await stranger.send(Control("guess", "shutdown", "pwned"))
+        refused = await stranger.next_event()
+        assert isinstance(refused, Error) and refused.code == "bad_token", refused
+    finally:
+        await stranger.aclose()
+    status = await cli.run("status")
+    assert status.returncode == 0, status
+    down = await cli.run("down")
+    assert down.returncode == 0, down
+    assert await up.wait() == 0, up
+
+
+async def test_down_and_status_when_no_room_is_up(cli: Cli) -> None:
+    down = await cli.run("down")
+    assert down.returncode == 1, down
+    assert down.err == "multichat: no room is up here (nothing to stop)\n"
+    status = await cli.run("status")
+    assert (status.returncode, status.out) == (3, "No room is up here.\n")

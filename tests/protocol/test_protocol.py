@@ -1,0 +1,390 @@
+"""multichat/1 as bytes: every event round-trips, any chunking gives the same events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multichat.protocol import wire
+from multichat.protocol.connection import ClientConnection, LineBuffer, ServerConnection
+from multichat.protocol.errors import LocalProtocolError, RemoteProtocolError
+from multichat.protocol.events import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    AskName,
+    Control,
+    Error,
+    Event,
+    Hello,
+    Join,
+    Leave,
+    Members,
+    Message,
+    Password,
+    Ping,
+    Pong,
+    Quit,
+    Say,
+    Shutdown,
+    Status,
+    Welcome,
+    Who,
+)
+from multichat.protocol.state import Mode, State
+
+text = st.text(max_size=50)
+names = st.tuples(*[text] * 3).map(tuple) | st.just(())
+client_events = st.one_of(
+    st.builds(Say, text, st.none() | text | st.integers(-(2**53), 2**53)),
+    st.just(Who()),
+    st.builds(Ping, text),
+    st.builds(Pong, text),
+)
+server_events = st.one_of(
+    st.builds(
+        Message,
+        st.integers(0, 2**53),
+        st.floats(0, 2e9),
+        text,
+        text,
+        st.none() | text | st.integers(-(2**53), 2**53),
+    ),
+    st.builds(Join, text, st.floats(0, 2e9)),
+    st.builds(Leave, text, text, st.floats(0, 2e9)),
+    st.builds(Members, names),
+    st.builds(Error, text, text),
+    st.builds(Ping, text),
+    st.builds(Pong, text),
+)
+ALL_EVENTS: list[Event] = [
+    Hello("alice", "pw"),
+    Control("tok", "status", "why"),
+    Say("hi", "1"),
+    Say("hi", 1),
+    Say("hi"),
+    Who(),
+    Quit("bye"),
+    Ping("x"),
+    Pong("x"),
+    Welcome("alice", "room", ("alice", "bob")),
+    Error("bad_frame", "oops"),
+    Message(1, 1.5, "alice", "hi\nthere", "7"),
+    Message(2, 1.5, "bob", "hi"),
+    Join("bob", 2.0),
+    Leave("bob", "quit", 3.0),
+    Members(("a", "b")),
+    Status("room", ("a",), 12.5, "0.1.0"),
+    Shutdown("bye"),
+]
+
+
+@pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: type(e).__name__)
+def test_every_event_round_trips(event: Event) -> None:
+    frame = wire.encode(event)
+    assert frame.endswith(b"\n") and frame.count(b"\n") == 1
+    assert wire.decode(frame[:-1]) == event
+
+
+def test_message_uses_from_on_the_wire() -> None:
+    frame = json.loads(wire.encode(Message(3, 1.0, "bob", "yo")))
+    assert frame == {"type": "message", "seq": 3, "ts": 1.0, "from": "bob", "text": "yo"}
+
+
+@pytest.mark.parametrize("event", [Password("pw"), AskName()])
+def test_text_only_events_have_no_json(event: Event) -> None:
+    with pytest.raises(LocalProtocolError):
+        wire.encode(event)
+
+
+def joined_server() -> ServerConnection:
+    conn = ServerConnection()
+    conn.receive_data(wire.encode(Hello("alice", "pw")))
+    assert conn.next_event() == Hello("alice", "pw")
+    conn.send(Welcome("alice", "room", ("alice",)))
+    assert conn.state is State.JOINED
+    return conn
+
+
+def drain(conn: ServerConnection | ClientConnection) -> list[object]:
+    out: list[object] = []
+    while True:
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            out.append(("error", exc.code))
+            if conn.state is State.CLOSED:
+                return out
+            continue
+        if event is NEED_DATA or event is CONNECTION_CLOSED:
+            return out
+        out.append(event)
+
+
+def feed_in_chunks(
+    conn: ServerConnection | ClientConnection, data: bytes, cuts: list[int]
+) -> list[object]:
+    events: list[object] = []
+    start = 0
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
+        if cut > start:  # b"" would mean end of file
+            conn.receive_data(data[start:cut])
+        start = cut
+        events += drain(conn)
+    return events
+
+
+@settings(max_examples=200)
+@given(st.lists(client_events, max_size=10), st.lists(st.integers(0, 10_000), max_size=20))
+def test_server_side_any_chunking_gives_the_same_events(
+    events: list[Event], cuts: list[int]
+) -> None:
+    data = b"".join(wire.encode(e) for e in events)
+    whole = joined_server()
+    whole.receive_data(data)
+    expected = drain(whole)
+    assert expected == events
+    assert feed_in_chunks(joined_server(), data, cuts) == events
+    one_by_one = joined_server()
+    got: list[object] = []
+    for i in range(len(data)):
+        one_by_one.receive_data(data[i : i + 1])
+        got += drain(one_by_one)
+    assert got == events
+
+
+@settings(max_examples=200)
+@given(st.lists(server_events, max_size=10), st.lists(st.integers(0, 10_000), max_size=20))
+def test_client_side_any_chunking_gives_the_same_events(
+    events: list[Event], cuts: list[int]
+) -> None:
+    def joined_client() -> ClientConnection:
+        conn = ClientConnection()
+        conn.send(Hello("alice", "pw"))
+        conn.receive_data(wire.encode(Welcome("alice", "r", ("alice",))))
+        assert isinstance(conn.next_event(), Welcome)
+        return conn
+
+    data = b"".join(wire.encode(e) for e in events)
+    assert feed_in_chunks(joined_client(), data, cuts) == events
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.booleans())
+def test_garbage_raises_only_the_protocol_error(data: bytes, joined: bool) -> None:
+    conn = joined_server() if joined else ServerConnection()
+    conn.receive_data(data)
+    for _ in range(len(data) + 2):
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError:
+            if conn.state is State.CLOSED:
+                break
+            continue
+        if event is NEED_DATA:
+            conn.receive_pause()
+        if event is CONNECTION_CLOSED:
+            break
+        if conn.state is State.ANSWERING:
+            break
+
+
+def test_bad_frame_from_member_is_not_fatal() -> None:
+    conn = joined_server()
+    conn.receive_data(
+        b'{"type":"nope"}\nnot json\n{"type":"say","text":5}\n' + wire.encode(Say("ok"))
+    )
+    assert drain(conn) == [("error", "bad_frame")] * 3 + [Say("ok")]
+    assert conn.state is State.JOINED
+
+
+def test_bad_frame_in_handshake_is_fatal() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b'{"type":"say","text":"hi"}\n')
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    assert conn.state is State.CLOSED
+
+
+def test_unsupported_version() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b'{"type":"hello","version":2,"name":"a","password":"b"}\n')
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.code == "unsupported_version"
+
+
+def test_line_without_newline_past_the_limit_is_fatal() -> None:
+    conn = joined_server()
+    conn.receive_data(b"{" + b"x" * wire.MAX_FRAME)
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.code == "frame_too_long"
+    assert conn.state is State.CLOSED
+
+
+def test_line_buffer_limit_counts_bytes_not_calls() -> None:
+    buf = LineBuffer(10)
+    for _ in range(10):
+        buf.feed(b"a")
+        assert buf.next_line() is None
+    buf.feed(b"b")
+    with pytest.raises(RemoteProtocolError):
+        buf.next_line()
+
+
+def test_server_waits_for_its_answer_before_reading_on() -> None:
+    conn = ServerConnection()
+    conn.receive_data(wire.encode(Hello("a", "b")) + wire.encode(Say("typed ahead")))
+    assert conn.next_event() == Hello("a", "b")
+    assert conn.next_event() is NEED_DATA
+    conn.send(Welcome("a", "r", ("a",)))
+    assert conn.next_event() == Say("typed ahead")
+
+
+def test_sending_out_of_turn_is_a_local_error() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"{")
+    with pytest.raises(LocalProtocolError):
+        conn.send(Message(1, 0.0, "a", "b"))
+    client = ClientConnection()
+    with pytest.raises(LocalProtocolError):
+        client.send(Say("before hello"))
+
+
+def test_error_then_close_in_json_handshake() -> None:
+    conn = ServerConnection()
+    conn.receive_data(wire.encode(Hello("a", "wrong")))
+    conn.next_event()
+    conn.send(Error("bad_password", "wrong password"))
+    assert conn.state is State.CLOSED
+    assert conn.next_event() is CONNECTION_CLOSED
+
+
+def test_eof_closes() -> None:
+    conn = joined_server()
+    conn.receive_data(b"")
+    assert conn.next_event() is CONNECTION_CLOSED
+    assert conn.state is State.CLOSED
+
+
+# -- plain-text mode --
+
+
+def test_text_mode_prompts_after_a_pause() -> None:
+    conn = ServerConnection()
+    conn.receive_pause()
+    assert conn.mode is Mode.TEXT
+    assert conn.data_to_send() == b"Password: "
+    conn.receive_data(b"secret\r\n")
+    assert conn.next_event() == Password("secret")
+    assert conn.send(AskName()) == b"Name: "
+    conn.receive_data(b"alice\n")
+    assert conn.next_event() == Hello("alice", "secret")
+
+
+def test_text_mode_lines_end_at_a_pause_like_the_original_client() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"secret")  # sent before any prompt, no newline
+    assert conn.mode is Mode.TEXT
+    assert conn.next_event() is NEED_DATA
+    conn.receive_pause()
+    assert conn.next_event() == Password("secret")
+    assert conn.data_to_send() == b""  # no prompt: it already answered
+    conn.send(AskName())
+    conn.receive_data(b"alice")
+    conn.receive_pause()
+    assert conn.next_event() == Hello("alice", "secret")
+
+
+def test_text_mode_asks_again_for_a_taken_name() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"pw\n")
+    conn.next_event()
+    conn.send(AskName())
+    conn.receive_data(b"alice\n")
+    conn.next_event()
+    assert conn.send(Error("name_taken", "taken")) == b"! taken\nName: "
+    assert conn.state is State.GREETING
+    conn.receive_data(b"bob\n")
+    assert conn.next_event() == Hello("bob", "pw")
+    conn.send(Welcome("bob", "room", ("bob",)))
+    conn.receive_data(b"hello all\n/who\n\ntata\n")
+    assert drain(conn) == [Say("hello all"), Who(), Quit()]
+
+
+def test_text_mode_wrong_password_closes() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"nope\n")
+    conn.next_event()
+    assert conn.send(Error("bad_password", "wrong password")) == b"! wrong password\n"
+    assert conn.state is State.CLOSED
+
+
+def test_text_mode_invalid_utf8_in_handshake_is_fatal() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"\xff\xfe\n")
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    assert conn.state is State.CLOSED
+
+
+def test_text_mode_renders_room_events() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"pw\n")
+    conn.next_event()
+    conn.send(AskName())
+    conn.receive_data(b"bob\n")
+    conn.next_event()
+    conn.send(Welcome("bob", "room", ("bob",)))
+    assert conn.send(Join("carol")) == b"* carol joined\n"
+    assert conn.send(Leave("carol", "quit")) == b"* carol left (quit)\n"
+    line = conn.send(Message(1, 0.0, "carol", "hi"))
+    assert line.endswith(b"] carol: hi\n") and line.startswith(b"[")
+    assert conn.send(Shutdown("bye")) == b"* The room is closing: bye\n"
+
+
+@settings(max_examples=100)
+@given(st.builds(Message, st.integers(0, 2**53), st.floats(0, 2e9), text, text), text)
+def test_add_id_is_the_same_as_encoding_with_the_id(message: Message, id: str) -> None:
+    with_id = Message(message.seq, message.ts, message.sender, message.text, id)
+    assert wire.add_id(wire.encode(message), id) == wire.encode(with_id)
+
+
+def test_client_still_receives_after_quit_until_the_server_closes() -> None:
+    client = ClientConnection()
+    client.send(Hello("a", "pw"))
+    client.receive_data(wire.encode(Welcome("a", "r", ("a",))))
+    assert isinstance(client.next_event(), Welcome)
+    client.send(Say("last words", "9"))
+    client.send(Quit())
+    assert client.state is State.LEAVING
+    client.receive_data(wire.encode(Message(1, 0.0, "a", "last words", "9")))
+    assert client.next_event() == Message(1, 0.0, "a", "last words", "9")
+    client.receive_data(b"")
+    assert client.next_event() is CONNECTION_CLOSED
+    with pytest.raises(LocalProtocolError):
+        client.send(Say("too late"))
+
+
+@pytest.mark.parametrize("id", [0, 42, -7, 2**53, -(2**53), "42", "", "x" * wire.MAX_FIELD_CHARS])
+def test_an_id_comes_back_as_sent_same_json_type(id: str | int) -> None:
+    say = wire.decode(json.dumps({"type": "say", "text": "hi", "id": id}).encode())
+    assert say == Say("hi", id)
+    echo = wire.add_id(wire.encode(Message(1, 0.0, "a", "hi")), id)
+    assert json.loads(echo)["id"] == id and type(json.loads(echo)["id"]) is type(id)
+
+
+@pytest.mark.parametrize(
+    "id", [1.5, 1.0, 1e3, 2**53 + 1, -(2**53) - 1, True, None, [], {}, "x" * 1025]
+)
+def test_an_id_that_is_not_a_short_string_or_a_safe_integer_is_a_bad_frame(id: object) -> None:
+    frame = json.dumps({"type": "say", "text": "hi", "id": id}).encode()
+    if id is None:
+        assert wire.decode(frame) == Say("hi")  # null is the same as no id
+        return
+    with pytest.raises(RemoteProtocolError) as info:
+        wire.decode(frame)
+    assert info.value.code == "bad_frame"

@@ -1,0 +1,288 @@
+"""The fan-out's flush policy on a real room, timed exactly on trio's virtual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import pairwise
+
+import pytest
+import trio
+import trio.testing
+
+from multichat.protocol import wire
+from multichat.protocol.events import Event, Join, Leave, Message, Shutdown, Welcome
+from multichat.server.fanout import (
+    BATCH_SECONDS,
+    BUSY_POSTS,
+    FLUSH_BYTES,
+    PRESENCE_BATCH_SECONDS,
+    RATE_SECONDS,
+    Fanout,
+)
+from multichat.server.limits import Limits
+from multichat.server.room import Room
+
+# Virtual times are sums of float steps: equal up to rounding.
+EPSILON = 1e-9
+
+Delivery = tuple[float, list[Event]]
+
+
+class Inbox:
+    """A member whose `wake` takes its share at once and records when it got what."""
+
+    def __init__(self, room: Room, name: str) -> None:
+        self.room = room
+        self.deliveries: list[Delivery] = []
+        self._read = 0
+        self._arrived = trio.Event()
+        self.member = room.join(
+            name,
+            text=False,
+            wake=self._wake,
+            kick=lambda reason: None,
+            welcome=lambda display, names: wire.encode(Welcome(display, room.name, names)),
+        )
+
+    def _wake(self) -> None:
+        data = self.room.take_nowait(self.member)
+        if data:
+            events = [wire.decode(line) for line in data.splitlines()]
+            self.deliveries.append((trio.current_time(), events))
+            self._arrived.set()
+
+    async def next(self) -> Delivery:
+        """The next delivery, waiting for it if it has not come yet."""
+        while self._read == len(self.deliveries):
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+        self._read += 1
+        return self.deliveries[self._read - 1]
+
+    def texts(self) -> list[str]:
+        return [e.text for _, events in self.deliveries for e in events if isinstance(e, Message)]
+
+
+def quiet_room(*names: str) -> tuple[Room, Fanout, list[Inbox]]:
+    """A room with members whose welcomes and join notices are already out."""
+    room = Room("r", limits=Limits(), clock=lambda: 0.0, monotonic=trio.current_time)
+    fanout = Fanout(room)
+    inboxes = [Inbox(room, name) for name in names]
+    fanout.flush_nowait()
+    for inbox in inboxes:
+        inbox.deliveries.clear()
+    return room, fanout, inboxes
+
+
+@asynccontextmanager
+async def running_room(
+    *names: str,
+) -> AsyncIterator[tuple[Room, Fanout, list[Inbox], trio.Nursery]]:
+    """A quiet room with its fan-out running, for at most 10 (virtual) seconds."""
+    with trio.fail_after(10):
+        room, fanout, inboxes = quiet_room(*names)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fanout.run)
+            yield room, fanout, inboxes, nursery
+            nursery.cancel_scope.cancel()
+
+
+def message(seq: int, sender: str, text: str) -> Message:
+    return Message(seq, 0.0, sender, text)
+
+
+async def test_a_message_in_a_quiet_room_goes_out_when_it_is_posted(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("alice", "bob") as (room, _fanout, (alice, bob), _):
+        await trio.sleep(1)  # a quiet room: nothing happens for a while
+        posted = trio.current_time()
+        room.post(alice.member, "hi")
+        assert await bob.next() == (posted, [message(1, "alice", "hi")])
+        assert await alice.next() == (posted, [message(1, "alice", "hi")])  # the echo
+
+
+async def test_messages_posted_in_one_scheduler_batch_share_one_write(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("alice", "bob", "carol") as (
+        room,
+        _fanout,
+        (alice, bob, carol),
+        nursery,
+    ):
+        posted = trio.current_time()
+        room.post(alice.member, "one")
+        room.post(alice.member, "two")
+
+        async def read_and_post(inbox: Inbox, text: str) -> None:
+            room.post(inbox.member, text)
+
+        # Two readers in the next batch, as when one poll wakes both: the fan-out, woken
+        # by "one", runs in that batch too, and must still wait for them.
+        nursery.start_soon(read_and_post, bob, "three")
+        nursery.start_soon(read_and_post, carol, "four")
+        when, events = await bob.next()
+        assert when == posted
+        texts = [e.text for e in events if isinstance(e, Message)]
+        assert len(events) == 4 and set(texts) == {"one", "two", "three", "four"}
+
+
+async def test_join_and_leave_notices_wait_for_the_presence_batch(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("bob") as (room, _fanout, (bob,), _):
+        first = trio.current_time()
+        carol = Inbox(room, "carol")
+        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        dave = Inbox(room, "dave")
+        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        room.remove(carol.member, "quit")
+        when, events = await bob.next()
+        # One write for all three, timed from the first: later ones do not postpone it.
+        assert when == pytest.approx(first + PRESENCE_BATCH_SECONDS, abs=EPSILON)
+        assert events == [Join("carol", 0.0), Join("dave", 0.0), Leave("carol", "quit", 0.0)]
+        assert dave.deliveries[0][0] == when  # its welcome came with the batch too
+
+
+async def test_a_message_takes_waiting_join_notices_along_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("alice", "bob") as (room, _fanout, (alice, bob), _):
+        Inbox(room, "carol")
+        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        posted = trio.current_time()
+        room.post(alice.member, "welcome, carol")
+        assert await bob.next() == (
+            posted,
+            [Join("carol", 0.0), message(1, "alice", "welcome, carol")],
+        )
+
+
+async def test_a_flush_worth_of_join_notices_goes_out_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("bob") as (room, _fanout, (bob,), _):
+        joined = trio.current_time()
+        guests = 0
+        while room.unflushed() < FLUSH_BYTES:
+            Inbox(room, f"guest{guests}")
+            guests += 1
+        when, events = await bob.next()
+        assert when == joined
+        assert events == [Join(f"guest{i}", 0.0) for i in range(guests)]
+
+
+async def test_a_busy_room_flushes_at_most_once_per_batch_interval(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Twice the busy rate, for ten rate periods.
+    interval = RATE_SECONDS / (2 * BUSY_POSTS)
+    count = 10 * BUSY_POSTS
+    async with running_room("alice", "bob") as (room, fanout, (alice, bob), _):
+        posted: list[float] = []
+        for i in range(count):
+            posted.append(trio.current_time())
+            room.post(alice.member, str(i))
+            fanout.posted_nowait()
+            await trio.sleep(interval)
+        while not bob.texts() or bob.texts()[-1] != str(count - 1):
+            await bob.next()
+        deliveries = bob.deliveries
+        assert bob.texts() == [str(i) for i in range(count)]  # each once, in order
+
+        # Until the room counts as busy, every message goes out on its own, at once...
+        quiet = BUSY_POSTS - 1
+        for i in range(quiet):
+            assert deliveries[i] == (posted[i], [message(i + 1, "alice", str(i))])
+        # ...then flushes are BATCH_SECONDS apart and each carries several messages.
+        busy = deliveries[quiet - 1 :]
+        for (before, _), (after, _) in pairwise(busy):
+            assert after - before >= BATCH_SECONDS - EPSILON
+        assert all(len(events) >= 5 for _, events in busy[1:-1])
+        assert len(deliveries) < quiet + 2 + (count - quiet) * interval / BATCH_SECONDS
+        # No message waits longer than one batch interval.
+        seq = 0
+        for when, events in deliveries:
+            for _ in events:
+                assert when - posted[seq] <= BATCH_SECONDS + EPSILON
+                seq += 1
+
+        # A room that has calmed down delivers at once again, even a post that comes
+        # within BATCH_SECONDS of the last flush (the burst's last period was busy).
+        await trio.sleep(2 * RATE_SECONDS)
+        for seq in range(count + 1, count + 3):
+            calm = trio.current_time()
+            room.post(alice.member, "calm")
+            assert await bob.next() == (calm, [message(seq, "alice", "calm")])
+            await trio.sleep(BATCH_SECONDS / 2)
+
+
+async def test_a_reader_flushes_at_once_when_a_flush_worth_is_waiting(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    big = "x" * 3000
+    async with running_room("alice", "bob") as (room, fanout, (alice, bob), _):
+        posts = 0
+        while True:  # no checkpoint in here: only posted_nowait itself can deliver
+            room.post(alice.member, big)
+            posts += 1
+            waiting = room.unflushed()
+            fanout.posted_nowait()
+            if waiting < FLUSH_BYTES:
+                assert bob.deliveries == [], f"flushed early, at {waiting} bytes"
+                continue
+            assert len(bob.deliveries) == 1
+            assert room.unflushed() == 0
+            break
+        assert bob.texts() == [big] * posts
+        # The run loop wakes for the posts it was told of, finds nothing left to flush,
+        # and sends nothing twice: the next write has only what came after.
+        now = trio.current_time()
+        room.post(alice.member, "after")
+        await bob.next()  # the one written inside posted_nowait
+        assert await bob.next() == (now, [message(posts + 1, "alice", "after")])
+
+
+async def test_closing_flushes_the_shutdown_notice_and_ends_run(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    with trio.fail_after(10):
+        room, fanout, (alice, bob) = quiet_room("alice", "bob")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fanout.run)
+            closed = trio.current_time()
+            room.post(alice.member, "last words")
+            room.close("the host stopped the room")
+        # The nursery is done only because run returned, at the time of the close.
+        assert trio.current_time() == closed
+        expected = [message(1, "alice", "last words"), Shutdown("the host stopped the room")]
+        assert bob.deliveries == [(closed, expected)]
+        assert alice.deliveries == [(closed, expected)]
+        assert room.unflushed() == 0
+
+
+async def test_closing_does_not_wait_for_the_presence_batch(autojump_clock: trio.abc.Clock) -> None:
+    with trio.fail_after(10):
+        room, fanout, (bob,) = quiet_room("bob")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fanout.run)
+            Inbox(room, "carol")
+            await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+            closed = trio.current_time()
+            room.close("bye")
+        assert trio.current_time() == closed
+        assert bob.deliveries == [(closed, [Join("carol", 0.0), Shutdown("bye")])]
+
+
+async def test_run_started_on_a_closed_room_flushes_and_returns(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    with trio.fail_after(10):
+        room, fanout, (bob,) = quiet_room("bob")
+        room.close("closed before the fan-out ran")
+        await fanout.run()
+        assert bob.deliveries == [
+            (trio.current_time(), [Shutdown("closed before the fan-out ran")])
+        ]

@@ -1,0 +1,106 @@
+"""The room without sockets: the log, cursors, shared renderings, and who is too slow."""
+
+from __future__ import annotations
+
+from multichat.server.limits import Limits
+from multichat.server.room import Member, Room
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_room(clock: Clock) -> Room:
+    return Room("r", limits=Limits(), clock=lambda: 0.0, monotonic=clock)
+
+
+def join(room: Room, name: str, woken: list[str]) -> Member:
+    return room.join(
+        name,
+        text=False,
+        wake=lambda: woken.append(name),
+        kick=lambda reason: None,
+        welcome=lambda display, names: b"welcome\n",
+    )
+
+
+def test_every_append_is_reported_to_the_fan_out_with_whether_it_is_presence() -> None:
+    clock, woken = Clock(), []
+    room = make_room(clock)
+    appended: list[bool] = []
+    room.on_append = appended.append
+    alice = join(room, "alice", woken)
+    room.post(alice, "hi")
+    room.remove(alice, "quit")
+    assert appended == [True, False, True]
+    assert woken == []  # broadcasts wake nobody: the fan-out decides when to flush
+
+
+def test_the_fan_out_bookkeeping_tells_presence_from_messages() -> None:
+    clock, woken = Clock(), []
+    room = make_room(clock)
+    alice = join(room, "alice", woken)
+    assert room.presence_only() and room.unflushed() > 0
+    room.flushed_nowait()
+    assert room.unflushed() == 0
+    join(room, "bob", [])
+    assert room.presence_only()
+    room.post(alice, "a real message")
+    assert not room.presence_only()
+    room.flushed_nowait()
+    assert room.presence_only() and room.unflushed() == 0
+
+
+def test_members_at_the_same_cursor_share_one_rendering_but_the_sender_gets_its_own() -> None:
+    clock, woken = Clock(), []
+    room = make_room(clock)
+    alice, bob, carol = (join(room, name, woken) for name in ("alice", "bob", "carol"))
+    for member in (alice, bob, carol):
+        room.take_nowait(member)
+    room.post(alice, "hi", id="7")
+    to_bob, to_carol, to_alice = (room.take_nowait(m) for m in (bob, carol, alice))
+    assert to_bob is to_carol  # rendered once
+    assert b'"text":"hi"' in to_bob and b'"id"' not in to_bob
+    assert b'"id":"7"' in to_alice  # the sender's echo is its acknowledgement
+    assert room.take_nowait(bob) == b""
+
+
+def test_a_frame_for_one_member_wakes_only_that_member_and_keeps_its_place() -> None:
+    clock, woken = Clock(), []
+    room = make_room(clock)
+    alice, bob = join(room, "alice", woken), join(room, "bob", woken)
+    room.take_nowait(alice)
+    room.take_nowait(bob)
+    room.post(alice, "first")
+    room.send_nowait(bob, b"private\n")
+    room.post(alice, "second")
+    assert woken == ["bob"]
+    data = room.take_nowait(bob)
+    assert data.index(b"first") < data.index(b"private") < data.index(b"second")
+
+
+def test_only_a_stuck_writer_is_too_slow() -> None:
+    clock, woken = Clock(), []
+    room = make_room(clock)
+    kicked: list[str] = []
+    alice = join(room, "alice", woken)
+    slow = room.join(
+        "slow",
+        text=False,
+        wake=lambda: None,
+        kick=kicked.append,
+        welcome=lambda display, names: b"welcome\n",
+    )
+    big = "x" * 3000
+    for _ in range(60):  # 180 KB: over the outbox, but slow's socket has not refused more yet
+        room.post(alice, big)
+        room.take_nowait(alice)
+    assert slow in room and kicked == []
+    slow.sending = clock.now  # its socket now refuses more: the kernel buffer is full
+    clock.now += 1
+    room.sweep_nowait()
+    assert slow not in room and kicked and kicked[0].startswith("too slow")
