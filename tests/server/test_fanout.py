@@ -21,7 +21,7 @@ from multichat.server.fanout import (
     Fanout,
 )
 from multichat.server.limits import Limits
-from multichat.server.room import Room
+from multichat.server.room import Dialect, Room
 
 # Virtual times are sums of float steps: equal up to rounding.
 EPSILON = 1e-9
@@ -39,7 +39,7 @@ class Inbox:
         self._arrived = trio.Event()
         self.member = room.join(
             name,
-            text=False,
+            dialect=Dialect.JSON,
             wake=self._wake,
             kick=lambda reason: None,
             welcome=lambda display, names: wire.encode(Welcome(display, room.name, names)),

@@ -36,7 +36,7 @@ from multichat.protocol.events import (
     Who,
 )
 from multichat.server.limits import Limits, load_limits
-from multichat.server.room import Room
+from multichat.server.room import Dialect, Room
 
 # The per-source limits lifted, every other limit at its default.
 PER_SOURCE_LIFTED = Limits(
@@ -483,7 +483,7 @@ def test_history_shown_to_a_new_member_does_not_count_toward_its_outbox() -> Non
     def join(name: str) -> object:
         return room.join(
             name,
-            text=False,
+            dialect=Dialect.JSON,
             wake=lambda: None,
             kick=lambda reason: kicked.append(f"{name}: {reason}"),
             welcome=lambda display, names: b"welcome\n",

@@ -191,7 +191,6 @@ async def test_200_silent_friends_hold_no_slot_a_real_one_needs(autojump_clock: 
 @pytest.mark.parametrize(
     "data",
     [
-        b"GET / HTTP/1.1\r\n\r\n",
         b'{"type":"hello"}\n',
         b"PROXY TCP4 203.0.113.5 127.0.0.1 40000\r\n",  # a port missing
         b"PROXY TCP4 203.0.113.500 127.0.0.1 40000 5002\r\n",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from multichat.server.limits import Limits
-from multichat.server.room import Member, Room
+from multichat.server.room import Dialect, Member, Room
 
 
 class Clock:
@@ -21,7 +21,7 @@ def make_room(clock: Clock) -> Room:
 def join(room: Room, name: str, woken: list[str]) -> Member:
     return room.join(
         name,
-        text=False,
+        dialect=Dialect.JSON,
         wake=lambda: woken.append(name),
         kick=lambda reason: None,
         welcome=lambda display, names: b"welcome\n",
@@ -90,7 +90,7 @@ def test_only_a_stuck_writer_is_too_slow() -> None:
     alice = join(room, "alice", woken)
     slow = room.join(
         "slow",
-        text=False,
+        dialect=Dialect.JSON,
         wake=lambda: None,
         kick=kicked.append,
         welcome=lambda display, names: b"welcome\n",

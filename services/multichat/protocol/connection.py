@@ -138,6 +138,12 @@ class ServerConnection(_Connection):
         self._paused = False
         super().receive_data(data)
 
+    def start_json(self) -> None:
+        """The transport under this connection carries JSON frames only (a WebSocket)."""
+        if self.mode is not Mode.UNKNOWN:
+            raise LocalProtocolError(f"the connection already speaks {self.mode.value}")
+        self.mode = Mode.JSON
+
     def receive_pause(self) -> None:
         """The peer went quiet: in plain-text mode, a partial line counts as a whole one.
 

@@ -14,9 +14,9 @@ import socket
 import trio
 
 from .. import __version__
-from ..protocol import wire
+from ..protocol import http, wire
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.events import DEFAULT_PORT, Error
+from ..protocol.events import DEFAULT_PORT, Error, NeedData
 from ..protocol.proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .auth import Secret
 from .context import ServerContext
@@ -56,6 +56,43 @@ def _keepalive(sock: trio.socket.SocketType) -> None:
         if option is not None:  # not every platform has every knob
             with contextlib.suppress(OSError):
                 sock.setsockopt(level, option, value)
+
+
+async def _read_tunnel_preamble(stream: trio.SocketStream) -> tuple[str, bytes] | None:
+    """The friend's address and the bytes read so far, or None if the stream ended first.
+
+    An HTTPS endpoint sends no PROXY header: it forwards HTTP with `X-Forwarded-For`, which is
+    trusted here only because this listener is on loopback for the tunnel alone.
+    """
+    data = await stream.receive_some(MAX_V1_HEADER)
+    while data and http.looks_like_http(data[:8]) is None:
+        more = await stream.receive_some(MAX_V1_HEADER)
+        if not more:
+            return None
+        data += more
+    if not data:
+        return None
+    if http.looks_like_http(data[:8]):
+        request = http.HttpConnection()
+        request.receive_data(data)
+        while True:
+            try:
+                head = request.next_request()
+            except RemoteProtocolError:
+                return "tunnel", data  # the session answers 400
+            if not isinstance(head, NeedData):
+                return head.forwarded_for() or "tunnel", data
+            more = await stream.receive_some(http.MAX_REQUEST_HEAD)
+            request.receive_data(more)
+            data += more
+    parser = ProxyHeaderParser()
+    parser.receive_data(data)
+    while not isinstance(result := parser.next_header(), ProxyHeader):
+        more = await stream.receive_some(MAX_V1_HEADER)
+        if not more:
+            return None
+        parser.receive_data(more)
+    return (result.source[0] if result.source else "tunnel"), parser.trailing
 
 
 def _source(stream: trio.SocketStream) -> str:
@@ -185,30 +222,25 @@ class ChatServer:
                     sessions.start_soon(session.run)
 
     async def _run_proxied(self, stream: trio.SocketStream) -> None:
-        """Read the tunnel's PROXY header, then serve the friend behind it by real address."""
+        """Serve a friend behind the tunnel by real address: from the PROXY header a TCP
+        endpoint sends, or the X-Forwarded-For of a request through an HTTPS endpoint."""
         if self._pending_proxy >= MAX_PENDING_PROXY:
             await trio.aclose_forcefully(stream)
             return
         self._pending_proxy += 1
-        parser = ProxyHeaderParser()
-        header: ProxyHeader | None = None
+        found: tuple[str, bytes] | None = None
         try:
             with trio.move_on_after(PROXY_HEADER_SECONDS):
-                while header is None:
-                    result = parser.next_header()
-                    if isinstance(result, ProxyHeader):
-                        header = result
-                    else:
-                        parser.receive_data(await stream.receive_some(MAX_V1_HEADER))
+                found = await _read_tunnel_preamble(stream)
         except (RemoteProtocolError, trio.BrokenResourceError) as exc:
             log.warning("dropped a tunnel connection with a bad PROXY header: %s", exc)
         finally:
             self._pending_proxy -= 1
-        if header is None:
+        if found is None:
             await trio.aclose_forcefully(stream)
             return
-        source = header.source[0] if header.source else "tunnel"
-        session = self._admit(Transport.from_stream(stream), source, parser.trailing, lan=False)
+        source, initial = found
+        session = self._admit(Transport.from_stream(stream), source, initial, lan=False)
         if session is not None:
             await session.run()
 

@@ -13,10 +13,11 @@ sets `on_append` to hear of every broadcast, and decides when to take everyone's
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 
-from ..protocol import textmode, wire
+from ..protocol import textmode, websocket, wire
 from ..protocol.errors import ProtocolError
 from ..protocol.events import Event, Join, Leave, Members, Message, MessageId, Shutdown
 from ..protocol.names import check_name, name_key
@@ -41,15 +42,24 @@ class Refused(Exception):
         self.message = message
 
 
-class Entry:
-    """One frame in the log, encoded once for JSON members and, on demand, for plain text."""
+class Dialect(enum.Enum):
+    """How a member's connection carries the room's frames."""
 
-    __slots__ = ("end", "event", "json", "owner", "owner_json", "owner_text", "text")
+    JSON = "json"  # multichat/1 JSON lines over TCP
+    TEXT = "text"  # plain-text lines (nc, telnet)
+    WEBSOCKET = "websocket"  # one JSON frame per WebSocket text message
+
+
+class Entry:
+    """One frame in the log, encoded once for JSON members and, on demand, for the others."""
+
+    __slots__ = ("end", "event", "json", "owner", "owner_json", "owner_text", "text", "ws")
 
     def __init__(self, event: Event, json: bytes, end: int) -> None:
         self.event = event
         self.json = json
         self.text: bytes | None = None
+        self.ws: bytes | None = None  # the WebSocket frame, the same bytes for every member
         self.end = end  # bytes in the log up to and including this entry
         # The member this entry is different for (its own echo or join), and what it gets.
         self.owner: Member | None = None
@@ -61,12 +71,31 @@ class Entry:
             self.text = textmode.render(self.event)
         return self.text
 
+    def render(self, dialect: Dialect) -> bytes:
+        """This entry as every member but its owner gets it."""
+        if dialect is Dialect.JSON:
+            return self.json
+        if dialect is Dialect.TEXT:
+            return self.render_text()
+        if self.ws is None:
+            self.ws = websocket.frame(self.json)
+        return self.ws
+
+    def render_for_owner(self, dialect: Dialect) -> bytes:
+        """This entry as its owner gets it (its echo, with the id; nothing for its own join)."""
+        if dialect is Dialect.JSON:
+            return self.owner_json
+        if dialect is Dialect.TEXT:
+            return self.render_text() if self.owner_text is None else self.owner_text
+        return websocket.frame(self.owner_json) if self.owner_json else b""
+
 
 class Member:
     """A joined connection as the room sees it."""
 
     __slots__ = (
         "cursor",
+        "dialect",
         "end",
         "key",
         "kick",
@@ -75,7 +104,6 @@ class Member:
         "private",
         "queued",
         "sending",
-        "text",
         "wake",
     )
 
@@ -84,13 +112,13 @@ class Member:
         name: str,
         key: str,
         *,
-        text: bool,
+        dialect: Dialect,
         wake: Callable[[], None],
         kick: Callable[[str], None],
     ) -> None:
         self.name = name
         self.key = key
-        self.text = text
+        self.dialect = dialect
         self.wake = wake
         self.kick = kick
         self.cursor = 0  # index of the next log entry this member has not taken
@@ -128,7 +156,7 @@ class Room:
         self._flushed = 0  # the head when the fan-out last gave every member its share
         self._flushed_end = 0
         # The same stretch of the log rendered once per flush: (start, text) -> bytes.
-        self._shared: dict[tuple[int, bool], bytes] = {}
+        self._shared: dict[tuple[int, Dialect], bytes] = {}
         self._shared_head = -1
         # Called after every append, with whether the entry is only a join or leave notice.
         self.on_append: Callable[[bool], None] = lambda presence: None
@@ -169,27 +197,28 @@ class Room:
         if member.owned < start and stop == self.head:
             # Nothing in this stretch differs for this member (true of nearly every member):
             # it gets the same bytes as every other member at the same cursor.
-            return self._render_shared(start, entries, member.text)
-        if member.text:
+            return self._render_shared(start, entries, member.dialect)
+        dialect = member.dialect
+        if dialect is Dialect.JSON:
+            parts = [e.owner_json if e.owner is member else e.json for e in entries]
+        else:
             parts = [
-                e.owner_text if e.owner is member and e.owner_text is not None else e.render_text()
+                e.render_for_owner(dialect) if e.owner is member else e.render(dialect)
                 for e in entries
             ]
-        else:
-            parts = [e.owner_json if e.owner is member else e.json for e in entries]
         return b"".join(parts)
 
-    def _render_shared(self, start: int, entries: list[Entry], text: bool) -> bytes:
+    def _render_shared(self, start: int, entries: list[Entry], dialect: Dialect) -> bytes:
         if self._shared_head != self.head:
             self._shared.clear()
             self._shared_head = self.head
-        data = self._shared.get((start, text))
+        data = self._shared.get((start, dialect))
         if data is None:
-            if text:
-                data = b"".join(e.render_text() for e in entries)
-            else:
+            if dialect is Dialect.JSON:
                 data = b"".join(e.json for e in entries)
-            self._shared[start, text] = data
+            else:
+                data = b"".join(e.render(dialect) for e in entries)
+            self._shared[start, dialect] = data
         return data
 
     def pending(self, member: Member) -> bool:
@@ -285,7 +314,7 @@ class Room:
         self,
         name: str,
         *,
-        text: bool,
+        dialect: Dialect,
         wake: Callable[[], None],
         kick: Callable[[str], None],
         welcome: Callable[[str, tuple[str, ...]], bytes],
@@ -295,7 +324,7 @@ class Room:
         Raises Refused with `bad_name`, `name_taken` or `shutting_down`.
         """
         display, key = self.check_join(name)
-        member = Member(display, key, text=text, wake=wake, kick=kick)
+        member = Member(display, key, dialect=dialect, wake=wake, kick=kick)
         self._members[key] = member
         start = max(self._base, self.head - self.limits.history_entries)
         member.cursor = start

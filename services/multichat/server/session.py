@@ -3,7 +3,8 @@
 The task moves bytes from the socket into the protocol and acts on the events that come out:
 logging in, posting, answering. What the client is sent goes out through its `Delivery`
 (delivery.py), which never waits: the connection needs a second task only while the kernel
-will not take what it is given.
+will not take what it is given. A connection that starts with an HTTP request is answered by
+web.py, and one upgraded to a WebSocket carries the same events in WebSocket messages.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 
 import trio
 
-from ..protocol import textmode, wire
+from ..protocol import http, textmode, websocket, wire
 from ..protocol.connection import ServerConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import (
@@ -36,10 +37,11 @@ from ..protocol.events import (
 from ..protocol.proxy import looks_like_proxy_header
 from ..protocol.sanitize import clean_for_terminal
 from ..protocol.state import Mode, State
+from . import web
 from .context import ServerContext
 from .delivery import Delivery
 from .flood import Fakelag
-from .room import Member, Refused
+from .room import Dialect, Member, Refused
 from .transport import Transport
 
 log = logging.getLogger("multichat.server")
@@ -60,6 +62,7 @@ class Session:
         "_finished",
         "_flood",
         "_heard",
+        "_http",
         "_initial",
         "_kicked",
         "_name_tries",
@@ -72,6 +75,7 @@ class Session:
         "member",
         "source",
         "transport",
+        "websocket",
     )
 
     def __init__(
@@ -100,12 +104,18 @@ class Session:
         self._refuse_proxy = refuse_proxy
         self._heard = trio.current_time()  # when the peer last sent anything
         self._pinged = False
+        self._http = False  # it spoke HTTP: what it is sent is HTTP or WebSocket frames
+        self.websocket: websocket.WebSocketConnection | None = None
 
     # -- sending (never waits) --
 
     def send_nowait(self, event: Event) -> None:
         """Queue `event` for this client, in order after everything already queued."""
-        self.delivery.send_nowait(self.conn.send(event))
+        self.delivery.send_nowait(self._encode(event))
+
+    def _encode(self, event: Event) -> bytes:
+        data = self.conn.send(event)
+        return data if self.websocket is None else websocket.frame(data)
 
     def finish_nowait(self) -> None:
         """Stop reading; send what is queued, then close."""
@@ -185,6 +195,8 @@ class Session:
             self._leave()
             self.ctx.gate.release(self.source, authenticated=self._authenticated)
             try:
+                if self.websocket is not None and not self._kicked:
+                    self.delivery.send_nowait(self.websocket.close())
                 if not self._kicked:  # a member dropped as too slow reads nothing
                     with trio.move_on_after(FLUSH_SECONDS):
                         await self.delivery.send_rest()
@@ -195,10 +207,15 @@ class Session:
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
 
-        Before the mode is known it goes as JSON: a program reads it and a person can too.
+        Before the mode is known it goes as JSON: a program reads it and a person can too. An
+        HTTP request that never became a WebSocket gets nothing more: it had its answer.
         """
         event = Error(code, message)
         data = textmode.render(event) if self.conn.mode is Mode.TEXT else wire.encode(event)
+        if self.websocket is not None:
+            data = websocket.frame(data)
+        elif self._http:
+            return
         self.delivery.send_nowait(data)
 
     async def _handshake(self) -> bool:
@@ -249,7 +266,10 @@ class Session:
                         await trio.lowlevel.checkpoint()
                     self._heard = trio.current_time()
                     self._pinged = False
-                    conn.receive_data(data)
+                    if self.websocket is None:
+                        conn.receive_data(data)
+                    else:
+                        self._feed_websocket(data)
                 continue
             if isinstance(event, ConnectionClosed) or not await self._handle(event):
                 return
@@ -263,8 +283,7 @@ class Session:
             self._answer_error(exc)
             return True
         if isinstance(event, NeedData):
-            await self._receive()
-            return True
+            return await self._receive()
         if isinstance(event, ConnectionClosed):
             return False
         self._answered += 1
@@ -276,35 +295,64 @@ class Session:
             raise exc
         self.send_nowait(Error(exc.code, str(exc)))
 
-    async def _receive(self) -> None:
+    async def _receive(self) -> bool:
+        """Read more and feed it to the protocol; False once the connection had its answer."""
         conn = self.conn
         limits = self.ctx.limits
         if self._initial:
-            conn.receive_data(self._initial)
-            self._initial = b""
-            return
-        data = b""
-        if conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
+            data, self._initial = self._initial, b""
+        elif conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
+            data = b""
             with trio.move_on_after(limits.text_pause_seconds) as waited:
                 data = await self.transport.receive_some()
             if waited.cancelled_caught:
                 conn.receive_pause()
                 self.delivery.send_nowait(conn.data_to_send())
-                return
+                return True
         else:
             data = await self.transport.receive_some()
         self._heard = trio.current_time()
-        if (
-            conn.mode is Mode.UNKNOWN
-            and self._refuse_proxy
-            and looks_like_proxy_header(bytes(data[:16]))
-        ):
-            # Only the tunnel's own listener may name another source address.
-            raise RemoteProtocolError(
-                "PROXY headers are accepted only from the tunnel, not on this port",
-                "bad_proxy_header",
-            )
-        conn.receive_data(data)
+        if conn.mode is Mode.UNKNOWN and self.websocket is None and data:
+            if self._refuse_proxy and looks_like_proxy_header(bytes(data[:16])):
+                # Only the tunnel's own listener may name another source address.
+                raise RemoteProtocolError(
+                    "PROXY headers are accepted only from the tunnel, not on this port",
+                    "bad_proxy_header",
+                )
+            if http.looks_like_http(bytes(data[:8])) is not False:
+                return await self._answer_http(bytes(data))
+        if self.websocket is None:
+            conn.receive_data(data)
+        else:
+            self._feed_websocket(data)
+        return True
+
+    async def _answer_http(self, data: bytes) -> bool:
+        """Answer an HTTP request, or take its WebSocket upgrade: True if it became one."""
+        self._http = True
+        request, whole = await web.read_request(self.transport, data)
+        self.websocket = web.answer(request, whole, self.delivery.send_nowait)
+        if self.websocket is None:
+            return False
+        self.conn.start_json()
+        self._feed_websocket(b"")  # frames that came along with the upgrade request
+        return True
+
+    def _feed_websocket(self, data: bytes) -> None:
+        """WebSocket bytes in; each whole text message goes to the protocol as one line."""
+        ws = self.websocket
+        assert ws is not None
+        if data:
+            ws.receive_data(data)
+        try:
+            while isinstance(line := ws.next_line(), bytes):
+                self.conn.receive_data(line)
+            if isinstance(line, ConnectionClosed):
+                self.conn.receive_data(b"")
+        finally:
+            pongs = ws.data_to_send()
+            if pongs:
+                self.delivery.send_nowait(pongs)
 
     async def _handle(self, event: Event) -> bool:
         match event:
@@ -355,12 +403,10 @@ class Session:
         try:
             self.member = ctx.room.join(
                 name,
-                text=self.conn.mode is Mode.TEXT,
+                dialect=self._dialect(),
                 wake=self.delivery.flush_nowait,
                 kick=self.kick,
-                welcome=lambda display, names: self.conn.send(
-                    Welcome(display, ctx.room.name, names)
-                ),
+                welcome=lambda display, names: self._encode(Welcome(display, ctx.room.name, names)),
             )
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))
@@ -371,6 +417,11 @@ class Session:
         ctx.gate.authenticated(self.source)
         log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)
         return True
+
+    def _dialect(self) -> Dialect:
+        if self.websocket is not None:
+            return Dialect.WEBSOCKET
+        return Dialect.TEXT if self.conn.mode is Mode.TEXT else Dialect.JSON
 
     async def _throttle(self) -> bool:
         """Charge one request to flood control and wait as long as it says.

@@ -1,0 +1,116 @@
+"""multichat/1 over WebSocket, sans-I/O: each text message carries one JSON frame.
+
+After the HTTP upgrade (http.py), wsproto parses the client's masked frames; this module turns
+each whole text message into one line for `ServerConnection`, answers pings, and frames lines
+going back. A server frame is not masked, so the frame of a room's log entry is the same bytes
+for every member: `frame` builds it once and the room shares it, as it shares JSON lines.
+"""
+
+from __future__ import annotations
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
+
+from .errors import RemoteProtocolError
+from .events import CONNECTION_CLOSED, NEED_DATA, ConnectionClosed, NeedData
+from .wire import MAX_FRAME
+
+# RFC 6455 section 5.2: FIN set, opcode 1 (text).
+_FIN_TEXT = 0x81
+# Payload lengths up to 125 fit in the first length byte; 126 and 127 announce 16- and 64-bit
+# lengths after it.
+_SHORT = 125
+_MEDIUM = 0xFFFF
+
+
+def frame(line: bytes) -> bytes:
+    """One JSON line (newline included, as `wire.encode` makes it) as a server text frame.
+
+    The newline stays out: a WebSocket message already says where the frame ends.
+    """
+    size = len(line) - 1
+    if size <= _SHORT:
+        head = bytes((_FIN_TEXT, size))
+    elif size <= _MEDIUM:
+        head = bytes((_FIN_TEXT, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((_FIN_TEXT, 127)) + size.to_bytes(8, "big")
+    return head + line[:-1]
+
+
+class WebSocketConnection:
+    """The frames of one WebSocket after its upgrade, as lines. No I/O.
+
+    Feed bytes with `receive_data`, take each client message as a line with `next_line`, and
+    send what `data_to_send` returns (pongs, the answer to a close) after each call.
+    """
+
+    __slots__ = ("_closed", "_max_message", "_message", "_outgoing", "_ws")
+
+    def __init__(self, trailing_data: bytes = b"", *, max_message: int = MAX_FRAME) -> None:
+        self._ws = Connection(ConnectionType.SERVER)
+        self._message: list[str] = []  # the fragments of a text message so far
+        self._max_message = max_message
+        self._outgoing = bytearray()
+        self._closed = False
+        if trailing_data:
+            self._ws.receive_data(trailing_data)
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client; `b""` means the TCP connection closed."""
+        if self._closed or self._ws.state is ConnectionState.CLOSED:
+            return
+        if not data:
+            self._closed = True
+            return
+        self._ws.receive_data(data)
+
+    def next_line(self) -> bytes | NeedData | ConnectionClosed:
+        """The next whole text message as a line. Raises RemoteProtocolError."""
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                self._message.append(event.data)
+                size = sum(len(part) for part in self._message)
+                if size > self._max_message:
+                    self._fail(CloseReason.MESSAGE_TOO_BIG)
+                    raise RemoteProtocolError(
+                        f"message longer than {self._max_message} characters", "frame_too_long"
+                    )
+                if event.message_finished:
+                    text = "".join(self._message)
+                    self._message.clear()
+                    # A raw newline can only sit between JSON tokens, where it means nothing;
+                    # kept, it would split the message into two frames.
+                    return text.replace("\n", " ").encode("utf-8") + b"\n"
+            elif isinstance(event, BytesMessage):
+                self._fail(CloseReason.UNSUPPORTED_DATA)
+                raise RemoteProtocolError("multichat/1 messages are text, not binary")
+            elif isinstance(event, Ping):
+                self._outgoing += self._ws.send(event.response())
+            elif isinstance(event, CloseConnection):
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._outgoing += self._ws.send(event.response())  # the client closed
+                elif self._ws.state is ConnectionState.OPEN:
+                    # wsproto found a broken frame (bad mask, bad UTF-8): close with its code.
+                    self._fail(event.code)
+                    raise RemoteProtocolError(f"bad WebSocket frame: {event.reason}")
+                self._closed = True
+                return CONNECTION_CLOSED
+        return CONNECTION_CLOSED if self._closed else NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        """Frames the protocol sends on its own: pongs and the answer to a close."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> bytes:
+        """The close frame to send before closing the connection (empty if too late)."""
+        if self._ws.state is not ConnectionState.OPEN:
+            return b""
+        return self._ws.send(CloseConnection(code=code, reason=reason))
+
+    def _fail(self, code: int) -> None:
+        self._outgoing += self.close(code)
+        self._closed = True
