@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
+from wsproto import ConnectionState, ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from multichat.protocol.connection import ClientConnection
 from multichat.protocol.events import ConnectionClosed, Event, Hello, NeedData, Say, Welcome
@@ -107,3 +109,85 @@ async def start_room(
         port = await nursery.start(server.serve, 0, "127.0.0.1")
         yield RoomFixture(server, port, nursery)
         server.shutdown_nowait("test over")
+
+
+class WsPeer(Peer):
+    """One connection speaking multichat/1 in WebSocket messages (wsproto's client side)."""
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
+        super().__init__(stream)
+        self.ws = ws
+        self.closed_with: int | None = None  # the close code the server sent
+
+    @classmethod
+    async def open(  # type: ignore[override]
+        cls, port: int, *, origin: str | None = None, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> WsPeer:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        headers = [(b"origin", origin.encode())] if origin else []
+        request = Request(
+            host=f"127.0.0.1:{port}", target="/ws", extra_headers=headers + list(extra)
+        )
+        await stream.send_all(ws.send(request))
+        while True:
+            data = await stream.receive_some(65536)
+            assert data, "closed during the WebSocket handshake"
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    return cls(stream, ws)
+                raise AssertionError(f"WebSocket refused: {event!r}")
+
+    @classmethod
+    async def join(cls, port: int, name: str, password: str = PASSWORD) -> WsPeer:  # type: ignore[override]
+        peer = await cls.open(port)
+        await peer.send(Hello(name, password))
+        event = await peer.next_event()
+        assert isinstance(event, Welcome), event
+        peer.welcome = event
+        return peer
+
+    async def send(self, event: Event) -> None:
+        line = self.conn.send(event)
+        await self.stream.send_all(self.ws.send(TextMessage(line.decode())))
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def next_event(self) -> Event | ConnectionClosed:
+        while True:
+            event = self.conn.next_event()
+            if not isinstance(event, NeedData):
+                return event
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:
+                self.conn.receive_data(b"")
+                continue
+            self.ws.receive_data(data)
+            for ws_event in self.ws.events():
+                if isinstance(ws_event, TextMessage):
+                    assert ws_event.message_finished
+                    assert "\n" not in ws_event.data, "one frame per message, no newline"
+                    self.conn.receive_data(ws_event.data.encode() + b"\n")
+                elif isinstance(ws_event, CloseConnection):
+                    self.closed_with = ws_event.code
+                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                        await self.stream.send_all(self.ws.send(ws_event.response()))
+
+    async def read_close(self) -> int | None:
+        """Read to the end of the connection; the close code the server sent, if any."""
+        while True:
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:
+                return self.closed_with
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, CloseConnection):
+                    self.closed_with = event.code

@@ -111,14 +111,16 @@ class Request:
 class HttpConnection:
     """One HTTP/1.1 request on the server side: `receive_data`, `next_request`, one answer."""
 
-    __slots__ = ("_h11", "_request")
+    __slots__ = ("_h11", "_received", "_request")
 
     def __init__(self) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         self._request: Request | None = None
+        self._received = 0  # h11 bounds a head that arrives in pieces, not one read whole
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client; `b""` means it closed."""
+        self._received += len(data)
         self._h11.receive_data(data)
 
     def next_request(self) -> Request | NeedData:
@@ -130,9 +132,16 @@ class HttpConnection:
         except h11.RemoteProtocolError as exc:
             raise RemoteProtocolError(f"bad HTTP request: {exc}", "bad_request") from None
         if event is h11.NEED_DATA:
+            if self._received > MAX_REQUEST_HEAD:
+                raise RemoteProtocolError("the request head is too large", "bad_request")
             return NEED_DATA
         if not isinstance(event, h11.Request):
             raise RemoteProtocolError("the connection closed before its request", "bad_request")
+        if event.http_version not in (b"1.0", b"1.1"):
+            raise RemoteProtocolError("HTTP/1.0 and 1.1 only", "bad_request")
+        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
+        if size > MAX_REQUEST_HEAD:
+            raise RemoteProtocolError("the request head is too large", "bad_request")
         headers: dict[str, str] = {}
         for name, value in event.headers:
             key = name.decode("ascii").lower()

@@ -46,7 +46,7 @@ class WebSocketConnection:
     send what `data_to_send` returns (pongs, the answer to a close) after each call.
     """
 
-    __slots__ = ("_closed", "_max_message", "_message", "_outgoing", "_ws")
+    __slots__ = ("_close_code", "_closed", "_max_message", "_message", "_outgoing", "_ws")
 
     def __init__(self, trailing_data: bytes = b"", *, max_message: int = MAX_FRAME) -> None:
         self._ws = Connection(ConnectionType.SERVER)
@@ -54,6 +54,8 @@ class WebSocketConnection:
         self._max_message = max_message
         self._outgoing = bytearray()
         self._closed = False
+        # Why we will close, once the error that ends the connection has been sent.
+        self._close_code: int = CloseReason.NORMAL_CLOSURE
         if trailing_data:
             self._ws.receive_data(trailing_data)
 
@@ -105,12 +107,13 @@ class WebSocketConnection:
         self._outgoing.clear()
         return data
 
-    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> bytes:
-        """The close frame to send before closing the connection (empty if too late)."""
+    def close(self) -> bytes:
+        """The close frame to send last: normal, or the code of the error that ended it."""
         if self._ws.state is not ConnectionState.OPEN:
             return b""
-        return self._ws.send(CloseConnection(code=code, reason=reason))
+        return self._ws.send(CloseConnection(code=self._close_code))
 
     def _fail(self, code: int) -> None:
-        self._outgoing += self.close(code)
+        # The close frame waits for `close`: the error frame that says why must go first.
+        self._close_code = code
         self._closed = True
