@@ -38,9 +38,21 @@ def test_accepted(text: str, host: str, port: int) -> None:
     [
         ("", "empty"),
         ("   ", "empty"),
-        ("http://example.com", "tcp://"),
-        ("https://abc.ngrok.app", "tcp://"),
-        ("ssh://host:22", "tcp://"),
+        ("ssh://host:22", "cannot use ssh://; use https://, http://, wss://, ws:// or tcp://"),
+        ("ftp://host", "use https://"),
+        ("\x1b[2J://host", "cannot use that scheme"),
+        ("://host", "cannot use that scheme"),
+        ("https://", "no host"),
+        ("https:///ws", "no host"),
+        ("http://::1", "brackets"),
+        ("wss://fe80::1:443/ws", "brackets"),
+        ("https://user:pw@host", "not an address"),
+        ("https://host:0", "between 1 and 65535"),
+        ("https://host:https", "port must be a number"),
+        ("wss://host:99999/ws", "between 1 and 65535"),
+        ("wss://host/caf\u00e9", "plain ASCII"),
+        ("https://ho$t", "not a host name"),
+        ("https://a b", "not an address"),
         ("host:", "port must be a number"),
         ("host:abc", "port must be a number"),
         ("host:0", "between 1 and 65535"),
@@ -58,6 +70,8 @@ def test_accepted(text: str, host: str, port: int) -> None:
         ("host/path", "not an address"),
         ("-host", "not a host name"),
         ("ho$t", "not a host name"),
+        ("a..b", "not a host name"),
+        ("https://" + "a" * 64 + ".example", "not a host name"),
         ("a" * 260, "too long"),
         ("x" * 400, "too long"),
     ],
@@ -71,24 +85,104 @@ def test_refused(text: str, says: str) -> None:
     assert isinstance(info.value, ValueError)
 
 
-def test_str_round_trips() -> None:
-    for text in ["0.tcp.ngrok.io:12345", "[::1]:5002", "10.0.0.2:5002"]:
-        address = parse_address(text)
-        assert str(address) == text
-        assert parse_address(str(address)) == address
+@pytest.mark.parametrize(
+    ("text", "host", "port", "transport", "path"),
+    [
+        # ngrok's free plan: what its dashboard and `multichat up` print.
+        ("https://abc.ngrok-free.app", "abc.ngrok-free.app", 443, "wss", "/ws"),
+        ("https://abc.ngrok-free.app/", "abc.ngrok-free.app", 443, "wss", "/ws"),
+        # The page's link, pasted from the browser: the socket is still /ws.
+        ("  https://abc.ngrok-free.app/room?x=1#top \n", "abc.ngrok-free.app", 443, "wss", "/ws"),
+        ("HTTPS://ABC.ngrok-free.app/ws", "ABC.ngrok-free.app", 443, "wss", "/ws"),
+        ("https://host.example:8443", "host.example", 8443, "wss", "/ws"),
+        ("https://[2001:db8::1]:8443/", "2001:db8::1", 8443, "wss", "/ws"),
+        # A LAN room: the room's port, plain WebSocket.
+        ("http://192.168.1.20:5002", "192.168.1.20", 5002, "ws", "/ws"),
+        ("http://my-laptop.local:5002/", "my-laptop.local", 5002, "ws", "/ws"),
+        ("http://[::1]:5002", "::1", 5002, "ws", "/ws"),
+        ("http://192.168.1.20", "192.168.1.20", 80, "ws", "/ws"),
+        # ws:// and wss:// keep their path, for a room behind a proxy that moves it.
+        ("wss://abc.ngrok-free.app/ws", "abc.ngrok-free.app", 443, "wss", "/ws"),
+        ("wss://proxy.example/chat/ws?room=1", "proxy.example", 443, "wss", "/chat/ws?room=1"),
+        ("wss://proxy.example", "proxy.example", 443, "wss", "/ws"),
+        ("wss://proxy.example/#x", "proxy.example", 443, "wss", "/ws"),
+        ("ws://192.168.1.20:5002/ws", "192.168.1.20", 5002, "ws", "/ws"),
+        ("ws://10.0.0.2?k=v", "10.0.0.2", 80, "ws", "/?k=v"),
+    ],
+)
+def test_accepted_web_addresses(text: str, host: str, port: int, transport: str, path: str) -> None:
+    assert parse_address(text) == Address(host, port, transport, path)  # type: ignore[arg-type]
+
+
+def test_tcp_forms_keep_the_tcp_transport() -> None:
+    address = parse_address("tcp://0.tcp.ngrok.io:12345")
+    assert address.transport == "tcp"
+    assert address == Address("0.tcp.ngrok.io", 12345)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("0.tcp.ngrok.io:12345", "0.tcp.ngrok.io:12345"),
+        ("tcp://0.tcp.ngrok.io:12345", "0.tcp.ngrok.io:12345"),
+        ("[::1]:5002", "[::1]:5002"),
+        ("10.0.0.2:5002", "10.0.0.2:5002"),
+        ("https://abc.ngrok-free.app/room", "https://abc.ngrok-free.app"),
+        ("wss://abc.ngrok-free.app/ws", "https://abc.ngrok-free.app"),
+        ("https://abc.ngrok-free.app:443", "https://abc.ngrok-free.app"),
+        ("http://192.168.1.20:5002", "http://192.168.1.20:5002"),
+        ("ws://[::1]:80", "http://[::1]"),
+        ("wss://proxy.example:8443/chat/ws", "wss://proxy.example:8443/chat/ws"),
+        ("ws://proxy.example/chat", "ws://proxy.example/chat"),
+    ],
+)
+def test_str_is_readable_and_round_trips(text: str, shown: str) -> None:
+    address = parse_address(text)
+    assert str(address) == shown
+    assert parse_address(str(address)) == address
+
+
+@pytest.mark.parametrize(
+    ("text", "host_header"),
+    [
+        ("https://abc.ngrok-free.app", "abc.ngrok-free.app"),
+        ("https://abc.ngrok-free.app:8443", "abc.ngrok-free.app:8443"),
+        ("http://192.168.1.20:5002", "192.168.1.20:5002"),
+        ("http://192.168.1.20", "192.168.1.20"),
+        ("http://[::1]:5002", "[::1]:5002"),
+    ],
+)
+def test_http_host_names_the_port_only_when_not_the_default(text: str, host_header: str) -> None:
+    assert parse_address(text).http_host == host_header
 
 
 def test_default_port_is_the_servers() -> None:
     assert parse_address("lan-host", default_port=6000).port == 6000
 
 
-@given(st.text(max_size=60))
-def test_only_address_error(text: str) -> None:
-    """Whatever is pasted, the answer is an address or one AddressError line."""
+def check_address_or_one_line(text: str) -> None:
+    """Whatever is pasted, the answer is an address that reads back the same, or one line."""
     try:
         address = parse_address(text)
     except AddressError as exc:
         assert "\n" not in str(exc)
+        assert "\r" not in str(exc)
     else:
         assert 1 <= address.port <= 65535
         assert address.host
+        assert address.path.startswith("/") and address.path.isascii()
+        address.http_host.encode("idna")  # what wsproto sends as the Host header
+        assert parse_address(str(address)) == address
+
+
+@given(st.text(max_size=60))
+def test_only_address_error(text: str) -> None:
+    check_address_or_one_line(text)
+
+
+@given(
+    st.sampled_from(["http://", "https://", "ws://", "wss://", "HTTPS://", "tcp://", ""]),
+    st.text(alphabet="abc.-_:[]/?#%@19 \u00e9", max_size=40),
+)
+def test_web_links_give_an_address_or_one_line(scheme: str, rest: str) -> None:
+    check_address_or_one_line(scheme + rest)

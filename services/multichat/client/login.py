@@ -1,15 +1,19 @@
 """Reaching a room and logging in: one connection, one hello, one answer.
 
-Every way this can fail becomes one of three errors, each worded as one line for the person
-who typed the address: `ConnectFailed` (refused, unknown host, timed out, unreachable),
-`NotMultichat` (something answered, but not a multichat server: an SSH or web server, or
-silence) and `LoginRefused` (the room said no, with the server's error code).
+The connection is TCP, or a WebSocket over TCP or TLS (`websocket.py`), as the address says;
+either way what comes back is a stream of JSON lines, and the rest of the client cannot tell
+which. Every way this can fail becomes one of three errors, each worded as one line for the
+person who typed the address: `ConnectFailed` (refused, unknown host, timed out, unreachable,
+an untrusted certificate, a room that is closed behind its tunnel), `NotMultichat` (something
+answered, but not a multichat server: an SSH or web server, or silence) and `LoginRefused`
+(the room said no, with the server's error code).
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+import ssl
 
 import trio
 
@@ -17,6 +21,7 @@ from ..protocol.connection import ClientConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import ConnectionClosed, Error, Hello, NeedData, Shutdown, Welcome
 from .address import Address
+from .websocket import UpgradeRefused, WebSocketError, open_websocket
 
 # DNS and a TCP handshake, through ngrok's edge too, take well under a second when they work.
 CONNECT_SECONDS = 10.0
@@ -24,6 +29,11 @@ CONNECT_SECONDS = 10.0
 HANDSHAKE_SECONDS = 10.0
 # Large enough for a welcome naming everyone in a big room, and the history after it.
 RECEIVE_BYTES = 64 * 1024
+# ngrok's answers for a free-plan https:// address whose room is not there
+# (https://ngrok.com/docs/errors/): no agent online for the address, and an agent online whose
+# room does not answer it.
+NGROK_ENDPOINT_OFFLINE = "ERR_NGROK_3200"
+NGROK_UPSTREAM_DOWN = "ERR_NGROK_8012"
 
 
 class ClientError(Exception):
@@ -78,22 +88,23 @@ async def login(
 
     Raises ConnectFailed, NotMultichat or LoginRefused.
     """
+    stream = await _connect(address)
     try:
-        with trio.fail_after(CONNECT_SECONDS):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
-    except (OSError, trio.TooSlowError) as exc:
-        raise connect_error(exc, address) from None
-    try:
-        conn = ClientConnection()
-        await stream.send_all(conn.send(Hello(name, password)))
         with trio.fail_after(HANDSHAKE_SECONDS):
+            if address.transport != "tcp":
+                stream = await open_websocket(stream, address.http_host, address.path)
+            conn = ClientConnection()
+            await stream.send_all(conn.send(Hello(name, password)))
             welcome = await _answer(stream, conn, address)
     except trio.TooSlowError:
         await trio.aclose_forcefully(stream)
         raise NotMultichat(
             f"{address} did not answer within {HANDSHAKE_SECONDS:.0f} s: is it a multichat room?"
         ) from None
-    except RemoteProtocolError:
+    except UpgradeRefused as exc:
+        await trio.aclose_forcefully(stream)
+        raise upgrade_error(exc, address) from None
+    except (RemoteProtocolError, WebSocketError):
         await trio.aclose_forcefully(stream)
         raise NotMultichat(f"{address} is not a multichat server") from None
     except (trio.BrokenResourceError, OSError):
@@ -103,6 +114,68 @@ async def login(
         await trio.aclose_forcefully(stream)
         raise
     return stream, conn, welcome
+
+
+async def _connect(address: Address) -> trio.abc.Stream:
+    """A TCP connection to `address`, with TLS on top for wss; raises ConnectFailed."""
+    try:
+        with trio.fail_after(CONNECT_SECONDS):
+            tcp = await trio.open_tcp_stream(address.host, address.port)
+            if address.transport != "wss":
+                return tcp
+            # https_compatible: servers and proxies that speak HTTPS often close without TLS's
+            # close_notify; that is the end of the stream, not an attack on it.
+            tls = trio.SSLStream(
+                tcp,
+                ssl.create_default_context(),
+                server_hostname=address.host,
+                https_compatible=True,
+            )
+            try:
+                await tls.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(tcp)
+                raise
+            return tls
+    except trio.BrokenResourceError as exc:
+        raise tls_error(exc, address) from None
+    except (OSError, trio.TooSlowError) as exc:
+        raise connect_error(exc, address) from None
+
+
+def tls_error(exc: trio.BrokenResourceError, address: Address) -> ConnectFailed:
+    """Why the TLS handshake with `address` failed, in words."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = (cause.verify_message or cause.reason or str(cause)).rstrip(".")
+        return ConnectFailed(
+            f"the certificate of {address.host} is not trusted ({why}); if the room uses its "
+            "own certificate authority, point SSL_CERT_FILE at that CA's certificate"
+        )
+    if isinstance(cause, ssl.SSLError):
+        if cause.reason == "WRONG_VERSION_NUMBER":
+            return ConnectFailed(
+                f"{address} does not speak TLS: for a room without it, use http:// or ws://"
+            )
+        return ConnectFailed(f"TLS with {address} failed ({cause.reason or cause})")
+    return ConnectFailed(f"{address} closed the connection during the TLS handshake")
+
+
+def upgrade_error(exc: UpgradeRefused, address: Address) -> ClientError:
+    """What an HTTP answer instead of a WebSocket means, in words."""
+    if exc.ngrok_code == NGROK_ENDPOINT_OFFLINE:
+        return ConnectFailed(
+            f"the room at {address} is closed (ngrok says the address is offline): "
+            "ask the host whether the room is up, and for its current address"
+        )
+    if exc.ngrok_code == NGROK_UPSTREAM_DOWN:
+        return ConnectFailed(
+            f"the room's server behind {address} is not answering: the tunnel is up, "
+            "but the room behind it is not running"
+        )
+    ngrok = f" ({exc.ngrok_code})" if exc.ngrok_code else ""
+    moved = f", which points to {exc.location}" if exc.location else ""
+    return NotMultichat(f"{address} answered HTTP {exc.status}{ngrok}{moved}: not a multichat room")
 
 
 async def _answer(stream: trio.abc.Stream, conn: ClientConnection, address: Address) -> Welcome:
