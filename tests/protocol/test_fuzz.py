@@ -25,15 +25,21 @@ from multichat.protocol.events import (
     CONNECTION_CLOSED,
     NEED_DATA,
     AskName,
+    Away,
+    Back,
     Control,
     Error,
     Event,
     Hello,
+    Help,
+    Moderate,
+    Nick,
     Password,
     Ping,
     Pong,
     Quit,
     Say,
+    SetTopic,
     Welcome,
     Who,
 )
@@ -47,6 +53,8 @@ LONG = settings(max_examples=10_000, deadline=None)
 FRAME_TYPES = sorted(wire._DECODERS)
 FIELDS = ["name", "password", "version", "token", "command", "reason", "text", "id", "data"]
 FIELDS += ["room", "members", "code", "message", "seq", "ts", "from", "names", "uptime"]
+FIELDS += ["to", "action", "old", "new", "by", "target", "seconds", "args", "away", "ops"]
+FIELDS += ["topic", "bans", "until", "address"]
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -162,7 +170,8 @@ def _server_stream_property(case: tuple[list[bytes], list[int], bool, bool]) -> 
         conn.receive_data(chunk)
         for event in _events_now(conn):
             assert conn.mode is Mode.JSON
-            assert isinstance(event, Hello | Control | Say | Who | Ping | Pong | Quit), event
+            members_ask = Say | Who | Ping | Pong | Quit | Nick | Away | Back | SetTopic | Help
+            assert isinstance(event, Hello | Control | members_ask | Moderate), event
             if conn.state is State.ANSWERING:  # a greeting: answer it as the server would
                 if isinstance(event, Hello) and welcome:
                     conn.send(Welcome(event.name, "room", (event.name,)))

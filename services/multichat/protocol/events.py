@@ -33,11 +33,13 @@ class Password:
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """An admin command (`status` or `shutdown`) proven by the running room's control token."""
+    """A host's command proven by the running room's control token: `status`, `shutdown`, or a
+    moderation command (`kick`, `ban`, ...) with its words in `args`."""
 
     token: str
     command: str
     reason: str = ""
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,8 @@ class Say:
 
     text: str
     id: MessageId | None = None
+    to: str | None = None  # a private message, for this member alone
+    action: bool = False  # `/me waves`: shown as "* alice waves"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ class Welcome:
     room: str
     members: tuple[str, ...]
     version: int = PROTOCOL_VERSION
+    topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,8 @@ class Message:
     sender: str
     text: str
     id: MessageId | None = None
+    to: str | None = None  # private: only `sender` and `to` receive it
+    action: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +137,11 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Members:
-    """The member list, the answer to `Who`."""
+    """The member list, the answer to `Who`: who is away (and why), who is an operator."""
 
     names: tuple[str, ...]
+    away: tuple[tuple[str, str], ...] = ()
+    ops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +161,144 @@ class Shutdown:
     reason: str
 
 
-ClientEvent = Hello | Password | Control | Say | Who | Quit | Ping | Pong
+# -- what members do beyond talking (docs/protocol.md, "Chat commands" and "Moderation") --
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    """A member asks to be called `name` from now on."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """`old` is now called `new`."""
+
+    old: str
+    new: str
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Away:
+    """A member is away, saying why (`text` may be empty)."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Back:
+    """A member is back."""
+
+
+@dataclass(frozen=True, slots=True)
+class WentAway:
+    """`name` is away; also the automatic answer to a private message sent to them."""
+
+    name: str
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CameBack:
+    """`name` is back."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetTopic:
+    """An operator sets the room's topic."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """The room's topic is now `text`, set by `by`."""
+
+    text: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    """A member asks which commands there are; the answer is a `Notice`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moderate:
+    """An operator's command: `kick`, `ban`, `unban`, `mute`, `unmute`, `lock`, `unlock`, `op`,
+    `deop` or `bans`. `target` is a name (or, for `ban` and `unban`, an address); `seconds`
+    bounds a ban or a mute (None: until the room closes or it is lifted)."""
+
+    command: str
+    target: str = ""
+    reason: str = ""
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something happened that is not a message: a moderation action, or a command's answer."""
+
+    text: str
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BanEntry:
+    """One ban: an address (and the name it was banned by), until when, why, by whom."""
+
+    address: str
+    name: str
+    until: float | None
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanList:
+    """The answer to `Moderate("bans")`."""
+
+    bans: tuple[BanEntry, ...]
+
+
+ClientEvent = (
+    Hello
+    | Password
+    | Control
+    | Say
+    | Who
+    | Quit
+    | Ping
+    | Pong
+    | Nick
+    | Away
+    | Back
+    | SetTopic
+    | Help
+    | Moderate
+)
 ServerEvent = (
-    AskName | Welcome | Error | Message | Join | Leave | Members | Status | Shutdown | Ping | Pong
+    AskName
+    | Welcome
+    | Error
+    | Message
+    | Join
+    | Leave
+    | Members
+    | Status
+    | Shutdown
+    | Ping
+    | Pong
+    | Renamed
+    | WentAway
+    | CameBack
+    | Topic
+    | Notice
+    | BanList
 )
 Event = ClientEvent | ServerEvent
 

@@ -11,22 +11,34 @@ import enum
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     AskName,
+    Away,
+    Back,
+    BanList,
+    CameBack,
     Control,
     Error,
     Event,
     Hello,
+    Help,
     Join,
     Leave,
     Members,
     Message,
+    Moderate,
+    Nick,
+    Notice,
     Password,
     Ping,
     Pong,
     Quit,
+    Renamed,
     Say,
+    SetTopic,
     Shutdown,
     Status,
+    Topic,
     Welcome,
+    WentAway,
     Who,
 )
 
@@ -63,12 +75,15 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, A, Welcome): J,
     (S, A, Error): X,
     (S, A, Status): X,
+    (S, A, Notice): X,  # the answer to a host's moderation command
+    (S, A, BanList): X,
     (S, A, Shutdown): X,
     (C, J, Say): J,
     (C, J, Who): J,
     (C, J, Ping): J,
     (C, J, Pong): J,
     (C, J, Quit): L,
+    **{(C, J, request): J for request in (Nick, Away, Back, SetTopic, Help, Moderate)},
     (S, J, Message): J,
     (S, J, Join): J,
     (S, J, Leave): J,
@@ -77,6 +92,7 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, J, Pong): J,
     (S, J, Error): J,  # a bad frame is answered and the session goes on
     (S, J, Shutdown): X,
+    **{(S, J, news): J for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList)},
     # After `quit` the server still sends what it had queued (echoes of the last lines), then
     # closes; the client sends nothing more.
     (S, L, Message): L,
@@ -87,6 +103,7 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, L, Pong): L,
     (S, L, Error): L,
     (S, L, Shutdown): X,
+    **{(S, L, news): L for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList)},
 }
 
 # Plain-text mode asks for the password first, then the name, and asks again for a name that

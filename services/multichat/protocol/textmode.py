@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 
+from . import commands
 from .errors import LocalProtocolError
 from .events import (
     AskName,
+    BanList,
+    CameBack,
     ClientEvent,
     Error,
     Event,
@@ -18,14 +21,17 @@ from .events import (
     Leave,
     Members,
     Message,
+    Notice,
     Ping,
     Pong,
     Quit,
+    Renamed,
     Say,
     Shutdown,
     Status,
+    Topic,
     Welcome,
-    Who,
+    WentAway,
 )
 
 PASSWORD_PROMPT = b"Password: "
@@ -44,21 +50,41 @@ def clock(ts: float) -> str:
 def render(event: Event) -> bytes:
     """The text-mode bytes of one server event (empty for events plain text has no use for)."""
     match event:
-        case Message(_, ts, sender, text):
+        case Message(_, ts, sender, text, _, to, action):
             body = text.replace("\n", "\n" + _INDENT)
-            return f"[{clock(ts)}] {sender}: {body}\n".encode()
+            if action:
+                return f"[{clock(ts)}] * {sender} {body}\n".encode()
+            who = f"{sender} -> {to}" if to is not None else sender
+            return f"[{clock(ts)}] {who}: {body}\n".encode()
         case Join(name):
             return f"* {name} joined\n".encode()
         case Leave(name, reason):
             return f"* {name} left ({reason})\n".encode()
-        case Welcome(name, room, members):
+        case Welcome(name, room, members, _, topic):
             others = ", ".join(members)
+            about = f"Topic: {topic}\n" if topic else ""
             return (
-                f"Welcome to {room}, {name}! Online ({len(members)}): {others}\n"
-                "Type a line to send it; type tata to leave.\n"
+                f"Welcome to {room}, {name}! Online ({len(members)}): {others}\n{about}"
+                "Type a line to send it; /help lists the commands; type tata to leave.\n"
             ).encode()
-        case Members(names):
-            return f"* Online ({len(names)}): {', '.join(names)}\n".encode()
+        case Members(names, away, ops):
+            return f"* Online ({len(names)}): {describe_members(names, away, ops)}\n".encode()
+        case Renamed(old, new):
+            return f"* {old} is now known as {new}\n".encode()
+        case WentAway(name, text):
+            return f"* {name} is away{': ' + text if text else ''}\n".encode()
+        case CameBack(name):
+            return f"* {name} is back\n".encode()
+        case Topic(text, by):
+            return f"* {by} set the topic: {text}\n".encode() if text else b"* no topic\n"
+        case Notice(text):
+            return "".join(f"* {line}\n" for line in text.splitlines() or [""]).encode()
+        case BanList(bans):
+            if not bans:
+                return b"* No bans.\n"
+            return "".join(
+                f"* {describe_ban(b.address, b.name, b.until, b.reason, b.by)}\n" for b in bans
+            ).encode()
         case Error(_, message):
             return f"! {message}\n".encode()
         case Shutdown(reason):
@@ -76,13 +102,39 @@ def render(event: Event) -> bytes:
     raise LocalProtocolError(f"{type(event).__name__} is not a server event")
 
 
+def describe_members(
+    names: tuple[str, ...], away: tuple[tuple[str, str], ...], ops: tuple[str, ...]
+) -> str:
+    """`alice (op), bob (away: lunch), carol`."""
+    why = dict(away)
+    parts = []
+    for name in names:
+        marks = ["op"] if name in ops else []
+        if name in why:
+            marks.append(f"away: {why[name]}" if why[name] else "away")
+        parts.append(f"{name} ({', '.join(marks)})" if marks else name)
+    return ", ".join(parts)
+
+
+def describe_ban(address: str, name: str, until: float | None, reason: str, by: str) -> str:
+    """One ban as people read it."""
+    who = f"{name} ({address})" if name else address
+    when = f"until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}" if until else ""
+    return " ".join(p for p in (who, when, f"by {by}" if by else "", reason and f"- {reason}") if p)
+
+
 def parse_line(line: str) -> ClientEvent | None:
-    """What a member typed, once joined; None for a blank line, which says nothing."""
+    """What a member typed, once joined; None for a blank line, which says nothing.
+
+    Raises CommandError for a command that does not parse (the session answers it).
+    """
     command = line.strip()
     if not command:
         return None
     if command.lower() in QUIT_WORDS:
         return Quit("quit")
-    if command.lower() == "/who":
-        return Who()
+    if command.startswith("//"):
+        return Say(line.lstrip()[1:])
+    if command.startswith("/") and len(command) > 1 and not command[1].isspace():
+        return commands.parse(command)
     return Say(line)

@@ -13,23 +13,36 @@ from typing import Any
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     AskName,
+    Away,
+    Back,
+    BanEntry,
+    BanList,
+    CameBack,
     Control,
     Error,
     Event,
     Hello,
+    Help,
     Join,
     Leave,
     Members,
     Message,
     MessageId,
+    Moderate,
+    Nick,
+    Notice,
     Password,
     Ping,
     Pong,
     Quit,
+    Renamed,
     Say,
+    SetTopic,
     Shutdown,
     Status,
+    Topic,
     Welcome,
+    WentAway,
     Who,
 )
 
@@ -41,6 +54,8 @@ MAX_FIELD_CHARS = 1024
 # Integer ids must survive a JavaScript client: Number.MAX_SAFE_INTEGER is 2**53 - 1, and
 # JSON-RPC clients number their requests within it.
 MAX_INTEGER_ID = 2**53
+# A ban or a mute lasts at most a year; longer is "until lifted" (no `seconds`).
+MAX_SECONDS = 366 * 24 * 3600.0
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _loads = json.JSONDecoder().decode
@@ -89,11 +104,72 @@ def _num(obj: dict[str, Any], key: str, default: float | None = None) -> float:
     return float(value)
 
 
-def _names(obj: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = obj.get(key)
+def _names(obj: dict[str, Any], key: str, default: list[str] | None = None) -> tuple[str, ...]:
+    value = obj.get(key, default)
     if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
         raise RemoteProtocolError(f"{key!r} must be a list of names")
     return tuple(value)
+
+
+def _bool(obj: dict[str, Any], key: str) -> bool:
+    value = obj.get(key, False)
+    if not isinstance(value, bool):
+        raise RemoteProtocolError(f"{key!r} must be true or false")
+    return value
+
+
+def _seconds(obj: dict[str, Any]) -> float | None:
+    if obj.get("seconds") is None:
+        return None
+    value = _num(obj, "seconds")
+    if not 0 < value <= MAX_SECONDS:
+        raise RemoteProtocolError("'seconds' must be more than 0 and at most a year")
+    return value
+
+
+def _away(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    value = obj.get("away", {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise RemoteProtocolError("'away' must map names to texts")
+    return tuple(value.items())
+
+
+def _ban(value: object) -> BanEntry:
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("a ban must be an object")
+    until = value.get("until")
+    if until is not None and not isinstance(until, int | float):
+        raise RemoteProtocolError("'until' must be a number or null")
+    return BanEntry(
+        _str(value, "address"),
+        _str(value, "name", ""),
+        None if until is None else float(until),
+        _str(value, "reason", ""),
+        _str(value, "by", ""),
+    )
+
+
+def _bans(obj: dict[str, Any]) -> BanList:
+    value = obj.get("bans")
+    if not isinstance(value, list):
+        raise RemoteProtocolError("'bans' must be a list")
+    return BanList(tuple(_ban(b) for b in value))
+
+
+def _moderate(command: str, key: str = "name") -> Callable[[dict[str, Any]], Event]:
+    def decode(o: dict[str, Any]) -> Event:
+        target = _str(o, key, limit=_F) if key else ""
+        return Moderate(command, target, _str(o, "reason", "", _F), _seconds(o))
+
+    return decode
+
+
+# `nick`, `away`, `back` and `topic` name a client's request and the server's news alike: the
+# server's always carries a field the request has not (`old`, `name`, `by`).
+def _nick(o: dict[str, Any]) -> Event:
+    if "old" in o:
+        return Renamed(_str(o, "old"), _str(o, "new"), _num(o, "ts", 0.0))
+    return Nick(_str(o, "name", limit=_F))
 
 
 _F = MAX_FIELD_CHARS
@@ -104,30 +180,67 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
         _str(o, "name", limit=_F), _str(o, "password", limit=_F), _int(o, "version")
     ),
     "control": lambda o: Control(
-        _str(o, "token", limit=_F), _str(o, "command", limit=_F), _str(o, "reason", "", _F)
+        _str(o, "token", limit=_F),
+        _str(o, "command", limit=_F),
+        _str(o, "reason", "", _F),
+        _names(o, "args", []),
     ),
-    "say": lambda o: Say(_str(o, "text"), _id(o, "id")),
+    "say": lambda o: Say(_str(o, "text"), _id(o, "id"), _opt_str(o, "to"), _bool(o, "action")),
     "who": lambda o: Who(),
     "quit": lambda o: Quit(_str(o, "reason", "quit", _F)),
     "ping": lambda o: Ping(_str(o, "data", "", _F)),
     "pong": lambda o: Pong(_str(o, "data", "", _F)),
     "welcome": lambda o: Welcome(
-        _str(o, "name"), _str(o, "room"), _names(o, "members"), _int(o, "version", 1)
+        _str(o, "name"),
+        _str(o, "room"),
+        _names(o, "members"),
+        _int(o, "version", 1),
+        _str(o, "topic", ""),
     ),
     "error": lambda o: Error(_str(o, "code"), _str(o, "message", "")),
     "message": lambda o: Message(
-        _int(o, "seq"), _num(o, "ts"), _str(o, "from"), _str(o, "text"), _id(o, "id")
+        _int(o, "seq"),
+        _num(o, "ts"),
+        _str(o, "from"),
+        _str(o, "text"),
+        _id(o, "id"),
+        _opt_str(o, "to"),
+        _bool(o, "action"),
     ),
     "join": lambda o: Join(_str(o, "name"), _num(o, "ts", 0.0)),
     "leave": lambda o: Leave(
         _str(o, "name"), _str(o, "reason", "disconnected"), _num(o, "ts", 0.0)
     ),
-    "members": lambda o: Members(_names(o, "names")),
+    "members": lambda o: Members(_names(o, "names"), _away(o), _names(o, "ops", [])),
     "status": lambda o: Status(
         _str(o, "room"), _names(o, "members"), _num(o, "uptime"), _str(o, "version")
     ),
     "shutdown": lambda o: Shutdown(_str(o, "reason", "")),
+    "nick": _nick,
+    "away": lambda o: (
+        WentAway(_str(o, "name"), _str(o, "text", ""))
+        if "name" in o
+        else Away(_str(o, "text", "", _F))
+    ),
+    "back": lambda o: CameBack(_str(o, "name")) if "name" in o else Back(),
+    "topic": lambda o: (
+        Topic(_str(o, "text"), _str(o, "by")) if "by" in o else SetTopic(_str(o, "text", "", _F))
+    ),
+    "help": lambda o: Help(),
+    "notice": lambda o: Notice(_str(o, "text"), _num(o, "ts", 0.0)),
+    "bans": lambda o: _bans(o) if "bans" in o else Moderate("bans"),
+    "kick": _moderate("kick"),
+    "ban": _moderate("ban", "target"),
+    "unban": _moderate("unban", "target"),
+    "mute": _moderate("mute"),
+    "unmute": _moderate("unmute"),
+    "op": _moderate("op"),
+    "deop": _moderate("deop"),
+    "lock": _moderate("lock", ""),
+    "unlock": _moderate("unlock", ""),
 }
+# Which JSON key carries a moderation command's target.
+_TARGET_KEY = {"ban": "target", "unban": "target", "lock": "", "unlock": "", "bans": ""}
 
 
 def decode(line: bytes) -> Event:
@@ -151,17 +264,29 @@ def decode(line: bytes) -> Event:
 
 def to_json(event: Event) -> dict[str, Any]:
     """The JSON object of one event."""
+    obj: dict[str, Any]
     match event:
         case Hello(name, password, version):
             return {"type": "hello", "version": version, "name": name, "password": password}
-        case Control(token, command, reason):
-            return {"type": "control", "token": token, "command": command, "reason": reason}
-        case Say(text, id):
-            return (
-                {"type": "say", "text": text}
-                if id is None
-                else {"type": "say", "text": text, "id": id}
-            )
+        case Control(token, command, reason, args):
+            obj = {
+                "type": "control",
+                "token": token,
+                "command": command,
+                "reason": reason,
+            }
+            if args:
+                obj["args"] = list(args)
+            return obj
+        case Say(text, id, to, action):
+            obj = {"type": "say", "text": text}
+            if id is not None:
+                obj["id"] = id
+            if to is not None:
+                obj["to"] = to
+            if action:
+                obj["action"] = True
+            return obj
         case Who():
             return {"type": "who"}
         case Quit(reason):
@@ -170,27 +295,45 @@ def to_json(event: Event) -> dict[str, Any]:
             return {"type": "ping", "data": data}
         case Pong(data):
             return {"type": "pong", "data": data}
-        case Welcome(name, room, members, version):
-            return {
+        case Welcome(name, room, members, version, topic):
+            obj = {
                 "type": "welcome",
                 "version": version,
                 "name": name,
                 "room": room,
                 "members": list(members),
             }
+            if topic:
+                obj["topic"] = topic
+            return obj
         case Error(code, message):
             return {"type": "error", "code": code, "message": message}
-        case Message(seq, ts, sender, text, id):
-            obj = {"type": "message", "seq": seq, "ts": ts, "from": sender, "text": text}
+        case Message(seq, ts, sender, text, id, to, action):
+            obj = {
+                "type": "message",
+                "seq": seq,
+                "ts": ts,
+                "from": sender,
+                "text": text,
+            }
             if id is not None:
                 obj["id"] = id
+            if to is not None:
+                obj["to"] = to
+            if action:
+                obj["action"] = True
             return obj
         case Join(name, ts):
             return {"type": "join", "name": name, "ts": ts}
         case Leave(name, reason, ts):
             return {"type": "leave", "name": name, "reason": reason, "ts": ts}
-        case Members(names):
-            return {"type": "members", "names": list(names)}
+        case Members(names, away, ops):
+            obj = {"type": "members", "names": list(names)}
+            if away:
+                obj["away"] = dict(away)
+            if ops:
+                obj["ops"] = list(ops)
+            return obj
         case Status(room, members, uptime, version):
             return {
                 "type": "status",
@@ -201,6 +344,50 @@ def to_json(event: Event) -> dict[str, Any]:
             }
         case Shutdown(reason):
             return {"type": "shutdown", "reason": reason}
+        case Nick(name):
+            return {"type": "nick", "name": name}
+        case Renamed(old, new, ts):
+            return {"type": "nick", "old": old, "new": new, "ts": ts}
+        case Away(text):
+            return {"type": "away", "text": text}
+        case WentAway(name, text):
+            return {"type": "away", "name": name, "text": text}
+        case Back():
+            return {"type": "back"}
+        case CameBack(name):
+            return {"type": "back", "name": name}
+        case SetTopic(text):
+            return {"type": "topic", "text": text}
+        case Topic(text, by):
+            return {"type": "topic", "text": text, "by": by}
+        case Help():
+            return {"type": "help"}
+        case Notice(text, ts):
+            return {"type": "notice", "text": text, "ts": ts}
+        case Moderate(command, target, reason, seconds):
+            obj = {"type": command}
+            key = _TARGET_KEY.get(command, "name")
+            if key:
+                obj[key] = target
+            if reason:
+                obj["reason"] = reason
+            if seconds is not None:
+                obj["seconds"] = seconds
+            return obj
+        case BanList(bans):
+            return {
+                "type": "bans",
+                "bans": [
+                    {
+                        "address": b.address,
+                        "name": b.name,
+                        "until": b.until,
+                        "reason": b.reason,
+                        "by": b.by,
+                    }
+                    for b in bans
+                ],
+            }
         case Password() | AskName():
             raise LocalProtocolError(f"{type(event).__name__} exists only in plain-text mode")
     raise LocalProtocolError(f"not an event: {event!r}")  # pragma: no cover

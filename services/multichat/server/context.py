@@ -12,10 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..protocol.events import Error, Status
+from ..protocol import commands
+from ..protocol.errors import ProtocolError
+from ..protocol.events import BanList, Error, Notice, Status
 from .auth import Gate, Secret, Throttle
 from .fanout import Fanout
 from .limits import Limits
+from .moderation import HOST, Moderation
 from .room import Room
 
 log = logging.getLogger("multichat.server")
@@ -42,6 +45,7 @@ class ServerContext:
     failures: Throttle = field(init=False)
     gate: Gate = field(init=False)
     fanout: Fanout = field(init=False)
+    moderation: Moderation = field(init=False)
     sessions: set[OpenConnection] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
@@ -53,6 +57,7 @@ class ServerContext:
             lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
         )
         self.fanout = Fanout(self.room)
+        self.moderation = Moderation(self.room, clock=self.room.now, monotonic=self.room.monotonic)
 
     def check_password(self, source: str, attempt: str, now: float) -> Error | None:
         """None if `attempt` is the room's password; otherwise the error to answer with."""
@@ -67,16 +72,30 @@ class ServerContext:
         return Error("bad_password", "wrong password")
 
     def control(
-        self, source: str, token: str, command: str, reason: str, now: float
-    ) -> Status | Error:
-        """The answer to a control command; a right `shutdown` also starts closing the room."""
+        self,
+        source: str,
+        token: str,
+        command: str,
+        reason: str,
+        now: float,
+        args: tuple[str, ...] = (),
+    ) -> Status | Notice | BanList | Error:
+        """The answer to a control command; a right `shutdown` also starts closing the room.
+
+        Moderation commands (`kick NAME REASON...`) come with their words in `args` and act as
+        the host.
+        """
         if self.control_token is None or not self.failures.allowed(source, now):
             return Error("bad_token", "control commands are not available")
         if not self.control_token.matches(token):
             self.failures.record(source, now)
             return Error("bad_token", "wrong control token")
         if command not in ("status", "shutdown"):
-            return Error("bad_command", f"unknown control command {command[:40]!r}")
+            try:
+                request = commands.moderation(command, list(args))
+            except ProtocolError as exc:
+                return Error(exc.code, str(exc))
+            return self.moderation.command(HOST, request, by_host=True)
         room = self.room
         status = Status(room.name, room.names(), room.uptime(), self.version)
         if command == "shutdown":

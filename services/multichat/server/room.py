@@ -14,12 +14,23 @@ sets `on_append` to hear of every broadcast, and decides when to take everyone's
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable
 
 from ..protocol import textmode, websocket, wire
 from ..protocol.errors import ProtocolError
-from ..protocol.events import Event, Join, Leave, Members, Message, MessageId, Shutdown
+from ..protocol.events import (
+    Event,
+    Join,
+    Leave,
+    Members,
+    Message,
+    MessageId,
+    Renamed,
+    Shutdown,
+    WentAway,
+)
 from ..protocol.names import check_name, name_key
 from ..protocol.sanitize import clean_text
 from .limits import Limits
@@ -94,16 +105,22 @@ class Member:
     """A joined connection as the room sees it."""
 
     __slots__ = (
+        "away",
         "cursor",
         "dialect",
         "end",
+        "finish",
         "key",
         "kick",
+        "muted_until",
         "name",
+        "op",
         "owned",
         "private",
         "queued",
+        "renamed_at",
         "sending",
+        "source",
         "wake",
     )
 
@@ -115,12 +132,20 @@ class Member:
         dialect: Dialect,
         wake: Callable[[], None],
         kick: Callable[[str], None],
+        finish: Callable[[], None] = lambda: None,
+        source: str = "",
     ) -> None:
         self.name = name
         self.key = key
         self.dialect = dialect
         self.wake = wake
-        self.kick = kick
+        self.kick = kick  # drop it now, sending nothing more (too slow to read)
+        self.finish = finish  # close it once what is queued for it is sent (kicked, banned)
+        self.source = source  # the address it came from (behind the tunnel too)
+        self.op = False  # an operator of the room
+        self.away: str | None = None  # why it is away, or None
+        self.muted_until: float | None = None  # monotonic; math.inf until unmuted
+        self.renamed_at = -math.inf  # monotonic time of its last /nick
         self.cursor = 0  # index of the next log entry this member has not taken
         self.end = 0  # log bytes up to the cursor
         self.owned = -1  # index of the newest log entry that differs for this member
@@ -147,6 +172,7 @@ class Room:
         self._clock = clock  # for timestamps people read
         self._monotonic = monotonic  # for durations (the server passes trio's clock)
         self._members: dict[str, Member] = {}  # by name key, in join order
+        self.topic = ""
         self._log: list[Entry] = []
         self._base = 0  # index of self._log[0]
         self._base_end = 0  # log bytes before self._log[0]
@@ -318,13 +344,17 @@ class Room:
         wake: Callable[[], None],
         kick: Callable[[str], None],
         welcome: Callable[[str, tuple[str, ...]], bytes],
+        finish: Callable[[], None] = lambda: None,
+        source: str = "",
     ) -> Member:
         """Add a member, queue its welcome (built by `welcome(name, members)`), tell the room.
 
         Raises Refused with `bad_name`, `name_taken` or `shutting_down`.
         """
         display, key = self.check_join(name)
-        member = Member(display, key, dialect=dialect, wake=wake, kick=kick)
+        member = Member(
+            display, key, dialect=dialect, wake=wake, kick=kick, finish=finish, source=source
+        )
         self._members[key] = member
         start = max(self._base, self.head - self.limits.history_entries)
         member.cursor = start
@@ -335,6 +365,14 @@ class Room:
         # The joiner's own copy of its join notice is empty: its welcome says it all.
         self._append(Join(display, self._clock()), owner=member)
         return member
+
+    def now(self) -> float:
+        """The time people read, as the room stamps its entries."""
+        return self._clock()
+
+    def monotonic(self) -> float:
+        """The room's clock for durations (trio's, in the server)."""
+        return self._monotonic()
 
     def uptime(self) -> float:
         return self._clock() - self.started
@@ -348,8 +386,7 @@ class Room:
     def __contains__(self, member: Member) -> bool:
         return self._members.get(member.key) is member
 
-    def post(self, member: Member, text: str, id: MessageId | None = None) -> int:
-        """Broadcast `text` from `member`; returns its `seq`, or raises Refused."""
+    def _checked_text(self, member: Member, text: str) -> str:
         if member not in self:
             raise Refused("not_joined", "you are not in the room")
         if self.closed:
@@ -362,8 +399,15 @@ class Room:
         text = clean_text(text)
         if not text.strip():
             raise Refused("empty", "empty message")
+        return text
+
+    def post(
+        self, member: Member, text: str, id: MessageId | None = None, *, action: bool = False
+    ) -> int:
+        """Broadcast `text` from `member`; returns its `seq`, or raises Refused."""
+        text = self._checked_text(member, text)
         self._seq += 1
-        event = Message(self._seq, self._clock(), member.name, text)
+        event = Message(self._seq, self._clock(), member.name, text, action=action)
         entry = self._append(event, owner=member)
         # The sender's copy carries its id: that echo is its acknowledgement.
         entry.owner_json = entry.json if id is None else wire.add_id(entry.json, id)
@@ -388,8 +432,80 @@ class Room:
         member.queued += len(data)
         member.wake()
 
+    def post_private(
+        self,
+        member: Member,
+        recipient: Member,
+        text: str,
+        id: MessageId | None = None,
+        *,
+        action: bool = False,
+    ) -> int:
+        """Send `text` to `recipient` alone (and its echo to `member`); raises Refused.
+
+        It takes the next `seq` like any message, so each member's numbers still only grow;
+        the others simply never see this one's. It is no log entry: newcomers' history and
+        the fan-out never carry it.
+        """
+        text = self._checked_text(member, text)
+        self._seq += 1
+        event = Message(
+            self._seq, self._clock(), member.name, text, to=recipient.name, action=action
+        )
+        if recipient is not member:
+            self.send_event_nowait(recipient, event)
+        echo = (
+            event
+            if id is None
+            else Message(*(event.seq, event.ts, event.sender, text), id, recipient.name, action)
+        )
+        self.send_event_nowait(member, echo)
+        if recipient.away is not None and recipient is not member:
+            self.send_event_nowait(member, WentAway(recipient.name, recipient.away))
+        return self._seq
+
+    def send_event_nowait(self, member: Member, event: Event) -> None:
+        """Queue `event` for `member` alone, in its dialect."""
+        entry = Entry(event, wire.encode(event), 0)
+        self.send_nowait(member, entry.render(member.dialect))
+
+    def broadcast(self, event: Event) -> None:
+        """Append a notice for everyone (a rename, away and back, the topic, moderation)."""
+        if not self.closed:
+            self._append(event)
+
+    def find(self, name: str) -> Member | None:
+        """The member `name` means, as names compare (case, width, look-alikes ignored)."""
+        try:
+            return self._members.get(name_key(check_name(name)))
+        except ProtocolError:
+            return None
+
+    def rename(self, member: Member, name: str) -> str:
+        """Call `member` `name` from now on and tell the room; the new display form.
+
+        Raises Refused with `bad_name` or `name_taken`; its own name in another case is fine.
+        """
+        try:
+            display = check_name(name)
+        except ProtocolError as exc:
+            raise Refused("bad_name", str(exc)) from None
+        key = name_key(display)
+        holder = self._members.get(key)
+        if holder is not None and holder is not member:
+            raise Refused("name_taken", f"the name {display!r} is taken; pick another")
+        old = member.name
+        # Rebuilt, not re-inserted: the member list keeps its join order.
+        self._members = {(key if k == member.key else k): m for k, m in self._members.items()}
+        member.name, member.key = display, key
+        self.broadcast(Renamed(old, display, self._clock()))
+        return display
+
     def who(self) -> Members:
-        return Members(self.names())
+        members = self._members.values()
+        away = tuple((m.name, m.away) for m in members if m.away is not None)
+        ops = tuple(m.name for m in members if m.op)
+        return Members(self.names(), away, ops)
 
     def remove(self, member: Member, reason: str) -> None:
         """Take `member` out of the room and tell everyone why; a second call does nothing."""

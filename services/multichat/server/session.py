@@ -18,18 +18,24 @@ from ..protocol.connection import ServerConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import (
     AskName,
+    Away,
+    Back,
     ConnectionClosed,
     Control,
     Error,
     Event,
     Hello,
+    Help,
     MessageId,
+    Moderate,
     NeedData,
+    Nick,
     Password,
     Ping,
     Pong,
     Quit,
     Say,
+    SetTopic,
     Shutdown,
     Welcome,
     Who,
@@ -37,7 +43,7 @@ from ..protocol.events import (
 from ..protocol.proxy import looks_like_proxy_header
 from ..protocol.sanitize import clean_for_terminal
 from ..protocol.state import Mode, State
-from . import web
+from . import chat, web
 from .context import ServerContext
 from .delivery import Delivery
 from .flood import Fakelag
@@ -356,8 +362,10 @@ class Session:
 
     async def _handle(self, event: Event) -> bool:
         match event:
-            case Say(text, id):
-                return await self._say(text, id)
+            case Say(text, id, None, action):
+                return await self._say(text, id, action)
+            case Say() | Nick() | Away() | Back() | SetTopic() | Help() | Moderate():
+                return await self._request(event)
             case Who():
                 # Answers cost the server work (a member list can be 60 KB): flood control
                 # counts them like messages.
@@ -381,14 +389,18 @@ class Session:
                 self.send_nowait(AskName())
             case Hello(name, password):
                 return self._hello(name, password)
-            case Control(token, command, reason):
+            case Control(token, command, reason, args):
                 now = trio.current_time()
-                self.send_nowait(self.ctx.control(self.source, token, command, reason, now))
+                answer = self.ctx.control(self.source, token, command, reason, now, args)
+                self.send_nowait(answer)
                 return False
         return True
 
     def _check_password(self, attempt: str) -> bool:
-        error = self.ctx.check_password(self.source, attempt, trio.current_time())
+        # A banned address hears so before any password is checked (or guessed).
+        error = self.ctx.moderation.banned(self.source) or self.ctx.check_password(
+            self.source, attempt, trio.current_time()
+        )
         if error is not None:
             self.send_nowait(error)
         return error is None
@@ -400,13 +412,20 @@ class Session:
         if len(ctx.room) >= ctx.limits.max_members:
             self.send_nowait(Error("room_full", "the room is full; try again later"))
             return False
+        if ctx.moderation.locked:
+            self.send_nowait(Error("locked", "the room is locked: nobody new can join for now"))
+            return False
         try:
             self.member = ctx.room.join(
                 name,
                 dialect=self._dialect(),
                 wake=self.delivery.flush_nowait,
                 kick=self.kick,
-                welcome=lambda display, names: self._encode(Welcome(display, ctx.room.name, names)),
+                welcome=lambda display, names: self._encode(
+                    Welcome(display, ctx.room.name, names, topic=ctx.room.topic)
+                ),
+                finish=self.finish_nowait,
+                source=self.source,
             )
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))
@@ -438,16 +457,30 @@ class Session:
             await trio.sleep(delay)
         return True
 
-    async def _say(self, text: str, id: MessageId | None) -> bool:
+    async def _say(self, text: str, id: MessageId | None, action: bool) -> bool:
         ctx = self.ctx
         assert self.member is not None
         # Charged before posting, so the burst is exactly `flood_burst` messages at once.
         if not await self._throttle():
             return False
+        refusal = ctx.moderation.muted(self.member)
+        if refusal is not None:
+            self.send_nowait(refusal)
+            return True
         try:
-            ctx.room.post(self.member, text, id)
+            ctx.room.post(self.member, text, id, action=action)
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))
         else:
             ctx.fanout.posted_nowait()
+        return True
+
+    async def _request(self, request: chat.Request) -> bool:
+        """Anything but a public message: flood control counts it the same."""
+        assert self.member is not None
+        if not await self._throttle():
+            return False
+        answer = chat.answer(self.ctx, self.member, request, trio.current_time())
+        if answer is not None and self.member in self.ctx.room:
+            self.send_nowait(answer)
         return True

@@ -1,0 +1,87 @@
+"""What a member asks of the room beyond a public message: private messages, a new name, away
+and back, the topic, help, and moderation commands. Each request gets at most one answer, for
+the asker alone (an error, a notice, a ban list); what the room should see, the room appends
+itself. Sync: the room never waits.
+"""
+
+from __future__ import annotations
+
+from ..protocol.events import (
+    Away,
+    Back,
+    BanList,
+    CameBack,
+    Error,
+    Help,
+    Moderate,
+    Nick,
+    Notice,
+    Say,
+    SetTopic,
+    Topic,
+    WentAway,
+)
+from ..protocol.sanitize import clean_for_terminal
+from .context import ServerContext
+from .moderation import help_text
+from .room import Member, Refused
+
+# One rename per 10 s: enough to fix a typo, too slow to flood the room with renames (IRC
+# servers throttle NICK the same way: InspIRCd's nickflood, ergo's nick-change limit).
+NICK_INTERVAL_SECONDS = 10.0
+# A reason for being away is a status line, not a message.
+MAX_AWAY_CHARS = 200
+# IRC networks' TOPICLEN is 300 to 390.
+MAX_TOPIC_CHARS = 300
+
+Request = Say | Nick | Away | Back | SetTopic | Help | Moderate
+Answer = Error | Notice | BanList | WentAway
+
+
+def _line(text: str, limit: int) -> str:
+    """One line of at most `limit` characters, safe on every terminal."""
+    return clean_for_terminal(text, single_line=True).strip()[:limit]
+
+
+def answer(ctx: ServerContext, member: Member, request: Request, now: float) -> Answer | None:
+    """Carry out `request` from `member` (flood control already charged); its answer."""
+    room = ctx.room
+    match request:
+        case Say(text, id, to, action) if to is not None:
+            refusal = ctx.moderation.muted(member)
+            if refusal is not None:
+                return refusal
+            recipient = room.find(to)
+            if recipient is None:
+                return Error("no_such_member", f"nobody called {to!r} is in the room")
+            try:
+                room.post_private(member, recipient, text, id, action=action)
+            except Refused as exc:
+                return Error(exc.code, exc.message)
+        case Nick(name):
+            wait = member.renamed_at + NICK_INTERVAL_SECONDS - now
+            if wait > 0:
+                every = f"one new name per {NICK_INTERVAL_SECONDS:.0f} s"
+                return Error("too_fast", f"{every}; wait {wait:.0f} s")
+            try:
+                room.rename(member, name)
+            except Refused as exc:
+                return Error(exc.code, exc.message)
+            member.renamed_at = now
+        case Away(text):
+            member.away = _line(text, MAX_AWAY_CHARS)
+            room.broadcast(WentAway(member.name, member.away))
+        case Back():
+            if member.away is not None:
+                member.away = None
+                room.broadcast(CameBack(member.name))
+        case SetTopic(text):
+            if not member.op:
+                return Error("not_allowed", "only operators set the topic; ask the host")
+            room.topic = _line(text, MAX_TOPIC_CHARS)
+            room.broadcast(Topic(room.topic, member.name))
+        case Help():
+            return Notice(help_text(member.op), room.now())
+        case Moderate():
+            return ctx.moderation.command(member.name, request)
+    return None

@@ -1,0 +1,74 @@
+"""How much history a room keeps and replays, from the `[history]` table of the config file.
+
+The same TOML file as `[limits]` (passed as `--config`); `load_limits` ignores this table and
+`load_history_settings` ignores that one. docs/history.md lists the keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .limits import LimitsError
+
+# ergo expires history after a week by default (`history.restrictions.expire-time: 1w`); a
+# room of friends is quieter than an IRC channel, and a month covers a holiday away.
+KEEP_DAYS = 30.0
+# About 20 MB of chat at a typical 200 bytes an entry: a busy room's file stays small enough to
+# copy around and to prune in seconds.
+KEEP_ENTRIES = 100_000
+# ergo answers one CHATHISTORY request with at most 1,000 messages (`chathistory-maxmessages`);
+# more than that is not catching up, it is reading an archive (`multichat export` does that).
+RESUME_MAX = 1000
+
+
+class HistorySettingsError(LimitsError):
+    """A `[history]` table that cannot be used; the message says what to fix.
+
+    A `LimitsError`, so the commands that already report a bad `[limits]` table report this
+    one the same way.
+    """
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    """Retention and replay; 0 for `keep_days` or `keep_entries` means no bound of that kind."""
+
+    keep_days: float = KEEP_DAYS
+    keep_entries: int = KEEP_ENTRIES
+    resume_max: int = RESUME_MAX
+
+
+def parse_history_settings(table: dict[str, object]) -> HistorySettings:
+    """The settings of a `[history]` table; unknown keys and bad values are errors."""
+    fields = {f.name: f for f in dataclasses.fields(HistorySettings)}
+    changes: dict[str, float] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise HistorySettingsError(
+                f"unknown [history] key {key!r}; known: {', '.join(sorted(fields))}"
+            )
+        want_int = fields[name].type in ("int", int)
+        ok = isinstance(value, int) if want_int else isinstance(value, int | float)
+        if not ok or isinstance(value, bool) or value < 0:  # type: ignore[operator]
+            kind = "a whole number" if want_int else "a number"
+            raise HistorySettingsError(f"[history] {key!r} must be {kind} >= 0, not {value!r}")
+        changes[name] = value  # type: ignore[assignment]
+    return dataclasses.replace(HistorySettings(), **changes)  # type: ignore[arg-type]
+
+
+def load_history_settings(path: Path) -> HistorySettings:
+    """The settings in the `[history]` table of the TOML file at `path` (defaults if none)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HistorySettingsError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise HistorySettingsError(f"{path} is not valid TOML: {exc}") from None
+    table = document.get("history", {})
+    if not isinstance(table, dict):
+        raise HistorySettingsError(f"{path}: [history] must be a table")
+    return parse_history_settings(table)

@@ -1,0 +1,239 @@
+"""Who may do what in the room: operators, bans, mutes and the lock, and the commands for them.
+
+The host is the room's operator (its console and `multichat kick ...` act as `host`); it can
+make members operators for the room's lifetime. A ban keeps an address out (the real one,
+behind the tunnel too) and is checked before any password; a ban by name bans the address the
+member came from. Every action is logged with who did it. Sync and pure but for the clock:
+the room never waits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from ..protocol.commands import HELP, OPERATOR_HELP, format_duration
+from ..protocol.errors import ProtocolError
+from ..protocol.events import BanEntry, BanList, Error, Moderate, Notice
+from ..protocol.names import name_key
+from ..protocol.textmode import describe_ban
+from .room import Member, Room
+
+log = logging.getLogger("multichat.server")
+
+# What the console and `multichat kick` act as; no member can take this name's rights.
+HOST = "host"
+# A room with more bans than this is under attack from a botnet, not a troll: ban tables of
+# IRC servers hold thousands; the oldest are forgotten first.
+MAX_BANS = 10_000
+
+
+def help_text(op: bool) -> str:
+    """The commands a member (an operator: and theirs) may type, one per line."""
+    rows = HELP + (OPERATOR_HELP if op else ())
+    width = max(len(usage) for usage, _ in rows)
+    return "\n".join(f"{usage.ljust(width)}  {meaning}" for usage, meaning in rows)
+
+
+class Moderation:
+    """The room's operators, bans, mutes and lock."""
+
+    def __init__(
+        self,
+        room: Room,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.room = room
+        self.locked = False
+        self._banned: dict[str, BanEntry] = {}  # by address
+        self._clock = clock  # ban times people read (and that outlive a restart)
+        self._monotonic = monotonic  # mute deadlines
+        self.on_ban: Callable[[BanEntry | None, str], None] = lambda ban, address: None
+
+    # -- checks the session makes --
+
+    def banned(self, source: str) -> Error | None:
+        """The refusal for a connection from `source`, if it is banned."""
+        ban = self._banned.get(source)
+        if ban is None:
+            return None
+        if ban.until is not None and ban.until <= self._clock():
+            del self._banned[source]
+            return None
+        until = f" until {time.strftime('%H:%M', time.localtime(ban.until))}" if ban.until else ""
+        why = f": {ban.reason}" if ban.reason else ""
+        return Error("banned", f"you are banned from this room{until}{why}")
+
+    def muted(self, member: Member) -> Error | None:
+        """The refusal of `member`'s message, if it is muted."""
+        until = member.muted_until
+        if until is None:
+            return None
+        now = self._monotonic()
+        if until <= now:
+            member.muted_until = None
+            return None
+        if math.isinf(until):
+            return Error("muted", "you are muted: you can read but not say anything")
+        left = format_duration(until - now)
+        return Error("muted", f"you are muted for {left} more: you can read but not say anything")
+
+    # -- commands --
+
+    def restore(self, bans: list[BanEntry]) -> None:
+        """Bans kept from before a restart."""
+        for ban in bans:
+            self._banned[ban.address] = ban
+
+    def command(
+        self, actor: str, command: Moderate, *, by_host: bool = False
+    ) -> Notice | BanList | Error:
+        """Carry out `command` for `actor` (a member's name, or the host); the answer to it."""
+        if not by_host:
+            member = self.room.find(actor)
+            if member is None or not member.op:
+                return Error("not_allowed", f"/{command.command} is for operators; ask the host")
+        handlers: dict[str, Callable[[str, Moderate], Notice | BanList | Error]] = {
+            "kick": self._kick,
+            "ban": self._ban,
+            "unban": self._unban,
+            "mute": self._mute,
+            "unmute": self._unmute,
+            "lock": self._lock,
+            "unlock": self._unlock,
+            "op": self._op,
+            "deop": self._deop,
+            "bans": self._list,
+        }
+        handler = handlers.get(command.command)
+        if handler is None:
+            return Error("bad_command", f"unknown command {command.command!r}")
+        answer = handler(actor, command)
+        if isinstance(answer, Notice):
+            log.info("moderation by %s: %s", actor, answer.text)
+        return answer
+
+    def _target(self, actor: str, name: str, verb: str) -> Member | Error:
+        member = self.room.find(name)
+        if member is None:
+            return Error("no_such_member", f"nobody called {name!r} is in the room")
+        if member.name == actor:
+            return Error("not_allowed", f"you cannot {verb} yourself")
+        return member
+
+    def _notice(self, text: str) -> Notice:
+        notice = Notice(text, self._clock())
+        self.room.broadcast(notice)
+        return notice
+
+    def _remove(self, member: Member, code: str, text: str, reason: str) -> None:
+        """Tell `member` why, take it out of the room, close it once that is sent."""
+        self.room.remove(member, reason)
+        self.room.send_event_nowait(member, Error(code, text))
+        member.finish()
+
+    def _kick(self, actor: str, command: Moderate) -> Notice | Error:
+        member = self._target(actor, command.target, "kick")
+        if isinstance(member, Error):
+            return member
+        why = command.reason or "no reason given"
+        self._remove(member, "kicked", f"you were kicked by {actor}: {why}", f"kicked: {why}")
+        return Notice(f"{actor} kicked {member.name} ({why})", self._clock())
+
+    def _ban(self, actor: str, command: Moderate) -> Notice | Error:
+        target = command.target
+        member = self.room.find(target)
+        if member is not None and member.name == actor:
+            return Error("not_allowed", "you cannot ban yourself")
+        address = member.source if member is not None else target
+        if member is None and not _is_address(target):
+            return Error("no_such_member", f"nobody called {target!r} is in the room")
+        until = None if command.seconds is None else self._clock() + command.seconds
+        ban = BanEntry(address, member.name if member else "", until, command.reason, actor)
+        if len(self._banned) >= MAX_BANS and address not in self._banned:
+            self._banned.pop(next(iter(self._banned)))
+        self._banned[address] = ban
+        self.on_ban(ban, address)
+        why = command.reason or "no reason given"
+        for victim in [m for m in self.room.members() if m.source == address]:
+            self._remove(victim, "banned", f"you were banned by {actor}: {why}", f"banned: {why}")
+        span = f" for {format_duration(command.seconds)}" if command.seconds else ""
+        who = describe_ban(address, ban.name, None, "", "")
+        return Notice(f"{actor} banned {who}{span} ({why})", self._clock())
+
+    def _unban(self, actor: str, command: Moderate) -> Notice | Error:
+        target = command.target
+        found = [
+            address
+            for address, ban in self._banned.items()
+            if address == target or (ban.name and _same_name(ban.name, target))
+        ]
+        if not found:
+            return Error("no_such_ban", f"no ban for {target!r}; /bans lists them")
+        for address in found:
+            del self._banned[address]
+            self.on_ban(None, address)
+        return Notice(f"{actor} lifted the ban on {target}", self._clock())
+
+    def _mute(self, actor: str, command: Moderate) -> Notice | Error:
+        member = self._target(actor, command.target, "mute")
+        if isinstance(member, Error):
+            return member
+        seconds = command.seconds
+        member.muted_until = math.inf if seconds is None else self._monotonic() + seconds
+        span = f" for {format_duration(seconds)}" if seconds else ""
+        return self._notice(f"{actor} muted {member.name}{span}")
+
+    def _unmute(self, actor: str, command: Moderate) -> Notice | Error:
+        member = self._target(actor, command.target, "unmute")
+        if isinstance(member, Error):
+            return member
+        member.muted_until = None
+        return self._notice(f"{actor} unmuted {member.name}")
+
+    def _lock(self, actor: str, command: Moderate) -> Notice:
+        self.locked = True
+        return self._notice(f"{actor} locked the room: nobody new can join")
+
+    def _unlock(self, actor: str, command: Moderate) -> Notice:
+        self.locked = False
+        return self._notice(f"{actor} unlocked the room")
+
+    def _op(self, actor: str, command: Moderate) -> Notice | Error:
+        member = self.room.find(command.target)
+        if member is None:
+            return Error("no_such_member", f"nobody called {command.target!r} is in the room")
+        member.op = True
+        return self._notice(f"{actor} made {member.name} an operator")
+
+    def _deop(self, actor: str, command: Moderate) -> Notice | Error:
+        member = self._target(actor, command.target, "deop")
+        if isinstance(member, Error):
+            return member
+        member.op = False
+        return self._notice(f"{actor} took operator rights from {member.name}")
+
+    def _list(self, actor: str, command: Moderate) -> BanList:
+        now = self._clock()
+        live = [b for b in self._banned.values() if b.until is None or b.until > now]
+        return BanList(tuple(live))
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_name(a: str, b: str) -> bool:
+    try:
+        return name_key(a) == name_key(b)
+    except ProtocolError:
+        return False
