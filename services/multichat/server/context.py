@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,6 +42,7 @@ class ServerContext:
     limits: Limits
     version: str
     control_token: Secret | None = None
+    tls: ssl.SSLContext | None = None  # the room's certificate, for clients that open with TLS
     request_shutdown: Callable[[str], None] = lambda reason: None
     failures: Throttle = field(init=False)
     gate: Gate = field(init=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 
 import trio
 
@@ -113,6 +114,7 @@ class ChatServer:
         room: str = "multichat",
         limits: Limits = Limits(),
         control_token: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.room = Room(room, limits=limits, monotonic=trio.current_time)
         self.limits = limits
@@ -123,6 +125,7 @@ class ChatServer:
             version=__version__,
             control_token=Secret(control_token) if control_token is not None else None,
             request_shutdown=self.shutdown_nowait,
+            tls=tls,
         )
         self.port: int | None = None
         self.proxy_port: int | None = None

@@ -48,6 +48,7 @@ from .context import ServerContext
 from .delivery import Delivery
 from .flood import Fakelag
 from .room import Dialect, Member, Refused
+from .tls import TlsLayer, looks_like_tls
 from .transport import Transport
 
 log = logging.getLogger("multichat.server")
@@ -319,6 +320,8 @@ class Session:
             data = await self.transport.receive_some()
         self._heard = trio.current_time()
         if conn.mode is Mode.UNKNOWN and self.websocket is None and data:
+            if self.transport.tls is None and looks_like_tls(data):
+                return await self._start_tls(bytes(data))
             if self._refuse_proxy and looks_like_proxy_header(bytes(data[:16])):
                 # Only the tunnel's own listener may name another source address.
                 raise RemoteProtocolError(
@@ -331,6 +334,14 @@ class Session:
             conn.receive_data(data)
         else:
             self._feed_websocket(data)
+        return True
+
+    async def _start_tls(self, data: bytes) -> bool:
+        """The client opened with a TLS ClientHello: encrypt from here on, then read on."""
+        if self.ctx.tls is None:
+            log.info("closed a TLS connection from %s: this room has no certificate", self.source)
+            return False
+        await self.transport.start_tls(TlsLayer(self.ctx.tls, data))
         return True
 
     async def _answer_http(self, data: bytes) -> bool:

@@ -13,9 +13,12 @@ non-blocking socket, as trio's own socket layer does.
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
 
 import trio
+
+from .tls import TlsLayer
 
 # Large enough to take a burst of frames in one call; the buffer lives only until parsed.
 RECEIVE_BYTES = 16 * 1024
@@ -44,7 +47,7 @@ def unacknowledged(sock: socket.socket) -> int:
 class Transport:
     """A connected socket: `send_nowait` never blocks, `receive_some` is the one reader."""
 
-    __slots__ = ("blocked_since", "broken", "pending", "sock")
+    __slots__ = ("blocked_since", "broken", "pending", "sock", "tls")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -56,6 +59,7 @@ class Transport:
         self.pending = bytearray()  # taken for sending, not yet taken by the kernel
         self.blocked_since: float | None = None  # since when the kernel has refused more
         self.broken = False  # the peer is gone: sends are discarded
+        self.tls: TlsLayer | None = None  # set once the peer opened with a TLS ClientHello
 
     @classmethod
     def from_stream(cls, stream: trio.SocketStream) -> Transport:
@@ -73,6 +77,10 @@ class Transport:
         """Send `data` after anything pending; False if some must wait (see `drain`)."""
         if self.broken:
             return True
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+            if not data:
+                return not self.pending
         if self.pending:
             self.pending += data
             return False
@@ -111,6 +119,8 @@ class Transport:
 
         Raises BrokenResourceError.
         """
+        if self.tls is not None:
+            return self._receive_tls_nowait(max_bytes)
         try:
             return self.sock.recv(max_bytes)
         except BlockingIOError:
@@ -118,6 +128,62 @@ class Transport:
         except OSError as exc:  # reset, broken pipe: the peer is gone
             self.broken = True
             raise trio.BrokenResourceError(str(exc)) from None
+
+    def _receive_tls_nowait(self, max_bytes: int) -> bytes | None:
+        tls = self.tls
+        assert tls is not None
+        try:
+            while (plaintext := tls.decrypt(max_bytes)) is None:
+                try:
+                    ciphertext = self.sock.recv(max_bytes)
+                except BlockingIOError:
+                    return None
+                tls.feed(ciphertext)
+        except ssl.SSLError as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(f"TLS: {exc.reason or exc}") from None
+        except OSError as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(str(exc)) from None
+        finally:
+            extra = tls.pending_output()  # a key update or a session ticket
+            if extra and not self.broken:
+                self._send_raw_nowait(extra)
+        return plaintext
+
+    async def start_tls(self, layer: TlsLayer) -> None:
+        """Complete the TLS handshake the peer began; then every byte goes through `layer`.
+
+        Raises BrokenResourceError if the peer breaks it off or speaks broken TLS; the
+        caller's deadline bounds it.
+        """
+        try:
+            while not layer.handshake():
+                self._send_raw_nowait(layer.pending_output())
+                await self.drain()
+                await trio.lowlevel.wait_readable(self.sock)
+                try:
+                    layer.feed(self.sock.recv(RECEIVE_BYTES))
+                except BlockingIOError:
+                    continue
+        except ssl.SSLError as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(f"TLS handshake failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(str(exc)) from None
+        self._send_raw_nowait(layer.pending_output())
+        self.tls = layer
+
+    def _send_raw_nowait(self, data: bytes) -> None:
+        """Ciphertext TLS itself produced: queued like anything else, never encrypted again."""
+        if not data:
+            return
+        tls, self.tls = self.tls, None
+        try:
+            self.send_nowait(data)
+        finally:
+            self.tls = tls
 
     async def receive_some(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
         """The next bytes from the peer; b"" once it has closed. Raises BrokenResourceError."""
@@ -143,6 +209,9 @@ class Transport:
         discarded = 0
         with trio.move_on_after(LINGER_SECONDS):
             try:
+                if self.tls is not None:
+                    self._send_raw_nowait(self.tls.close_notify())
+                    await self.drain()
                 self.sock.shutdown(socket.SHUT_WR)
                 while discarded <= LINGER_BYTES and unacknowledged(self.sock):
                     with trio.move_on_after(LINGER_POLL_SECONDS):
