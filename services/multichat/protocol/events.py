@@ -17,11 +17,12 @@ DEFAULT_PORT = 5002
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """A client asks to join the room as `name`."""
+    """A client asks to join the room as `name`, with the password or a personal invite."""
 
     name: str
     password: str
     version: int = PROTOCOL_VERSION
+    invite: str | None = None  # a token from `multichat invite`, instead of the password
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +266,31 @@ class BanList:
     bans: tuple[BanEntry, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """One personal invite as the host sees it (the token itself is never shown again)."""
+
+    id: str
+    name: str  # "" for anyone; else it works only for this name, which it reserves
+    uses: int  # uses left
+    expires: float  # time.time() after which it no longer works
+
+
+@dataclass(frozen=True, slots=True)
+class InviteIssued:
+    """The answer to the host's `invite`: the new invite and, this once, its token."""
+
+    invite: Invite
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class InviteList:
+    """The answer to the host's `invites`."""
+
+    invites: tuple[Invite, ...]
+
+
 ClientEvent = (
     Hello
     | Password
@@ -299,6 +325,8 @@ ServerEvent = (
     | Topic
     | Notice
     | BanList
+    | InviteIssued
+    | InviteList
 )
 Event = ClientEvent | ServerEvent
 

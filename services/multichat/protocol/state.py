@@ -20,6 +20,8 @@ from .events import (
     Event,
     Hello,
     Help,
+    InviteIssued,
+    InviteList,
     Join,
     Leave,
     Members,
@@ -77,6 +79,8 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, A, Status): X,
     (S, A, Notice): X,  # the answer to a host's moderation command
     (S, A, BanList): X,
+    (S, A, InviteIssued): X,  # the answers to the host's invite commands
+    (S, A, InviteList): X,
     (S, A, Shutdown): X,
     (C, J, Say): J,
     (C, J, Who): J,

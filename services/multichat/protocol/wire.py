@@ -23,6 +23,9 @@ from .events import (
     Event,
     Hello,
     Help,
+    Invite,
+    InviteIssued,
+    InviteList,
     Join,
     Leave,
     Members,
@@ -156,6 +159,25 @@ def _bans(obj: dict[str, Any]) -> BanList:
     return BanList(tuple(_ban(b) for b in value))
 
 
+def _invite(value: object) -> Invite:
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("an invite must be an object")
+    return Invite(
+        _str(value, "id"), _str(value, "name", ""), _int(value, "uses"), _num(value, "expires")
+    )
+
+
+def _invite_json(invite: Invite) -> dict[str, Any]:
+    return {"id": invite.id, "name": invite.name, "uses": invite.uses, "expires": invite.expires}
+
+
+def _list(obj: dict[str, Any], key: str) -> list[object]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise RemoteProtocolError(f"{key!r} must be a list")
+    return value
+
+
 def _moderate(command: str, key: str = "name") -> Callable[[dict[str, Any]], Event]:
     def decode(o: dict[str, Any]) -> Event:
         target = _str(o, key, limit=_F) if key else ""
@@ -177,7 +199,10 @@ _F = MAX_FIELD_CHARS
 # "too long" instead of a frame error; the frame size still bounds it.
 _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "hello": lambda o: Hello(
-        _str(o, "name", limit=_F), _str(o, "password", limit=_F), _int(o, "version")
+        _str(o, "name", limit=_F),
+        _str(o, "password", "" if "invite" in o else None, _F),
+        _int(o, "version"),
+        _opt_str(o, "invite"),
     ),
     "control": lambda o: Control(
         _str(o, "token", limit=_F),
@@ -229,6 +254,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "help": lambda o: Help(),
     "notice": lambda o: Notice(_str(o, "text"), _num(o, "ts", 0.0)),
     "bans": lambda o: _bans(o) if "bans" in o else Moderate("bans"),
+    "invite": lambda o: InviteIssued(_invite(o), _str(o, "token")),
+    "invites": lambda o: InviteList(tuple(_invite(i) for i in _list(o, "invites"))),
     "kick": _moderate("kick"),
     "ban": _moderate("ban", "target"),
     "unban": _moderate("unban", "target"),
@@ -266,8 +293,11 @@ def to_json(event: Event) -> dict[str, Any]:
     """The JSON object of one event."""
     obj: dict[str, Any]
     match event:
-        case Hello(name, password, version):
-            return {"type": "hello", "version": version, "name": name, "password": password}
+        case Hello(name, password, version, invite):
+            obj = {"type": "hello", "version": version, "name": name, "password": password}
+            if invite is not None:
+                obj["invite"] = invite
+            return obj
         case Control(token, command, reason, args):
             obj = {
                 "type": "control",
@@ -374,6 +404,10 @@ def to_json(event: Event) -> dict[str, Any]:
             if seconds is not None:
                 obj["seconds"] = seconds
             return obj
+        case InviteIssued(invite, token):
+            return {"type": "invite", "token": token, **_invite_json(invite)}
+        case InviteList(invites):
+            return {"type": "invites", "invites": [_invite_json(i) for i in invites]}
         case BanList(bans):
             return {
                 "type": "bans",

@@ -15,9 +15,11 @@ from typing import Protocol
 
 from ..protocol import commands
 from ..protocol.errors import ProtocolError
-from ..protocol.events import BanList, Error, Notice, Status
+from ..protocol.events import BanList, Error, InviteIssued, InviteList, Notice, Status
+from ..protocol.names import check_name, name_key
 from .auth import Gate, Secret, Throttle
 from .fanout import Fanout
+from .invites import InviteBook, InviteError
 from .limits import Limits
 from .moderation import HOST, Moderation
 from .room import Room
@@ -48,6 +50,7 @@ class ServerContext:
     gate: Gate = field(init=False)
     fanout: Fanout = field(init=False)
     moderation: Moderation = field(init=False)
+    invites: InviteBook = field(init=False)
     sessions: set[OpenConnection] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
@@ -59,6 +62,8 @@ class ServerContext:
             lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
         )
         self.fanout = Fanout(self.room)
+        self.invites = InviteBook(clock=self.room.now)
+        self.room.reserved = lambda key: self.invites.reserved(key, name_key)
         self.moderation = Moderation(self.room, clock=self.room.now, monotonic=self.room.monotonic)
 
     def check_password(self, source: str, attempt: str, now: float) -> Error | None:
@@ -73,6 +78,27 @@ class ServerContext:
         log.warning("wrong password from %s", source)
         return Error("bad_password", "wrong password")
 
+    def check_invite(self, source: str, token: str, name: str, now: float) -> Error | None:
+        """None if `token` lets `name` in (one use spent); else the error to answer with.
+
+        A bad invite counts as a wrong password: one throttle for both.
+        """
+        if not self.failures.allowed(source, now):
+            wait = math.ceil(self.failures.retry_after(source, now))
+            return Error("throttled", f"too many wrong passwords or invites; try again in {wait} s")
+        try:
+            key = name_key(check_name(name))
+        except ProtocolError as exc:
+            return Error("bad_name", str(exc))
+        try:
+            invite = self.invites.redeem(token, key, name_key)
+        except InviteError as exc:
+            self.failures.record(source, now)
+            log.warning("bad invite from %s", source)
+            return Error("bad_invite", str(exc))
+        log.info("invite %s used by %s from %s", invite.id, name, source)
+        return None
+
     def control(
         self,
         source: str,
@@ -81,7 +107,7 @@ class ServerContext:
         reason: str,
         now: float,
         args: tuple[str, ...] = (),
-    ) -> Status | Notice | BanList | Error:
+    ) -> Status | Notice | BanList | InviteIssued | InviteList | Error:
         """The answer to a control command; a right `shutdown` also starts closing the room.
 
         Moderation commands (`kick NAME REASON...`) come with their words in `args` and act as
@@ -92,6 +118,8 @@ class ServerContext:
         if not self.control_token.matches(token):
             self.failures.record(source, now)
             return Error("bad_token", "wrong control token")
+        if command in ("invite", "invites", "revoke"):
+            return self._invite_command(command, args)
         if command not in ("status", "shutdown"):
             try:
                 request = commands.moderation(command, list(args))
@@ -104,3 +132,31 @@ class ServerContext:
             log.info("shutdown requested by the control token: %s", reason or "(no reason)")
             self.request_shutdown(reason or "the host closed the room")
         return status
+
+    def _invite_command(
+        self, command: str, args: tuple[str, ...]
+    ) -> InviteIssued | InviteList | Notice | Error:
+        """`invite name=N uses=U seconds=S`, `invites`, `revoke ID` (the CLI sends these)."""
+        try:
+            if command == "invites":
+                return InviteList(tuple(self.invites.live()))
+            if command == "revoke":
+                if len(args) != 1:
+                    return Error("bad_command", "usage: revoke ID")
+                gone = self.invites.revoke(args[0])
+                return Notice(f"revoked invite {gone.id}", self.room.now())
+            options = dict(arg.partition("=")[::2] for arg in args)
+            name = options.pop("name", "")
+            if name:
+                name = check_name(name)
+            uses = int(options.pop("uses", "1"))
+            seconds = float(options.pop("seconds", "86400"))
+            if options:
+                return Error("bad_command", f"unknown invite options: {', '.join(options)}")
+            invite, token = self.invites.issue(name, uses, seconds)
+        except (InviteError, ProtocolError) as exc:
+            return Error("bad_command", str(exc))
+        except ValueError:
+            return Error("bad_command", "uses and seconds must be numbers")
+        log.info("host made invite %s (%s, %d uses)", invite.id, invite.name or "anyone", uses)
+        return InviteIssued(invite, token)

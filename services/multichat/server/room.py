@@ -173,6 +173,8 @@ class Room:
         self._monotonic = monotonic  # for durations (the server passes trio's clock)
         self._members: dict[str, Member] = {}  # by name key, in join order
         self.topic = ""
+        # Whether a name (by key) is kept for the bearer of a personal invite.
+        self.reserved: Callable[[str], bool] = lambda key: False
         self._log: list[Entry] = []
         self._base = 0  # index of self._log[0]
         self._base_end = 0  # log bytes before self._log[0]
@@ -323,8 +325,11 @@ class Room:
             del self._log[:dead]
             self._base += dead
 
-    def check_join(self, name: str) -> tuple[str, str]:
-        """The display name and uniqueness key `name` would join as, or raise Refused."""
+    def check_join(self, name: str, *, invited: bool = False) -> tuple[str, str]:
+        """The display name and uniqueness key `name` would join as, or raise Refused.
+
+        A name a personal invite keeps for someone is taken unless `invited` (by that invite).
+        """
         if self.closed:
             raise Refused("shutting_down", "the room is closing")
         try:
@@ -332,7 +337,7 @@ class Room:
         except ProtocolError as exc:
             raise Refused("bad_name", str(exc)) from None
         key = name_key(display)
-        if key in self._members:
+        if key in self._members or (not invited and self.reserved(key)):
             raise Refused("name_taken", f"the name {display!r} is taken; pick another")
         return display, key
 
@@ -346,12 +351,13 @@ class Room:
         welcome: Callable[[str, tuple[str, ...]], bytes],
         finish: Callable[[], None] = lambda: None,
         source: str = "",
+        invited: bool = False,
     ) -> Member:
         """Add a member, queue its welcome (built by `welcome(name, members)`), tell the room.
 
         Raises Refused with `bad_name`, `name_taken` or `shutting_down`.
         """
-        display, key = self.check_join(name)
+        display, key = self.check_join(name, invited=invited)
         member = Member(
             display, key, dialect=dialect, wake=wake, kick=kick, finish=finish, source=source
         )
@@ -492,7 +498,7 @@ class Room:
             raise Refused("bad_name", str(exc)) from None
         key = name_key(display)
         holder = self._members.get(key)
-        if holder is not None and holder is not member:
+        if (holder is not None and holder is not member) or (holder is None and self.reserved(key)):
             raise Refused("name_taken", f"the name {display!r} is taken; pick another")
         old = member.name
         # Rebuilt, not re-inserted: the member list keeps its join order.

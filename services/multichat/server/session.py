@@ -398,8 +398,8 @@ class Session:
                 if not self._check_password(password):
                     return False
                 self.send_nowait(AskName())
-            case Hello(name, password):
-                return self._hello(name, password)
+            case Hello(name, password, _, invite):
+                return self._hello(name, password, invite)
             case Control(token, command, reason, args):
                 now = trio.current_time()
                 answer = self.ctx.control(self.source, token, command, reason, now, args)
@@ -416,9 +416,16 @@ class Session:
             self.send_nowait(error)
         return error is None
 
-    def _hello(self, name: str, password: str) -> bool:
+    def _hello(self, name: str, password: str, invite: str | None = None) -> bool:
         ctx = self.ctx
-        if self.conn.mode is Mode.JSON and not self._check_password(password):
+        if invite is not None:
+            refusal = ctx.moderation.banned(self.source) or ctx.check_invite(
+                self.source, invite, name, trio.current_time()
+            )
+            if refusal is not None:
+                self.send_nowait(refusal)
+                return False
+        elif self.conn.mode is Mode.JSON and not self._check_password(password):
             return False
         if len(ctx.room) >= ctx.limits.max_members:
             self.send_nowait(Error("room_full", "the room is full; try again later"))
@@ -437,6 +444,7 @@ class Session:
                 ),
                 finish=self.finish_nowait,
                 source=self.source,
+                invited=invite is not None,
             )
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))

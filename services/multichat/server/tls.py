@@ -9,6 +9,7 @@ dialects as outside (JSON frames, plain text, HTTP and WebSocket).
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 
 # RFC 8446 section 5.1: a TLS record of type handshake(22) opens every ClientHello.
@@ -83,10 +84,9 @@ class TlsLayer:
 
     def close_notify(self) -> bytes:
         """The alert that ends the TLS session cleanly (so the peer can tell it from a cut)."""
-        try:
+        # The peer's own close_notify is not awaited (SSLWantReadError): we are closing anyway.
+        with contextlib.suppress(ssl.SSLError):
             self._tls.unwrap()
-        except (ssl.SSLWantReadError, ssl.SSLError):
-            pass  # the peer's own close_notify is not awaited: we are closing anyway
         return self._outgoing.read()
 
     def pending_output(self) -> bytes:
