@@ -9,6 +9,7 @@ hook, SIGTERM to the tunnel, SIGTERM to the server.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -284,7 +286,8 @@ def test_tunnel_starts_on_a_healthy_server_in_its_namespace(deployment: Deployme
     command = tunnel["command"]
     proxy_port = option(server["command"], "--proxy-port")
     assert option(command, "--target") == f"127.0.0.1:{proxy_port}", "the loopback listener"
-    assert option(command, "--proxy-protocol") == "2"
+    assert option(command, "--proxy-protocol") == "2"  # the TCP endpoint's; HTTPS sends XFF
+    assert "--no-tcp" not in command, "an account with a card on file gets a TCP address too"
     assert option(command, "--ngrok-path") == image_config()["env"]["PYNGROK_NGROK_PATH"]
     assert option(command, "--ngrok-config").startswith("/opt/ngrok/"), "baked into the image"
     assert tunnel["healthcheck"] == {"disable": True}
@@ -351,6 +354,7 @@ class Local:
     state_dir: Path
     ngrok_config: Path
     agent_state: Path
+    tls: ngrok_standin.StandinTLS
     processes: list[trio.Process] = field(default_factory=list)
 
     def environ(self, service: dict[str, Any]) -> dict[str, str]:
@@ -362,9 +366,11 @@ class Local:
         image_env["PYNGROK_NGROK_PATH"] = ngrok_standin.ngrok_path()
         env.update(image_env)
         env.update(service.get("environment") or {})
-        # Only for the stand-in agent: where it records itself, and a cap on its life.
+        # Only for the stand-in agent: where it records itself, a cap on its life, and the
+        # certificate its HTTPS endpoints serve (ngrok's cloud has its own).
         env[ngrok_standin.STATE_ENV] = str(self.agent_state)
         env[ngrok_standin.LIFETIME_ENV] = "60"
+        env.update(self.tls.env())
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
         return env
 
@@ -406,6 +412,7 @@ async def local(tmp_path: Path) -> AsyncIterator[Local]:
         state_dir=tmp_path / "state",
         ngrok_config=ngrok_standin.write_config(tmp_path),
         agent_state=tmp_path / "agent.state",
+        tls=ngrok_standin.make_tls(tmp_path),
     )
     try:
         yield here
@@ -446,18 +453,47 @@ async def start_healthy_server(deployment: Deployment, local: Local) -> trio.Pro
     return process
 
 
-async def read_public_address(stdout: trio.abc.ReceiveStream) -> tuple[str, str]:
-    """The two lines `docker compose logs tunnel` shows: the address and the join command."""
+@dataclass(frozen=True)
+class Addresses:
+    """What `docker compose logs tunnel` shows: the link, its join command, the TCP address."""
+
+    link: str
+    join: str
+    tcp: str
+
+
+async def read_addresses(stdout: trio.abc.ReceiveStream) -> Addresses:
     buffer = b""
     while True:
         text = buffer.decode("utf-8", "replace")
-        address = re.search(r"^Public address: (tcp://\S+)$", text, re.MULTILINE)
+        link = re.search(r"^Open in a browser: (https://\S+)$", text, re.MULTILINE)
         join = re.search(r"^Friends join with: (multichat connect \S+)$", text, re.MULTILINE)
-        if address and join:
-            return address.group(1), join.group(1)
+        tcp = re.search(r"^TCP address: (tcp://\S+)$", text, re.MULTILINE)
+        if link and join and tcp:
+            return Addresses(link.group(1), join.group(1), tcp.group(1))
         data = await stdout.receive_some()
-        assert data, f"the tunnel stopped before printing its address: {text!r}"
+        assert data, f"the tunnel stopped before printing its addresses: {text!r}"
         buffer += data
+
+
+async def fetch_page(link: str, local: Local) -> tuple[int, str | None, bytes]:
+    """GET the link as a program does (ngrok's header skips its browser warning)."""
+
+    def get() -> tuple[int, str | None, bytes]:
+        parts = urlsplit(link)
+        assert parts.hostname is not None
+        context = local.tls.client_context()
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port, context=context, timeout=STEP_LIMIT
+        )
+        try:
+            conn.request("GET", "/", headers={ngrok_standin.SKIP_WARNING_HEADER: "1"})
+            response = conn.getresponse()
+            return response.status, response.headers["Ngrok-Error-Code"], response.read()
+        finally:
+            conn.close()
+
+    return await trio.to_thread.run_sync(get)
 
 
 async def collect(peer: Peer, events: list[Event]) -> None:
@@ -488,11 +524,17 @@ async def test_compose_up_and_down_as_local_processes(deployment: Deployment, lo
     tunnel_proc = await local.start("tunnel", command, tunnel_env, pipe=True)
     assert tunnel_proc.stdout is not None
     with trio.fail_after(STEP_LIMIT):
-        public, join = await read_public_address(tunnel_proc.stdout)
-    assert join == f"multichat connect {public}"
+        public = await read_addresses(tunnel_proc.stdout)
+    assert public.join == f"multichat connect {public.link}"
 
-    # A friend through the public address, and one on the LAN.
-    host, _, port = public.removeprefix("tcp://").rpartition(":")
+    # The link reaches the room's own page through the server's loopback tunnel listener.
+    with trio.fail_after(STEP_LIMIT):
+        status, ngrok_error, page = await fetch_page(public.link, local)
+    assert (status, ngrok_error) == (200, None), page
+    assert b"<html" in page.lower()
+
+    # A friend through the TCP address, and one on the LAN.
+    host, _, port = public.tcp.removeprefix("tcp://").rpartition(":")
     assert host == "127.0.0.1", "the stand-in's public address is on loopback"
     with trio.fail_after(STEP_LIMIT):
         friend = Peer(await trio.open_tcp_stream(host, int(port)))

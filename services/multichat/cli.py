@@ -148,6 +148,15 @@ NgrokConfigOpt = Annotated[
     typer.Option("--ngrok-config", help="ngrok's config file (default: ngrok's own location)."),
 ]
 
+NoTcpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-tcp",
+        help="Only the HTTPS link: do not ask ngrok for a TCP address (ngrok's free plan "
+        "opens one only with a card on file).",
+    ),
+]
+
 
 @app.command(epilog=environment(_NGROK_ENV, _PASSWORD_ENV, _STATE_ENV))
 def up(
@@ -162,6 +171,7 @@ def up(
     no_tunnel: Annotated[
         bool, typer.Option("--no-tunnel", help="LAN only: do not open the ngrok tunnel.")
     ] = False,
+    no_tcp: NoTcpOpt = False,
     ngrok_path: NgrokPathOpt = None,
     ngrok_config: NgrokConfigOpt = None,
     config: ConfigOpt = None,
@@ -171,7 +181,9 @@ def up(
 ) -> None:
     """Host a room: the server plus a public ngrok tunnel; prints how friends join.
 
-    The ngrok authtoken comes from NGROK_AUTHTOKEN or your ngrok config file.
+    The tunnel gives the room an HTTPS link (for browsers and `multichat connect`) and, when
+    your ngrok account allows it (a card on file), a TCP address too. The ngrok authtoken comes
+    from NGROK_AUTHTOKEN or your ngrok config file.
     """
     limits = load_config(config)
     try:
@@ -187,6 +199,7 @@ def up(
             ngrok_path=str(ngrok_path) if ngrok_path is not None else None,
             config_path=str(ngrok_config) if ngrok_config is not None else None,
             verbose=verbose,
+            tcp=not no_tcp,
         )
     setup_logging(verbose)
     token = new_token()
@@ -206,21 +219,34 @@ def up(
 
 @app.command(epilog=environment(_NGROK_ENV))
 def tunnel(
-    target: Annotated[str, typer.Option("--target", help="Where the room listens, as HOST:PORT.")],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="Where the room listens, as HOST:PORT: the HTTPS link forwards HTTP there, "
+            "the TCP address bytes. Best the room's --proxy-port listener, which believes "
+            "what the tunnel says of each friend's address.",
+        ),
+    ],
     proxy_protocol: Annotated[
         int,
         typer.Option(
             "--proxy-protocol",
-            help="Send a PROXY header (1 or 2) naming each friend's address; 0 for none.",
+            help="Send a PROXY header (1 or 2) naming each friend's address on the TCP "
+            "address's connections; 0 for none. (The HTTPS link always sends X-Forwarded-For.)",
             min=0,
             max=2,
         ),
     ] = 0,
+    no_tcp: NoTcpOpt = False,
     ngrok_path: NgrokPathOpt = None,
     ngrok_config: NgrokConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Open the public tunnel alone, to a room served elsewhere (used by docker compose)."""
+    """Open the public tunnel alone, to a room served elsewhere (used by docker compose).
+
+    It prints the HTTPS link, and the TCP address when your ngrok account allows one.
+    """
     try:
         address = parse_address(target)
     except AddressError as exc:
@@ -230,6 +256,7 @@ def tunnel(
         config_path=str(ngrok_config) if ngrok_config is not None else None,
         verbose=verbose,
         proxy_proto=proxy_protocol or None,
+        tcp=not no_tcp,
     )
     setup_logging(verbose)
     try:
@@ -247,7 +274,10 @@ StatePortOpt = Annotated[
 
 @app.command(epilog=environment(_STATE_ENV))
 def status(port: StatePortOpt = None) -> None:
-    """Is a room up here? Exit 0 when it is, 3 when it is not (usable as a health check)."""
+    """Is a room up here? Its addresses (public link, TCP, LAN), members and uptime.
+
+    Exit 0 when it is up, 3 when it is not (usable as a health check).
+    """
     try:
         report = trio.run(control.status, port)
     except control.ControlError as exc:
@@ -280,7 +310,10 @@ def connect(
     address: Annotated[
         str,
         typer.Argument(
-            help="The room: tcp://HOST:PORT as ngrok prints it, HOST:PORT, HOST or [IPv6]:PORT."
+            help=(
+                "The room: https://HOST (an ngrok link), http://HOST:PORT on a LAN, "
+                "tcp://HOST:PORT, HOST:PORT, HOST or [IPv6]:PORT."
+            )
         ),
     ],
     name: Annotated[
@@ -299,11 +332,15 @@ def connect(
         bool,
         typer.Option("--plain", help="Plain lines in and out, as when stdin is not a terminal."),
     ] = False,
+    no_bell: Annotated[
+        bool,
+        typer.Option("--no-bell", help="Do not ring the terminal's bell when someone names you."),
+    ] = False,
 ) -> None:
     """Join a room: a chat window on a terminal, plain lines otherwise (see docs/client.md).
 
-    Exit codes: 0 left or room closed, 1 cannot connect, 2 usage, 3 refused (password, name),
-    4 connection lost or lines not delivered.
+    Exit codes: 0 left or room closed, 1 cannot connect, 2 usage, 3 refused (password, name,
+    banned, locked), 4 connection lost, kicked or banned, or lines not delivered.
     """
     from .client.address import AddressError, parse_address
     from .client.connect import EXIT_USAGE, ConnectExit, run_connect
@@ -313,10 +350,179 @@ def connect(
     except AddressError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     try:
-        code = run_connect(target, name, password, plain=plain)
+        code = run_connect(target, name, password, plain=plain, bell=not no_bell)
     except ConnectExit as exc:
         raise fail(str(exc), exc.code) from None
     raise typer.Exit(code)
+
+
+# -- moderating the running room from another terminal on the host (docs/moderation.md) --
+
+NameArg = Annotated[str, typer.Argument(help="A member's name, as the room shows it.")]
+TargetArg = Annotated[
+    str, typer.Argument(help="A member's name, or an address (IPv4 or IPv6).")
+]
+ReasonArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Why: told to the member and the room, and logged.", show_default=False),
+]
+DurationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--for",
+        help="How long: 30s, 10m, 2h, 1d, 1w, 1h30m (default: until lifted or the room closes).",
+        metavar="DURATION",
+        show_default=False,
+    ),
+]
+
+
+def _moderate(command: str, words: list[str], port: int | None) -> None:
+    """Send one moderation command to the running room as the host; print its answer."""
+    from .protocol.commands import CommandError, moderation
+
+    try:
+        moderation(command, words)  # a bad --for is told here, before any connection
+    except CommandError as exc:
+        raise fail(str(exc).replace("usage: /", "usage: multichat "), 2) from None
+    try:
+        answer = trio.run(control.moderate, port, command, words)
+    except control.ControlError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(control.format_answer(answer))
+
+
+def _for(duration: str | None) -> list[str]:
+    return ["--for", duration] if duration is not None else []
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def kick(name: NameArg, reason: ReasonArg = None, port: StatePortOpt = None) -> None:
+    """Remove NAME from the running room; they may come back (ban keeps them out)."""
+    _moderate("kick", [name, *(reason or [])], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def ban(
+    target: TargetArg,
+    reason: ReasonArg = None,
+    duration: DurationOpt = None,
+    port: StatePortOpt = None,
+) -> None:
+    """Remove a member and keep their address out (or ban an address): checked before the
+    password, behind the tunnel too."""
+    _moderate("ban", [target, *_for(duration), *(reason or [])], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def unban(target: TargetArg, port: StatePortOpt = None) -> None:
+    """Lift a ban, by the name it was made by or by address (`multichat bans` lists them)."""
+    _moderate("unban", [target], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def mute(name: NameArg, duration: DurationOpt = None, port: StatePortOpt = None) -> None:
+    """NAME may read but not say anything, for a while or until unmuted."""
+    _moderate("mute", [name, *_for(duration)], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def unmute(name: NameArg, port: StatePortOpt = None) -> None:
+    """Let NAME talk again."""
+    _moderate("unmute", [name], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def lock(port: StatePortOpt = None) -> None:
+    """Refuse newcomers (members in the room stay)."""
+    _moderate("lock", [], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def unlock(port: StatePortOpt = None) -> None:
+    """Accept newcomers again."""
+    _moderate("unlock", [], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def op(name: NameArg, port: StatePortOpt = None) -> None:
+    """Make NAME an operator of the room (until they leave or the room closes)."""
+    _moderate("op", [name], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def deop(name: NameArg, port: StatePortOpt = None) -> None:
+    """Take operator rights from NAME."""
+    _moderate("deop", [name], port)
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def bans(port: StatePortOpt = None) -> None:
+    """List the room's bans: who, until when, by whom, why."""
+    _moderate("bans", [], port)
+
+
+@app.command()
+def export(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="The room's data directory (as given to serve or up)."),
+    ] = None,
+    room: Annotated[
+        str | None,
+        typer.Option("--room", help="The room's name: read its default data directory."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="text: one line per entry, to read; json: one object per line."
+        ),
+    ] = "text",
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Only from this local time on: YYYY-MM-DD or 'YYYY-MM-DD HH:MM'."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE (mode 0600), not stdout.")
+    ] = None,
+    include_private: Annotated[
+        bool, typer.Option("--include-private", help="Include private messages, everyone's.")
+    ] = False,
+) -> None:
+    """Print a room's history (see docs/history.md); works while the room runs, too.
+
+    Without --data-dir or --room: the default room's (multichat). Exit 2 on a bad option.
+    """
+    import os
+
+    from .hosting.datadir import default_data_dir
+    from .hosting.export import (
+        EXIT_USAGE,
+        ExportError,
+        export_to_file,
+        history_lines,
+        parse_since,
+        write_lines,
+    )
+
+    if data_dir is not None and room is not None:
+        raise fail("give --data-dir or --room, not both", EXIT_USAGE)
+    directory = data_dir if data_dir is not None else default_data_dir(room or "multichat")
+    try:
+        start = parse_since(since) if since is not None else None
+        lines = history_lines(directory, fmt=fmt, since=start, include_private=include_private)
+        if output is not None:
+            export_to_file(lines, output)
+        else:
+            write_lines(lines, sys.stdout)
+    except ExportError as exc:
+        raise fail(str(exc), exc.code) from None
+    except BrokenPipeError:
+        # `multichat export | head`: the reader has all it wants. Python would complain
+        # about stdout once more at exit; point it at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from multichat.protocol.events import Control, Error, Shutdown, Status
 
 MULTICHAT = Path(sys.executable).parent / "multichat"
 CONTROL_TOKEN = "control-token-for-tests"
+LINK = "https://a1b2-203-0-113-7.ngrok-free.app"
 STEP = 20  # seconds for any one step
 
 
@@ -71,7 +72,8 @@ def room_state(port: int, pid: int | None = None, **changes: object) -> RoomStat
         room="den",
         started=1.0,
         lan=["192.0.2.7"],
-        public="tcp://0.tcp.ngrok.io:12345",
+        https=LINK,
+        tcp="tcp://0.tcp.ngrok.io:12345",
         version="0.1.0",
         host="127.0.0.1",
     )
@@ -145,14 +147,28 @@ def test_the_state_file_is_private_and_holds_no_password(states: Path) -> None:
         "room",
         "started",
         "lan",
-        "public",
+        "https",
+        "tcp",
         "version",
         "host",
         "pidns",
     }
-    write_state(replace(state, public=None))
-    assert read_state(path) == replace(state, public=None)
+    write_state(replace(state, https=None, tcp=None))
+    assert read_state(path) == replace(state, https=None, tcp=None)
     assert sorted(p.name for p in states.iterdir()) == ["room-5002.json"], "no temporary files"
+
+
+def test_a_state_file_from_before_the_https_link_still_reads(states: Path) -> None:
+    # Then the only public address was the TCP one, under `public`.
+    state = room_state(5002, https=None)
+    path = write_state(state)
+    data = json.loads(path.read_text())
+    del data["https"], data["tcp"]
+    path.write_text(json.dumps({**data, "public": "tcp://0.tcp.ngrok.io:12345"}))
+    assert read_state(path) == state
+    del data["pidns"]
+    path.write_text(json.dumps({**data, "public": None}))
+    assert read_state(path) == replace(state, tcp=None, pidns="")
 
 
 def test_state_dir_falls_back_when_there_is_no_runtime_dir(
@@ -228,11 +244,17 @@ def test_format_status_says_members_uptime_and_addresses() -> None:
         f"Room 'den' is up (pid {os.getpid()}, port 5002, multichat 0.1.0).",
         "Uptime: 1h 02m 05s",
         "Members online (2): ann, bob",
+        f"Public: {LINK}",
+        "TCP:    tcp://0.tcp.ngrok.io:12345",
         "LAN:    192.0.2.7:5002",
-        "Public: tcp://0.tcp.ngrok.io:12345",
     ]
-    empty = format_status(StatusReport(room_state(5002, public=None), replace(status, members=())))
+    free_plan = format_status(StatusReport(room_state(5002, tcp=None), status))
+    assert f"Public: {LINK}" in free_plan and "TCP" not in free_plan
+    alone = room_state(5002, https=None, tcp=None)
+    empty = format_status(StatusReport(alone, replace(status, members=())))
     assert "Members online (0): -" in empty and "Public: (no tunnel)" in empty
+    old = format_status(StatusReport(room_state(5002, https=None), status))
+    assert "Public" not in old and "TCP:    tcp://0.tcp.ngrok.io:12345" in old
 
 
 # --------------------------------------------------------------------------- status and down
@@ -368,7 +390,8 @@ async def test_status_command_reports_members_and_uptime() -> None:
         assert "Room 'multichat' is up" in out
         assert "Members online (2): ann, bob" in out
         assert "Uptime: 0h 00m 0" in out
-        assert "Public: tcp://0.tcp.ngrok.io:12345" in out
+        assert f"Public: {LINK}" in out
+        assert "TCP:    tcp://0.tcp.ngrok.io:12345" in out
         # --port picks one room; a port with no room is "not up".
         assert (await multichat("status", "--port", str(room.port))).returncode == 0
         assert (await multichat("status", "--port", "1")).returncode == 3

@@ -6,6 +6,7 @@ import io
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,47 +82,70 @@ def _state(port: int = 5002, lan: list[str] | None = None) -> RoomState:
     return RoomState(pid=1, port=port, token="t", room="den", started=0.0, lan=lan or [])
 
 
-def _show(
-    banner: Banner,
-    state: RoomState,
-    public: str | None = None,
-    problem: str | None = None,
-    **options: bool,
-) -> list[str]:
-    banner.show(state, public, problem, **options)
+def _show(banner: Banner, state: RoomState, **options: Any) -> list[str]:
+    banner.show(state, **options)
     assert isinstance(banner.out, io.StringIO)
     return banner.out.getvalue().splitlines()
 
 
-def test_banner_with_a_tunnel_and_a_generated_password() -> None:
+LINK = "https://a1b2-203-0-113-7.ngrok-free.app"
+TCP = "tcp://0.tcp.ngrok.io:12345"
+CARD = TunnelError("card_required", ngrok_code="ERR_NGROK_8013")
+
+
+def test_banner_leads_with_the_link_for_browsers() -> None:
     banner = Banner("den", out=io.StringIO(), password="tavo-mire-kuna")
-    lines = _show(banner, _state(lan=["192.168.1.20", "10.0.0.5"]), "tcp://0.tcp.ngrok.io:12345")
+    lines = _show(banner, _state(lan=["192.168.1.20", "10.0.0.5"]), https=LINK, tcp=TCP)
     assert lines[0] == lines[-1] == "-" * 64
-    assert lines[1:6] == [
+    assert lines[1:9] == [
         "  multichat room 'den' is up",
         "  Password: tavo-mire-kuna   (generated: share it with your friends)",
+        "",
+        f"  Open in a browser: {LINK}",
+        "  Or in a terminal:",
+        f"    multichat connect {LINK}",
+        f"    multichat connect {TCP}",
+        "    multichat connect 192.168.1.20   (same network)",  # the default port goes unsaid
+    ]
+    assert lines[9] == "    multichat connect 10.0.0.5   (same network)"
+    assert "nc HOST PORT" in lines[10]
+    addresses = [line for line in lines if re.match(r"  (Public|TCP|LAN): ", line)]
+    assert addresses == [
+        f"  Public:   {LINK}",
+        f"  TCP:      {TCP}",
         "  LAN:      192.168.1.20:5002",
         "  LAN:      10.0.0.5:5002",
-        "  Public:   tcp://0.tcp.ngrok.io:12345",
-    ]
-    joins = [line.strip() for line in lines if line.startswith("    multichat connect")]
-    assert joins == [
-        "multichat connect tcp://0.tcp.ngrok.io:12345",
-        "multichat connect 192.168.1.20   (same network)",  # the default port goes unsaid
-        "multichat connect 10.0.0.5   (same network)",
     ]
     assert not any(line.startswith("  !") for line in lines)
     assert "multichat down" in lines[-2]
 
 
+def test_banner_when_tcp_needs_a_card_says_so_in_one_line() -> None:
+    banner = Banner("den", out=io.StringIO())
+    problem = f"No TCP address: {describe(CARD)}"
+    lines = _show(banner, _state(lan=["192.168.1.20"]), https=LINK, problems=[problem])
+    assert lines[3:6] == [
+        f"  Open in a browser: {LINK}",
+        "  Or in a terminal:",
+        f"    multichat connect {LINK}",
+    ]
+    assert f"  Public:   {LINK}" in lines
+    warnings = [line for line in lines if line.startswith("  !")]
+    assert warnings == [f"  ! {problem}"]
+    assert "card on file" in problem and "HTTPS anyway" in problem and "ERR_NGROK_8013" in problem
+    assert not any("tcp://" in line or line.startswith("  TCP:") for line in lines)
+
+
 def test_banner_when_the_tunnel_failed() -> None:
     banner = Banner("den", out=io.StringIO())
-    lines = _show(banner, _state(6000, ["192.168.1.20"]), None, "Public tunnel failed: why; fix")
+    lines = _show(banner, _state(6000, ["192.168.1.20"]), problems=["Public tunnel failed: why"])
     assert "  Public:   not available" in lines
-    assert "  ! Public tunnel failed: why; fix" in lines
+    assert "  ! Public tunnel failed: why" in lines
     assert not any("Password" in line for line in lines), "a chosen password is not shown"
+    assert not any("browser" in line for line in lines)
+    assert "  Friends join with:" in lines
     assert "    multichat connect 192.168.1.20:6000   (same network)" in lines
-    assert not any("tcp://" in line for line in lines)
+    assert not any("tcp://" in line or "https://" in line for line in lines)
 
 
 def test_banner_without_a_tunnel_or_a_lan() -> None:
@@ -133,11 +157,11 @@ def test_banner_without_a_tunnel_or_a_lan() -> None:
 
 def test_banner_for_a_loopback_or_ipv6_host() -> None:
     banner = Banner("den", out=io.StringIO())
-    lines = _show(banner, _state(6000, ["::1"]), None, None)
+    lines = _show(banner, _state(6000, ["::1"]))
     assert "  LAN:      [::1]:6000" in lines
     assert "    multichat connect [::1]:6000   (this machine only)" in lines
     banner = Banner("den", out=io.StringIO())
-    lines = _show(banner, _state(5002, ["fe80::1"]), None, None)
+    lines = _show(banner, _state(5002, ["fe80::1"]))
     assert "  LAN:      [fe80::1]:5002" in lines
     assert "    multichat connect [fe80::1]   (same network)" in lines
 
@@ -173,25 +197,42 @@ class Lines:
         return lines
 
 
-URL1, URL2 = "tcp://0.tcp.ngrok.io:1111", "tcp://2.tcp.ngrok.io:2222"
+LINK1, LINK2 = "https://1111.ngrok-free.app", "https://2222.ngrok-free.app"
+TCP1, TCP2 = "tcp://0.tcp.ngrok.io:1111", "tcp://2.tcp.ngrok.io:2222"
 
 
-def _opened(url: str) -> TunnelOpened:
-    host, _, port = url.removeprefix("tcp://").rpartition(":")
-    return TunnelOpened(url, host, int(port))
+class Addresses:
+    """An `on_address` callback: what the state file would record, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, str | None]] = []
+
+    def __call__(self, https: str | None, tcp: str | None) -> None:
+        self.seen.append((https, tcp))
 
 
 def test_reporter_before_the_banner_only_takes_notes() -> None:
     say = Lines()
-    addresses: list[str | None] = []
+    addresses = Addresses()
     reporter = TunnelReporter(say, verbose=False)
-    reporter.on_address = addresses.append
+    reporter.on_address = addresses
     reporter(TunnelOpening(0))
     assert say.take() == ["Opening the public ngrok tunnel (up to 30 s)..."]
     reporter(TunnelLog("t=... lvl=info msg=hello"))
-    reporter(_opened(URL1))
+    reporter(TunnelOpened(LINK1, TCP1))
     assert say.take() == []
-    assert (reporter.public, reporter.problem, addresses) == (URL1, None, [URL1])
+    assert (reporter.https, reporter.tcp, reporter.problems) == (LINK1, TCP1, [])
+    assert addresses.seen == [(LINK1, TCP1)]
+
+
+def test_reporter_notes_a_refused_tcp_address_for_the_banner() -> None:
+    say = Lines()
+    reporter = TunnelReporter(say, verbose=False)
+    reporter(TunnelOpening(0))
+    reporter(TunnelOpened(LINK1, None, CARD))
+    assert say.take() == ["Opening the public ngrok tunnel (up to 30 s)..."]
+    assert (reporter.https, reporter.tcp) == (LINK1, None)
+    assert reporter.problems == [f"No TCP address: {describe(CARD)}"]
 
 
 def test_reporter_notes_a_failure_and_the_retry_for_the_banner() -> None:
@@ -201,20 +242,20 @@ def test_reporter_notes_a_failure_and_the_retry_for_the_banner() -> None:
     reporter(TunnelFailed(TunnelError("deadline")))
     reporter(TunnelReopening(1, 1.0))
     say.take()
-    assert reporter.public is None
-    assert reporter.problem == (
+    assert reporter.https is None
+    assert reporter.problems == [
         f"Public tunnel failed: {describe(TunnelError('deadline'))} "
         f"(trying again in 1 s, attempt 1 of {MAX_REOPEN_ATTEMPTS})"
-    )
+    ]
 
 
 def test_reporter_after_the_banner_tells_each_change() -> None:
     say = Lines()
-    addresses: list[str | None] = []
+    addresses = Addresses()
     reporter = TunnelReporter(say, verbose=True)
-    reporter.on_address = addresses.append
+    reporter.on_address = addresses
     reporter(TunnelOpening(0))
-    reporter(_opened(URL1))
+    reporter(TunnelOpened(LINK1, TCP1))
     reporter.banner_shown = True
     say.take()
 
@@ -226,14 +267,37 @@ def test_reporter_after_the_banner_tells_each_change() -> None:
     reporter(TunnelOpening(1))
     reporter(TunnelLog("lvl=info msg=started"))
     assert say.take() == ["ngrok: lvl=info msg=started"]
-    reporter(_opened(URL2))
+    reporter(TunnelOpened(LINK2, TCP2))
     assert say.take() == [
-        f"The tunnel is open again. New public address: {URL2}",
-        f"Friends join with: multichat connect {URL2}",
+        "The tunnel is open again, at new addresses:",
+        f"Open in a browser: {LINK2}",
+        f"Friends join with: multichat connect {LINK2}",
+        f"TCP address: {TCP2}",
     ]
-    assert addresses == [URL1, None, URL2]
+    assert addresses.seen == [(LINK1, TCP1), (None, None), (LINK2, TCP2)]
+    assert reporter.problems == []
     reporter(TunnelClosed())  # the room closed: nothing to say
     assert say.take() == []
+
+
+def test_reporter_keeps_the_card_note_across_a_reopen_that_does_not_ask_again() -> None:
+    say = Lines()
+    reporter = TunnelReporter(say, verbose=False)
+    reporter.banner_shown = True  # as `multichat tunnel` runs it
+    reporter(TunnelOpened(LINK1, None, CARD))
+    assert say.take() == [
+        f"Open in a browser: {LINK1}",
+        f"Friends join with: multichat connect {LINK1}",
+        f"No TCP address: {describe(CARD)}",
+    ]
+    reporter(TunnelFailed(TunnelError("agent_died")))
+    reporter(TunnelOpened(LINK2))  # the supervisor no longer asks for TCP: nothing to repeat
+    assert say.take()[1:] == [
+        "The tunnel is open again, at new addresses:",
+        f"Open in a browser: {LINK2}",
+        f"Friends join with: multichat connect {LINK2}",
+    ]
+    assert reporter.problems == [f"No TCP address: {describe(CARD)}"]
 
 
 def test_reporter_says_when_it_gives_up() -> None:
@@ -242,10 +306,11 @@ def test_reporter_says_when_it_gives_up() -> None:
     reporter.banner_shown = True  # as `multichat tunnel` runs it
     reporter(TunnelOpening(0))
     reporter(TunnelLog("not shown without --verbose"))
-    reporter(_opened(URL1))
+    reporter(TunnelOpened(LINK1, TCP1))
     assert say.take()[1:] == [
-        f"Public address: {URL1}",
-        f"Friends join with: multichat connect {URL1}",
+        f"Open in a browser: {LINK1}",
+        f"Friends join with: multichat connect {LINK1}",
+        f"TCP address: {TCP1}",
     ]
     error = TunnelError("bad_authtoken", ngrok_code="ERR_NGROK_105")
     reporter(TunnelFailed(error))

@@ -6,21 +6,25 @@ pyngrok is always given the stand-in's path, or a path where a download can only
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import trio
 from pyngrok import installer, ngrok, process
+from pyngrok.conf import PyngrokConfig
 from pyngrok.exception import (
     PyngrokError,
     PyngrokNgrokError,
@@ -53,7 +57,14 @@ from multichat.hosting.tunnel import (  # noqa: E402
     open_tunnel,
     supervise_tunnel,
 )
-from ngrok_standin import FAIL_ENV, pid_alive  # noqa: E402
+from ngrok_standin import (  # noqa: E402
+    BROWSER_USER_AGENT,
+    FAIL_ENV,
+    INTERSTITIAL_COOKIE,
+    SKIP_WARNING_HEADER,
+    StandinTLS,
+    pid_alive,
+)
 
 TOKEN = "2qStandinAuthtoken_5vXk9RzTq3LmN8pWcY7d"  # looks like a real one; must never leak
 OPEN_LIMIT = 10  # seconds for an agent that is behaving: it is up in well under one
@@ -68,6 +79,7 @@ class Standin:
     config: Path
     pidfile: Path
     statefile: Path
+    tls: StandinTLS
 
     def settings(self, authtoken: str | None = TOKEN, **options: Any) -> TunnelSettings:
         return TunnelSettings(
@@ -84,6 +96,10 @@ class Standin:
 
     def pids(self) -> list[int]:
         return ngrok_standin.started_pids(self.statefile)
+
+    def log(self) -> list[str]:
+        """What every agent recorded: starts, endpoints opened and refused, exits."""
+        return self.statefile.read_text(encoding="utf-8").splitlines()
 
 
 def _clean_pyngrok() -> None:
@@ -108,7 +124,10 @@ def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Standin
         config=ngrok_standin.write_config(tmp_path),
         pidfile=tmp_path / "agent.pid",
         statefile=tmp_path / "agent.state",
+        tls=ngrok_standin.make_tls(tmp_path),
     )
+    for name, value in agent.tls.env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv(ngrok_standin.PIDFILE_ENV, str(agent.pidfile))
     monkeypatch.setenv(ngrok_standin.STATE_ENV, str(agent.statefile))
     monkeypatch.setenv(ngrok_standin.LIFETIME_ENV, "60")
@@ -128,18 +147,6 @@ async def _echo(stream: trio.SocketStream) -> None:
 async def start_server(nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Any]) -> int:
     listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
     return int(listeners[0].socket.getsockname()[1])
-
-
-async def assert_echoes(host: str, port: int, payload: bytes = b"hello through ngrok") -> None:
-    stream = await trio.open_tcp_stream(host, port)
-    async with stream:
-        await stream.send_all(payload)
-        received = b""
-        while len(received) < len(payload):
-            chunk = await stream.receive_some()
-            assert chunk, "the tunnel closed before echoing"
-            received += chunk
-    assert received == payload
 
 
 async def wait_gone(*pids: int) -> None:
@@ -170,26 +177,291 @@ def dead_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tcp_address(url: str | None) -> tuple[str, int]:
+    assert url is not None, "no TCP address"
+    parts = urlsplit(url)
+    assert parts.scheme == "tcp" and parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+@dataclass
+class Upstream:
+    """A tiny HTTP server standing in for the room's: records each request head it is sent.
+
+    A WebSocket upgrade is accepted (101) and then echoed, byte for byte.
+    """
+
+    heads: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            start, *lines = head.decode("latin-1").split("\r\n")
+            headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
+            self.heads.append({"start": start, "headers": headers})
+            if any(name.lower() == "upgrade" for name, _ in headers):
+                await stream.send_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\n"
+                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n" + rest
+                )
+                await _echo(stream)
+                return
+            body = b"hello from upstream"
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+
+    def header(self, index: int, name: str) -> list[str]:
+        return [v for k, v in self.heads[index]["headers"] if k.lower() == name.lower()]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+async def https_get(
+    url: str, context: ssl.SSLContext, headers: dict[str, str] | None = None, path: str = "/"
+) -> Reply:
+    """GET `path` from an https:// URL with the standard library's client, in a thread."""
+
+    def get() -> Reply:
+        parts = urlsplit(url)
+        assert parts.scheme == "https" and parts.hostname is not None
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port, context=context, timeout=OPEN_LIMIT
+        )
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return Reply(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+
+    return await trio.to_thread.run_sync(get)
+
+
 # --------------------------------------------------------------------------- open_tunnel
 
 
-async def test_tunnel_forwards_bytes_and_close_stops_agent(standin: Standin) -> None:
+async def test_one_agent_serves_https_and_tcp_and_close_stops_it(standin: Standin) -> None:
+    upstream = Upstream()
     async with trio.open_nursery() as nursery:
-        port = await start_server(nursery, _echo)
+        port = await start_server(nursery, upstream)
         with trio.fail_after(OPEN_LIMIT):
             tunnel = await open_tunnel("127.0.0.1", port, standin.settings())
             assert isinstance(tunnel, Tunnel)
-            assert tunnel.public_url == f"tcp://{tunnel.public_host}:{tunnel.public_port}"
-            assert tunnel.public_host == "127.0.0.1"
-            assert tunnel.pid == standin.pid()
+            assert tunnel.https_url.startswith("https://localhost:")
+            assert tunnel.tcp_url is not None and tunnel.tcp_url.startswith("tcp://127.0.0.1:")
+            assert tunnel.tcp_error is None
+            assert tunnel.pid == standin.pid() and standin.pids() == [tunnel.pid]
             assert tunnel.agent_running
-            await assert_echoes(tunnel.public_host, tunnel.public_port)
+            reply = await https_get(tunnel.https_url, standin.tls.client_context())
+            assert (reply.status, reply.body) == (200, b"hello from upstream")
+            # The same upstream port gets the TCP endpoint's bytes.
+            raw = await trio.open_tcp_stream(*tcp_address(tunnel.tcp_url))
+            async with raw:
+                await raw.send_all(b"GET /raw HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert b"hello from upstream" in await raw.receive_some()
             await tunnel.close()
         nursery.cancel_scope.cancel()
     await wait_gone(tunnel.pid)
+    log = standin.log()
+    assert any(line.startswith("endpoint name=multichat-https url=https://") for line in log)
+    assert any(line.startswith("endpoint name=multichat-tcp url=tcp://") for line in log)
     # A polite stop (SIGTERM) lets the real agent close its session in ngrok's cloud.
-    assert f"exited pid={tunnel.pid} reason=sigterm" in standin.statefile.read_text()
+    assert f"exited pid={tunnel.pid} reason=sigterm" in log
+    assert [head["start"] for head in upstream.heads] == ["GET / HTTP/1.1", "GET /raw HTTP/1.1"]
     tunnel.close_nowait()  # idempotent
+
+
+async def test_without_tcp_only_the_https_endpoint_opens(standin: Standin) -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, Upstream())
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings(tcp=False))
+            assert (tunnel.tcp_url, tunnel.tcp_error) == (None, None)
+            reply = await https_get(tunnel.https_url, standin.tls.client_context())
+            assert reply.status == 200
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+    assert not any("multichat-tcp" in line for line in standin.log())
+
+
+async def test_https_forwards_with_the_friends_address_as_ngrok_does(standin: Standin) -> None:
+    upstream = Upstream()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, upstream)
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings(tcp=False))
+            context = standin.tls.client_context()
+            host = urlsplit(tunnel.https_url).netloc
+            await https_get(tunnel.https_url, context, path="/room?x=1")
+            # A client's own X-Forwarded-For is kept, and the address ngrok saw goes last:
+            # only that one can be believed.
+            await https_get(tunnel.https_url, context, {"X-Forwarded-For": "203.0.113.9"})
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+
+    assert upstream.heads[0]["start"] == "GET /room?x=1 HTTP/1.1"
+    assert upstream.header(0, "Host") == [host], "Host is forwarded unchanged"
+    assert upstream.header(0, "X-Forwarded-For") == ["127.0.0.1"]
+    assert upstream.header(0, "X-Forwarded-Proto") == ["https"]
+    assert upstream.header(0, "X-Forwarded-Host") == [host]
+    assert upstream.header(1, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+
+
+async def test_https_forwards_a_websocket_upgrade_and_pipes_it(standin: Standin) -> None:
+    upstream = Upstream()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, upstream)
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings(tcp=False))
+            parts = urlsplit(tunnel.https_url)
+            assert parts.hostname is not None and parts.port is not None
+            raw = await trio.open_tcp_stream(parts.hostname, parts.port)
+            stream = trio.SSLStream(
+                raw,
+                standin.tls.client_context(),
+                server_hostname=parts.hostname,
+                https_compatible=True,
+            )
+            async with stream:
+                await stream.send_all(
+                    f"GET /ws HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nUser-Agent: {BROWSER_USER_AGENT}\r\n"
+                    f"Cookie: {INTERSTITIAL_COOKIE}={parts.hostname}\r\n\r\n".encode()
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += await stream.receive_some()
+                assert answer.startswith(b"HTTP/1.1 101 ")
+                for payload in (b"first frame", b"second frame"):
+                    await stream.send_all(payload)
+                    echoed = b""
+                    while len(echoed) < len(payload):
+                        echoed += await stream.receive_some()
+                    assert echoed == payload
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+    [head] = upstream.heads
+    assert upstream.header(0, "Connection") == ["Upgrade"], "an upgrade is not closed"
+    assert upstream.header(0, "X-Forwarded-For") == ["127.0.0.1"]
+    assert head["start"] == "GET /ws HTTP/1.1"
+
+
+async def test_the_free_plans_browser_warning_and_the_ways_past_it(standin: Standin) -> None:
+    upstream = Upstream()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, upstream)
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings(tcp=False))
+            context = standin.tls.client_context()
+            browser = {"User-Agent": BROWSER_USER_AGENT}
+
+            warning = await https_get(tunnel.https_url, context, browser)
+            assert upstream.heads == [], "the warning is ngrok's: the room never sees it"
+            page = warning.body.decode()
+            assert warning.status == 200
+            assert warning.headers["Ngrok-Error-Code"] == "ERR_NGROK_6024"
+            assert "You are about to visit" in page and ">Visit Site</button>" in page
+            assert SKIP_WARNING_HEADER in page, "it tells the developer how to skip it"
+            # What the button does in the browser: set the cookie for this host, reload.
+            assert f'document.cookie = "{INTERSTITIAL_COOKIE}=" + location.hostname' in page
+            assert "location.reload()" in page
+
+            hostname = urlsplit(tunnel.https_url).hostname
+            with_cookie = {**browser, "Cookie": f"theme=dark; {INTERSTITIAL_COOKIE}={hostname}"}
+            assert (await https_get(tunnel.https_url, context, with_cookie)).status == 200
+            with_header = {**browser, SKIP_WARNING_HEADER: "1"}
+            assert (await https_get(tunnel.https_url, context, with_header)).status == 200
+            not_a_browser = {"User-Agent": "multichat/0.1"}
+            assert (await https_get(tunnel.https_url, context, not_a_browser)).status == 200
+            # A cookie for some other host does not count.
+            other = {**browser, "Cookie": f"{INTERSTITIAL_COOKIE}=elsewhere.example"}
+            again = await https_get(tunnel.https_url, context, other)
+            assert again.headers["Ngrok-Error-Code"] == "ERR_NGROK_6024"
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+    assert len(upstream.heads) == 3, "cookie, header and a non-browser got through; no more"
+
+
+async def test_https_to_a_dead_upstream_is_ngroks_8012_page(standin: Standin) -> None:
+    port = dead_port()
+    with trio.fail_after(OPEN_LIMIT):
+        tunnel = await open_tunnel("127.0.0.1", port, standin.settings(tcp=False))
+        try:
+            reply = await https_get(tunnel.https_url, standin.tls.client_context())
+        finally:
+            await tunnel.close()
+    assert reply.status == 502
+    assert reply.headers["Ngrok-Error-Code"] == "ERR_NGROK_8012"
+    page = reply.body.decode()
+    assert "failed to establish a connection to the upstream web service" in page
+    assert f"dial tcp 127.0.0.1:{port}: connect: connection refused" in page
+
+
+async def test_a_card_required_refusal_costs_only_the_tcp_address(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAIL_ENV, "card_required")
+    upstream = Upstream()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, upstream)
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings(proxy_proto=2))
+            assert tunnel.tcp_url is None
+            error = tunnel.tcp_error
+            assert error is not None
+            assert (error.code, error.ngrok_code, error.permanent) == (
+                "card_required",
+                "ERR_NGROK_8013",
+                True,
+            )
+            assert "HTTPS" in error.fix and "card" in error.fix and "\n" not in error.fix
+            assert tunnel.agent_running, "the agent keeps serving the HTTPS endpoint"
+            reply = await https_get(tunnel.https_url, standin.tls.client_context())
+            assert reply.status == 200
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+    assert "refused name=multichat-tcp err=ERR_NGROK_8013" in standin.log()
+    await wait_gone(tunnel.pid)
+
+
+async def test_pyngrok_v2_tunnels_api_opens_an_https_endpoint_too(standin: Standin) -> None:
+    # Not what multichat uses; the stand-in speaks it so that either pyngrok mode can drive it.
+    config = PyngrokConfig(
+        ngrok_path=ngrok_standin.ngrok_path(),
+        config_path=str(standin.config),
+        auth_token=TOKEN,
+        config_version="2",
+    )
+    upstream = Upstream()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, upstream)
+        with trio.fail_after(OPEN_LIMIT):
+            opened = await trio.to_thread.run_sync(
+                partial(ngrok.connect, addr=str(port), proto="http", pyngrok_config=config)
+            )
+            try:
+                assert opened.public_url is not None
+                assert opened.public_url.startswith("https://localhost:")
+                assert opened.proto == "https"
+                reply = await https_get(opened.public_url, standin.tls.client_context())
+                assert reply.status == 200
+            finally:
+                await trio.to_thread.run_sync(ngrok.kill, config)
+        nursery.cancel_scope.cancel()
+    assert upstream.header(0, "X-Forwarded-For") == ["127.0.0.1"]
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -209,7 +481,8 @@ async def test_proxy_header_carries_the_real_client_address(standin: Standin, ve
         port = await start_server(nursery, record)
         with trio.fail_after(OPEN_LIMIT):
             tunnel = await open_tunnel("127.0.0.1", port, standin.settings(proxy_proto=version))
-            client = await trio.open_tcp_stream(tunnel.public_host, tunnel.public_port)
+            public = tcp_address(tunnel.tcp_url)
+            client = await trio.open_tcp_stream(*public)
             client_port = client.socket.getsockname()[1]
             async with client:
                 await client.send_all(b"ping")
@@ -225,17 +498,17 @@ async def test_proxy_header_carries_the_real_client_address(standin: Standin, ve
         src, dst = socket.inet_ntoa(data[16:20]), socket.inet_ntoa(data[20:24])
         src_port, dst_port = struct.unpack("!HH", data[24:28])
         assert (src, src_port) == ("127.0.0.1", client_port)
-        assert (dst, dst_port) == ("127.0.0.1", tunnel.public_port)
+        assert (dst, dst_port) == public
         assert data[16 + length :] == b"ping"
     else:
-        header = f"PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {tunnel.public_port}\r\n"
+        header = f"PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {public[1]}\r\n"
         assert data == header.encode() + b"ping"
 
 
+# card_required is not here: it refuses the TCP endpoint only (see above).
 _SESSION_AND_API_FAILURES = [
     ("bad_authtoken", "bad_authtoken", "ERR_NGROK_105"),
     ("agent_already_running", "agent_already_running", "ERR_NGROK_108"),
-    ("card_required", "card_required", "ERR_NGROK_8013"),
     ("endpoint_in_use", "endpoint_in_use", "ERR_NGROK_334"),
 ]
 
@@ -270,7 +543,7 @@ async def test_agent_failures_are_classified_without_the_token(
 
     error = caught.value
     assert (error.code, error.ngrok_code) == (code, ngrok_code)
-    assert error.permanent == (code in {"no_authtoken", "bad_authtoken", "card_required"})
+    assert error.permanent == (code in {"no_authtoken", "bad_authtoken"})
     assert error.fix.strip() and "\n" not in error.fix
     assert ngrok_code in error.detail
     assert lines, "verbose mode forwards ngrok's log lines"
@@ -333,6 +606,38 @@ async def test_silent_agent_is_abandoned_at_the_callers_deadline_and_killed(
     assert classify(trio.TooSlowError()).code == "deadline"
 
 
+async def test_a_tcp_endpoint_that_never_comes_costs_only_the_tcp_address(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAIL_ENV, "silent_tcp")
+    monkeypatch.setattr(tunnel_module, "API_REQUEST_TIMEOUT", 0.5)
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, Upstream())
+        with trio.fail_after(OPEN_LIMIT):
+            tunnel = await open_tunnel("127.0.0.1", port, standin.settings())
+            assert tunnel.tcp_url is None
+            assert tunnel.tcp_error is not None and tunnel.tcp_error.code == "deadline"
+            assert (await https_get(tunnel.https_url, standin.tls.client_context())).status == 200
+            await tunnel.close()
+        nursery.cancel_scope.cancel()
+    await wait_gone(tunnel.pid)
+
+
+async def test_abandoned_while_asking_for_tcp_the_agent_is_killed(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's deadline falls after the HTTPS endpoint opened, while TCP is being asked for.
+    monkeypatch.setenv(FAIL_ENV, "silent_tcp")
+    started = trio.current_time()
+    with pytest.raises(trio.TooSlowError), trio.fail_after(2):
+        await open_tunnel("127.0.0.1", dead_port(), standin.settings())
+    assert trio.current_time() - started < 3
+    assert any(line.startswith("endpoint name=multichat-https") for line in standin.log())
+    await wait_gone(*standin.pids())
+    assert len(standin.pids()) == 1, "no agent started after the one that was abandoned"
+    assert process._current_processes == {}
+
+
 # --------------------------------------------------------------------------- supervise_tunnel
 
 
@@ -351,8 +656,24 @@ class Recorder:
         return [type(e) for e in self.events if not isinstance(e, TunnelLog)]
 
 
+async def assert_reachable(opened: TunnelOpened, standin: Standin) -> None:
+    """The room's upstream answers through the HTTPS link, and through the TCP address if any."""
+    reply = await https_get(opened.https, standin.tls.client_context())
+    assert (reply.status, reply.body) == (200, b"hello from upstream")
+    address = opened.tcp_address()
+    if address is not None:
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while b"hello from upstream" not in received:
+                chunk = await stream.receive_some()
+                assert chunk, "the TCP endpoint closed before the answer"
+                received += chunk
+
+
 @pytest.mark.parametrize("how", ["killed", "died"])
-async def test_supervisor_reopens_a_lost_tunnel_at_a_new_address(
+async def test_supervisor_reopens_both_endpoints_at_new_addresses(
     standin: Standin, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
@@ -360,21 +681,23 @@ async def test_supervisor_reopens_a_lost_tunnel_at_a_new_address(
         monkeypatch.setenv(ngrok_standin.DIE_AFTER_ENV, "1")
     report = Recorder()
     async with trio.open_nursery() as nursery:
-        port = await start_server(nursery, _echo)
+        port = await start_server(nursery, Upstream())
         with trio.fail_after(OPEN_LIMIT):
             settings = standin.settings(verbose=True)
             first = await nursery.start(supervise_tunnel, "127.0.0.1", port, settings, report)
             opened = await next_event(report.receive, TunnelOpened)
-            assert opened.url == first
-            await assert_echoes(opened.host, opened.port)
+            assert opened == first
+            assert opened.tcp is not None and opened.tcp_error is None
+            await assert_reachable(opened, standin)
             first_pid = standin.pid()
             if how == "killed":
                 os.kill(first_pid, signal.SIGKILL)  # the agent this test started
             failed = await next_event(report.receive, TunnelFailed)
             assert failed.error.code == "agent_died"
             reopened = await next_event(report.receive, TunnelOpened)
-            assert reopened.url != first
-            await assert_echoes(reopened.host, reopened.port)
+            assert reopened.https != opened.https and reopened.tcp != opened.tcp
+            assert reopened.tcp is not None
+            await assert_reachable(reopened, standin)
             second_pid = standin.pid()
             assert second_pid != first_pid
         nursery.cancel_scope.cancel()
@@ -394,6 +717,36 @@ async def test_supervisor_reopens_a_lost_tunnel_at_a_new_address(
         isinstance(e, TunnelLog) and "tunnel session started" in e.line for e in report.events
     )
     await wait_gone(first_pid, second_pid)
+
+
+async def test_supervisor_says_once_that_tcp_needs_a_card_and_keeps_https(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
+    monkeypatch.setenv(FAIL_ENV, "card_required")
+    report = Recorder()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, Upstream())
+        with trio.fail_after(OPEN_LIMIT):
+            settings = standin.settings(proxy_proto=2)
+            first = await nursery.start(supervise_tunnel, "127.0.0.1", port, settings, report)
+            assert isinstance(first, TunnelOpened) and first.tcp is None
+            assert first.tcp_error is not None and first.tcp_error.code == "card_required"
+            await assert_reachable(first, standin)
+            os.kill(standin.pid(), signal.SIGKILL)  # the agent this test started
+            reopened = await next_event(report.receive, TunnelOpened)
+            assert reopened == first  # the event that started it came through the channel
+            reopened = await next_event(report.receive, TunnelOpened)
+            assert (reopened.tcp, reopened.tcp_error) == (None, None), "said once only"
+            await assert_reachable(reopened, standin)
+        nursery.cancel_scope.cancel()
+    assert not any(
+        isinstance(e, TunnelFailed) and e.error.code == "card_required" for e in report.events
+    ), "a refused TCP endpoint is no failure of the tunnel"
+    refusals = [line for line in standin.log() if line.startswith("refused ")]
+    assert refusals == ["refused name=multichat-tcp err=ERR_NGROK_8013"], "asked once only"
+    assert len(standin.pids()) == 2
+    await wait_gone(*standin.pids())
 
 
 async def test_supervisor_gives_up_at_once_on_what_only_the_user_can_fix(standin: Standin) -> None:
@@ -439,10 +792,10 @@ async def test_cancelling_the_supervisor_stops_the_agent(standin: Standin) -> No
     async with trio.open_nursery() as nursery:
         port = await start_server(nursery, _echo)
         with trio.fail_after(OPEN_LIMIT):
-            url = await nursery.start(
+            opened = await nursery.start(
                 supervise_tunnel, "127.0.0.1", port, standin.settings(), report
             )
-        assert url is not None
+        assert isinstance(opened, TunnelOpened)
         pid = standin.pid()
         assert pid_alive(pid)
         nursery.cancel_scope.cancel()

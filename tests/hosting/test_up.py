@@ -1,19 +1,22 @@
 """`multichat up`, `down`, `status` and `tunnel`, end to end: the real CLI in subprocesses.
 
 The ngrok agent is the stand-in (tests/ngrok_standin), which the real pyngrok inside `up`
-drives; every public address it hands out is a 127.0.0.1 port. The LAN address a test joins
-through is one of this machine's own interfaces, which the kernel keeps on this machine.
-Nothing here sends a packet anywhere else.
+drives; every public address it hands out is a 127.0.0.1 port (the HTTPS link names it
+`localhost`, with a certificate from a test CA that the test's clients trust). The LAN address
+a test joins through is one of this machine's own interfaces, which the kernel keeps on this
+machine. Nothing here sends a packet anywhere else.
 """
 
 from __future__ import annotations
 
 import codecs
+import http.client
 import io
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,9 +24,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.events import Message as WebSocketMessage
 
 import ngrok_standin
 from chatpeer import Peer
@@ -41,7 +55,13 @@ from multichat.protocol.events import (
     Welcome,
 )
 from multichat.server.listeners import ChatServer
-from ngrok_standin import FAIL_ENV, pid_alive
+from ngrok_standin import (
+    BROWSER_USER_AGENT,
+    FAIL_ENV,
+    INTERSTITIAL_COOKIE,
+    SKIP_WARNING_HEADER,
+    pid_alive,
+)
 
 MULTICHAT = Path(sys.executable).parent / "multichat"
 TOKEN = "2qUpTestAuthtoken_7hJk3WxQ9pLmR4tZ"  # looks like a real one; must never be printed
@@ -132,6 +152,7 @@ class Cli:
         self.agent_state = tmp / "agent.state"
         self.agent_pidfile = tmp / "agent.pid"
         self.ngrok_config = ngrok_standin.write_config(tmp)
+        self.tls = ngrok_standin.make_tls(tmp)
         (tmp / "home").mkdir()
         drop = ("NGROK_", "PYNGROK_", "STANDIN_NGROK_", "MULTICHAT_")
         self.env = {
@@ -149,6 +170,7 @@ class Cli:
             STANDIN_NGROK_STATE=str(self.agent_state),
             STANDIN_NGROK_PIDFILE=str(self.agent_pidfile),
             STANDIN_NGROK_LIFETIME="60",
+            **self.tls.env(),
         )
         self.running: list[Running] = []
         self.results: list[Result] = []
@@ -237,31 +259,39 @@ class Banner:
     text: str
     lan: list[str]
     port: int
-    public: str | None
+    https: str | None
+    tcp: str | None
     password: str | None
-    problem: str | None
+    problems: list[str]
 
     @classmethod
     def read(cls, out: str) -> Banner:
         text = out[out.index("multichat room") :]
         lan = re.findall(r"^  LAN: +(\S+):\d+$", text, re.MULTILINE)
         port = re.search(r"^  LAN: +\S+:(\d+)$", text, re.MULTILINE)
-        public = re.search(r"^  Public: +(tcp://\S+)$", text, re.MULTILINE)
+        https = re.search(r"^  Open in a browser: (https://\S+)$", text, re.MULTILINE)
+        tcp = re.search(r"^  TCP: +(tcp://\S+)$", text, re.MULTILINE)
         password = re.search(r"^  Password: (\S+)", text, re.MULTILINE)
-        problem = re.search(r"^  ! (.*)$", text, re.MULTILINE)
         assert port is not None, text
         return cls(
             text,
             lan,
             int(port.group(1)),
-            public.group(1) if public else None,
+            https.group(1) if https else None,
+            tcp.group(1) if tcp else None,
             password.group(1) if password else None,
-            problem.group(1) if problem else None,
+            re.findall(r"^  ! (.*)$", text, re.MULTILINE),
         )
 
-    def public_address(self) -> tuple[str, int]:
-        assert self.public is not None, self.text
-        host, _, port = self.public.removeprefix("tcp://").rpartition(":")
+    @property
+    def problem(self) -> str | None:
+        """The one problem the banner warns about, if any."""
+        assert len(self.problems) <= 1, self.problems
+        return self.problems[0] if self.problems else None
+
+    def tcp_address(self) -> tuple[str, int]:
+        assert self.tcp is not None, self.text
+        host, _, port = self.tcp.removeprefix("tcp://").rpartition(":")
         assert host == "127.0.0.1", "the stand-in's public addresses are on this machine"
         return host, int(port)
 
@@ -269,6 +299,113 @@ class Banner:
         """A LAN address from the banner that is this machine's own, else 127.0.0.1."""
         own = set(lan_addresses())
         return next((a for a in self.lan if a in own), "127.0.0.1"), self.port
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+async def fetch(url: str, headers: dict[str, str] | None = None) -> Reply:
+    """GET `url` with Python's own HTTPS client and default trust (so SSL_CERT_FILE), in a
+    thread."""
+
+    def get() -> Reply:
+        parts = urlsplit(url)
+        assert parts.scheme == "https" and parts.hostname is not None
+        context = ssl.create_default_context()
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port, context=context, timeout=STEP
+        )
+        try:
+            conn.request("GET", parts.path or "/", headers=headers or {})
+            response = conn.getresponse()
+            return Reply(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+
+    return await trio.to_thread.run_sync(get)
+
+
+def trust_standin(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process trusts the stand-in's certificates the standard way: SSL_CERT_FILE."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(cli.tls.ca_file))
+
+
+class WebSocketLines:
+    """A friend's browser tab, as `Peer` sees it: multichat/1 in WebSocket text messages to
+    `/ws` through the HTTPS link, read and written as JSON lines."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], ws: WSConnection) -> None:
+        self.stream = stream
+        self.ws = ws
+        self._text = ""
+        self._lines = bytearray()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, link: str) -> WebSocketLines:
+        parts = urlsplit(link)
+        assert parts.hostname is not None and parts.port is not None
+        raw = await trio.open_tcp_stream(parts.hostname, parts.port)
+        stream = trio.SSLStream(
+            raw, ssl.create_default_context(), server_hostname=parts.hostname, https_compatible=True
+        )
+        ws = WSConnection(ConnectionType.CLIENT)
+        headers = [
+            ("User-Agent", BROWSER_USER_AGENT),
+            ("Origin", f"https://{parts.netloc}"),
+            # The "Visit Site" click happened when the page loaded.
+            ("Cookie", f"{INTERSTITIAL_COOKIE}={parts.hostname}"),
+        ]
+        await stream.send_all(
+            ws.send(Request(host=parts.netloc, target="/ws", extra_headers=headers))
+        )
+        while True:
+            data = await stream.receive_some()
+            assert data, "closed during the WebSocket handshake"
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    return cls(stream, ws)
+                assert not isinstance(event, RejectConnection), event
+
+    async def send_all(self, data: bytes) -> None:
+        for line in data.splitlines():
+            await self.stream.send_all(self.ws.send(WebSocketMessage(data=line.decode())))
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        while not self._lines and not self._closed:
+            data = await self.stream.receive_some()
+            self.ws.receive_data(data or None)
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    self._text += event.data
+                    if event.message_finished:
+                        self._lines += self._text.encode() + b"\n"
+                        self._text = ""
+                elif isinstance(event, Ping):
+                    await self.stream.send_all(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self._closed = True
+            if not data:
+                self._closed = True
+        lines, self._lines = bytes(self._lines), bytearray()
+        return lines
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def join_in_a_browser(link: str, name: str, password: str = PASSWORD) -> Peer:
+    peer = Peer(await WebSocketLines.open(link))  # type: ignore[arg-type]
+    await peer.send(Hello(name, password))
+    welcome = await peer.next_event()
+    assert isinstance(welcome, Welcome), welcome
+    peer.welcome = welcome
+    return peer
 
 
 async def join(address: tuple[str, int], name: str, password: str = PASSWORD) -> Peer:
@@ -285,7 +422,7 @@ async def far_and_near(
     banner: Banner, password: str = PASSWORD
 ) -> AsyncIterator[tuple[Peer, Peer]]:
     """A friend through the tunnel and one on the LAN, both joined; closed afterwards."""
-    far = await join(banner.public_address(), "far", password)
+    far = await join(banner.tcp_address(), "far", password)
     near = await join(banner.lan_address(), "near", password)
     try:
         yield far, near
@@ -339,9 +476,15 @@ async def test_up_public_and_lan_friends_chat_then_down(cli: Cli) -> None:
     assert banner.password is not None, "no password given: one is generated and shown"
     assert re.fullmatch(r"[a-z]{4}(-[a-z]{4}){2}", banner.password)
     assert sorted(banner.lan) == sorted(lan_addresses())
-    assert f"multichat connect {banner.public}" in banner.text
+    assert banner.https is not None and banner.https.startswith("https://localhost:")
+    assert banner.tcp is not None and banner.problems == []
+    # The link for browsers leads; then the commands, HTTPS first.
+    assert banner.text.index("Open in a browser") < banner.text.index("multichat connect")
+    joins = re.findall(r"^    multichat connect (\S+)", banner.text, re.MULTILINE)
+    assert joins[:2] == [banner.https, banner.tcp]
     assert "Opening the public ngrok tunnel" in up.out[: up.out.index(banner.text)]
     agent = standin_pid(cli)
+    assert len(cli.agent_pids()) == 1, "one agent serves both endpoints"
     [state_file] = cli.state_files()
     assert state_file.stat().st_mode & 0o777 == 0o600
     assert banner.password not in state_file.read_text()
@@ -353,7 +496,7 @@ async def test_up_public_and_lan_friends_chat_then_down(cli: Cli) -> None:
         status = await cli.run("status")
         assert status.returncode == 0, status
         assert "Members online (2): far, near" in status.out
-        assert f"Public: {banner.public}" in status.out
+        assert f"Public: {banner.https}\nTCP:    {banner.tcp}\n" in status.out
 
         down = await cli.run("down", "--reason", "bye")
         assert down.returncode == 0, down
@@ -364,6 +507,81 @@ async def test_up_public_and_lan_friends_chat_then_down(cli: Cli) -> None:
     assert "lvl=" not in up.out + up.err, "ngrok's own log lines are only for --verbose"
 
 
+async def test_a_browser_opens_the_link_and_joins_over_https(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trust_standin(cli, monkeypatch)
+    up, banner = await cli.up("--password", PASSWORD, *cli.ngrok())
+    assert banner.https is not None
+    agent = standin_pid(cli)
+
+    # First visit: ngrok's free-plan warning, not the room.
+    browser = {"User-Agent": BROWSER_USER_AGENT}
+    warning = await fetch(banner.https, browser)
+    assert warning.headers["Ngrok-Error-Code"] == "ERR_NGROK_6024"
+    assert "Visit Site" in warning.body.decode()
+    # After "Visit Site" (the cookie), the room's own page.
+    hostname = urlsplit(banner.https).hostname
+    page = await fetch(banner.https, {**browser, "Cookie": f"{INTERSTITIAL_COOKIE}={hostname}"})
+    assert page.status == 200, page
+    assert page.headers["Ngrok-Error-Code"] is None, "the room answered, not ngrok"
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert b"<html" in page.body.lower()
+    # A program skips the warning with ngrok's header.
+    program = await fetch(banner.https, {SKIP_WARNING_HEADER: "1"})
+    assert (program.status, program.body) == (200, page.body)
+
+    # The page's WebSocket, through the same link, is a member like any other.
+    tab = await join_in_a_browser(banner.https, "tab")
+    near = await join(banner.lan_address(), "near")
+    try:
+        await chat(tab, near, "hello from a browser tab")
+        await chat(near, tab, "hello from the sofa")
+        status = await cli.run("status")
+        assert "Members online (2): tab, near" in status.out, status
+        await up.type("shutdown browsers too")
+        await expect_shutdown(tab, "browsers too")
+        await expect_shutdown(near, "browsers too")
+    finally:
+        await tab.aclose()
+        await near.aclose()
+    await closed_cleanly(cli, up, agent)
+
+
+async def test_on_ngroks_free_plan_tcp_needs_a_card_and_the_room_is_public_over_https(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trust_standin(cli, monkeypatch)
+    up, banner = await cli.up(
+        "--password", PASSWORD, *cli.ngrok(), STANDIN_NGROK_FAIL="card_required"
+    )
+    assert banner.https is not None and banner.tcp is None
+    assert f"multichat connect {banner.https}" in banner.text
+    assert "tcp://" not in banner.text and "Public tunnel failed" not in up.out
+    # One line says it, and says the room is public anyway.
+    [problem] = banner.problems
+    assert problem.startswith("No TCP address: ")
+    for words in ("card on file", "HTTPS anyway", "dashboard.ngrok.com/settings", "ERR_NGROK_8013"):
+        assert words in problem, problem
+    assert up.out.count("ERR_NGROK_8013") == 1, "said once"
+    agent = standin_pid(cli)
+
+    page = await fetch(banner.https, {SKIP_WARNING_HEADER: "1"})
+    assert page.status == 200 and page.headers["Ngrok-Error-Code"] is None
+    tab = await join_in_a_browser(banner.https, "tab")
+    try:
+        status = await cli.run("status")
+        assert status.returncode == 0, status
+        assert f"Public: {banner.https}\n" in status.out and "TCP:" not in status.out
+        assert "Members online (1): tab" in status.out
+        down = await cli.run("down", "--reason", "free plan test over")
+        assert down.returncode == 0, down
+        await expect_shutdown(tab, "free plan test over")
+    finally:
+        await tab.aclose()
+    await closed_cleanly(cli, up, agent)
+
+
 async def test_the_authtoken_can_come_from_the_users_ngrok_config(cli: Cli) -> None:
     # Where `ngrok config add-authtoken` puts it; no --ngrok-config, no NGROK_AUTHTOKEN.
     ngrok_dir = cli.tmp / "home" / ".config" / "ngrok"
@@ -372,8 +590,18 @@ async def test_the_authtoken_can_come_from_the_users_ngrok_config(cli: Cli) -> N
     args = ("--ngrok-path", ngrok_standin.ngrok_path(), "--password", PASSWORD)
     up, banner = await cli.up(*args, NGROK_AUTHTOKEN="")
     assert banner.problem is None, banner.text
-    friend = await join(banner.public_address(), "friend")
+    friend = await join(banner.tcp_address(), "friend")
     await friend.aclose()
+    up.signal(signal.SIGTERM)
+    assert await up.wait() == 0, up
+    await wait_gone(*cli.agent_pids())
+
+
+async def test_no_tcp_asks_ngrok_for_the_https_link_only(cli: Cli) -> None:
+    up, banner = await cli.up("--password", PASSWORD, "--no-tcp", *cli.ngrok())
+    assert banner.https is not None and banner.tcp is None and banner.problems == []
+    log = cli.agent_state.read_text()
+    assert "name=multichat-https" in log and "multichat-tcp" not in log
     up.signal(signal.SIGTERM)
     assert await up.wait() == 0, up
     await wait_gone(*cli.agent_pids())
@@ -387,7 +615,6 @@ async def test_the_authtoken_can_come_from_the_users_ngrok_config(cli: Cli) -> N
     [
         (None, ["ERR_NGROK_4018", "NGROK_AUTHTOKEN", "add-authtoken"]),  # no token anywhere
         ("bad_authtoken", ["ERR_NGROK_105", "rejected the authtoken", "NGROK_AUTHTOKEN"]),
-        ("card_required", ["ERR_NGROK_8013", "card on file", "dashboard.ngrok.com/settings"]),
         ("agent_already_running", ["ERR_NGROK_108", "stop the other one", "trying again"]),
         ("endpoint_in_use", ["ERR_NGROK_334", "already online"]),
         ("missing_binary", ["no ngrok agent at", "--ngrok-path"]),
@@ -407,7 +634,7 @@ async def test_a_tunnel_that_cannot_open_leaves_the_room_up_on_the_lan(
     # --verbose: ngrok echoes a rejected authtoken in its log, which must not reach the screen.
     up, banner = await cli.up("--password", PASSWORD, "--verbose", *ngrok, **env)
 
-    assert banner.public is None
+    assert (banner.https, banner.tcp) == (None, None)
     assert "Public:   not available" in banner.text
     assert banner.problem is not None and banner.problem.startswith("Public tunnel failed: ")
     for words in expected:
@@ -526,7 +753,7 @@ async def test_typing_shutdown_on_the_console_closes_the_room_with_the_reason(cl
     up, banner = await cli.up("--password", PASSWORD, "--verbose", *cli.ngrok())
     agent = standin_pid(cli)
     assert re.search(r"^ngrok: .*tunnel session started", up.out, re.MULTILINE), up
-    far = await join(banner.public_address(), "far")
+    far = await join(banner.tcp_address(), "far")
     try:
         await up.type("shutdown dinner is ready")
         await expect_shutdown(far, "dinner is ready")
@@ -540,7 +767,7 @@ async def test_ctrl_c_in_a_terminal_still_reaches_friends_through_the_tunnel(cli
         "up", "--port", str(free_port()), "--password", PASSWORD, *cli.ngrok(), new_session=True
     )
     await up.wait_for(r"Close the room:.*\n-+\n")
-    far = await join(Banner.read(up.out).public_address(), "far")
+    far = await join(Banner.read(up.out).tcp_address(), "far")
     try:
         os.killpg(up.process.pid, signal.SIGINT)  # Ctrl-C signals the whole foreground group
         await expect_shutdown(far, "the host stopped the room")
@@ -579,34 +806,63 @@ async def test_a_signal_while_the_tunnel_opens_does_not_wait_for_it(cli: Cli) ->
 # --------------------------------------------------------------------------- the tunnel's life
 
 
-async def test_a_dead_agent_is_replaced_and_the_new_address_printed(cli: Cli) -> None:
+async def test_a_dead_agent_is_replaced_and_the_new_addresses_printed(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trust_standin(cli, monkeypatch)
     up, banner = await cli.up("--password", PASSWORD, *cli.ngrok(), STANDIN_NGROK_DIE_AFTER="3")
-    new = await up.wait_for(r"New public address: (tcp://\S+)\n", after=len(up.out))
-    assert new.group(1) != banner.public
+    new = await up.wait_for(
+        r"The tunnel is open again, at new addresses:\n"
+        r"Open in a browser: (https://\S+)\n"
+        r"Friends join with: multichat connect \1\n"
+        r"TCP address: (tcp://\S+)\n",
+        after=len(up.out),
+    )
+    https, tcp = new.group(1), new.group(2)
+    assert https != banner.https and tcp != banner.tcp
     assert "The public tunnel closed" in up.out
-    host, _, port = new.group(1).removeprefix("tcp://").rpartition(":")
+    assert len(cli.agent_pids()) == 2
+    page = await fetch(https, {SKIP_WARNING_HEADER: "1"})
+    assert page.status == 200 and page.headers["Ngrok-Error-Code"] is None
+    host, _, port = tcp.removeprefix("tcp://").rpartition(":")
     friend = await join((host, int(port)), "friend")
     await friend.aclose()
     status = await cli.run("status")
     assert status.returncode == 0, status
+    assert f"Public: {https}\nTCP:    {tcp}\n" in status.out, "the state file has the new ones"
     down = await cli.run("down")
     assert down.returncode == 0, down
     assert await up.wait() == 0, up
     await wait_gone(*cli.agent_pids())
 
 
-async def test_tunnel_command_serves_a_room_running_elsewhere(cli: Cli) -> None:
-    port = free_port()
-    serve = await cli.start("serve", "--port", str(port), MULTICHAT_PASSWORD=PASSWORD)
-    await serve.wait_for("serving room", err=True)
-    tunnel = await cli.start("tunnel", "--target", f"127.0.0.1:{port}", *cli.ngrok())
-    found = await tunnel.wait_for(
-        r"Public address: (tcp://127\.0\.0\.1:(\d+))\nFriends join with: multichat connect \1\n"
+async def test_tunnel_command_serves_a_room_running_elsewhere(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As docker compose runs it: the room's loopback listener, PROXY v2 on the TCP endpoint.
+    trust_standin(cli, monkeypatch)
+    port, proxy_port = free_port(), free_port()
+    serve = await cli.start(
+        "serve", "--port", str(port), "--proxy-port", str(proxy_port), MULTICHAT_PASSWORD=PASSWORD
     )
-    assert tunnel.out.count(found.group(1)) == 2, "the address is said once, with the command"
+    await serve.wait_for("serving room", err=True)
+    target = f"127.0.0.1:{proxy_port}"
+    tunnel = await cli.start("tunnel", "--target", target, "--proxy-protocol", "2", *cli.ngrok())
+    found = await tunnel.wait_for(
+        r"Open in a browser: (https://\S+)\n"
+        r"Friends join with: multichat connect \1\n"
+        r"TCP address: (tcp://127\.0\.0\.1:(\d+))\n"
+    )
+    assert tunnel.out.count(found.group(1)) == 2, "the link is said once, with the command"
     agent = standin_pid(cli)
-    friend = await join(("127.0.0.1", int(found.group(2))), "friend")
-    await friend.aclose()
+    friend = await join(("127.0.0.1", int(found.group(3))), "friend")
+    tab = await join_in_a_browser(found.group(1), "tab")
+    try:
+        await chat(tab, friend, "through the https link")
+        await chat(friend, tab, "through the tcp address")
+    finally:
+        await friend.aclose()
+        await tab.aclose()
 
     tunnel.signal(signal.SIGTERM)
     assert await tunnel.wait() == 0, tunnel
@@ -660,7 +916,7 @@ async def test_a_second_room_on_the_same_port_fails_in_one_line(cli: Cli) -> Non
 async def test_the_control_token_is_the_proof_not_the_source_address(cli: Cli) -> None:
     # Strangers through the tunnel arrive from 127.0.0.1 too: the address proves nothing.
     up, banner = await cli.up("--password", PASSWORD, *cli.ngrok())
-    stranger = Peer(await trio.open_tcp_stream(*banner.public_address()))
+    stranger = Peer(await trio.open_tcp_stream(*banner.tcp_address()))
     try:
         await stranger.send(Control("guess", "shutdown", "pwned"))
         refused = await stranger.next_event()

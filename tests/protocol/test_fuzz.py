@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from test_protocol import client_events, joined_server, server_events
 
 from multichat.protocol import textmode, wire
+from multichat.protocol.commands import CommandError
 from multichat.protocol.connection import ClientConnection, ServerConnection
 from multichat.protocol.errors import RemoteProtocolError
 from multichat.protocol.events import (
@@ -348,5 +349,11 @@ def test_text_mode_any_chunking_gives_the_same_events_long(
 @FAST
 @given(st.text())
 def test_parse_line_takes_any_text(line: str) -> None:
-    event = textmode.parse_line(line)
-    assert event is None or isinstance(event, Say | Who | Quit)
+    """Any typed line is a member's request, nothing, or a command error (answered, not fatal)."""
+    try:
+        event = textmode.parse_line(line)
+    except CommandError:
+        assert line.strip().startswith("/")
+        return
+    members_ask = Say | Who | Quit | Nick | Away | Back | SetTopic | Help | Moderate
+    assert event is None or isinstance(event, members_ask)

@@ -1,8 +1,10 @@
-"""`multichat status` and `multichat down`: talk to the running room over its own port.
+"""`multichat status`, `down`, and `kick`, `ban` and the other moderation commands: talk to
+the running room over its own port.
 
 They find the room through its state file and prove themselves with the control token; the
 token is the proof, not the source address, since tunnelled strangers arrive from 127.0.0.1
-too.
+too. A moderation command acts as the host (`host` in the room's notices) and sends its words
+as typed; the room reads them with the one command grammar (`protocol.commands`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import trio
 
 from ..protocol.connection import ClientConnection
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.events import ConnectionClosed, Control, Error, NeedData, Status
+from ..protocol.events import (
+    BanList,
+    ConnectionClosed,
+    Control,
+    Error,
+    NeedData,
+    Notice,
+    Status,
+)
+from ..protocol.textmode import describe_ban
 from .statefile import RoomState, pid_alive, remove_state, running_rooms, state_path
 
 # A room answers at once; a second covers a busy one without making `status` hang.
@@ -31,13 +42,48 @@ POLL_SECONDS = 0.05
 EXIT_UP = 0
 EXIT_NOT_UP = 3
 
+# The host's moderation commands, as `multichat COMMAND` and on the console.
+MODERATION_COMMANDS = (
+    "kick",
+    "ban",
+    "unban",
+    "mute",
+    "unmute",
+    "lock",
+    "unlock",
+    "op",
+    "deop",
+    "bans",
+)
+
+Answer = Status | Notice | BanList
+
 
 class ControlError(Exception):
     """The room could not be reached or refused the command; the message says so."""
 
 
+class Refused(ControlError):
+    """The room answered the command with an error; the message is the room's own."""
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(error.message)
+        self.code = error.code
+
+
 async def send_control(state: RoomState, command: str, reason: str = "") -> Status:
     """Send one control command to the room and return its status answer."""
+    try:
+        answer = await _exchange(state, Control(state.token, command, reason))
+    except Refused as exc:
+        raise ControlError(f"the room refused: {exc}") from None
+    if not isinstance(answer, Status):
+        raise ControlError(f"the room answered {command} with something else")
+    return answer
+
+
+async def _exchange(state: RoomState, control: Control) -> Answer:
+    """Send `control` to the room and return its answer; an error answer raises Refused."""
     conn = ClientConnection()
     try:
         stream = await trio.open_tcp_stream(state.control_host(), state.port)
@@ -47,7 +93,7 @@ async def send_control(state: RoomState, command: str, reason: str = "") -> Stat
         ) from None
     async with stream:
         try:
-            await stream.send_all(conn.send(Control(state.token, command, reason)))
+            await stream.send_all(conn.send(control))
         except trio.BrokenResourceError:
             raise ControlError("the room closed the connection without answering") from None
         while True:
@@ -61,10 +107,10 @@ async def send_control(state: RoomState, command: str, reason: str = "") -> Stat
                 except trio.BrokenResourceError:
                     conn.receive_data(b"")
                 continue
-            if isinstance(event, Status):
+            if isinstance(event, Status | Notice | BanList):
                 return event
             if isinstance(event, Error):
-                raise ControlError(f"the room refused: {event.message}")
+                raise Refused(event)
             if isinstance(event, ConnectionClosed):
                 raise ControlError("the room closed the connection without answering")
 
@@ -99,6 +145,35 @@ async def status(port: int | None) -> StatusReport | None:
     return None
 
 
+async def moderate(port: int | None, command: str, words: list[str]) -> Notice | BanList:
+    """Run a moderation command (`kick`, `ban`, ...) in the running room, as the host.
+
+    `words` are the command's words as typed: the target, then `--for DURATION` and a reason.
+    Raises Refused with the room's own message (`nobody called 'zed' is in the room`), or
+    ControlError when there is no room to ask.
+    """
+    state = pick_room(port)
+    if state is None:
+        raise ControlError("no room is up here")
+    with trio.move_on_after(ANSWER_SECONDS):
+        answer = await _exchange(state, Control(state.token, command, "", tuple(words)))
+        if isinstance(answer, Status):  # a room from before moderation took it for `status`
+            raise ControlError(f"the room on port {state.port} does not know {command!r}")
+        return answer
+    raise ControlError(f"the room on port {state.port} did not answer in {ANSWER_SECONDS:.0f} s")
+
+
+def format_answer(answer: Notice | BanList) -> str:
+    """A moderation command's answer as the host reads it: one line, or one line per ban."""
+    if isinstance(answer, Notice):
+        return answer.text
+    if not answer.bans:
+        return "No bans."
+    return "\n".join(
+        describe_ban(ban.address, ban.name, ban.until, ban.reason, ban.by) for ban in answer.bans
+    )
+
+
 def format_status(report: StatusReport) -> str:
     state, st = report.state, report.status
     minutes, seconds = divmod(int(st.uptime), 60)
@@ -108,9 +183,12 @@ def format_status(report: StatusReport) -> str:
         f"Uptime: {hours}h {minutes:02d}m {seconds:02d}s",
         f"Members online ({len(st.members)}): {', '.join(st.members) or '-'}",
     ]
+    if state.https or not state.tcp:
+        lines.append(f"Public: {state.https or '(no tunnel)'}")
+    if state.tcp:
+        lines.append(f"TCP:    {state.tcp}")
     for address in state.lan:
         lines.append(f"LAN:    {f'[{address}]' if ':' in address else address}:{state.port}")
-    lines.append(f"Public: {state.public or '(no tunnel)'}")
     return "\n".join(lines)
 
 

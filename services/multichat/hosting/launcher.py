@@ -1,8 +1,10 @@
-"""`multichat up` and `multichat tunnel`: a room (or a bare tunnel) with a public address.
+"""`multichat up` and `multichat tunnel`: a room (or a bare tunnel) with public addresses.
 
-`up` serves the room on the LAN at once, then opens the ngrok tunnel beside it; the banner
-shows the addresses and the exact commands friends type. A tunnel that cannot open never takes
-the room down: the banner says why, in one line, and how to fix it.
+`up` serves the room on the LAN at once, then opens the ngrok tunnel beside it: an HTTPS link,
+always, and a TCP address when the ngrok account allows it. The banner leads with the link for
+browsers, then the exact commands friends type. A tunnel that cannot open never takes the room
+down, and neither does a refused TCP address: the banner says why, in one line, and how to fix
+it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import ipaddress
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TextIO
 
@@ -41,7 +43,8 @@ from .tunnel import (
 _CONSONANTS = "bdfghjklmnprstvz"
 _VOWELS = "aeiou"
 PASSWORD_GROUPS = 3
-# PROXY protocol v2 carries each friend's real address through the tunnel (see server.py).
+# PROXY protocol v2 carries each friend's real address through the TCP endpoint; the HTTPS
+# endpoint carries it in X-Forwarded-For (see server/listeners.py).
 TUNNEL_PROXY_PROTOCOL = 2
 
 
@@ -89,71 +92,105 @@ class Banner:
         print(line, file=self.out, flush=True)
 
     def show(
-        self, state: RoomState, public: str | None, problem: str | None, *, tunnel: bool = True
+        self,
+        state: RoomState,
+        *,
+        https: str | None = None,
+        tcp: str | None = None,
+        problems: Sequence[str] = (),
+        tunnel: bool = True,
     ) -> None:
+        """The addresses, most useful first: the link a browser opens, then the commands."""
         rule = "-" * 64
         self.say(rule)
         self.say(f"  multichat room {self.room!r} is up")
         if self.password:
             self.say(f"  Password: {self.password}   (generated: share it with your friends)")
-        for address in state.lan:
-            self.say(f"  LAN:      {_address(address, state.port, always_port=True)}")
-        if tunnel:
-            self.say(f"  Public:   {public or 'not available'}")
-        else:
-            self.say("  Public:   none (--no-tunnel): only your own network can join")
-        if problem:
-            self.say(f"  ! {problem}")
         self.say("")
-        self.say("  Friends join with:")
-        if public:
-            self.say(f"    multichat connect {public}")
+        if https:
+            self.say(f"  Open in a browser: {https}")
+            self.say("  Or in a terminal:")
+            self.say(f"    multichat connect {https}")
+        else:
+            self.say("  Friends join with:")
+        if tcp:
+            self.say(f"    multichat connect {tcp}")
         for address in state.lan:
             self.say(f"    multichat connect {_address(address, state.port)}   {_where(address)}")
         if not state.lan:
             here = "127.0.0.1"
             self.say(f"    multichat connect {_address(here, state.port)}   {_where(here)}")
-        self.say("  (or plain `nc HOST PORT` / `telnet HOST PORT`; type tata to leave)")
+        self.say(
+            "  (or `nc HOST PORT` / `telnet HOST PORT` on a TCP or LAN address; type tata to leave)"
+        )
+        self.say("")
+        if not tunnel:
+            self.say("  Public:   none (--no-tunnel): only your own network can join")
+        else:
+            self.say(f"  Public:   {https or 'not available'}")
+        if tcp:
+            self.say(f"  TCP:      {tcp}")
+        for address in state.lan:
+            self.say(f"  LAN:      {_address(address, state.port, always_port=True)}")
+        for problem in problems:
+            self.say(f"  ! {problem}")
         self.say("")
         self.say("  Close the room: Ctrl-C, type `shutdown` here, or run `multichat down`.")
         self.say(rule)
 
 
 class TunnelReporter:
-    """Turns tunnel events into lines for the host, and keeps the state file's address.
+    """Turns tunnel events into lines for the host, and keeps the state file's addresses.
 
     Until the banner is shown it only takes notes (the banner says it all); after, each change
-    is one or two lines.
+    is a few lines, the link for browsers first.
     """
 
     def __init__(self, say: Callable[[str], None], verbose: bool) -> None:
         self.say = say
         self.verbose = verbose
-        self.public: str | None = None
-        self.problem: str | None = None
-        self.on_address: Callable[[str | None], None] = lambda url: None
+        self.https: str | None = None
+        self.tcp: str | None = None
+        self.problem: str | None = None  # why the room has no public address
+        self.tcp_problem: str | None = None  # why it has no TCP address (the link works)
+        self.on_address: Callable[[str | None, str | None], None] = lambda https, tcp: None
         self.banner_shown = False
         self.gave_up = False  # supervision ended on a failure: no more attempts
         self._opened = False
+
+    @property
+    def problems(self) -> list[str]:
+        """What the banner warns about, one line each."""
+        return [p for p in (self.problem, self.tcp_problem) if p]
 
     def __call__(self, event: TunnelEvent) -> None:
         match event:
             case TunnelOpening(attempt) if attempt == 0:
                 self.say(f"Opening the public ngrok tunnel (up to {OPEN_DEADLINE:.0f} s)...")
-            case TunnelOpened(url):
+            case TunnelOpened(https, tcp, tcp_error):
                 again, self._opened = self._opened, True
-                self.public, self.problem, self.gave_up = url, None, False
-                self.on_address(url)
+                self.https, self.tcp, self.problem, self.gave_up = https, tcp, None, False
+                if tcp_error is not None:
+                    self.tcp_problem = f"No TCP address: {describe(tcp_error)}"
+                elif tcp is not None:
+                    self.tcp_problem = None
+                self.on_address(https, tcp)
                 if self.banner_shown:
-                    what = "The tunnel is open again. New public" if again else "Public"
-                    self.say(f"{what} address: {url}")
-                    self.say(f"Friends join with: multichat connect {url}")
+                    if again:
+                        self.say("The tunnel is open again, at new addresses:")
+                    self.say(f"Open in a browser: {https}")
+                    self.say(f"Friends join with: multichat connect {https}")
+                    if tcp:
+                        self.say(f"TCP address: {tcp}")
+                    if tcp_error is not None:
+                        self.say(self.tcp_problem or "")
             case TunnelFailed(error):
-                lost = self.public is not None
-                self.public, self.gave_up = None, True
+                lost = self.https is not None
+                self.https = self.tcp = None
+                self.gave_up = True
                 what = "The public tunnel closed" if lost else "Public tunnel failed"
                 self.problem = f"{what}: {describe(error)}"
-                self.on_address(None)
+                self.on_address(None, None)
                 if self.banner_shown:
                     self.say(self.problem)
             case TunnelReopening(attempt, delay):
@@ -182,7 +219,7 @@ async def run_up(
 
     async def started(nursery: trio.Nursery, state: RoomState) -> None:
         if settings is None:
-            banner.show(state, None, None, tunnel=False)
+            banner.show(state, tunnel=False)
             return
         reporter = TunnelReporter(banner.say, settings.verbose)
         current = [state]
@@ -192,13 +229,16 @@ async def run_up(
             if server.shutdown_reason is None:
                 reporter(event)
 
-        def record(url: str | None) -> None:
-            current[0] = replace(current[0], public=url)
+        def record(https: str | None, tcp: str | None) -> None:
+            current[0] = replace(current[0], https=https, tcp=tcp)
             # Failing to record it only makes `status` show a stale address.
             with contextlib.suppress(OSError):
                 write_state(current[0])
 
         reporter.on_address = record
+        # Both endpoints go to the loopback listener that trusts what the tunnel says of each
+        # friend: a PROXY header on the TCP endpoint's connections, X-Forwarded-For on the
+        # HTTPS endpoint's requests.
         assert server.proxy_port is not None
         await nursery.start(
             supervise_tunnel,
@@ -209,7 +249,7 @@ async def run_up(
         )
         if server.shutdown_reason is not None:
             return  # closed while the tunnel was opening: no banner for a room that is gone
-        banner.show(state, reporter.public, reporter.problem)
+        banner.show(state, https=reporter.https, tcp=reporter.tcp, problems=reporter.problems)
         reporter.banner_shown = True
 
     await host_room(
@@ -225,7 +265,11 @@ async def run_up(
 async def run_tunnel(
     host: str, port: int, settings: TunnelSettings, out: TextIO = sys.stdout
 ) -> bool:
-    """The tunnel alone, to `host:port`, until SIGTERM/Ctrl-C. False if it gave up."""
+    """The tunnel alone, to `host:port`, until SIGTERM/Ctrl-C. False if it gave up.
+
+    Both endpoints go to `host:port`: HTTP for the HTTPS one, bytes (after a PROXY header if
+    `settings.proxy_proto`) for the TCP one; so point it at the room's loopback listener.
+    """
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)

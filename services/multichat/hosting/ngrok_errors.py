@@ -35,7 +35,7 @@ PERMANENT = frozenset(
 _MESSAGES = {
     "no_authtoken": "ngrok needs an authtoken",
     "bad_authtoken": "ngrok rejected the authtoken",
-    "card_required": "ngrok TCP tunnels need a verified account",
+    "card_required": "ngrok's free plan opens TCP endpoints only with a card on file",
     "agent_already_running": "another ngrok agent is already online for this account",
     "endpoint_in_use": "that ngrok address is already online elsewhere",
     "binary_missing": "the ngrok agent is not where we were told to find it",
@@ -57,10 +57,11 @@ _FIXES = {
         "https://dashboard.ngrok.com/get-started/your-authtoken into NGROK_AUTHTOKEN or "
         "`ngrok config add-authtoken TOKEN`"
     ),
+    # Only the TCP endpoint is refused: the HTTPS one opens without a card.
     "card_required": (
-        "ngrok TCP tunnels need a verified account with a card on file (it is not charged): "
-        "add one at https://dashboard.ngrok.com/settings#id-verification; the room still works "
-        "on the LAN"
+        "ngrok's free plan opens TCP endpoints only with a card on file (not charged; add one "
+        "at https://dashboard.ngrok.com/settings#id-verification); the room is public over "
+        "HTTPS anyway"
     ),
     "agent_already_running": (
         "your ngrok plan allows one agent at a time: stop the other one "

@@ -33,7 +33,8 @@ class RoomState:
     room: str
     started: float
     lan: list[str] = field(default_factory=list)
-    public: str | None = None
+    https: str | None = None  # the tunnel's link, for browsers and `multichat connect`
+    tcp: str | None = None  # the tunnel's TCP address, when the ngrok account allows one
     version: str = ""
     host: str = ""  # the address it listens on; "" for every interface
     # The PID namespace it runs in (Linux): a container that shares the state directory but
@@ -124,7 +125,9 @@ def read_state(path: Path) -> RoomState | None:
             room=str(data.get("room", "")),
             started=float(data.get("started", 0.0)),
             lan=[str(a) for a in data.get("lan", [])],
-            public=str(data["public"]) if data.get("public") else None,
+            https=str(data["https"]) if data.get("https") else None,
+            # Files from before the HTTPS link call the TCP address `public`.
+            tcp=str(data.get("tcp") or data.get("public") or "") or None,
             version=str(data.get("version", "")),
             host=str(data.get("host", "")),
             pidns=str(data.get("pidns", "")),

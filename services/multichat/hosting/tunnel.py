@@ -1,4 +1,10 @@
-"""A public TCP address for the room, through ngrok, kept open for as long as the room runs.
+"""Public addresses for the room, through ngrok, kept open for as long as the room runs.
+
+One ngrok agent serves two endpoints to the room: an HTTPS one, always (a link that browsers
+open, and that `multichat connect` reaches over WebSocket), and a TCP one when the account allows
+it. Since 2024 ngrok's free plan opens TCP endpoints only for accounts with a card on file
+(ERR_NGROK_8013) while HTTPS endpoints need none; so a refused TCP endpoint is a note on an
+open tunnel, never its failure.
 
 Talks to the ngrok agent through pyngrok only. pyngrok is synchronous and waits as long as the
 agent keeps it waiting, so each call runs in a worker thread that trio may abandon; whoever
@@ -8,7 +14,8 @@ stable `code` and a one-line `fix` for the user. No message, log line or excepti
 carries the authtoken: ngrok itself echoes it back when it rejects it.
 
 pyngrok keeps one agent process per `ngrok_path` and shares it between tunnels; a `Tunnel` owns
-its agent, so keep one tunnel per `ngrok_path` at a time (multichat needs only one).
+its agent, so keep one tunnel per `ngrok_path` at a time (multichat needs only one: ngrok's free
+plan allows one agent session per account anyway, ERR_NGROK_108).
 """
 
 from __future__ import annotations
@@ -20,15 +27,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 from pyngrok import ngrok, process
 from pyngrok.conf import PyngrokConfig
-from pyngrok.exception import (
-    PyngrokError,
-)
+from pyngrok.exception import PyngrokError, PyngrokNgrokURLError
 from pyngrok.log import NgrokLog
 from pyngrok.process import NgrokProcess
 
@@ -41,11 +47,13 @@ MAX_REOPEN_ATTEMPTS = 8  # 1+2+4+...+60+60 s: about three minutes of trying, the
 STABLE_AFTER = 60.0  # a tunnel that stayed up this long was healthy: start backing off afresh
 API_REQUEST_TIMEOUT = 4.0  # pyngrok's default; the agent's API is on this machine
 AGENT_EXIT_GRACE = 2.0  # ngrok closes its cloud session on SIGTERM in well under a second
-CLOSE_DEADLINE = AGENT_EXIT_GRACE + API_REQUEST_TIMEOUT + 1.0  # delete, stop, then give up: kill
+# Delete the endpoints (one API_REQUEST_TIMEOUT for all of them), stop, then give up: kill.
+CLOSE_DEADLINE = AGENT_EXIT_GRACE + API_REQUEST_TIMEOUT + 1.0
 REAP_WINDOW = 10.0  # an abandoned start may still spawn its agent this late (pyngrok's yaml load)
 REAP_POLL = 0.05  # how often that late agent is looked for; a few hundred checks at most
-
-# Errors that retrying cannot fix: the user has to act first.
+# The endpoints' names in the agent (and in its log and web UI).
+HTTPS_ENDPOINT_NAME = "multichat-https"
+TCP_ENDPOINT_NAME = "multichat-tcp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +66,8 @@ class TunnelSettings:
     ngrok_path: str | None = None  # None: pyngrok's own copy, downloaded on first use
     config_path: str | None = None
     verbose: bool = False  # forward ngrok's own log lines to the caller
-    proxy_proto: int | None = None  # PROXY protocol version (1 or 2) sent to our server
+    proxy_proto: int | None = None  # PROXY protocol version (1 or 2) the TCP endpoint sends
+    tcp: bool = True  # ask for a TCP endpoint beside the HTTPS one
 
     def __post_init__(self) -> None:
         if self.proxy_proto not in (None, 1, 2):
@@ -66,24 +75,28 @@ class TunnelSettings:
 
 
 class Tunnel:
-    """An open ngrok TCP tunnel and the agent process serving it; closing one ends both."""
+    """The room's open ngrok endpoints and the agent process serving them; closing one ends all.
+
+    `https_url` is always there; `tcp_url` is None when the TCP endpoint was not asked for or
+    was refused, and then `tcp_error` says why (ERR_NGROK_8013 on ngrok's free plan).
+    """
 
     def __init__(
-        self, public_url: str, agent: NgrokProcess, endpoint_uri: str | None, ngrok_path: str
+        self, https_url: str, agent: NgrokProcess, endpoint_uri: str | None, ngrok_path: str
     ) -> None:
-        parts = urlsplit(public_url)
-        if parts.hostname is None or parts.port is None:
-            raise TunnelError("unknown", f"ngrok gave an address we cannot use: {public_url}")
-        self.public_url = public_url  # e.g. "tcp://0.tcp.ngrok.io:12345"
-        self.public_host: str = parts.hostname
-        self.public_port: int = parts.port
+        parts = urlsplit(https_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise TunnelError("unknown", f"ngrok gave a link we cannot use: {https_url}")
+        self.https_url = https_url  # e.g. "https://a1b2-203-0-113-7.ngrok-free.app"
+        self.tcp_url: str | None = None  # e.g. "tcp://0.tcp.ngrok.io:12345"
+        self.tcp_error: TunnelError | None = None
         self.pid: int = agent.proc.pid
         self._agent = agent
-        self._endpoint_uri = endpoint_uri
+        self._endpoint_uris = [endpoint_uri] if endpoint_uri else []
         self._ngrok_path = ngrok_path
 
     def __repr__(self) -> str:
-        return f"<Tunnel {self.public_url} pid={self.pid}>"
+        return f"<Tunnel {self.https_url} {self.tcp_url or '(no tcp)'} pid={self.pid}>"
 
     @property
     def agent_running(self) -> bool:
@@ -95,7 +108,7 @@ class Tunnel:
         return await trio.to_thread.run_sync(self._agent.proc.wait, abandon_on_cancel=True)
 
     async def close(self) -> None:
-        """Delete the endpoint, then stop the agent: SIGTERM, SIGKILL if it lingers."""
+        """Delete the endpoints, then stop the agent: SIGTERM, SIGKILL if it lingers."""
         try:
             await trio.to_thread.run_sync(self._close_blocking, abandon_on_cancel=True)
         finally:
@@ -104,18 +117,65 @@ class Tunnel:
     def close_nowait(self) -> None:
         """Kill the agent at once (SIGKILL). Safe to call more than once."""
         _kill(self._agent, self._ngrok_path)
-        ngrok._current_tunnels.pop(self.public_url, None)
+        for url in (self.https_url, self.tcp_url):
+            if url is not None:
+                ngrok._current_tunnels.pop(url, None)
+
+    def _open_tcp_blocking(self, config: PyngrokConfig, upstream: dict[str, str]) -> None:
+        """Ask this tunnel's agent for the TCP endpoint too; runs in a worker thread.
+
+        Straight to the agent's API, not through `ngrok.connect`: that starts a new agent when
+        it finds ours gone, and a TCP endpoint never outlives the agent serving the HTTPS one.
+        The options are the ones `ngrok.connect(proto="tcp", upstream=...)` sends (config v3).
+        """
+        options: dict[str, Any] = {
+            "name": TCP_ENDPOINT_NAME,
+            "url": "tcp://",
+            "inspect": False,
+            "upstream": upstream,
+        }
+        try:
+            data = ngrok.api_request(
+                f"{self._agent.api_url}/api/endpoints",
+                method="POST",
+                data=options,
+                timeout=config.request_timeout,
+            )
+            endpoint = ngrok.NgrokTunnel(data, config, self._agent.api_url)
+        except Exception as exc:
+            error = classify(exc, authtoken=config.auth_token)
+            if error.code == "agent_died" and self.agent_running:
+                # The API did not answer in time, yet the agent lives on (and serves HTTPS).
+                error = TunnelError("deadline", detail=error.detail)
+            self.tcp_error = error
+            return
+        parts = urlsplit(endpoint.public_url or "")
+        if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+            self.tcp_error = TunnelError(
+                "unknown", f"ngrok gave an address we cannot use: {endpoint.public_url}"
+            )
+            return
+        self.tcp_url = endpoint.public_url
+        if endpoint.uri:
+            self._endpoint_uris.append(endpoint.uri)
 
     def _close_blocking(self) -> None:
         proc = self._agent.proc
-        if proc.poll() is None and self._agent.api_url and self._endpoint_uri:
-            # Deleting first releases the address in ngrok's cloud even if the stop goes wrong.
-            with contextlib.suppress(PyngrokError):
-                ngrok.api_request(
-                    f"{self._agent.api_url}{self._endpoint_uri}",
-                    method="DELETE",
-                    timeout=API_REQUEST_TIMEOUT,
-                )
+        if proc.poll() is None and self._agent.api_url:
+            # Deleting first releases the addresses in ngrok's cloud even if the stop goes wrong.
+            # The deletes share one request timeout: an agent that is slow to answer one will
+            # not answer the next any sooner.
+            deadline = time.monotonic() + API_REQUEST_TIMEOUT
+            for uri in self._endpoint_uris:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    ngrok.api_request(f"{self._agent.api_url}{uri}", method="DELETE", timeout=left)
+                except PyngrokNgrokURLError:
+                    break  # not answering: stopping it is all that is left
+                except PyngrokError:
+                    continue
         with contextlib.suppress(OSError):
             proc.terminate()
         try:
@@ -132,18 +192,21 @@ async def open_tunnel(
     *,
     on_log: Callable[[str], None] | None = None,
 ) -> Tunnel:
-    """Open a public TCP address forwarding to `host:port`, starting an ngrok agent for it.
+    """Open public addresses for the server at `host:port`, starting an ngrok agent for them.
 
+    The HTTPS endpoint forwards HTTP (and WebSocket upgrades) to `http://host:port`; the TCP
+    endpoint, when `settings.tcp`, forwards bytes to `host:port` after a PROXY header if
+    `settings.proxy_proto`. A refused TCP endpoint leaves the tunnel open: `tcp_error` says why.
     Put a deadline around it (`trio.fail_after`): a silent agent makes pyngrok wait forever. On
     cancellation the agent is killed. With `settings.verbose`, `on_log` gets each of ngrok's log
     lines (authtoken removed), called from a pyngrok thread: it must be thread-safe and quick.
-    Raises `TunnelError`.
+    Raises `TunnelError` when there is no HTTPS endpoint.
     """
     config = _pyngrok_config(settings, on_log)
     start = _AgentStart(config, settings.authtoken)
     try:
         return await trio.to_thread.run_sync(
-            start.run, host, port, settings.proxy_proto, abandon_on_cancel=True
+            start.run, host, port, settings.proxy_proto, settings.tcp, abandon_on_cancel=True
         )
     except TunnelError:
         raise
@@ -183,7 +246,11 @@ def _pyngrok_config(
 
 
 class _AgentStart:
-    """One `ngrok.connect` in a worker thread, and the means to abandon it without a leak."""
+    """Start an agent and its endpoints in a worker thread, and the means to abandon it safely.
+
+    Only the first step, `ngrok.connect` for the HTTPS endpoint, may start an agent; the TCP
+    endpoint is asked of that agent alone.
+    """
 
     def __init__(self, config: PyngrokConfig, authtoken: str | None) -> None:
         self._config = config
@@ -193,7 +260,7 @@ class _AgentStart:
         self._finished = False
         self._agent: NgrokProcess | None = None
 
-    def run(self, host: str, port: int, proxy_proto: int | None) -> Tunnel:
+    def run(self, host: str, port: int, proxy_proto: int | None, tcp: bool) -> Tunnel:
         """Runs in the worker thread."""
         path = self._config.ngrok_path
         with self._lock:
@@ -201,17 +268,19 @@ class _AgentStart:
                 raise TunnelError("deadline")  # nobody is waiting for this any more
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"  # the agent dials our server; a wildcard address is not dialable
-        upstream: dict[str, str] = {"url": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        tcp_upstream = {"url": address}
         if proxy_proto is not None:
-            upstream["proxy_protocol"] = str(proxy_proto)
+            tcp_upstream["proxy_protocol"] = str(proxy_proto)
         try:
-            # v3 endpoint options: pyngrok's own translation of `addr` mangles "host:port".
+            # v3 endpoint options, the upstream given in full: pyngrok's own translation of
+            # `addr` mangles "host:port". No `url`: ngrok picks a random https:// address.
             endpoint = ngrok.connect(
-                addr=upstream["url"],
-                proto="tcp",
-                name="multichat",
+                addr=f"http://{address}",
+                proto="http",
+                name=HTTPS_ENDPOINT_NAME,
                 pyngrok_config=self._config,
-                upstream=upstream,
+                upstream={"url": f"http://{address}"},
             )
             agent = _registered_agent(path)
             if agent is None or endpoint.public_url is None:
@@ -227,6 +296,10 @@ class _AgentStart:
                 raise
             # Not chained: pyngrok's message may quote ngrok quoting the authtoken.
             raise classify(exc, authtoken=self._authtoken) from None
+        if tcp:
+            # Never raises: a refusal (ERR_NGROK_8013 on the free plan) lands in tcp_error.
+            # An abandon meanwhile kills the agent, and this fails at once.
+            tunnel._open_tcp_blocking(self._config, tcp_upstream)
         with self._lock:
             self._finished = True
             abandoned = self._abandoned
@@ -291,11 +364,24 @@ class TunnelOpening:
 
 @dataclass(frozen=True, slots=True)
 class TunnelOpened:
-    """The room is reachable at `url` (a new address after every reopen)."""
+    """The room is public at `https` and, when the account allows it, `tcp` (new addresses
+    after every reopen).
 
-    url: str
-    host: str
-    port: int
+    `tcp_error` says why there is no TCP address, once: a refusal only the user can fix
+    (ERR_NGROK_8013, no card on file) is not asked again, so later reopens carry None.
+    """
+
+    https: str  # "https://a1b2-203-0-113-7.ngrok-free.app"
+    tcp: str | None = None  # "tcp://0.tcp.ngrok.io:12345"
+    tcp_error: TunnelError | None = None
+
+    def tcp_address(self) -> tuple[str, int] | None:
+        """The TCP endpoint as (host, port), for `nc` and for tests."""
+        if self.tcp is None:
+            return None
+        parts = urlsplit(self.tcp)
+        assert parts.hostname is not None and parts.port is not None  # checked by Tunnel
+        return parts.hostname, parts.port
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,15 +427,17 @@ async def supervise_tunnel(
     settings: TunnelSettings,
     report: Callable[[TunnelEvent], None],
     *,
-    task_status: trio.TaskStatus[str | None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[TunnelOpened | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Keep a public address for `host:port` open until cancelled, reporting what happens.
+    """Keep public addresses for `host:port` open until cancelled, reporting what happens.
 
-    Each attempt is bounded by `OPEN_DEADLINE`. A lost or failed tunnel is reopened with
-    exponential backoff, up to `MAX_REOPEN_ATTEMPTS` in a row; an error only the user can fix
-    (`TunnelError.permanent`) is reported once and ends supervision. `task_status.started()`
-    gets the first public URL, or None if the first attempt failed. `report` is called from
-    this task and must not block or raise. Ends with `TunnelClosed`, the agent gone.
+    Each attempt (agent, HTTPS and TCP endpoints) is bounded by `OPEN_DEADLINE`. A lost or
+    failed tunnel is reopened with exponential backoff, up to `MAX_REOPEN_ATTEMPTS` in a row; an
+    error only the user can fix (`TunnelError.permanent`) is reported once and ends
+    supervision. A refused TCP endpoint is no failure: the tunnel carries on with HTTPS, and a
+    refusal only the user can fix stops the asking. `task_status.started()` gets the first
+    `TunnelOpened`, or None if the first attempt failed. `report` is called from this task and
+    must not block or raise. Ends with `TunnelClosed`, the agent gone.
     """
     on_log = _reporter_from_threads(report) if settings.verbose else None
     tunnel: Tunnel | None = None
@@ -364,9 +452,13 @@ async def supervise_tunnel(
             except (TunnelError, trio.TooSlowError) as exc:
                 error = classify(exc, authtoken=settings.authtoken)
             else:
-                report(TunnelOpened(tunnel.public_url, tunnel.public_host, tunnel.public_port))
+                opened = TunnelOpened(tunnel.https_url, tunnel.tcp_url, tunnel.tcp_error)
+                if tunnel.tcp_error is not None and tunnel.tcp_error.permanent:
+                    # Said once; every reopen would only be refused the same way.
+                    settings = replace(settings, tcp=False)
+                report(opened)
                 if not started:
-                    task_status.started(tunnel.public_url)
+                    task_status.started(opened)
                     started = True
                 opened_at = trio.current_time()
                 status = await tunnel.wait_agent_exit()
