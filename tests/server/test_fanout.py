@@ -12,6 +12,7 @@ import trio.testing
 
 from multichat.protocol import wire
 from multichat.protocol.events import Event, Join, Leave, Message, Shutdown, Welcome
+from multichat.server.entries import Dialect
 from multichat.server.fanout import (
     BATCH_SECONDS,
     BUSY_POSTS,
@@ -21,7 +22,7 @@ from multichat.server.fanout import (
     Fanout,
 )
 from multichat.server.limits import Limits
-from multichat.server.room import Dialect, Room
+from multichat.server.room import Room
 
 # Virtual times are sums of float steps: equal up to rounding.
 EPSILON = 1e-9

@@ -35,8 +35,9 @@ from multichat.protocol.events import (
     Shutdown,
     Who,
 )
+from multichat.server.entries import Dialect
 from multichat.server.limits import Limits, load_limits
-from multichat.server.room import Dialect, Room
+from multichat.server.room import Room
 
 # The per-source limits lifted, every other limit at its default.
 PER_SOURCE_LIFTED = Limits(

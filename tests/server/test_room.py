@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from multichat.server.entries import Dialect
 from multichat.server.limits import Limits
-from multichat.server.room import Dialect, Member, Room
+from multichat.server.room import Member, Room
 
 
 class Clock:

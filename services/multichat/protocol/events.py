@@ -23,6 +23,7 @@ class Hello:
     password: str
     version: int = PROTOCOL_VERSION
     invite: str | None = None  # a token from `multichat invite`, instead of the password
+    since: int | None = None  # resume: send me every message after this `seq` first
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class Welcome:
     members: tuple[str, ...]
     version: int = PROTOCOL_VERSION
     topic: str = ""
+    seq: int = 0  # the room's newest message number, for resuming later
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,13 @@ class Message:
     id: MessageId | None = None
     to: str | None = None  # private: only `sender` and `to` receive it
     action: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Resuming: `missed` messages since the asked-for `seq` are left out; the newest follow."""
+
+    missed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +336,7 @@ ServerEvent = (
     | BanList
     | InviteIssued
     | InviteList
+    | Gap
 )
 Event = ClientEvent | ServerEvent
 

@@ -18,6 +18,7 @@ from .events import (
     Control,
     Error,
     Event,
+    Gap,
     Hello,
     Help,
     InviteIssued,
@@ -96,7 +97,7 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, J, Pong): J,
     (S, J, Error): J,  # a bad frame is answered and the session goes on
     (S, J, Shutdown): X,
-    **{(S, J, news): J for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList)},
+    **{(S, J, news): J for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList, Gap)},
     # After `quit` the server still sends what it had queued (echoes of the last lines), then
     # closes; the client sends nothing more.
     (S, L, Message): L,

@@ -17,6 +17,7 @@ from .events import (
     ClientEvent,
     Error,
     Event,
+    Gap,
     Join,
     Leave,
     Members,
@@ -77,6 +78,8 @@ def render(event: Event) -> bytes:
             return f"* {name} is back\n".encode()
         case Topic(text, by):
             return f"* {by} set the topic: {text}\n".encode() if text else b"* no topic\n"
+        case Gap(missed):
+            return f"* {missed} earlier messages left out\n".encode()
         case Notice(text):
             return "".join(f"* {line}\n" for line in text.splitlines() or [""]).encode()
         case BanList(bans):

@@ -21,6 +21,7 @@ from .events import (
     Control,
     Error,
     Event,
+    Gap,
     Hello,
     Help,
     Invite,
@@ -159,6 +160,15 @@ def _bans(obj: dict[str, Any]) -> BanList:
     return BanList(tuple(_ban(b) for b in value))
 
 
+def _since(obj: dict[str, Any]) -> int | None:
+    if obj.get("since") is None:
+        return None
+    since = _int(obj, "since")
+    if since < 0:
+        raise RemoteProtocolError("'since' must be a seq: 0 or more")
+    return since
+
+
 def _invite(value: object) -> Invite:
     if not isinstance(value, dict):
         raise RemoteProtocolError("an invite must be an object")
@@ -203,6 +213,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
         _str(o, "password", "" if "invite" in o else None, _F),
         _int(o, "version"),
         _opt_str(o, "invite"),
+        _since(o),
     ),
     "control": lambda o: Control(
         _str(o, "token", limit=_F),
@@ -221,6 +232,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
         _names(o, "members"),
         _int(o, "version", 1),
         _str(o, "topic", ""),
+        _int(o, "seq", 0),
     ),
     "error": lambda o: Error(_str(o, "code"), _str(o, "message", "")),
     "message": lambda o: Message(
@@ -254,6 +266,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "help": lambda o: Help(),
     "notice": lambda o: Notice(_str(o, "text"), _num(o, "ts", 0.0)),
     "bans": lambda o: _bans(o) if "bans" in o else Moderate("bans"),
+    "gap": lambda o: Gap(_int(o, "missed")),
     "invite": lambda o: InviteIssued(_invite(o), _str(o, "token")),
     "invites": lambda o: InviteList(tuple(_invite(i) for i in _list(o, "invites"))),
     "kick": _moderate("kick"),
@@ -293,10 +306,12 @@ def to_json(event: Event) -> dict[str, Any]:
     """The JSON object of one event."""
     obj: dict[str, Any]
     match event:
-        case Hello(name, password, version, invite):
+        case Hello(name, password, version, invite, since):
             obj = {"type": "hello", "version": version, "name": name, "password": password}
             if invite is not None:
                 obj["invite"] = invite
+            if since is not None:
+                obj["since"] = since
             return obj
         case Control(token, command, reason, args):
             obj = {
@@ -325,13 +340,14 @@ def to_json(event: Event) -> dict[str, Any]:
             return {"type": "ping", "data": data}
         case Pong(data):
             return {"type": "pong", "data": data}
-        case Welcome(name, room, members, version, topic):
+        case Welcome(name, room, members, version, topic, seq):
             obj = {
                 "type": "welcome",
                 "version": version,
                 "name": name,
                 "room": room,
                 "members": list(members),
+                "seq": seq,
             }
             if topic:
                 obj["topic"] = topic
@@ -404,6 +420,8 @@ def to_json(event: Event) -> dict[str, Any]:
             if seconds is not None:
                 obj["seconds"] = seconds
             return obj
+        case Gap(missed):
+            return {"type": "gap", "missed": missed}
         case InviteIssued(invite, token):
             return {"type": "invite", "token": token, **_invite_json(invite)}
         case InviteList(invites):

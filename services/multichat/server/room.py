@@ -13,12 +13,11 @@ sets `on_append` to hear of every broadcast, and decides when to take everyone's
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Callable
 
-from ..protocol import textmode, websocket, wire
+from ..protocol import wire
 from ..protocol.errors import ProtocolError
 from ..protocol.events import (
     Event,
@@ -33,6 +32,7 @@ from ..protocol.events import (
 )
 from ..protocol.names import check_name, name_key
 from ..protocol.sanitize import clean_text
+from .entries import Dialect, Entry
 from .limits import Limits
 
 # Checking every member's backlog on every post would cost O(members) per message; checking
@@ -51,54 +51,6 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class Dialect(enum.Enum):
-    """How a member's connection carries the room's frames."""
-
-    JSON = "json"  # multichat/1 JSON lines over TCP
-    TEXT = "text"  # plain-text lines (nc, telnet)
-    WEBSOCKET = "websocket"  # one JSON frame per WebSocket text message
-
-
-class Entry:
-    """One frame in the log, encoded once for JSON members and, on demand, for the others."""
-
-    __slots__ = ("end", "event", "json", "owner", "owner_json", "owner_text", "text", "ws")
-
-    def __init__(self, event: Event, json: bytes, end: int) -> None:
-        self.event = event
-        self.json = json
-        self.text: bytes | None = None
-        self.ws: bytes | None = None  # the WebSocket frame, the same bytes for every member
-        self.end = end  # bytes in the log up to and including this entry
-        # The member this entry is different for (its own echo or join), and what it gets.
-        self.owner: Member | None = None
-        self.owner_json = b""
-        self.owner_text: bytes | None = b""  # None: the same as `text`
-
-    def render_text(self) -> bytes:
-        if self.text is None:
-            self.text = textmode.render(self.event)
-        return self.text
-
-    def render(self, dialect: Dialect) -> bytes:
-        """This entry as every member but its owner gets it."""
-        if dialect is Dialect.JSON:
-            return self.json
-        if dialect is Dialect.TEXT:
-            return self.render_text()
-        if self.ws is None:
-            self.ws = websocket.frame(self.json)
-        return self.ws
-
-    def render_for_owner(self, dialect: Dialect) -> bytes:
-        """This entry as its owner gets it (its echo, with the id; nothing for its own join)."""
-        if dialect is Dialect.JSON:
-            return self.owner_json
-        if dialect is Dialect.TEXT:
-            return self.render_text() if self.owner_text is None else self.owner_text
-        return websocket.frame(self.owner_json) if self.owner_json else b""
 
 
 class Member:
@@ -179,6 +131,12 @@ class Room:
         self._base = 0  # index of self._log[0]
         self._base_end = 0  # log bytes before self._log[0]
         self._seq = 0
+        # Entries before this index may be read: with a history, only once they are stored.
+        self._readable = 0
+        self._readable_end = 0
+        self._readable_seq = 0
+        # Hands every new entry to the history (which calls `stored_nowait`); None: no history.
+        self.persist: Callable[[Entry, int], None] | None = None
         self._last_post = -1  # log index of the newest message or notice that is not presence
         self._unchecked = 0
         self._flushed = 0  # the head when the fan-out last gave every member its share
@@ -200,18 +158,27 @@ class Room:
         return self._log[-1].end if self._log else self._base_end
 
     def take_nowait(self, member: Member) -> bytes:
-        """Everything queued for `member`, and move its cursor to the head."""
+        """Everything that may go to `member` now, and move its cursor on."""
+        readable = self._readable
         if not member.private:
-            return self._render(member, member.cursor, self.head)
+            return self._render(member, member.cursor, readable)
         parts = []
         start = member.cursor
+        taken = 0
         for position, data in member.private:
+            if position > readable:
+                break  # after entries still being stored: it waits for them
             parts.append(self._render(member, start, position))
             parts.append(data)
             start = position
-        member.private.clear()
-        member.queued = 0
-        parts.append(self._render(member, start, self.head))
+            taken += 1
+        if taken == len(member.private):
+            member.private.clear()
+            member.queued = 0
+        else:
+            del member.private[:taken]
+            member.queued = sum(len(data) for _, data in member.private)
+        parts.append(self._render(member, start, readable))
         return b"".join(parts)
 
     def _render(self, member: Member, start: int, stop: int) -> bytes:
@@ -222,24 +189,26 @@ class Room:
         entries = self._log[start - self._base : stop - self._base]
         member.cursor = stop
         member.end = entries[-1].end
-        if member.owned < start and stop == self.head:
+        if member.owned < start and stop == self._readable:
             # Nothing in this stretch differs for this member (true of nearly every member):
             # it gets the same bytes as every other member at the same cursor.
             return self._render_shared(start, entries, member.dialect)
         dialect = member.dialect
         if dialect is Dialect.JSON:
-            parts = [e.owner_json if e.owner is member else e.json for e in entries]
-        else:
             parts = [
-                e.render_for_owner(dialect) if e.owner is member else e.render(dialect)
+                e.json
+                if e.owner is not member and e.recipient is not member
+                else (e.owner_json if e.owner is member else e.recipient_json)
                 for e in entries
             ]
+        else:
+            parts = [e.render_for(member, dialect) for e in entries]
         return b"".join(parts)
 
     def _render_shared(self, start: int, entries: list[Entry], dialect: Dialect) -> bytes:
-        if self._shared_head != self.head:
+        if self._shared_head != self._readable:
             self._shared.clear()
-            self._shared_head = self.head
+            self._shared_head = self._readable
         data = self._shared.get((start, dialect))
         if data is None:
             if dialect is Dialect.JSON:
@@ -250,7 +219,7 @@ class Room:
         return data
 
     def pending(self, member: Member) -> bool:
-        return bool(member.private) or member.cursor < self.head
+        return bool(member.private) or member.cursor < self._readable
 
     def members(self) -> list[Member]:
         """Every member, in join order (a copy, so waking one may change the room safely)."""
@@ -259,35 +228,82 @@ class Room:
     # -- the fan-out's bookkeeping --
 
     def unflushed(self) -> int:
-        """Bytes appended since the fan-out last gave every member its share."""
-        return self._head_end() - self._flushed_end
+        """Bytes readable since the fan-out last gave every member its share."""
+        return self._readable_end - self._flushed_end
 
     def presence_only(self) -> bool:
         """Whether everything appended since the last flush is join and leave notices."""
         return self._last_post < self._flushed
 
     def flushed_nowait(self) -> None:
-        """The fan-out has just given every member everything up to the head."""
-        self._flushed = self.head
-        self._flushed_end = self._head_end()
+        """The fan-out has just given every member everything readable."""
+        self._flushed = self._readable
+        self._flushed_end = self._readable_end
         self._shared.clear()
 
-    # -- changing the room --
+    @property
+    def seq(self) -> int:
+        """The newest message number anyone may have seen (for `welcome`, to resume from)."""
+        return self._readable_seq
+
+    def stored_nowait(self, index: int) -> None:
+        """The history has stored every entry up to log index `index`: they may be read."""
+        if index < self._readable:
+            return
+        entries = self._log[self._readable - self._base : index + 1 - self._base]
+        self._readable = index + 1
+        self._readable_end = entries[-1].end
+        self._readable_seq = entries[-1].seq
+        self.on_append(all(isinstance(e.event, Join | Leave) for e in entries))
+
+    def preload(self, events: list[Event], last_seq: int) -> None:
+        """Entries from before a restart, already stored: the history newcomers see."""
+        persist, self.persist = self.persist, None
+        try:
+            for event in events:
+                self._append(event)
+        finally:
+            self.persist = persist
+        self._seq = max(self._seq, last_seq)
+        self._readable_seq = self._seq
+
+    def resume_point(self, after: int, limit: int) -> tuple[int, int]:
+        """Where a member resuming after message `after` starts reading, and how many messages
+        since then it misses (those the log has forgotten, and any past the newest `limit`)."""
+        start = self._readable
+        replayed = 0
+        for i in range(self._readable - 1, self._base - 1, -1):
+            entry = self._log[i - self._base]
+            if entry.seq < after or (entry.seq == after and isinstance(entry.event, Message)):
+                break
+            if isinstance(entry.event, Message):
+                if replayed == limit:
+                    break
+                replayed += 1
+            start = i
+        return start, max(0, self._readable_seq - after - replayed)
 
     def _append(self, event: Event, owner: Member | None = None) -> Entry:
         data = wire.encode(event)
-        entry = Entry(event, data, self._head_end() + len(data))
+        entry = Entry(event, data, self._head_end() + len(data), self._seq)
         if owner is not None:
             entry.owner = owner
             owner.owned = self.head
-        presence = isinstance(event, Join | Leave)
+        return self._add(entry)
+
+    def _add(self, entry: Entry) -> Entry:
+        presence = isinstance(entry.event, Join | Leave)
         if not presence:
             self._last_post = self.head
+        index = self.head
         self._log.append(entry)
-        self._unchecked += len(data)
+        self._unchecked += len(entry.json)
         if self._unchecked >= CHECK_EVERY:
             self._check_backlogs()
-        self.on_append(presence)
+        if self.persist is None:
+            self.stored_nowait(index)
+        else:
+            self.persist(entry, index)
         return entry
 
     def backlog(self, member: Member) -> int:
@@ -450,22 +466,16 @@ class Room:
         """Send `text` to `recipient` alone (and its echo to `member`); raises Refused.
 
         It takes the next `seq` like any message, so each member's numbers still only grow;
-        the others simply never see this one's. It is no log entry: newcomers' history and
-        the fan-out never carry it.
+        the others simply never see this one's: for them its log entry is empty.
         """
         text = self._checked_text(member, text)
         self._seq += 1
         event = Message(
             self._seq, self._clock(), member.name, text, to=recipient.name, action=action
         )
-        if recipient is not member:
-            self.send_event_nowait(recipient, event)
-        echo = (
-            event
-            if id is None
-            else Message(*(event.seq, event.ts, event.sender, text), id, recipient.name, action)
-        )
-        self.send_event_nowait(member, echo)
+        entry = Entry.private(event, self._head_end(), member, recipient, id)
+        member.owned = recipient.owned = self.head
+        self._add(entry)
         if recipient.away is not None and recipient is not member:
             self.send_event_nowait(member, WentAway(recipient.name, recipient.away))
         return self._seq

@@ -46,8 +46,9 @@ from ..protocol.state import Mode, State
 from . import chat, web
 from .context import ServerContext
 from .delivery import Delivery
+from .entries import Dialect
 from .flood import Fakelag
-from .room import Dialect, Member, Refused
+from .room import Member, Refused
 from .tls import TlsLayer, looks_like_tls
 from .transport import Transport
 
