@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 import trio
 
-from chatpeer import PASSWORD, RELAXED, RoomFixture, read_until, start_room
+from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, read_until, start_room
 from multichat.protocol.events import (
     Away,
     Back,
     CameBack,
     Error,
+    Gap,
+    Hello,
     Help,
     Join,
+    Leave,
     Members,
     Message,
     Moderate,
@@ -179,3 +182,74 @@ async def test_plain_text_members_use_the_commands(room: RoomFixture) -> None:
     assert b"nc-user -> bob: hi from nc" in seen
     assert b"* nc-user waves" in seen and b"is now known as nc-person" in seen
     assert b"! unknown command /frobnicate; /help lists them" in seen
+
+
+async def test_a_member_back_from_a_tunnel_resumes_with_nothing_missing_or_twice(
+    room: RoomFixture,
+) -> None:
+    """`hello {since}`: every message after it, in order, each once, then live traffic."""
+    with trio.fail_after(STEP):
+        alice = await room.join("alice")
+        bob = await room.join("bob")
+        await bob.say("before", "b0")
+        seen = await alice.expect(Message)
+        assert isinstance(seen, Message)
+        await alice.aclose()  # the train enters the tunnel
+        for i in range(5):
+            await bob.say(f"while away {i}", f"b{i + 1}")
+        await bob.expect(Leave)
+        back = await Peer.open(room.port)
+        await back.send(Hello("alice", PASSWORD, since=seen.seq))
+        welcome = await back.next_event()
+        await bob.say("after", "b9")
+        texts = []
+        while len(texts) < 6:
+            event = await back.next_event()
+            if isinstance(event, Message):
+                texts.append(event.text)
+    assert isinstance(welcome, Welcome) and welcome.seq == seen.seq + 5
+    assert texts == [f"while away {i}" for i in range(5)] + ["after"]
+
+
+async def test_resume_past_the_limit_says_how_many_were_left_out() -> None:
+    async with start_room(RELAXED.replace(resume_max=3)) as room:
+        with trio.fail_after(STEP):
+            bob = await room.join("bob")
+            for i in range(10):
+                await bob.say(f"m{i}", str(i))
+            for _ in range(10):
+                await bob.expect(Message)
+            back = await Peer.open(room.port)
+            await back.send(Hello("alice", PASSWORD, since=2))
+            assert isinstance(await back.next_event(), Welcome)
+            gap = await back.next_event()
+            replayed = [await back.expect(Message) for _ in range(3)]
+    assert gap == Gap(5)
+    assert [m.text for m in replayed if isinstance(m, Message)] == ["m7", "m8", "m9"]
+
+
+@pytest.mark.parametrize("since", [10_000, 0])
+async def test_a_since_beyond_the_room_or_from_the_start_never_crashes(since: int) -> None:
+    async with start_room(RELAXED) as room:
+        with trio.fail_after(STEP):
+            bob = await room.join("bob")
+            await bob.say("only", "1")
+            await bob.expect(Message)
+            back = await Peer.open(room.port)
+            await back.send(Hello("alice", PASSWORD, since=since))
+            assert isinstance(await back.next_event(), Welcome)
+            await bob.say("live", "2")
+            first = await back.expect(Message)
+    assert isinstance(first, Message)
+    assert first.text == ("live" if since else "only")
+
+
+async def test_a_negative_or_non_integer_since_is_a_bad_frame(room: RoomFixture) -> None:
+    with trio.fail_after(STEP):
+        for raw in (b'"since":-1', b'"since":"5"', b'"since":1.5'):
+            peer = await Peer.open(room.port)
+            await peer.stream.send_all(
+                b'{"type":"hello","version":1,"name":"x","password":"p",' + raw + b"}\n"
+            )
+            error = await peer.next_event()
+            assert isinstance(error, Error) and error.code == "bad_frame", raw

@@ -4,9 +4,9 @@ The room never waits, and a disk does, so the two meet in `HistoryWriter`: the r
 entry with `append_nowait`, and the writer's task commits everything queued since its last
 flush in one transaction, in a worker thread, then calls each entry's `on_done` back in trio's
 thread, in order. The room echoes a message from that callback, which is what makes an echo an
-acknowledgement: with `synchronous=FULL` a committed transaction is on the disk before the
-callback runs, so a message any member saw echoed survives `kill -9`, and a power cut too
-(docs/history.md says what each setting costs).
+acknowledgement: a committed transaction is in the file (its WAL) before the callback runs, so
+a message any member saw survives `kill -9` of the server. A power cut is another matter:
+docs/history.md says what `synchronous=NORMAL` and the writer's checkpoint every second cost.
 
 Every stored entry has its own `seq`, given by the room, strictly increasing across restarts
 (`last_seq()` says where to carry on). `seq` is the one order the store knows: `since(seq)`
@@ -39,7 +39,17 @@ from typing import Any
 
 import trio
 
-from ..protocol.events import Join, Leave, Message
+from ..protocol.events import (
+    BanEntry,
+    CameBack,
+    Join,
+    Leave,
+    Message,
+    Notice,
+    Renamed,
+    Topic,
+    WentAway,
+)
 from ..protocol.names import name_key
 from .history_settings import HistorySettings
 
@@ -56,6 +66,16 @@ BUSY_SECONDS = 5.0
 PRUNE_BATCH = 2000
 # Readers (export) page through the file this many entries at a time.
 READ_PAGE = 1000
+# NORMAL, not FULL: in WAL mode a commit then writes the WAL without an fsync, which still
+# survives the process being killed (the bytes are the kernel's), and a power cut rolls back
+# the newest transactions but never damages the file. FULL's fsync per commit measured 3.8 ms
+# at the median on this project's test machine, more than the whole 3 ms p99 the steady
+# benchmark allows a message, since every echo waits for its commit; see docs/history.md.
+SYNCHRONOUS = "NORMAL"
+# With NORMAL the WAL reaches the disk at a checkpoint. The writer runs one this long after a
+# commit, so a power cut costs about the last second of history instead of everything since
+# SQLite's own checkpoint (up to 1,000 pages, minutes of chat); ext4 itself commits every 5 s.
+SYNC_SECONDS = 1.0
 # How often retention is applied: an hour of extra history is harmless, and a prune scans.
 PRUNE_EVERY_SECONDS = 3600.0
 # While the disk refuses writes, retrying on every message would spin on the error; once in
@@ -66,11 +86,19 @@ RETRY_SECONDS = 5.0
 MAX_UNSAVED = 10_000
 SECONDS_PER_DAY = 86_400.0
 
-# Entry types the room stores today; the column is free text so later ones (nick, topic,
-# moderation) need no new schema.
-MESSAGE = "message"
+# Entry types: one per room event that history keeps. The column is free text, so a new one
+# needs no new schema (older versions skip what they do not know when replaying).
+MESSAGE = "message"  # `sender` said `text` (to `recipient` alone, if set); extra: action
 JOIN = "join"
-LEAVE = "leave"
+LEAVE = "leave"  # `text`: why
+NICK = "nick"  # `sender` is now called `text`
+TOPIC = "topic"  # `sender` set the topic to `text`
+NOTICE = "notice"  # moderation and other notices; `text` says it all
+AWAY = "away"  # `sender` is away, saying `text`
+BACK = "back"
+
+# What the room's log holds that history keeps.
+HistoryEvent = Message | Join | Leave | Renamed | Topic | Notice | WentAway | CameBack
 
 _SCHEMA = """
 CREATE TABLE entries (
@@ -86,14 +114,12 @@ CREATE TABLE entries (
 );
 CREATE INDEX entries_ts ON entries (ts);
 CREATE TABLE bans (
-    address TEXT NOT NULL,
+    address TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    name_key TEXT NOT NULL,
     until REAL,
     reason TEXT NOT NULL,
     banned_by TEXT NOT NULL,
-    ts REAL NOT NULL,
-    PRIMARY KEY (address, name_key)
+    ts REAL NOT NULL
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('last_seq', 0), ('pruned_through', 0);
@@ -132,51 +158,70 @@ class StoredEntry:
         return name_key(name) in (name_key(self.sender), name_key(self.recipient))
 
     @classmethod
-    def from_event(cls, event: Message | Join | Leave, seq: int | None = None) -> StoredEntry:
-        """The entry for a room event; `seq` defaults to a message's own."""
+    def from_event(
+        cls, event: HistoryEvent, *, seq: int | None = None, ts: float | None = None
+    ) -> StoredEntry:
+        """The entry for a room event. `seq` defaults to a message's own (other events carry
+        none: pass the one the room gave it); `ts` to the event's, for the events with one."""
         match event:
             case Message():
-                own = event.seq if seq is None else seq
-                return cls(own, event.ts, MESSAGE, event.sender, event.text)
+                extra = {"action": True} if event.action else None
+                number = event.seq if seq is None else seq
+                when = _ts(event.ts, ts)
+                return cls(number, when, MESSAGE, event.sender, event.text, event.to, extra)
             case Join():
-                return cls(_need(seq), event.ts, JOIN, event.name)
+                return cls(_seq(seq), _ts(event.ts, ts), JOIN, event.name)
             case Leave():
-                return cls(_need(seq), event.ts, LEAVE, event.name, event.reason)
+                return cls(_seq(seq), _ts(event.ts, ts), LEAVE, event.name, event.reason)
+            case Renamed():
+                return cls(_seq(seq), _ts(event.ts, ts), NICK, event.old, event.new)
+            case Topic():
+                return cls(_seq(seq), _ts(None, ts), TOPIC, event.by, event.text)
+            case Notice():
+                return cls(_seq(seq), _ts(event.ts, ts), NOTICE, "", event.text)
+            case WentAway():
+                return cls(_seq(seq), _ts(None, ts), AWAY, event.name, event.text)
+            case CameBack():
+                return cls(_seq(seq), _ts(None, ts), BACK, event.name)
 
-    def to_event(self) -> Message | Join | Leave | None:
-        """The room event this entry replays as; None for types the protocol cannot show yet
-        (private messages among them)."""
-        if self.private:
-            return None
-        if self.type == MESSAGE:
-            return Message(self.seq, self.ts, self.sender, self.text)
-        if self.type == JOIN:
-            return Join(self.sender, self.ts)
-        if self.type == LEAVE:
-            return Leave(self.sender, self.text, self.ts)
+    def to_event(self) -> HistoryEvent | None:
+        """The room event this entry replays as (None for a type this version does not know).
+
+        A replayed message has `seq` and `ts` as stored; the other events have no seq.
+        """
+        kind, sender, text = self.type, self.sender, self.text
+        if kind == MESSAGE:
+            action = bool(self.extra and self.extra.get("action"))
+            return Message(self.seq, self.ts, sender, text, to=self.recipient, action=action)
+        if kind == JOIN:
+            return Join(sender, self.ts)
+        if kind == LEAVE:
+            return Leave(sender, text, self.ts)
+        if kind == NICK:
+            return Renamed(sender, text, self.ts)
+        if kind == TOPIC:
+            return Topic(text, sender)
+        if kind == NOTICE:
+            return Notice(text, self.ts)
+        if kind == AWAY:
+            return WentAway(sender, text)
+        if kind == BACK:
+            return CameBack(sender)
         return None
 
 
-def _need(seq: int | None) -> int:
+def _seq(seq: int | None) -> int:
     if seq is None:
-        raise ValueError("a join or leave has no seq of its own: pass one")
+        raise ValueError("only a message has a seq of its own: pass the one the room gave")
     return seq
 
 
-@dataclass(frozen=True, slots=True)
-class Ban:
-    """A ban on an address, a name, or both; `until` None lasts until it is lifted."""
-
-    address: str | None
-    name: str | None
-    reason: str
-    by: str
-    ts: float
-    until: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.address and not self.name:
-            raise ValueError("a ban needs an address or a name")
+def _ts(own: float | None, given: float | None) -> float:
+    if given is not None:
+        return given
+    if own is None:
+        raise ValueError("this event has no time of its own: pass ts")
+    return own
 
 
 def _entry(row: tuple[Any, ...]) -> StoredEntry:
@@ -210,9 +255,9 @@ def _row(entry: StoredEntry) -> tuple[Any, ...]:
     )
 
 
-def _ban(row: tuple[Any, ...]) -> Ban:
-    address, name, until, reason, by, ts = row
-    return Ban(address or None, name or None, reason, by, ts, until)
+def _ban(row: tuple[Any, ...]) -> BanEntry:
+    address, name, until, reason, by = row
+    return BanEntry(address, name, until, reason, by)
 
 
 def _reason(exc: BaseException) -> str:
@@ -276,10 +321,7 @@ class HistoryStore:
                     f"the history file {path} cannot use SQLite's WAL mode (a network "
                     "filesystem?); put the data directory on a local disk"
                 )
-            # FULL: a transaction is on the disk before the writer acknowledges it (the
-            # benchmark in docs/history.md shows the fsync costs nothing that batching
-            # does not hide).
-            write.execute("PRAGMA synchronous = FULL")
+            write.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
             _quick_check(write, path)
             read = _connect(str(path), uri=False)
             read.execute("PRAGMA query_only = 1")
@@ -313,6 +355,17 @@ class HistoryStore:
         conn = _connect(":memory:", uri=False)
         _prepare(conn, Path(":memory:"), create=True)
         return cls("memory", conn, conn, shared_lock=True)
+
+    def sync(self) -> None:
+        """Put every committed transaction on the disk (a checkpoint, which fsyncs the WAL).
+
+        Runs on the read connection: a PASSIVE checkpoint never holds a flush back.
+        """
+        with self._read_lock:
+            try:
+                self._read.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise HistoryError(f"cannot sync the history {self.name}: {_reason(exc)}") from None
 
     def close(self) -> None:
         """Close the file; the last connection to close folds the WAL back into it."""
@@ -416,13 +469,14 @@ class HistoryStore:
                 yield _entry(row)
             after = rows[-1][0]
 
-    def bans(self, *, now: float | None = None) -> list[Ban]:
-        """The bans in force at `now` (default: the current time), oldest first."""
+    def bans(self, *, now: float | None = None) -> list[BanEntry]:
+        """The bans in force at `now` (default: the current time), in the order they were set
+        (what `Moderation.restore` takes)."""
         now = time.time() if now is None else now
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT address, name, until, reason, banned_by, ts FROM bans "
-                "WHERE until IS NULL OR until > ? ORDER BY ts",
+                "SELECT address, name, until, reason, banned_by FROM bans "
+                "WHERE until IS NULL OR until > ? ORDER BY ts, rowid",
                 (now,),
             ).fetchall()
         return [_ban(row) for row in rows]
@@ -449,33 +503,38 @@ class HistoryStore:
             except (sqlite3.Error, OSError) as exc:
                 raise HistoryError(f"cannot {action} {self.name}: {_reason(exc)}") from None
 
-    def append(self, entries: Sequence[StoredEntry], *, last_seq: int = 0) -> None:
-        """Store `entries` in one transaction; record `last_seq` (or their newest seq, if
-        higher) as the newest seq given out. Seqs already stored are an error."""
+    def append(
+        self,
+        entries: Sequence[StoredEntry],
+        *,
+        last_seq: int = 0,
+        bans: Sequence[tuple[BanEntry | None, str]] = (),
+        now: float | None = None,
+    ) -> None:
+        """In one transaction: store `entries`; apply `bans` (a ban, or None to lift the ban
+        on that address, as `Moderation.on_ban` reports them, set at `now`); record `last_seq`
+        (or the newest seq of `entries`, if higher) as the newest seq given out.
+
+        A seq already stored is an error, and the transaction is rolled back whole.
+        """
         rows = [_row(entry) for entry in entries]
         top = max([last_seq, *(entry.seq for entry in entries)])
+        now = time.time() if now is None else now
         with self._writing("save history in") as conn:
             conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            for ban, address in bans:
+                _apply_ban(conn, ban, address, now)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (top,))
 
-    def add_ban(self, ban: Ban) -> None:
-        """Record `ban`, replacing any ban on the same address and name."""
-        name = ban.name or ""
+    def add_ban(self, ban: BanEntry, *, now: float | None = None) -> None:
+        """Record `ban`, replacing any ban on its address."""
         with self._writing("save a ban in") as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ban.address or "", name, name_key(name), ban.until, ban.reason, ban.by, ban.ts),
-            )
+            _apply_ban(conn, ban, ban.address, time.time() if now is None else now)
 
-    def remove_ban(self, *, address: str | None = None, name: str | None = None) -> int:
-        """Lift every ban on `address` and every ban on `name`; how many there were."""
+    def remove_ban(self, address: str) -> bool:
+        """Lift the ban on `address`; whether there was one."""
         with self._writing("lift a ban in") as conn:
-            cursor = conn.execute(
-                "DELETE FROM bans WHERE (?1 IS NOT NULL AND address = ?1) "
-                "OR (?2 IS NOT NULL AND name_key = ?2)",
-                (address or None, None if not name else name_key(name)),
-            )
-            return int(cursor.rowcount)
+            return bool(conn.execute("DELETE FROM bans WHERE address = ?", (address,)).rowcount)
 
     def prune(self, keep_days: float, keep_entries: int, *, now: float | None = None) -> int:
         """Delete entries older than `keep_days` and all but the newest `keep_entries` (0: no
@@ -508,6 +567,16 @@ class HistoryStore:
                 conn.execute(
                     "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (top,)
                 )
+
+
+def _apply_ban(conn: sqlite3.Connection, ban: BanEntry | None, address: str, now: float) -> None:
+    # Deleted first, so a ban set again moves to the end of the order, as in `Moderation`.
+    conn.execute("DELETE FROM bans WHERE address = ?", (address,))
+    if ban is not None:
+        conn.execute(
+            "INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?)",
+            (address, ban.name, ban.until, ban.reason, ban.by, now),
+        )
 
 
 def _key(name: str | None) -> str | None:
@@ -553,9 +622,10 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
 def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
     # A damaged page found now is a clear message at startup, not an error mid-conversation.
     # quick_check reads every page once (about 0.1 s for a 20 MB file).
-    result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    result = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
     if result != "ok":
-        raise HistoryError(f"the history file {path} is damaged ({result}); it was left untouched")
+        detail = " ".join(result.replace("*** in database main ***", "").split())
+        raise HistoryError(f"the history file {path} is damaged ({detail}); it was left untouched")
 
 
 def _open_error(path: Path, exc: BaseException) -> HistoryError:
@@ -579,6 +649,7 @@ def _close_quietly(*conns: sqlite3.Connection | None) -> None:
 
 
 OnDone = Callable[[bool], None]
+BanChange = tuple[BanEntry | None, str]  # a ban, or None for lifted, and its address
 
 
 class HistoryWriter:
@@ -587,12 +658,13 @@ class HistoryWriter:
     Run it with `await nursery.start(writer.run)`; then `append_nowait(entry, on_done)` queues
     an entry, and `on_done(saved)` is called in trio's thread once the entry's transaction
     committed (`saved` True), or once saving failed (`saved` False; see `failing`). Callbacks
-    run in the order the entries were appended.
+    run in the order the entries were appended. `set_ban_nowait` queues a ban the same way
+    (its signature is `Moderation.on_ban`'s).
 
     While the disk refuses writes, `failing` is the reason (and `on_failing(reason)` was
-    called); the entries keep being acknowledged at once with `saved` False, are kept in
-    memory (up to MAX_UNSAVED), and are saved by the first retry that succeeds, when
-    `on_failing(None)` is called.
+    called); entries keep being acknowledged at once with `saved` False, are kept in memory
+    (up to MAX_UNSAVED), and are saved by the first retry that succeeds, when `on_failing(None)`
+    is called.
     """
 
     def __init__(
@@ -603,14 +675,18 @@ class HistoryWriter:
         self.given_up = 0  # entries dropped from memory before the disk took them
         self._on_failing = on_failing or (lambda reason: None)
         self._queue: list[tuple[StoredEntry, OnDone | None]] = []
+        self._bans: dict[str, BanEntry | None] = {}  # by address, in the order set
+        self._ban_changes = 0  # queued in `_bans`, counting each one a later one replaced
         self._unsaved: deque[StoredEntry] = deque()
+        self._unsaved_bans: dict[str, BanEntry | None] = {}
         self._last_seq = store.last_seq()
         self._retry_at = -math.inf
         self._closed = False
         self._wakeup = trio.Event()
-        self._appended = 0
-        self._done = 0
+        self._asked = 0  # entries and ban changes queued, ever
+        self._done = 0  # ... and done with
         self._progress = trio.Event()
+        self._committed = trio.Event()  # set by a commit the next sync has not covered
 
     @property
     def last_seq(self) -> int:
@@ -623,44 +699,71 @@ class HistoryWriter:
         Raises ValueError if its seq is not after every seq appended or stored before, and
         trio.ClosedResourceError once the writer's task has ended.
         """
-        if self._closed:
-            raise trio.ClosedResourceError("the history writer has stopped")
+        self._check_open()
         if entry.seq <= self._last_seq:
             raise ValueError(f"seq {entry.seq} is not after the last one, {self._last_seq}")
         self._last_seq = entry.seq
         self._queue.append((entry, on_done))
-        self._appended += 1
+        self._asked += 1
         self._wakeup.set()
 
+    def set_ban_nowait(self, ban: BanEntry | None, address: str) -> None:
+        """Queue a ban on `address` (None: the ban was lifted) for the next flush."""
+        self._check_open()
+        self._bans.pop(address, None)
+        self._bans[address] = ban
+        self._ban_changes += 1
+        self._asked += 1
+        self._wakeup.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the history writer has stopped")
+
     async def flush(self) -> None:
-        """Wait until every entry appended before this call is done with (its `on_done` ran)."""
-        target = self._appended
+        """Wait until everything queued before this call is done with (`on_done` ran)."""
+        target = self._asked
         while self._done < target:
             await self._progress.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit what is queued, a transaction per flush, until cancelled; then once more."""
-        task_status.started()
         try:
-            while True:
-                await self._wait()
-                # A transaction that committed must be acknowledged, even on the way out.
-                with trio.CancelScope(shield=True):
-                    await self._flush()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sync_periodically)
+                task_status.started()
+                while True:
+                    await self._wait()
+                    # A transaction that committed must be acknowledged, even on the way out.
+                    with trio.CancelScope(shield=True):
+                        await self._flush()
         finally:
             self._closed = True
             with trio.CancelScope(shield=True):
                 await self._flush(last=True)
-            if self._unsaved:
+            if self._unsaved or self._unsaved_bans:
                 log.error(
-                    "%d history entries could not be saved: %s", len(self._unsaved), self.failing
+                    "%d history entries and %d ban changes could not be saved: %s",
+                    len(self._unsaved),
+                    len(self._unsaved_bans),
+                    self.failing,
                 )
 
+    async def _sync_periodically(self) -> None:
+        while True:
+            await self._committed.wait()
+            await trio.sleep(SYNC_SECONDS)
+            self._committed = trio.Event()
+            try:
+                await trio.to_thread.run_sync(self.store.sync)
+            except HistoryError as exc:
+                log.warning("%s", exc)
+
     async def _wait(self) -> None:
-        """Until entries are queued, or unsaved ones are due for a retry."""
-        while not self._queue:
+        """Until something is queued, or unsaved things are due for a retry."""
+        while not self._queue and not self._bans:
             self._wakeup = trio.Event()
-            if not self._unsaved:
+            if not self._unsaved and not self._unsaved_bans:
                 await self._wakeup.wait()
                 continue
             with trio.move_on_at(self._retry_at):
@@ -670,30 +773,44 @@ class HistoryWriter:
 
     async def _flush(self, *, last: bool = False) -> None:
         pending, self._queue = self._queue, []
+        bans, self._bans = self._bans, {}
+        done, self._ban_changes = len(pending) + self._ban_changes, 0
         if self.failing is not None and not last and trio.current_time() < self._retry_at:
-            self._keep_unsaved(entry for entry, _ in pending)
-            self._finish(pending, saved=False)
+            # Known to fail: no point making these wait for the disk.
+            self._keep_unsaved([entry for entry, _ in pending], bans)
+            self._finish(pending, done, saved=False)
             return
         batch = [*self._unsaved, *(entry for entry, _ in pending)]
-        if not batch:
+        changes = self._unsaved_bans | bans
+        if not batch and not changes:
             return
+        commit = partial(
+            self.store.append,
+            batch,
+            last_seq=self._last_seq,
+            bans=[(ban, address) for address, ban in changes.items()],
+        )
         try:
-            await trio.to_thread.run_sync(
-                partial(self.store.append, batch, last_seq=self._last_seq)
-            )
+            await trio.to_thread.run_sync(commit)
         except HistoryError as exc:
             self._retry_at = trio.current_time() + RETRY_SECONDS
             self._unsaved.clear()
-            self._keep_unsaved(batch)
+            self._unsaved_bans.clear()
+            self._keep_unsaved(batch, changes)
             self._set_failing(str(exc))
-            self._finish(pending, saved=False)
+            self._finish(pending, done, saved=False)
             return
         self._unsaved.clear()
+        self._unsaved_bans.clear()
+        self._committed.set()
         self._set_failing(None)
-        self._finish(pending, saved=True)
+        self._finish(pending, done, saved=True)
 
-    def _keep_unsaved(self, entries: Iterator[StoredEntry] | list[StoredEntry]) -> None:
+    def _keep_unsaved(self, entries: list[StoredEntry], bans: dict[str, BanEntry | None]) -> None:
         self._unsaved.extend(entries)
+        for address, ban in bans.items():
+            self._unsaved_bans.pop(address, None)
+            self._unsaved_bans[address] = ban
         dropped = len(self._unsaved) - MAX_UNSAVED
         if dropped > 0:
             for _ in range(dropped):
@@ -701,9 +818,11 @@ class HistoryWriter:
             self.given_up += dropped
             log.warning("gave up on %d unsaved history entries (too many to hold)", dropped)
 
-    def _finish(self, pending: list[tuple[StoredEntry, OnDone | None]], *, saved: bool) -> None:
+    def _finish(
+        self, pending: list[tuple[StoredEntry, OnDone | None]], done: int, *, saved: bool
+    ) -> None:
+        self._done += done
         for _, on_done in pending:
-            self._done += 1
             if on_done is not None:
                 on_done(saved)
         self._progress.set()

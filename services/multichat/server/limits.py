@@ -45,6 +45,10 @@ MAX_MEMBERS = 10_000
 HISTORY_ENTRIES = 20
 # After `shutdown`, members get this long to receive what is queued for them.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# A member back after a while gets at most this many of the messages it missed, then live
+# traffic (IRCv3's chathistory servers cap a replay at a few hundred to a thousand; ZNC's
+# default playback buffer is 500 lines). The `[history]` table can change it.
+RESUME_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Limits:
     max_members: int = MAX_MEMBERS
     history_entries: int = HISTORY_ENTRIES
     shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS
+    resume_max: int = RESUME_MAX
 
     def replace(self, **changes: float) -> Limits:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

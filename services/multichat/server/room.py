@@ -368,17 +368,21 @@ class Room:
         finish: Callable[[], None] = lambda: None,
         source: str = "",
         invited: bool = False,
+        start: int | None = None,
     ) -> Member:
         """Add a member, queue its welcome (built by `welcome(name, members)`), tell the room.
 
-        Raises Refused with `bad_name`, `name_taken` or `shutting_down`.
+        It reads the log from `start` (see `resume_point`), else from the last
+        `history_entries` entries. Raises Refused with `bad_name`, `name_taken` or
+        `shutting_down`.
         """
         display, key = self.check_join(name, invited=invited)
         member = Member(
             display, key, dialect=dialect, wake=wake, kick=kick, finish=finish, source=source
         )
         self._members[key] = member
-        start = max(self._base, self.head - self.limits.history_entries)
+        if start is None:
+            start = max(self._base, self._readable - self.limits.history_entries)
         member.cursor = start
         # The history and the welcome do not count toward the outbox: with long pastes in the
         # history, or many members, they can be larger than it.

@@ -24,6 +24,7 @@ from ..protocol.events import (
     Control,
     Error,
     Event,
+    Gap,
     Hello,
     Help,
     MessageId,
@@ -399,8 +400,8 @@ class Session:
                 if not self._check_password(password):
                     return False
                 self.send_nowait(AskName())
-            case Hello(name, password, _, invite):
-                return self._hello(name, password, invite)
+            case Hello(name, password, _, invite, since):
+                return self._hello(name, password, invite, since)
             case Control(token, command, reason, args):
                 now = trio.current_time()
                 answer = self.ctx.control(self.source, token, command, reason, now, args)
@@ -417,7 +418,9 @@ class Session:
             self.send_nowait(error)
         return error is None
 
-    def _hello(self, name: str, password: str, invite: str | None = None) -> bool:
+    def _hello(
+        self, name: str, password: str, invite: str | None = None, since: int | None = None
+    ) -> bool:
         ctx = self.ctx
         if invite is not None:
             refusal = ctx.moderation.banned(self.source) or ctx.check_invite(
@@ -434,18 +437,30 @@ class Session:
         if ctx.moderation.locked:
             self.send_nowait(Error("locked", "the room is locked: nobody new can join for now"))
             return False
+        start, missed = None, 0
+        if since is not None:
+            # Sync from here to the join: nothing can be appended between the two.
+            start, missed = ctx.room.resume_point(since, ctx.limits.resume_max)
+        resumed: list[Event] = [Gap(missed)] if missed else []
         try:
             self.member = ctx.room.join(
                 name,
                 dialect=self._dialect(),
                 wake=self.delivery.flush_nowait,
                 kick=self.kick,
-                welcome=lambda display, names: self._encode(
-                    Welcome(display, ctx.room.name, names, topic=ctx.room.topic)
+                welcome=lambda display, names: b"".join(
+                    self._encode(event)
+                    for event in (
+                        Welcome(
+                            display, ctx.room.name, names, topic=ctx.room.topic, seq=ctx.room.seq
+                        ),
+                        *resumed,
+                    )
                 ),
                 finish=self.finish_nowait,
                 source=self.source,
                 invited=invite is not None,
+                start=start,
             )
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))
