@@ -1,0 +1,579 @@
+"""The browser page, end to end: Debian's Chromium, the real `multichat serve`, real sockets.
+
+Each test starts its own room in a subprocess and opens the page the room serves, under the
+room's Content-Security-Policy (a page that breaks it fails the test, see `browser.open_tab`).
+Members who use a terminal are raw JSON-lines peers; what every member saw, and in which order,
+is compared with what the room sent. Where a test needs the network to misbehave (an echo that
+is late, a connection that drops), playwright's WebSocket routing stands between the page and
+the room; everything else goes straight to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, WebSocket, WebSocketRoute, expect
+
+from browser import (
+    STEP,
+    STEP_MS,
+    Room,
+    TerminalMember,
+    chromium,
+    log_in,
+    open_tab,
+    say,
+    serve_room,
+)
+from multichat.client.tui import name_attr
+from multichat.protocol.events import Away, Back, Join, Leave, Message, Nick, Quit, Say
+from multichat.protocol.sanitize import clean_text
+
+PHONE = (390, 844)
+expect.set_options(timeout=STEP_MS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as chromium_browser:
+        yield chromium_browser
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[Room]:
+    with serve_room(tmp_path) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class Row:
+    """One message as the page shows it."""
+
+    sender: str
+    text: str
+    time: str
+    classes: str  # the row's: "pending", "sent", "failed", "mine"
+    name_class: str  # the name's: "who nameN", or "who me" for the reader's own
+
+
+def message_rows(page: Page) -> list[Row]:
+    rows = page.eval_on_selector_all(
+        "#messages .message",
+        """rows => rows.map(row => [
+            row.querySelector(".who").textContent,
+            row.querySelector(".text").textContent,
+            row.querySelector("time").textContent,
+            row.className,
+            row.querySelector(".who").className,
+        ])""",
+    )
+    return [Row(*row) for row in rows]
+
+
+def wait_for_delivered(page: Page, count: int) -> list[Row]:
+    """Wait until the page shows `count` messages, none of its own still pending."""
+    page.wait_for_function(
+        """count => document.querySelectorAll("#messages .message").length >= count
+            && !document.querySelector("#messages .pending")""",
+        arg=count,
+    )
+    return message_rows(page)
+
+
+def pump(page: Page, done: Callable[[], object]) -> None:
+    """Let playwright run the WebSocket route's handlers until `done()` holds (bounded)."""
+    deadline = time.monotonic() + STEP
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)
+
+
+def kolkata_clock(ts: float) -> str:
+    """HH:MM in Asia/Kolkata, UTC+05:30 all year since 1945: a half-hour offset, no DST."""
+    return time.strftime("%H:%M", time.gmtime(ts + 5.5 * 3600))
+
+
+def test_two_browsers_and_a_terminal_member_see_each_others_lines_in_room_order(
+    browser: Browser, room: Room
+) -> None:
+    carol = TerminalMember(room.port, "carol")
+    desk = open_tab(browser, room.url, timezone_id="Asia/Kolkata")
+    phone = open_tab(browser, room.url, viewport=PHONE, is_mobile=True, has_touch=True)
+    with desk as alice, phone as bob:
+        log_in(alice.page, "alice")
+        log_in(bob.page, "bob")
+        carol.wait_for(Join, lambda join: join.name == "bob")
+        for n in range(3):  # without waiting: the room decides the order
+            say(alice.page, f"alice {n}")
+            say(bob.page, f"bob {n}")
+            carol.say(f"carol {n}")
+        heard = [carol.wait_for(Message) for _ in range(9)]
+        room_order = [(m.sender, m.text) for m in heard]
+        times = {(m.sender, m.text): m.ts for m in heard}
+        assert sorted(room_order) == sorted(
+            (who, f"{who} {n}") for who in ("alice", "bob", "carol") for n in range(3)
+        )
+        for tab, me in ((alice, "alice"), (bob, "bob")):
+            rows = wait_for_delivered(tab.page, 9)
+            assert len(rows) == 9, rows
+            # Others' lines in the room's order; one's own where they were typed, confirmed.
+            others = [(r.sender, r.text) for r in rows if r.sender != me]
+            assert others == [line for line in room_order if line[0] != me]
+            mine = [r for r in rows if r.sender == me]
+            assert [r.text for r in mine] == [f"{me} {n}" for n in range(3)]
+            assert all("sent" in r.classes.split() for r in mine), mine
+            # Names coloured as the terminal client colours them; one's own in bold.
+            for r in rows:
+                expected = "me" if r.sender == me else name_attr(r.sender)
+                assert r.name_class == f"who {expected}", r
+        # Times are the room's, in the reader's own time zone.
+        for r in message_rows(alice.page):
+            assert r.time == kolkata_clock(times[(r.sender, r.text)]), r
+    carol.close()
+
+
+def test_a_wrong_password_is_shown_beside_the_form_which_stays_usable(
+    browser: Browser, room: Room
+) -> None:
+    carol = TerminalMember(room.port, "carol")
+    with open_tab(browser, room.url, viewport=PHONE) as tab:
+        page = tab.page
+        password, name = page.get_by_label("Room password"), page.get_by_label("Your name")
+        error = page.locator("#login-error")
+        expect(error).to_be_hidden()
+        password.fill("not the password")
+        name.fill("alice")
+        name.press("Enter")
+        expect(error).to_have_text("wrong password")
+        expect(password).to_be_focused()
+        expect(password).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#chat")).to_be_hidden()
+        # A name that is taken (ignoring case) is another refusal, about the other field.
+        password.fill("correct horse")
+        name.fill("Carol")
+        page.get_by_role("button", name="Join").click()
+        expect(error).to_have_text("the name 'Carol' is taken; pick another")
+        expect(name).to_be_focused()
+        expect(name).to_have_attribute("aria-invalid", "true")
+        expect(password).to_have_attribute("aria-invalid", "false")
+        name.fill("alice")
+        name.press("Enter")
+        expect(page.locator("#chat")).to_be_visible()
+        expect(page.locator("#login")).to_be_hidden()
+        carol.wait_for(Join, lambda join: join.name == "alice")
+    carol.close()
+
+
+def test_the_hosts_shutdown_shows_the_notice_and_ends_the_session(
+    browser: Browser, room: Room
+) -> None:
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        sockets: list[object] = []
+        page.on("websocket", lambda socket: sockets.append(socket))
+        log_in(page, "alice")
+        assert room.stop() == 0  # SIGTERM: what Ctrl-C and `multichat down` do to the room
+        notice = page.locator("#messages .shutdown")
+        expect(notice.locator(".body")).to_have_text(
+            "The room is closing: the host stopped the room"
+        )
+        expect(notice).to_have_attribute("role", "alert")
+        expect(page.locator("#state")).to_have_text("room closed")
+        expect(page.get_by_label("Message", exact=True)).to_be_disabled()
+        expect(page.get_by_role("button", name="Join again")).to_be_focused()
+        # A closed room is not a lost connection: no reconnecting. The first retry would come
+        # 0.4 to 0.6 s after the close; nothing can be awaited for a thing that must not happen.
+        page.wait_for_timeout(1500)
+        assert len(sockets) == 1
+        expect(page.locator("#state")).to_have_text("room closed")
+        expect(page.locator("#messages .error")).to_have_count(0)
+
+
+NASTY = (
+    "<img src=x onerror=alert(1)><script>window.pwned = 1</script>"
+    "\x1b[31mred\x1b[0m \u202eevil <b>bold</b> &amp; \x1b]0;title\x07"
+)
+
+
+def test_html_and_escape_sequences_from_the_network_are_shown_as_text(
+    browser: Browser, room: Room
+) -> None:
+    eve = TerminalMember(room.port, "<i>eve</i> <img src=y>")
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        dialogs: list[str] = []
+
+        def dialog(opened: Dialog) -> None:  # alert(), which the injected markup would call
+            dialogs.append(opened.message)
+            opened.dismiss()
+
+        page.on("dialog", dialog)
+        log_in(page, "alice")
+        eve.say(NASTY)
+        eve.wait_for(Message)
+        say(page, NASTY)  # and the page's own line, pending and then confirmed
+        shown = clean_text(NASTY)
+        assert "\x1b" not in shown and "\u202e" not in shown  # the room cleaned it
+        assert eve.wait_for(Message, lambda m: m.sender == "alice").text == shown
+        rows = wait_for_delivered(page, 2)
+        assert [(r.sender, r.text) for r in rows] == [
+            ("<i>eve</i> <img src=y>", shown),
+            ("alice", shown),
+        ]
+        assert page.locator("img, b, i, #messages script").count() == 0
+        assert page.locator("script").count() == 1  # app.js
+        assert page.evaluate("window.pwned") is None
+        expect(page.locator("#members li")).to_have_text(["<i>eve</i> <img src=y>", "alice (you)"])
+        assert not dialogs
+    eve.close()
+
+
+def test_an_own_line_is_pending_until_its_echo_confirms_it(browser: Browser, room: Room) -> None:
+    carol = TerminalMember(room.port, "carol")
+    held: list[tuple[WebSocketRoute, str]] = []
+
+    def hold_echoes(page_side: WebSocketRoute) -> None:
+        room_side = page_side.connect_to_server()
+
+        def from_room(frame: str | bytes) -> None:
+            if isinstance(frame, str) and '"id":' in frame:  # an echo: the acknowledgement
+                held.append((page_side, frame))
+            else:
+                page_side.send(frame)
+
+        room_side.on_message(from_room)
+
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        page.route_web_socket(re.compile(r"/ws$"), hold_echoes)
+        log_in(page, "alice")
+        say(page, "are you there?")
+        row = page.locator("#messages .message").last
+        expect(row).to_have_class(re.compile(r"\bpending\b"))
+        pump(page, lambda: held)
+        assert carol.wait_for(Message).text == "are you there?"
+        # The room has it; the page does not know yet.
+        expect(row).to_have_class(re.compile(r"\bpending\b"))
+        expect(row.locator(".mark")).to_have_text(" …")
+        side, echo = held.pop()
+        side.send(echo)
+        expect(row).to_have_class(re.compile(r"\bsent\b"))
+        expect(row.locator(".mark")).to_have_text(" ✓")
+        assert wait_for_delivered(page, 1)[0].text == "are you there?"
+    carol.close()
+
+
+def test_the_member_list_follows_joins_leaves_and_who(browser: Browser, room: Room) -> None:
+    with open_tab(browser, room.url, viewport=PHONE) as tab:
+        page = tab.page
+        members = page.locator("#members li")
+        log_in(page, "alice")
+        expect(members).to_have_text(["alice (you)"])
+        carol = TerminalMember(room.port, "carol")
+        dave = TerminalMember(room.port, "dave")
+        expect(members).to_have_text(["alice (you)", "carol", "dave"])
+        expect(page.locator("#count")).to_have_text("3")
+        carol.send(Quit())
+        expect(members).to_have_text(["alice (you)", "dave"])
+        dave.close()  # gone without a word
+        expect(members).to_have_text(["alice (you)"])
+        expect(page.locator("#count")).to_have_text("1")
+        expect(page.locator("#messages .join")).to_have_text(
+            [
+                re.compile("→ carol joined$"),
+                re.compile("→ dave joined$"),
+            ]
+        )
+        expect(page.locator("#messages .leave")).to_have_text(
+            [
+                re.compile(r"← carol left \(quit\)$"),
+                re.compile(r"← dave left \(disconnected\)$"),
+            ]
+        )
+        eve = TerminalMember(room.port, "eve")
+        expect(members).to_have_text(["alice (you)", "eve"])
+        say(page, "/who")
+        expect(page.locator("#messages .system").last).to_have_text(
+            re.compile(r"Online \(2\): alice, eve$")
+        )
+        expect(page.get_by_label("Message", exact=True)).to_have_value("")
+    eve.close()
+
+
+def test_actions_private_messages_renames_and_away_are_shown_for_what_they_are(
+    browser: Browser, room: Room
+) -> None:
+    carol = TerminalMember(room.port, "carol")
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        log_in(page, "alice")
+        carol.say("waves", id="1")
+        carol.send(Say("psst, only for you", "2", to="alice"))
+        carol.send(Nick("caroline"))
+        carol.send(Away("lunch"))
+        carol.send(Back())
+        expect(page.locator("#messages .message .body")).to_have_text(
+            ["carol: waves", "(private to alice) carol: psst, only for you"]
+        )
+        carol.send(Say("nods", "3", action=True))
+        expect(page.locator("#messages .message .body").last).to_have_text("* caroline nods")
+        expect(page.locator("#messages .entry:not(.message) .body")).to_contain_text(
+            ["carol is now called caroline", "caroline is away: lunch", "caroline is back"]
+        )
+        expect(page.locator("#members li")).to_have_text(["caroline", "alice (you)"])
+    carol.close()
+
+
+def test_a_lost_connection_is_rebuilt_and_no_line_is_lost_or_sent_twice(
+    browser: Browser, room: Room
+) -> None:
+    carol = TerminalMember(room.port, "carol")
+    connections: list[WebSocketRoute] = []
+    cutting = False
+    lost_echoes: list[str] = []
+    lost_lines: list[str] = []
+
+    def flaky(page_side: WebSocketRoute) -> None:
+        """The first connection goes bad: one echo and one line get lost, then it drops."""
+        room_side = page_side.connect_to_server()
+        connections.append(page_side)
+        if len(connections) > 1:
+            return  # later connections are fine
+
+        def from_room(frame: str | bytes) -> None:
+            if cutting and isinstance(frame, str) and '"id":' in frame:
+                lost_echoes.append(frame)
+            else:
+                page_side.send(frame)
+
+        def from_page(frame: str | bytes) -> None:
+            if cutting and isinstance(frame, str) and "never reached" in frame:
+                lost_lines.append(frame)
+            else:
+                room_side.send(frame)
+
+        room_side.on_message(from_room)
+        page_side.on_message(from_page)
+
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        page.route_web_socket(re.compile(r"/ws$"), flaky)
+        log_in(page, "alice")
+        say(page, "before the cut")
+        wait_for_delivered(page, 1)
+        cutting = True
+        say(page, "delivered, but the echo is lost")
+        say(page, "never reached the room")
+        pump(page, lambda: lost_echoes and lost_lines)
+        assert carol.wait_for(Message).text == "before the cut"
+        assert carol.wait_for(Message).text == "delivered, but the echo is lost"
+        expect(page.locator("#messages .pending")).to_have_count(2)
+        connections[0].close()  # the network drops: both sides see the close
+        expect(page.locator("#messages .error").first).to_have_text(
+            re.compile("Connection lost: the server closed the connection$")
+        )
+        expect(page.locator("#messages .system").last).to_have_text(re.compile("Reconnected.$"))
+        wait_for_delivered(page, 3)
+        say(page, "after the rejoin")
+        assert carol.wait_for(Message).text == "never reached the room"
+        assert carol.wait_for(Message).text == "after the rejoin"
+        rows = wait_for_delivered(page, 4)
+        expected = [
+            "before the cut",
+            "delivered, but the echo is lost",
+            "never reached the room",
+            "after the rejoin",
+        ]
+        assert [r.text for r in rows] == expected
+        assert all("sent" in r.classes.split() for r in rows), rows
+        expect(page.locator("#state")).to_have_text("connected")
+        assert len(connections) == 2
+        # Every line once, in the order typed: carol saw nothing else from alice.
+        said = [e.text for e in carol.events if isinstance(e, Message)]
+        assert said == expected
+    carol.close()
+
+
+def test_reconnecting_backs_off_from_half_a_second_to_eight_and_gives_up_after_eight_tries(
+    browser: Browser, room: Room
+) -> None:
+    with open_tab(browser, room.url, fake_clock=True) as tab:
+        page = tab.page
+        sockets: list[object] = []
+        page.on("websocket", lambda socket: sockets.append(socket))
+        state = page.locator("#state")
+        log_in(page, "alice")
+        page.clock.pause_at(datetime.now() + timedelta(seconds=1))  # from here on, time is ours
+        room.process.kill()  # the host's machine died: no notice, the room is just gone
+        room.process.wait(STEP)
+        expect(state).to_have_text("reconnecting 1/8")
+        say(page, "typed while the room is away")
+        expect(state).to_have_text("1 waiting · reconnecting 1/8")
+        for attempt in range(1, 9):
+            delay = min(8000, 500 * 2 ** (attempt - 1))  # then 0.8 to 1.2 times that: jitter
+            page.clock.run_for(int(delay * 0.8) - 1)
+            page.wait_for_timeout(100)  # real time: a socket opened now would show by then
+            assert len(sockets) == attempt, f"try {attempt} came early"
+            page.clock.run_for(int(delay * 0.4) + 2)
+            # That try failed too (the state says so once it has); the next one is scheduled.
+            after = f"1 waiting · reconnecting {attempt + 1}/8" if attempt < 8 else "disconnected"
+            expect(state).to_have_text(after)
+            assert len(sockets) == attempt + 1
+        expect(page.locator("#messages .error").last).to_have_text(
+            re.compile("Could not reconnect after 8 tries: could not reach the room$")
+        )
+        row = page.locator("#messages .message").last
+        expect(row).to_have_class(re.compile(r"\bfailed\b"))
+        expect(row.locator(".mark")).to_have_text(" (not sent: the connection ended)")
+        expect(page.get_by_role("button", name="Join again")).to_be_visible()
+
+
+def test_the_page_answers_the_rooms_idle_pings_and_stays(browser: Browser, tmp_path: Path) -> None:
+    # The room pings after 1 s of silence and closes after 2.5 s: three pongs take over 3 s.
+    sockets: list[WebSocket] = []
+    pings: list[str] = []
+    pongs: list[str] = []
+
+    def opened(socket: WebSocket) -> None:
+        sockets.append(socket)
+        socket.on("framereceived", lambda frame: pings.append(str(frame)))
+        socket.on("framesent", lambda frame: pongs.append(str(frame)))
+
+    with (
+        serve_room(tmp_path, idle_ping_seconds=1, idle_close_seconds=2.5) as room,
+        open_tab(browser, room.url) as tab,
+    ):
+        page = tab.page
+        page.on("websocket", opened)
+        log_in(page, "alice")
+        pump(page, lambda: sum('"pong"' in frame for frame in pongs) >= 3)
+        assert sum('"ping"' in frame for frame in pings) >= 3
+        assert len(sockets) == 1
+        expect(page.locator("#state")).to_have_text("connected")
+        expect(page.locator("#messages .error")).to_have_count(0)
+
+
+def test_tata_and_the_leave_button_leave_after_pending_lines_are_delivered(
+    browser: Browser, room: Room
+) -> None:
+    carol = TerminalMember(room.port, "carol")
+    with open_tab(browser, room.url) as first, open_tab(browser, room.url) as second:
+        log_in(first.page, "alice")
+        log_in(second.page, "bob")
+        say(first.page, "last words")
+        say(first.page, "tata")
+        # The quit waits for the echo of the line before it.
+        assert carol.wait_for(Message).text == "last words"
+        leave = carol.wait_for(Leave)
+        assert (leave.name, leave.reason) == ("alice", "quit")
+        expect(first.page.locator("#state")).to_have_text("you left")
+        expect(first.page.locator("#messages .system").last).to_have_text(re.compile("You left.$"))
+        assert [r.classes for r in message_rows(first.page)] == ["entry message mine sent"]
+
+        second.page.get_by_role("button", name="Leave").click()
+        leave = carol.wait_for(Leave)
+        assert (leave.name, leave.reason) == ("bob", "quit")
+        expect(second.page.locator("#state")).to_have_text("you left")
+
+        # Back to the form, and into the room again.
+        first.page.get_by_role("button", name="Join again").click()
+        expect(first.page.get_by_label("Room password")).to_be_focused()
+        first.page.get_by_label("Your name").press("Enter")
+        expect(first.page.locator("#chat")).to_be_visible()
+        expect(first.page.locator("#members li")).to_have_text(["carol", "alice (you)"])
+    carol.close()
+
+
+def test_keyboard_only_with_labels_for_screen_readers(browser: Browser, room: Room) -> None:
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        assert page.get_attribute("html", "lang") == "en"
+        active = "document.activeElement.id"
+        page.keyboard.press("Tab")
+        assert page.evaluate(active) == "password"
+        # Focus is visible (and only drawn for keyboard focus, by :focus-visible).
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        page.keyboard.type("correct horse")
+        page.keyboard.press("Tab")
+        assert page.evaluate(active) == "name"
+        page.keyboard.type("alice")
+        page.keyboard.press("Enter")
+        expect(page.locator("#chat")).to_be_visible()
+        expect(page.get_by_role("textbox", name="Message", exact=True)).to_be_focused()
+        # Shift+Enter is a new line; Enter sends.
+        page.keyboard.type("line one")
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("line two")
+        page.keyboard.press("Enter")
+        assert wait_for_delivered(page, 1)[0].text == "line one\nline two"
+        # A line longer than the room takes stays in the box, to be shortened.
+        box = page.get_by_label("Message", exact=True)
+        box.fill("x" * 4001)
+        box.press("Enter")
+        expect(page.locator("#messages .error").last).to_have_text(
+            re.compile(r"Too long to send \(4001 characters; at most 4000\)\.$")
+        )
+        expect(box).to_have_value("x" * 4001)
+        # The order a keyboard goes through the room: the bar, the log, the box, Send.
+        page.get_by_role("button", name="Leave").focus()
+        order = []
+        for _ in range(3):
+            page.keyboard.press("Tab")
+            order.append(page.evaluate(active))
+        assert order == ["messages", "say", "send"]
+        log = page.get_by_role("log", name="Messages")
+        expect(log).to_have_attribute("aria-live", "polite")
+        expect(page.get_by_role("heading", name=re.compile(r"Online \(1\)"))).to_be_visible()
+        expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+NAMES = [
+    "alice",
+    "Bob",
+    "carol",
+    "ẞtraße",  # capital sharp s: casefolds to "ss", which upper-then-lower does not give
+    "ıstanbul",  # dotless i: stays
+    "İzmir",
+    "ΟΔΥΣΣΕΥΣ",  # no final-sigma form: casefold is per character
+    "Ꭰꭰᏸ",  # Cherokee folds to capitals
+    "ﬃ",
+    "Zoë",
+    "李雷",
+    "😀 smile",
+    "\u212a Kelvin",  # Kelvin sign: folds to a plain k
+]
+TEXTS = [
+    "plain",
+    "a\x1b[2Jb",
+    "tab\there",
+    "cr\r\nlf\rx\x0by\x0cz",
+    "\u202eevil\u2066",
+    "zw\u200bsp\u00adace",
+    "emoji 👩\u200d💻 \ufe0f",
+    "\ufeffbom",
+    "\U000e0041tag \U000e0100 variation",
+    "nonchar \ufffe \U0001ffff \ufdd0",
+    "nel\x85x\u2028y\u2029z",
+    "\x9b31m csi",
+    "\U000110bd \U0001d173",
+]
+
+
+def test_the_page_colours_names_and_cleans_text_as_the_terminal_client_does(
+    browser: Browser, room: Room
+) -> None:
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        colours = page.evaluate("names => names.map(window.multichat.nameColour)", NAMES)
+        assert [f"name{c}" for c in colours] == [name_attr(n) for n in NAMES]
+        cleaned = page.evaluate("texts => texts.map(window.multichat.cleanText)", TEXTS)
+        assert cleaned == [clean_text(t) for t in TEXTS]
+        # A JSON string can carry lone surrogates; they go, and a pair stays.
+        lone = page.evaluate(r"window.multichat.cleanText('a\ud800b\udc00c\ud83d\ude00')")
+        assert lone == "abc😀"
