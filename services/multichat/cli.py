@@ -9,14 +9,15 @@ from __future__ import annotations
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import trio
 import typer
 
 from . import __version__
 from .client.address import AddressError, parse_address
-from .hosting import control, launcher
+from .hosting import control, invite_store, launcher
+from .hosting.datadir import DataDir, DataDirError, default_data_dir
 from .hosting.process import (
     HostError,
     freeze_startup_objects,
@@ -24,11 +25,15 @@ from .hosting.process import (
     password_from,
     setup_logging,
 )
+from .hosting.statefile import RoomState
 from .hosting.tunnel import TunnelSettings
 from .protocol.events import DEFAULT_PORT
 from .server.auth import new_token
 from .server.limits import Limits, LimitsError, load_limits
 from .server.listeners import ChatServer
+
+if TYPE_CHECKING:
+    from .hosting.certificate import RoomCertificate
 
 app = typer.Typer(
     name="multichat",
@@ -96,6 +101,75 @@ def load_config(config: Path | None) -> Limits:
         raise fail(str(exc)) from None
 
 
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the room keeps what outlives it: its TLS certificate and personal invites "
+        "(default: a directory per room name in your user data directory).",
+    ),
+]
+EphemeralOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ephemeral",
+        help="Keep nothing on disk: a new certificate (and fingerprint) every start, personal "
+        "invites in memory only.",
+    ),
+]
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        help="Your own TLS certificate (PEM, a chain may follow) instead of the self-signed "
+        "one the room makes; needs --tls-key.",
+    ),
+]
+TlsKeyOpt = Annotated[
+    Path | None, typer.Option("--tls-key", help="The private key of --tls-cert (PEM).")
+]
+
+
+def open_room_data(
+    room: str,
+    data_dir: Path | None,
+    ephemeral: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> tuple[DataDir | None, RoomCertificate]:
+    """The room's data directory (locked for this process; None with --ephemeral) and the
+    certificate it serves TLS with (docs/invites.md)."""
+    # cryptography takes a while to load: only the commands that host a room need it.
+    from .hosting.certificate import CertificateError, room_certificate
+
+    if ephemeral and data_dir is not None:
+        raise fail("give --data-dir or --ephemeral, not both", 2)
+    data = None
+    if not ephemeral:
+        try:
+            data = DataDir.open(data_dir if data_dir is not None else default_data_dir(room))
+        except DataDirError as exc:
+            raise fail(str(exc)) from None
+    try:
+        certificate = room_certificate(data.path if data else None, tls_cert, tls_key)
+    except CertificateError as exc:
+        if data is not None:
+            data.close()
+        raise fail(str(exc)) from None
+    return data, certificate
+
+
+def keep_invites(server: ChatServer, data: DataDir | None) -> None:
+    """Personal invites from before a restart, and saved on every change (not --ephemeral)."""
+    if data is None:
+        return
+    try:
+        invite_store.keep(server.ctx.invites, data.path)
+    except invite_store.InviteStoreError as exc:
+        data.close()
+        raise fail(str(exc)) from None
+
+
 @app.command(epilog=environment(_PASSWORD_ENV, _STATE_ENV))
 def serve(
     host: HostOpt = None,
@@ -113,9 +187,16 @@ def serve(
             max=65535,
         ),
     ] = None,
+    data_dir: DataDirOpt = None,
+    ephemeral: EphemeralOpt = False,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run the chat server alone (no tunnel). Type `shutdown` here to close the room."""
+    """Run the chat server alone (no tunnel). Type `shutdown` here to close the room.
+
+    Its invites (docs/invites.md) are printed on stderr as it starts, one line each.
+    """
     limits = load_config(config)
     try:
         password = password_from(None, password_file, prompt=True)
@@ -126,16 +207,38 @@ def serve(
             "no room password: pass --password-file FILE, set MULTICHAT_PASSWORD, "
             "or run on a terminal to be asked"
         )
+    data, certificate = open_room_data(room, data_dir, ephemeral, tls_cert, tls_key)
     setup_logging(verbose)
     token = new_token()
-    server = ChatServer(password, room=room, limits=limits, control_token=token)
+    server = ChatServer(
+        password, room=room, limits=limits, control_token=token, tls=certificate.context
+    )
+    keep_invites(server, data)
+
+    async def announce(nursery: trio.Nursery, state: RoomState) -> None:
+        launcher.announce_invites(state, certificate.where, sys.stderr)
+
     try:
         freeze_startup_objects()
-        trio.run(partial(host_room, server, port, host, token=token, proxy_port=proxy_port))
+        trio.run(
+            partial(
+                host_room,
+                server,
+                port,
+                host,
+                token=token,
+                proxy_port=proxy_port,
+                on_started=announce,
+                fingerprint=certificate.fingerprint,
+            )
+        )
     except HostError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    finally:
+        if data is not None:
+            data.close()
 
 
 NgrokPathOpt = Annotated[
@@ -175,6 +278,14 @@ def up(
     ngrok_path: NgrokPathOpt = None,
     ngrok_config: NgrokConfigOpt = None,
     config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    ephemeral: EphemeralOpt = False,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    no_qr: Annotated[
+        bool,
+        typer.Option("--no-qr", help="Leave the QR code (drawn with text, for a phone) out."),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log more, including ngrok's own log lines.")
     ] = False,
@@ -190,7 +301,7 @@ def up(
         chosen = password_from(password, password_file, prompt=False)
     except HostError as exc:
         raise fail(str(exc)) from None
-    banner = launcher.Banner(room)
+    banner = launcher.Banner(room, qr=not no_qr)
     if chosen is None:
         chosen = banner.password = launcher.generate_password()
     settings = None
@@ -201,20 +312,35 @@ def up(
             verbose=verbose,
             tcp=not no_tcp,
         )
+    data, certificate = open_room_data(room, data_dir, ephemeral, tls_cert, tls_key)
+    banner.identity = certificate.where
     setup_logging(verbose)
     token = new_token()
-    server = ChatServer(chosen, room=room, limits=limits, control_token=token)
+    server = ChatServer(
+        chosen, room=room, limits=limits, control_token=token, tls=certificate.context
+    )
+    keep_invites(server, data)
     freeze_startup_objects()
     try:
         trio.run(
             partial(
-                launcher.run_up, server, port, host, token=token, banner=banner, settings=settings
+                launcher.run_up,
+                server,
+                port,
+                host,
+                token=token,
+                banner=banner,
+                settings=settings,
+                fingerprint=certificate.fingerprint,
             )
         )
     except HostError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    finally:
+        if data is not None:
+            data.close()
 
 
 @app.command(epilog=environment(_NGROK_ENV))
@@ -359,9 +485,7 @@ def connect(
 # -- moderating the running room from another terminal on the host (docs/moderation.md) --
 
 NameArg = Annotated[str, typer.Argument(help="A member's name, as the room shows it.")]
-TargetArg = Annotated[
-    str, typer.Argument(help="A member's name, or an address (IPv4 or IPv6).")
-]
+TargetArg = Annotated[str, typer.Argument(help="A member's name, or an address (IPv4 or IPv6).")]
 ReasonArg = Annotated[
     list[str] | None,
     typer.Argument(help="Why: told to the member and the room, and logged.", show_default=False),
@@ -460,6 +584,88 @@ def deop(name: NameArg, port: StatePortOpt = None) -> None:
 def bans(port: StatePortOpt = None) -> None:
     """List the room's bans: who, until when, by whom, why."""
     _moderate("bans", [], port)
+
+
+# -- personal invites to the running room (docs/invites.md) --
+
+NoQrOpt = Annotated[
+    bool, typer.Option("--no-qr", help="Leave out the QR code (drawn with text, for a phone).")
+]
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def invite(
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Only NAME may use it; the name is kept for them meanwhile."),
+    ] = None,
+    uses: Annotated[int, typer.Option("--uses", help="How many logins it is good for.")] = 1,
+    expires: Annotated[
+        str,
+        typer.Option(
+            "--expires", help="How long it works: 30m, 2h, 1d, 1w, 1h30m.", metavar="DURATION"
+        ),
+    ] = "1d",
+    port: StatePortOpt = None,
+    no_qr: NoQrOpt = False,
+) -> None:
+    """A personal invite: one string that logs a friend in without the room password.
+
+    Prints it for the public link, the TCP tunnel and the LAN, and a QR code of the one a
+    phone would use. The token is shown only now: the room keeps only its digest.
+    """
+    import time
+
+    from .hosting import invite_links
+    from .protocol.commands import CommandError, parse_duration
+    from .server.invites import MAX_USES
+
+    if not 1 <= uses <= MAX_USES:
+        raise fail(f"--uses must be between 1 and {MAX_USES}", 2)
+    try:
+        seconds = parse_duration(expires)
+    except CommandError as exc:
+        raise fail(f"--expires: {exc}", 2) from None
+    try:
+        strings, issued = trio.run(
+            partial(control.issue_invite, port, name=name or "", uses=uses, seconds=seconds)
+        )
+    except control.ControlError as exc:
+        raise fail(str(exc)) from None
+    who = issued.invite.name or "a friend"
+    typer.echo(f"Invite {issued.invite.id}: {control.describe_invite(issued.invite, time.time())}.")
+    typer.echo(f"Give {who} one of these (shown only now; `multichat revoke` ends it):")
+    for line in invite_links.invite_lines(strings):
+        typer.echo(line)
+    phone = invite_links.for_a_phone(strings)
+    if not no_qr and phone is not None:
+        typer.echo(f"\nOr let them scan it ({phone.where}):")
+        for line in invite_links.qr_lines(phone.text, sys.stdout.encoding):
+            typer.echo(f"  {line}")
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def invites(port: StatePortOpt = None) -> None:
+    """List the running room's personal invites: id, for whom, uses left, until when."""
+    import time
+
+    try:
+        listed = trio.run(control.list_invites, port)
+    except control.ControlError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(control.format_invites(listed, time.time()))
+
+
+@app.command(epilog=environment(_STATE_ENV))
+def revoke(
+    id: Annotated[str, typer.Argument(help="The invite's id, as `multichat invites` lists it.")],
+    port: StatePortOpt = None,
+) -> None:
+    """End a personal invite at once (whoever already joined with it stays)."""
+    try:
+        typer.echo(trio.run(control.revoke_invite, port, id).text)
+    except control.ControlError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()

@@ -8,9 +8,11 @@ acknowledgement: a committed transaction is in the file (its WAL) before the cal
 a message any member saw survives `kill -9` of the server. A power cut is another matter:
 docs/history.md says what `synchronous=NORMAL` and the writer's checkpoint every second cost.
 
-Every stored entry has its own `seq`, given by the room, strictly increasing across restarts
-(`last_seq()` says where to carry on). `seq` is the one order the store knows: `since(seq)`
-answers a member resuming after the last entry it saw.
+Entries are kept in the order they were appended, which is the room's log order. Each carries
+the room's `seq` as the room's log does: a message its own (unique, growing across restarts:
+`last_seq()` says where to carry on), anything else the seq of the newest message before it.
+So "after message N" is every message numbered above N and everything else numbered N or
+above, which is what `since(N)` answers a member resuming after the last message it saw.
 
 A private entry (`recipient` set) is shown to its two parties only. A party is matched by name
 key (`protocol.names.name_key`), stored next to each name, so "Bob" and "bob" are one party, as
@@ -68,9 +70,9 @@ PRUNE_BATCH = 2000
 READ_PAGE = 1000
 # NORMAL, not FULL: in WAL mode a commit then writes the WAL without an fsync, which still
 # survives the process being killed (the bytes are the kernel's), and a power cut rolls back
-# the newest transactions but never damages the file. FULL's fsync per commit measured 3.8 ms
-# at the median on this project's test machine, more than the whole 3 ms p99 the steady
-# benchmark allows a message, since every echo waits for its commit; see docs/history.md.
+# the newest transactions but never damages the file. Every echo waits for its commit, and
+# with FULL's fsync that took 2.7 to 5.6 ms at the median on the test machine (NORMAL: 1.0),
+# more than the whole 3 ms p99 the steady benchmark allows a message; see docs/history.md.
 SYNCHRONOUS = "NORMAL"
 # With NORMAL the WAL reaches the disk at a checkpoint. The writer runs one this long after a
 # commit, so a power cut costs about the last second of history instead of everything since
@@ -102,7 +104,8 @@ HistoryEvent = Message | Join | Leave | Renamed | Topic | Notice | WentAway | Ca
 
 _SCHEMA = """
 CREATE TABLE entries (
-    seq INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
     ts REAL NOT NULL,
     type TEXT NOT NULL,
     sender TEXT NOT NULL,
@@ -112,6 +115,8 @@ CREATE TABLE entries (
     recipient_key TEXT,
     extra TEXT
 );
+CREATE UNIQUE INDEX entries_message_seq ON entries (seq) WHERE type = 'message';
+CREATE INDEX entries_seq ON entries (seq);
 CREATE INDEX entries_ts ON entries (ts);
 CREATE TABLE bans (
     address TEXT PRIMARY KEY,
@@ -125,6 +130,8 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('last_seq', 0), ('pruned_through', 0);
 """
 _COLUMNS = "seq, ts, type, sender, text, recipient, extra"
+# After message :seq, in the room's order (see the module's docstring).
+_AFTER = "(seq > :seq OR (seq = :seq AND type != 'message'))"
 # A private entry is visible to its two parties; :key is NULL for "nobody in particular".
 _VISIBLE = "(recipient_key IS NULL OR :key IN (sender_key, recipient_key))"
 
@@ -137,7 +144,7 @@ class HistoryError(Exception):
 class StoredEntry:
     """One entry of the room's history as the store keeps it."""
 
-    seq: int
+    seq: int  # a message's own; anything else's, the newest message's before it
     ts: float
     type: str  # MESSAGE, JOIN, LEAVE, ...
     sender: str  # who posted, joined or left
@@ -162,7 +169,8 @@ class StoredEntry:
         cls, event: HistoryEvent, *, seq: int | None = None, ts: float | None = None
     ) -> StoredEntry:
         """The entry for a room event. `seq` defaults to a message's own (other events carry
-        none: pass the one the room gave it); `ts` to the event's, for the events with one."""
+        none: pass the room's log entry's); `ts` is for the events with no time of their own
+        (topic, away, back), and ignored for the others. Another event is a TypeError."""
         match event:
             case Message():
                 extra = {"action": True} if event.action else None
@@ -183,6 +191,8 @@ class StoredEntry:
                 return cls(_seq(seq), _ts(None, ts), AWAY, event.name, event.text)
             case CameBack():
                 return cls(_seq(seq), _ts(None, ts), BACK, event.name)
+            case _:
+                raise TypeError(f"history does not keep {type(event).__name__} events")
 
     def to_event(self) -> HistoryEvent | None:
         """The room event this entry replays as (None for a type this version does not know).
@@ -212,16 +222,16 @@ class StoredEntry:
 
 def _seq(seq: int | None) -> int:
     if seq is None:
-        raise ValueError("only a message has a seq of its own: pass the one the room gave")
+        raise ValueError("only a message has a seq of its own: pass the log entry's")
     return seq
 
 
 def _ts(own: float | None, given: float | None) -> float:
-    if given is not None:
-        return given
-    if own is None:
+    if own is not None:
+        return own
+    if given is None:
         raise ValueError("this event has no time of its own: pass ts")
-    return own
+    return given
 
 
 def _entry(row: tuple[Any, ...]) -> StoredEntry:
@@ -408,7 +418,7 @@ class HistoryStore:
         first."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE {_VISIBLE} ORDER BY seq DESC LIMIT :limit",
+                f"SELECT {_COLUMNS} FROM entries WHERE {_VISIBLE} ORDER BY id DESC LIMIT :limit",
                 {"key": _key(for_name), "limit": limit},
             ).fetchall()
         return [_entry(row) for row in reversed(rows)]
@@ -416,32 +426,45 @@ class HistoryStore:
     def since(
         self, seq: int, limit: int, *, for_name: str | None = None
     ) -> tuple[int, list[StoredEntry]]:
-        """For a member resuming after `seq`: how many entries it missed that are not in the
-        list, and the newest `limit` entries after `seq` that it may see, oldest first.
+        """For a member resuming after message `seq`: how many messages it missed that are not
+        in the list, and what it may see after that message, oldest first: at most the newest
+        `limit` messages, with the other entries among and after them (as `Room.resume_point`
+        replays the log).
 
-        Entries pruned since are counted by their seq numbers (the store no longer knows whose
-        they were), so after a prune the count is an upper bound; it is exact otherwise.
+        Messages pruned since are counted by their numbers (the store no longer knows whose
+        they were, nor which numbers went to private messages of others), so then the count
+        is an upper bound; it is exact otherwise.
         """
         params = {"seq": seq, "key": _key(for_name), "limit": limit}
         with self._reading() as conn:
-            visible = conn.execute(
-                f"SELECT count(*) FROM entries WHERE seq > :seq AND {_VISIBLE}", params
-            ).fetchone()[0]
+            # The newest message this member is not sent: everything after it is.
+            row = conn.execute(
+                f"SELECT id FROM entries WHERE seq >= :seq AND {_AFTER} AND {_VISIBLE} "
+                "AND type = 'message' ORDER BY seq DESC, id DESC LIMIT 1 OFFSET :limit",
+                params,
+            ).fetchone()
+            params["bound"] = 0 if row is None else row[0]
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE seq > :seq AND {_VISIBLE} "
-                "ORDER BY seq DESC LIMIT :limit",
+                f"SELECT {_COLUMNS} FROM entries WHERE id > :bound AND seq >= :seq AND {_AFTER} "
+                f"AND {_VISIBLE} ORDER BY id",
                 params,
             ).fetchall()
+            left_out = conn.execute(
+                f"SELECT count(*) FROM entries WHERE id <= :bound AND seq >= :seq AND {_AFTER} "
+                f"AND {_VISIBLE} AND type = 'message'",
+                params,
+            ).fetchone()[0]
             pruned = 0
             through = conn.execute(
                 "SELECT value FROM meta WHERE key = 'pruned_through'"
             ).fetchone()[0]
             if through > seq:
                 kept = conn.execute(
-                    "SELECT count(*) FROM entries WHERE seq > ? AND seq <= ?", (seq, through)
+                    "SELECT count(*) FROM entries WHERE seq > ? AND seq <= ? AND type = 'message'",
+                    (seq, through),
                 ).fetchone()[0]
                 pruned = through - seq - kept
-        return int(visible) - len(rows) + int(pruned), [_entry(row) for row in reversed(rows)]
+        return int(left_out) + int(pruned), [_entry(row) for row in rows]
 
     def entries(
         self, *, since_ts: float | None = None, include_private: bool = False
@@ -454,8 +477,8 @@ class HistoryStore:
         while True:
             with self._reading() as conn:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM entries WHERE seq > :after AND ts >= :since "
-                    "AND (:private OR recipient_key IS NULL) ORDER BY seq LIMIT :page",
+                    f"SELECT id, {_COLUMNS} FROM entries WHERE id > :after AND ts >= :since "
+                    "AND (:private OR recipient_key IS NULL) ORDER BY id LIMIT :page",
                     {
                         "after": after,
                         "since": -math.inf if since_ts is None else since_ts,
@@ -466,7 +489,7 @@ class HistoryStore:
             if not rows:
                 return
             for row in rows:
-                yield _entry(row)
+                yield _entry(row[1:])
             after = rows[-1][0]
 
     def bans(self, *, now: float | None = None) -> list[BanEntry]:
@@ -511,17 +534,23 @@ class HistoryStore:
         bans: Sequence[tuple[BanEntry | None, str]] = (),
         now: float | None = None,
     ) -> None:
-        """In one transaction: store `entries`; apply `bans` (a ban, or None to lift the ban
-        on that address, as `Moderation.on_ban` reports them, set at `now`); record `last_seq`
-        (or the newest seq of `entries`, if higher) as the newest seq given out.
+        """In one transaction: store `entries`, after those already stored; apply `bans` (a
+        ban, or None to lift the ban on that address, as `Moderation.on_ban` reports them, set
+        at `now`); record `last_seq` (or the newest seq of `entries`, if higher) as the newest
+        seq given out.
 
-        A seq already stored is an error, and the transaction is rolled back whole.
+        A message whose seq is already stored is an error, and rolls the transaction back
+        whole. (The writer also checks that seqs never go backwards.)
         """
         rows = [_row(entry) for entry in entries]
         top = max([last_seq, *(entry.seq for entry in entries)])
         now = time.time() if now is None else now
         with self._writing("save history in") as conn:
-            conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO entries (seq, ts, type, sender, sender_key, text, recipient, "
+                "recipient_key, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             for ban, address in bans:
                 _apply_ban(conn, ban, address, now)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (top,))
@@ -540,32 +569,35 @@ class HistoryStore:
         """Delete entries older than `keep_days` and all but the newest `keep_entries` (0: no
         bound of that kind), and bans that have expired; how many entries went."""
         now = time.time() if now is None else now
-        cutoff_ts = now - keep_days * SECONDS_PER_DAY if keep_days > 0 else None
+        bounds: dict[str, float | None] = {
+            "ts": now - keep_days * SECONDS_PER_DAY if keep_days > 0 else None,
+            "id": 0,  # entries up to this one go
+            "batch": PRUNE_BATCH,
+        }
         deleted = 0
         with self._writing("prune") as conn:
             conn.execute("DELETE FROM bans WHERE until IS NOT NULL AND until <= ?", (now,))
-            cutoff_seq = 0
             if keep_entries > 0:
                 row = conn.execute(
-                    "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep_entries,)
+                    "SELECT id FROM entries ORDER BY id DESC LIMIT 1 OFFSET ?", (keep_entries,)
                 ).fetchone()
-                cutoff_seq = 0 if row is None else int(row[0])
+                bounds["id"] = 0 if row is None else row[0]
+        doomed = "(id <= :id OR ts < :ts)"
         while True:
             with self._writing("prune") as conn:
-                top = conn.execute(
-                    "SELECT max(seq) FROM (SELECT seq FROM entries WHERE seq <= :seq "
-                    "OR ts < :ts ORDER BY seq LIMIT :batch)",
-                    {"seq": cutoff_seq, "ts": cutoff_ts, "batch": PRUNE_BATCH},
-                ).fetchone()[0]
-                if top is None:
+                row = conn.execute(
+                    "SELECT max(id), max(seq) FROM (SELECT id, seq FROM entries "
+                    f"WHERE {doomed} ORDER BY id LIMIT :batch)",
+                    bounds,
+                ).fetchone()
+                if row[0] is None:
                     return deleted
                 cursor = conn.execute(
-                    "DELETE FROM entries WHERE seq <= :top AND (seq <= :seq OR ts < :ts)",
-                    {"top": top, "seq": cutoff_seq, "ts": cutoff_ts},
+                    f"DELETE FROM entries WHERE id <= :top AND {doomed}", {**bounds, "top": row[0]}
                 )
                 deleted += cursor.rowcount
                 conn.execute(
-                    "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (top,)
+                    "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (row[1],)
                 )
 
 
@@ -690,18 +722,21 @@ class HistoryWriter:
 
     @property
     def last_seq(self) -> int:
-        """The newest seq appended (or stored before this writer started)."""
+        """The newest seq appended (or given out before this writer started)."""
         return self._last_seq
 
     def append_nowait(self, entry: StoredEntry, on_done: OnDone | None = None) -> None:
         """Queue `entry` for the next flush; never blocks.
 
-        Raises ValueError if its seq is not after every seq appended or stored before, and
+        Raises ValueError if its seq goes backwards (or, for a message, is not new), and
         trio.ClosedResourceError once the writer's task has ended.
         """
         self._check_open()
-        if entry.seq <= self._last_seq:
-            raise ValueError(f"seq {entry.seq} is not after the last one, {self._last_seq}")
+        if entry.seq < self._last_seq or (entry.type == MESSAGE and entry.seq == self._last_seq):
+            raise ValueError(
+                f"{entry.type} seq {entry.seq} comes after message {self._last_seq}: a message "
+                "needs a new one, anything else at least that"
+            )
         self._last_seq = entry.seq
         self._queue.append((entry, on_done))
         self._asked += 1

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .limits import LimitsError
+from .limits import RESUME_MAX, LimitsError
 
 # ergo expires history after a week by default (`history.restrictions.expire-time: 1w`); a
 # room of friends is quieter than an IRC channel, and a month covers a holiday away.
@@ -19,9 +19,6 @@ KEEP_DAYS = 30.0
 # About 20 MB of chat at a typical 200 bytes an entry: a busy room's file stays small enough to
 # copy around and to prune in seconds.
 KEEP_ENTRIES = 100_000
-# ergo answers one CHATHISTORY request with at most 1,000 messages (`chathistory-maxmessages`);
-# more than that is not catching up, it is reading an archive (`multichat export` does that).
-RESUME_MAX = 1000
 
 
 class HistorySettingsError(LimitsError):
@@ -38,6 +35,8 @@ class HistorySettings:
 
     keep_days: float = KEEP_DAYS
     keep_entries: int = KEEP_ENTRIES
+    # The same limit as `Limits.resume_max` (its reason is there), settable here too, beside
+    # the rest of history.
     resume_max: int = RESUME_MAX
 
 
