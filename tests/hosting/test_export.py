@@ -32,7 +32,9 @@ ROOM = textwrap.dedent(
 
     from multichat.hosting.datadir import DataDir, default_data_dir
     from multichat.protocol.events import Join, Leave, Message
-    from multichat.server.history import HistoryStore, HistoryWriter, StoredEntry
+    from multichat.server.history import HistoryStore
+    from multichat.server.history_entries import StoredEntry
+    from multichat.server.history_writer import HistoryWriter
 
     T0 = float(sys.argv[2])
 

@@ -34,21 +34,15 @@ from multichat.protocol.events import (
     Topic,
     WentAway,
 )
-from multichat.server import history
-from multichat.server.history import (
-    SCHEMA_VERSION,
-    HistoryError,
-    HistoryEvent,
-    HistoryStore,
-    HistoryWriter,
-    StoredEntry,
-    prune_periodically,
-)
+from multichat.server import history, history_entries, history_writer
+from multichat.server.history import SCHEMA_VERSION, HistoryError, HistoryStore
+from multichat.server.history_entries import HistoryEvent, StoredEntry
 from multichat.server.history_settings import (
     HistorySettings,
     HistorySettingsError,
     load_history_settings,
 )
+from multichat.server.history_writer import HistoryWriter, prune_periodically
 from multichat.server.limits import Limits, load_limits
 
 DAY = 86_400.0
@@ -58,7 +52,7 @@ NOW = 1_750_000_000.0
 def say(
     seq: int, text: str = "hi", sender: str = "alice", *, to: str | None = None, ts: float = NOW
 ) -> StoredEntry:
-    return StoredEntry(seq, ts, history.MESSAGE, sender, text, to)
+    return StoredEntry(seq, ts, history_entries.MESSAGE, sender, text, to)
 
 
 def one_line(exc: BaseException) -> str:
@@ -285,7 +279,7 @@ def test_since_replays_after_a_message_as_the_room_numbers_its_log(store: Histor
             presence(1, "bob"),
             say(2, "two"),
             say(3, "psst", to="bob"),
-            presence(3, "carol", history.LEAVE),
+            presence(3, "carol", history_entries.LEAVE),
             say(4, "four"),
             presence(4, "dave"),
         ]
@@ -462,7 +456,7 @@ async def test_on_done_runs_in_order_in_trios_thread_after_the_commit(db: Path) 
     store.close()
 
 
-def presence(seq: int, name: str = "bob", kind: str = history.JOIN) -> StoredEntry:
+def presence(seq: int, name: str = "bob", kind: str = history_entries.JOIN) -> StoredEntry:
     """A join (or leave) as the room's log numbers it: the newest message's seq."""
     return StoredEntry(seq, NOW, kind, name)
 
@@ -481,7 +475,7 @@ async def test_seqs_never_go_back_across_restarts_and_a_stopped_writer_takes_not
         await nursery.start(writer.run)
         writer.append_nowait(presence(7))  # a join after message 7 carries its number
         writer.append_nowait(say(8))
-        writer.append_nowait(presence(8, kind=history.LEAVE))
+        writer.append_nowait(presence(8, kind=history_entries.LEAVE))
         writer.append_nowait(presence(8))
         with pytest.raises(ValueError):
             writer.append_nowait(say(8))
@@ -570,7 +564,7 @@ def fill_the_disk(store: HistoryStore, spare_pages: int) -> sqlite3.Connection:
 async def test_a_full_disk_is_reported_and_does_not_stop_the_room(
     store: HistoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(history, "RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(history_writer, "RETRY_SECONDS", 0.05)
     reports = Reports()
     writer = HistoryWriter(store, on_failing=reports)
     done: list[tuple[int, bool]] = []
@@ -613,8 +607,8 @@ async def test_a_full_disk_is_reported_and_does_not_stop_the_room(
 async def test_the_writer_gives_up_on_the_oldest_when_it_holds_too_many(
     store: HistoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(history, "MAX_UNSAVED", 5)
-    monkeypatch.setattr(history, "RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(history_writer, "MAX_UNSAVED", 5)
+    monkeypatch.setattr(history_writer, "RETRY_SECONDS", 0.05)
     reports = Reports()
     writer = HistoryWriter(store, on_failing=reports)
     conn = fill_the_disk(store, 0)
@@ -640,7 +634,9 @@ WRITER_SCRIPT = textwrap.dedent(
 
     import trio
 
-    from multichat.server.history import HistoryStore, HistoryWriter, StoredEntry
+    from multichat.server.history import HistoryStore
+    from multichat.server.history_entries import StoredEntry
+    from multichat.server.history_writer import HistoryWriter
 
     async def main():
         writer = HistoryWriter(HistoryStore.open(Path(sys.argv[1])))
@@ -693,7 +689,7 @@ def test_every_acknowledged_entry_survives_kill_9(db: Path) -> None:
 async def test_retention_runs_at_start_and_then_every_interval(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(history, "PRUNE_EVERY_SECONDS", 0.3)
+    monkeypatch.setattr(history_writer, "PRUNE_EVERY_SECONDS", 0.3)
     pruned = trio.Semaphore(0, max_value=100)
     token = trio.lowlevel.current_trio_token()
 

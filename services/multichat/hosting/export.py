@@ -20,7 +20,8 @@ from typing import TextIO
 
 from ..protocol import textmode
 from ..protocol.sanitize import clean_for_terminal, clean_text
-from ..server.history import MESSAGE, HistoryError, HistoryStore, StoredEntry
+from ..server.history import HistoryError, HistoryStore
+from ..server.history_entries import MESSAGE, StoredEntry
 from .datadir import HISTORY_FILE
 
 EXIT_USAGE = 2  # as for every other bad option (click's convention)

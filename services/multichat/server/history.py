@@ -1,25 +1,14 @@
-"""The room's history on disk: an SQLite file that outlives the process, and the task feeding it.
+"""The room's history on disk: an SQLite file (WAL mode) that outlives the process.
 
-The room never waits, and a disk does, so the two meet in `HistoryWriter`: the room queues each
-entry with `append_nowait`, and the writer's task commits everything queued since its last
-flush in one transaction, in a worker thread, then calls each entry's `on_done` back in trio's
-thread, in order. The room echoes a message from that callback, which is what makes an echo an
-acknowledgement: a committed transaction is in the file (its WAL) before the callback runs, so
-a message any member saw survives `kill -9` of the server. A power cut is another matter:
-docs/history.md says what `synchronous=NORMAL` and the writer's checkpoint every second cost.
+The room's task never touches it: history_writer.py commits in a worker thread and reads go
+through `trio.to_thread.run_sync`. Entries are kept in the order they were appended, which is
+the room's log order, with the room's `seq` (history_entries.py), so "after message N" is every
+message numbered above N and everything else numbered N or above: what `since(N)` answers a
+member resuming after the last message it saw. A private entry is shown to its two parties
+only, matched by name key (stored next to each name), as the room matches members.
 
-Entries are kept in the order they were appended, which is the room's log order. Each carries
-the room's `seq` as the room's log does: a message its own (unique, growing across restarts:
-`last_seq()` says where to carry on), anything else the seq of the newest message before it.
-So "after message N" is every message numbered above N and everything else numbered N or
-above, which is what `since(N)` answers a member resuming after the last message it saw.
-
-A private entry (`recipient` set) is shown to its two parties only. A party is matched by name
-key (`protocol.names.name_key`), stored next to each name, so "Bob" and "bob" are one party, as
-they are one member in the room.
-
-`HistoryStore` is synchronous and safe to call from any thread (trio code calls it through
-`trio.to_thread.run_sync`); its errors are `HistoryError`, each with a one-line message.
+`HistoryStore` is synchronous and safe to call from any thread; its errors are `HistoryError`,
+each with a one-line message. docs/history.md says what a power cut can cost.
 """
 
 from __future__ import annotations
@@ -32,28 +21,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from ..protocol.events import (
     BanEntry,
-    CameBack,
-    Join,
-    Leave,
-    Message,
-    Notice,
-    Renamed,
-    Topic,
-    WentAway,
 )
 from ..protocol.names import name_key
-from .history_settings import HistorySettings
+from .history_entries import StoredEntry
 
 log = logging.getLogger("multichat.history")
 
@@ -74,34 +50,10 @@ READ_PAGE = 1000
 # with FULL's fsync that took 2.7 to 5.6 ms at the median on the test machine (NORMAL: 1.0),
 # more than the whole 3 ms p99 the steady benchmark allows a message; see docs/history.md.
 SYNCHRONOUS = "NORMAL"
-# With NORMAL the WAL reaches the disk at a checkpoint. The writer runs one this long after a
-# commit, so a power cut costs about the last second of history instead of everything since
-# SQLite's own checkpoint (up to 1,000 pages, minutes of chat); ext4 itself commits every 5 s.
-SYNC_SECONDS = 1.0
-# How often retention is applied: an hour of extra history is harmless, and a prune scans.
-PRUNE_EVERY_SECONDS = 3600.0
-# While the disk refuses writes, retrying on every message would spin on the error; once in
-# this long notices freed space soon enough.
-RETRY_SECONDS = 5.0
-# Entries held in memory for the retry while the disk refuses them (a few MB of chat); older
-# ones are given up on, and the host's log says how many.
-MAX_UNSAVED = 10_000
 SECONDS_PER_DAY = 86_400.0
 
-# Entry types: one per room event that history keeps. The column is free text, so a new one
-# needs no new schema (older versions skip what they do not know when replaying).
-MESSAGE = "message"  # `sender` said `text` (to `recipient` alone, if set); extra: action
-JOIN = "join"
-LEAVE = "leave"  # `text`: why
-NICK = "nick"  # `sender` is now called `text`
-TOPIC = "topic"  # `sender` set the topic to `text`
-NOTICE = "notice"  # moderation and other notices; `text` says it all
-AWAY = "away"  # `sender` is away, saying `text`
-BACK = "back"
-
-# What the room's log holds that history keeps.
-HistoryEvent = Message | Join | Leave | Renamed | Topic | Notice | WentAway | CameBack
-
+# The entry's type is free text (history_entries.py names them), so a new one needs no new
+# schema: older versions skip what they do not know when replaying.
 _SCHEMA = """
 CREATE TABLE entries (
     id INTEGER PRIMARY KEY,
@@ -138,100 +90,6 @@ _VISIBLE = "(recipient_key IS NULL OR :key IN (sender_key, recipient_key))"
 
 class HistoryError(Exception):
     """The history file cannot be used; the message is one line, for the host."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """One entry of the room's history as the store keeps it."""
-
-    seq: int  # a message's own; anything else's, the newest message's before it
-    ts: float
-    type: str  # MESSAGE, JOIN, LEAVE, ...
-    sender: str  # who posted, joined or left
-    text: str = ""  # a message's text, a leave's reason
-    recipient: str | None = None  # set for a private message: its other party
-    extra: dict[str, Any] | None = None  # anything else a later entry type needs, as JSON
-
-    @property
-    def private(self) -> bool:
-        return self.recipient is not None
-
-    def visible_to(self, name: str | None) -> bool:
-        """Whether the member called `name` may see this entry (None: nobody in particular)."""
-        if self.recipient is None:
-            return True
-        if name is None:
-            return False
-        return name_key(name) in (name_key(self.sender), name_key(self.recipient))
-
-    @classmethod
-    def from_event(
-        cls, event: HistoryEvent, *, seq: int | None = None, ts: float | None = None
-    ) -> StoredEntry:
-        """The entry for a room event. `seq` defaults to a message's own (other events carry
-        none: pass the room's log entry's); `ts` is for the events with no time of their own
-        (topic, away, back), and ignored for the others. Another event is a TypeError."""
-        match event:
-            case Message():
-                extra = {"action": True} if event.action else None
-                number = event.seq if seq is None else seq
-                when = _ts(event.ts, ts)
-                return cls(number, when, MESSAGE, event.sender, event.text, event.to, extra)
-            case Join():
-                return cls(_seq(seq), _ts(event.ts, ts), JOIN, event.name)
-            case Leave():
-                return cls(_seq(seq), _ts(event.ts, ts), LEAVE, event.name, event.reason)
-            case Renamed():
-                return cls(_seq(seq), _ts(event.ts, ts), NICK, event.old, event.new)
-            case Topic():
-                return cls(_seq(seq), _ts(None, ts), TOPIC, event.by, event.text)
-            case Notice():
-                return cls(_seq(seq), _ts(event.ts, ts), NOTICE, "", event.text)
-            case WentAway():
-                return cls(_seq(seq), _ts(None, ts), AWAY, event.name, event.text)
-            case CameBack():
-                return cls(_seq(seq), _ts(None, ts), BACK, event.name)
-            case _:
-                raise TypeError(f"history does not keep {type(event).__name__} events")
-
-    def to_event(self) -> HistoryEvent | None:
-        """The room event this entry replays as (None for a type this version does not know).
-
-        A replayed message has `seq` and `ts` as stored; the other events have no seq.
-        """
-        kind, sender, text = self.type, self.sender, self.text
-        if kind == MESSAGE:
-            action = bool(self.extra and self.extra.get("action"))
-            return Message(self.seq, self.ts, sender, text, to=self.recipient, action=action)
-        if kind == JOIN:
-            return Join(sender, self.ts)
-        if kind == LEAVE:
-            return Leave(sender, text, self.ts)
-        if kind == NICK:
-            return Renamed(sender, text, self.ts)
-        if kind == TOPIC:
-            return Topic(text, sender)
-        if kind == NOTICE:
-            return Notice(text, self.ts)
-        if kind == AWAY:
-            return WentAway(sender, text)
-        if kind == BACK:
-            return CameBack(sender)
-        return None
-
-
-def _seq(seq: int | None) -> int:
-    if seq is None:
-        raise ValueError("only a message has a seq of its own: pass the log entry's")
-    return seq
-
-
-def _ts(own: float | None, given: float | None) -> float:
-    if own is not None:
-        return own
-    if given is None:
-        raise ValueError("this event has no time of its own: pass ts")
-    return given
 
 
 def _entry(row: tuple[Any, ...]) -> StoredEntry:
@@ -682,214 +540,3 @@ def _close_quietly(*conns: sqlite3.Connection | None) -> None:
 
 OnDone = Callable[[bool], None]
 BanChange = tuple[BanEntry | None, str]  # a ban, or None for lifted, and its address
-
-
-class HistoryWriter:
-    """Feeds a `HistoryStore` from trio without ever making the room wait.
-
-    Run it with `await nursery.start(writer.run)`; then `append_nowait(entry, on_done)` queues
-    an entry, and `on_done(saved)` is called in trio's thread once the entry's transaction
-    committed (`saved` True), or once saving failed (`saved` False; see `failing`). Callbacks
-    run in the order the entries were appended. `set_ban_nowait` queues a ban the same way
-    (its signature is `Moderation.on_ban`'s).
-
-    While the disk refuses writes, `failing` is the reason (and `on_failing(reason)` was
-    called); entries keep being acknowledged at once with `saved` False, are kept in memory
-    (up to MAX_UNSAVED), and are saved by the first retry that succeeds, when `on_failing(None)`
-    is called.
-    """
-
-    def __init__(
-        self, store: HistoryStore, *, on_failing: Callable[[str | None], None] | None = None
-    ) -> None:
-        self.store = store
-        self.failing: str | None = None
-        self.given_up = 0  # entries dropped from memory before the disk took them
-        self._on_failing = on_failing or (lambda reason: None)
-        self._queue: list[tuple[StoredEntry, OnDone | None]] = []
-        self._bans: dict[str, BanEntry | None] = {}  # by address, in the order set
-        self._ban_changes = 0  # queued in `_bans`, counting each one a later one replaced
-        self._unsaved: deque[StoredEntry] = deque()
-        self._unsaved_bans: dict[str, BanEntry | None] = {}
-        self._last_seq = store.last_seq()
-        self._retry_at = -math.inf
-        self._closed = False
-        self._wakeup = trio.Event()
-        self._asked = 0  # entries and ban changes queued, ever
-        self._done = 0  # ... and done with
-        self._progress = trio.Event()
-        self._committed = trio.Event()  # set by a commit the next sync has not covered
-
-    @property
-    def last_seq(self) -> int:
-        """The newest seq appended (or given out before this writer started)."""
-        return self._last_seq
-
-    def append_nowait(self, entry: StoredEntry, on_done: OnDone | None = None) -> None:
-        """Queue `entry` for the next flush; never blocks.
-
-        Raises ValueError if its seq goes backwards (or, for a message, is not new), and
-        trio.ClosedResourceError once the writer's task has ended.
-        """
-        self._check_open()
-        if entry.seq < self._last_seq or (entry.type == MESSAGE and entry.seq == self._last_seq):
-            raise ValueError(
-                f"{entry.type} seq {entry.seq} comes after message {self._last_seq}: a message "
-                "needs a new one, anything else at least that"
-            )
-        self._last_seq = entry.seq
-        self._queue.append((entry, on_done))
-        self._asked += 1
-        self._wakeup.set()
-
-    def set_ban_nowait(self, ban: BanEntry | None, address: str) -> None:
-        """Queue a ban on `address` (None: the ban was lifted) for the next flush."""
-        self._check_open()
-        self._bans.pop(address, None)
-        self._bans[address] = ban
-        self._ban_changes += 1
-        self._asked += 1
-        self._wakeup.set()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the history writer has stopped")
-
-    async def flush(self) -> None:
-        """Wait until everything queued before this call is done with (`on_done` ran)."""
-        target = self._asked
-        while self._done < target:
-            await self._progress.wait()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit what is queued, a transaction per flush, until cancelled; then once more."""
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sync_periodically)
-                task_status.started()
-                while True:
-                    await self._wait()
-                    # A transaction that committed must be acknowledged, even on the way out.
-                    with trio.CancelScope(shield=True):
-                        await self._flush()
-        finally:
-            self._closed = True
-            with trio.CancelScope(shield=True):
-                await self._flush(last=True)
-            if self._unsaved or self._unsaved_bans:
-                log.error(
-                    "%d history entries and %d ban changes could not be saved: %s",
-                    len(self._unsaved),
-                    len(self._unsaved_bans),
-                    self.failing,
-                )
-
-    async def _sync_periodically(self) -> None:
-        while True:
-            await self._committed.wait()
-            await trio.sleep(SYNC_SECONDS)
-            self._committed = trio.Event()
-            try:
-                await trio.to_thread.run_sync(self.store.sync)
-            except HistoryError as exc:
-                log.warning("%s", exc)
-
-    async def _wait(self) -> None:
-        """Until something is queued, or unsaved things are due for a retry."""
-        while not self._queue and not self._bans:
-            self._wakeup = trio.Event()
-            if not self._unsaved and not self._unsaved_bans:
-                await self._wakeup.wait()
-                continue
-            with trio.move_on_at(self._retry_at):
-                await self._wakeup.wait()
-            if trio.current_time() >= self._retry_at:
-                return
-
-    async def _flush(self, *, last: bool = False) -> None:
-        pending, self._queue = self._queue, []
-        bans, self._bans = self._bans, {}
-        done, self._ban_changes = len(pending) + self._ban_changes, 0
-        if self.failing is not None and not last and trio.current_time() < self._retry_at:
-            # Known to fail: no point making these wait for the disk.
-            self._keep_unsaved([entry for entry, _ in pending], bans)
-            self._finish(pending, done, saved=False)
-            return
-        batch = [*self._unsaved, *(entry for entry, _ in pending)]
-        changes = self._unsaved_bans | bans
-        if not batch and not changes:
-            return
-        commit = partial(
-            self.store.append,
-            batch,
-            last_seq=self._last_seq,
-            bans=[(ban, address) for address, ban in changes.items()],
-        )
-        try:
-            await trio.to_thread.run_sync(commit)
-        except HistoryError as exc:
-            self._retry_at = trio.current_time() + RETRY_SECONDS
-            self._unsaved.clear()
-            self._unsaved_bans.clear()
-            self._keep_unsaved(batch, changes)
-            self._set_failing(str(exc))
-            self._finish(pending, done, saved=False)
-            return
-        self._unsaved.clear()
-        self._unsaved_bans.clear()
-        self._committed.set()
-        self._set_failing(None)
-        self._finish(pending, done, saved=True)
-
-    def _keep_unsaved(self, entries: list[StoredEntry], bans: dict[str, BanEntry | None]) -> None:
-        self._unsaved.extend(entries)
-        for address, ban in bans.items():
-            self._unsaved_bans.pop(address, None)
-            self._unsaved_bans[address] = ban
-        dropped = len(self._unsaved) - MAX_UNSAVED
-        if dropped > 0:
-            for _ in range(dropped):
-                self._unsaved.popleft()
-            self.given_up += dropped
-            log.warning("gave up on %d unsaved history entries (too many to hold)", dropped)
-
-    def _finish(
-        self, pending: list[tuple[StoredEntry, OnDone | None]], done: int, *, saved: bool
-    ) -> None:
-        self._done += done
-        for _, on_done in pending:
-            if on_done is not None:
-                on_done(saved)
-        self._progress.set()
-        self._progress = trio.Event()
-
-    def _set_failing(self, reason: str | None) -> None:
-        if reason == self.failing:
-            return
-        if reason is None:
-            log.info("history is being saved again")
-        else:
-            log.warning("history is not being saved: %s", reason)
-        self.failing = reason
-        self._on_failing(reason)
-
-
-async def prune_periodically(
-    store: HistoryStore,
-    settings: HistorySettings,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Apply retention now and every PRUNE_EVERY_SECONDS, in a worker thread, until cancelled."""
-    task_status.started()
-    while True:
-        try:
-            removed = await trio.to_thread.run_sync(
-                partial(store.prune, settings.keep_days, settings.keep_entries)
-            )
-        except HistoryError as exc:
-            log.warning("cannot apply history retention: %s", exc)
-        else:
-            if removed:
-                log.info("removed %d history entries past retention", removed)
-        await trio.sleep(PRUNE_EVERY_SECONDS)

@@ -1,0 +1,250 @@
+"""The task that feeds the room's history: the room queues, the writer commits, off the loop.
+
+The room never waits, and a disk does: the room queues each entry with `append_nowait`, and
+the writer's task commits everything queued since its last flush in one transaction, in a
+worker thread, then calls each entry's `on_done` back in trio's thread, in order. The room
+lets an entry be read from that callback, which is what makes an echo an acknowledgement.
+While the disk refuses (full, or gone), entries are still acknowledged, unsaved, and retried;
+docs/history.md says what that and a power cut cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+from ..protocol.events import BanEntry
+from .history import HistoryError, HistoryStore, OnDone
+from .history_entries import MESSAGE, StoredEntry
+from .history_settings import HistorySettings
+
+log = logging.getLogger("multichat.history")
+
+# With NORMAL the WAL reaches the disk at a checkpoint. The writer runs one this long after a
+# commit, so a power cut costs about the last second of history instead of everything since
+# SQLite's own checkpoint (up to 1,000 pages, minutes of chat); ext4 itself commits every 5 s.
+SYNC_SECONDS = 1.0
+# How often retention is applied: an hour of extra history is harmless, and a prune scans.
+PRUNE_EVERY_SECONDS = 3600.0
+# While the disk refuses writes, retrying on every message would spin on the error; once in
+# this long notices freed space soon enough.
+RETRY_SECONDS = 5.0
+# Entries held in memory for the retry while the disk refuses them (a few MB of chat); older
+# ones are given up on, and the host's log says how many.
+MAX_UNSAVED = 10_000
+
+
+class HistoryWriter:
+    """Feeds a `HistoryStore` from trio without ever making the room wait.
+
+    Run it with `await nursery.start(writer.run)`; then `append_nowait(entry, on_done)` queues
+    an entry, and `on_done(saved)` is called in trio's thread once the entry's transaction
+    committed (`saved` True), or once saving failed (`saved` False; see `failing`). Callbacks
+    run in the order the entries were appended. `set_ban_nowait` queues a ban the same way
+    (its signature is `Moderation.on_ban`'s).
+
+    While the disk refuses writes, `failing` is the reason (and `on_failing(reason)` was
+    called); entries keep being acknowledged at once with `saved` False, are kept in memory
+    (up to MAX_UNSAVED), and are saved by the first retry that succeeds, when `on_failing(None)`
+    is called.
+    """
+
+    def __init__(
+        self, store: HistoryStore, *, on_failing: Callable[[str | None], None] | None = None
+    ) -> None:
+        self.store = store
+        self.failing: str | None = None
+        self.given_up = 0  # entries dropped from memory before the disk took them
+        self._on_failing = on_failing or (lambda reason: None)
+        self._queue: list[tuple[StoredEntry, OnDone | None]] = []
+        self._bans: dict[str, BanEntry | None] = {}  # by address, in the order set
+        self._ban_changes = 0  # queued in `_bans`, counting each one a later one replaced
+        self._unsaved: deque[StoredEntry] = deque()
+        self._unsaved_bans: dict[str, BanEntry | None] = {}
+        self._last_seq = store.last_seq()
+        self._retry_at = -math.inf
+        self._closed = False
+        self._wakeup = trio.Event()
+        self._asked = 0  # entries and ban changes queued, ever
+        self._done = 0  # ... and done with
+        self._progress = trio.Event()
+        self._committed = trio.Event()  # set by a commit the next sync has not covered
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq appended (or given out before this writer started)."""
+        return self._last_seq
+
+    def append_nowait(self, entry: StoredEntry, on_done: OnDone | None = None) -> None:
+        """Queue `entry` for the next flush; never blocks.
+
+        Raises ValueError if its seq goes backwards (or, for a message, is not new), and
+        trio.ClosedResourceError once the writer's task has ended.
+        """
+        self._check_open()
+        if entry.seq < self._last_seq or (entry.type == MESSAGE and entry.seq == self._last_seq):
+            raise ValueError(
+                f"{entry.type} seq {entry.seq} comes after message {self._last_seq}: a message "
+                "needs a new one, anything else at least that"
+            )
+        self._last_seq = entry.seq
+        self._queue.append((entry, on_done))
+        self._asked += 1
+        self._wakeup.set()
+
+    def set_ban_nowait(self, ban: BanEntry | None, address: str) -> None:
+        """Queue a ban on `address` (None: the ban was lifted) for the next flush."""
+        self._check_open()
+        self._bans.pop(address, None)
+        self._bans[address] = ban
+        self._ban_changes += 1
+        self._asked += 1
+        self._wakeup.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the history writer has stopped")
+
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is done with (`on_done` ran)."""
+        target = self._asked
+        while self._done < target:
+            await self._progress.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit what is queued, a transaction per flush, until cancelled; then once more."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sync_periodically)
+                task_status.started()
+                while True:
+                    await self._wait()
+                    # A transaction that committed must be acknowledged, even on the way out.
+                    with trio.CancelScope(shield=True):
+                        await self._flush()
+        finally:
+            self._closed = True
+            with trio.CancelScope(shield=True):
+                await self._flush(last=True)
+            if self._unsaved or self._unsaved_bans:
+                log.error(
+                    "%d history entries and %d ban changes could not be saved: %s",
+                    len(self._unsaved),
+                    len(self._unsaved_bans),
+                    self.failing,
+                )
+
+    async def _sync_periodically(self) -> None:
+        while True:
+            await self._committed.wait()
+            await trio.sleep(SYNC_SECONDS)
+            self._committed = trio.Event()
+            try:
+                await trio.to_thread.run_sync(self.store.sync)
+            except HistoryError as exc:
+                log.warning("%s", exc)
+
+    async def _wait(self) -> None:
+        """Until something is queued, or unsaved things are due for a retry."""
+        while not self._queue and not self._bans:
+            self._wakeup = trio.Event()
+            if not self._unsaved and not self._unsaved_bans:
+                await self._wakeup.wait()
+                continue
+            with trio.move_on_at(self._retry_at):
+                await self._wakeup.wait()
+            if trio.current_time() >= self._retry_at:
+                return
+
+    async def _flush(self, *, last: bool = False) -> None:
+        pending, self._queue = self._queue, []
+        bans, self._bans = self._bans, {}
+        done, self._ban_changes = len(pending) + self._ban_changes, 0
+        if self.failing is not None and not last and trio.current_time() < self._retry_at:
+            # Known to fail: no point making these wait for the disk.
+            self._keep_unsaved([entry for entry, _ in pending], bans)
+            self._finish(pending, done, saved=False)
+            return
+        batch = [*self._unsaved, *(entry for entry, _ in pending)]
+        changes = self._unsaved_bans | bans
+        if not batch and not changes:
+            return
+        commit = partial(
+            self.store.append,
+            batch,
+            last_seq=self._last_seq,
+            bans=[(ban, address) for address, ban in changes.items()],
+        )
+        try:
+            await trio.to_thread.run_sync(commit)
+        except HistoryError as exc:
+            self._retry_at = trio.current_time() + RETRY_SECONDS
+            self._unsaved.clear()
+            self._unsaved_bans.clear()
+            self._keep_unsaved(batch, changes)
+            self._set_failing(str(exc))
+            self._finish(pending, done, saved=False)
+            return
+        self._unsaved.clear()
+        self._unsaved_bans.clear()
+        self._committed.set()
+        self._set_failing(None)
+        self._finish(pending, done, saved=True)
+
+    def _keep_unsaved(self, entries: list[StoredEntry], bans: dict[str, BanEntry | None]) -> None:
+        self._unsaved.extend(entries)
+        for address, ban in bans.items():
+            self._unsaved_bans.pop(address, None)
+            self._unsaved_bans[address] = ban
+        dropped = len(self._unsaved) - MAX_UNSAVED
+        if dropped > 0:
+            for _ in range(dropped):
+                self._unsaved.popleft()
+            self.given_up += dropped
+            log.warning("gave up on %d unsaved history entries (too many to hold)", dropped)
+
+    def _finish(
+        self, pending: list[tuple[StoredEntry, OnDone | None]], done: int, *, saved: bool
+    ) -> None:
+        self._done += done
+        for _, on_done in pending:
+            if on_done is not None:
+                on_done(saved)
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _set_failing(self, reason: str | None) -> None:
+        if reason == self.failing:
+            return
+        if reason is None:
+            log.info("history is being saved again")
+        else:
+            log.warning("history is not being saved: %s", reason)
+        self.failing = reason
+        self._on_failing(reason)
+
+
+async def prune_periodically(
+    store: HistoryStore,
+    settings: HistorySettings,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Apply retention now and every PRUNE_EVERY_SECONDS, in a worker thread, until cancelled."""
+    task_status.started()
+    while True:
+        try:
+            removed = await trio.to_thread.run_sync(
+                partial(store.prune, settings.keep_days, settings.keep_entries)
+            )
+        except HistoryError as exc:
+            log.warning("cannot apply history retention: %s", exc)
+        else:
+            if removed:
+                log.info("removed %d history entries past retention", removed)
+        await trio.sleep(PRUNE_EVERY_SECONDS)
