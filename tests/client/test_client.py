@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from chatpeer import PASSWORD, RELAXED, Peer, start_room
+from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, start_room
 from multichat.client import connection as client_module
 from multichat.client.address import Address
 from multichat.client.connection import ChatClient, Ending, Joined, Lost, NotSent, Update, backoff
@@ -18,6 +18,9 @@ from multichat.client.login import ConnectFailed, LoginRefused, NotMultichat
 from multichat.protocol import wire
 from multichat.protocol.connection import LineBuffer
 from multichat.protocol.events import (
+    Away,
+    Back,
+    CameBack,
     Error,
     Event,
     Hello,
@@ -25,15 +28,23 @@ from multichat.protocol.events import (
     Leave,
     Members,
     Message,
+    Moderate,
+    Nick,
+    Notice,
     Ping,
     Pong,
     Quit,
+    Renamed,
     Say,
+    SetTopic,
     Shutdown,
+    Topic,
     Welcome,
+    WentAway,
     Who,
 )
 from multichat.server.listeners import ChatServer
+from multichat.server.moderation import HOST
 
 LOCAL = "127.0.0.1"
 
@@ -575,4 +586,178 @@ async def test_name_held_by_the_old_connection_is_waited_for(
             rejoined = await saw.wait_for(lambda e: isinstance(e, Joined))
             assert isinstance(rejoined, Joined) and rejoined.rejoined
             assert trio.current_time() < client_module.NAME_HELD_SECONDS
+            nursery.cancel_scope.cancel()
+
+
+# -- chat features: names, requests, moderation --
+
+
+def host(room: RoomFixture, command: str, target: str = "", reason: str = "") -> Event:
+    """What the host's console does: a moderation command, as the host."""
+    return room.server.ctx.moderation.command(HOST, Moderate(command, target, reason), by_host=True)
+
+
+async def test_requests_and_what_the_client_keeps_current() -> None:
+    with trio.fail_after(10):
+        async with start_room() as room:
+            alice, saw = await joined_client(room.port, "alice")
+            bob = await room.join("bob")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(alice.run)
+                await saw.wait_for(lambda e: isinstance(e, Join) and e.name == "bob")
+                await bob.send(Away("lunch"))
+                await saw.wait_for(lambda e: isinstance(e, WentAway))
+                assert alice.away == {"bob": "lunch"}
+                host(room, "op", "alice")
+                assert alice.request_nowait(SetTopic("movie night"))
+                await saw.wait_for(lambda e: isinstance(e, Topic))
+                assert alice.topic == "movie night"
+                assert alice.request_nowait(Nick("alicia"))
+                renamed = await saw.wait_for(lambda e: isinstance(e, Renamed))
+                assert renamed == Renamed("alice", "alicia", renamed.ts)  # type: ignore[union-attr]
+                assert alice.name == "alicia" and alice.members == ["alicia", "bob"]
+                assert alice.who_nowait()
+                members = await saw.wait_for(lambda e: isinstance(e, Members))
+                assert members == Members(("alicia", "bob"), (("bob", "lunch"),), ("alicia",))
+                assert alice.ops == {"alicia"}
+                await bob.send(Back())
+                await saw.wait_for(lambda e: isinstance(e, CameBack))
+                assert alice.away == {}
+                # An operator hears of its own action once, though the room says it twice.
+                assert alice.request_nowait(Moderate("mute", "bob"))
+                await saw.wait_for(lambda e: isinstance(e, Notice) and "muted" in e.text)
+                assert alice.request_nowait(Moderate("unmute", "bob"))
+                await saw.wait_for(lambda e: isinstance(e, Notice) and "unmuted" in e.text)
+                notices = [e for e in saw.events if isinstance(e, Notice)]
+                assert [n.text for n in notices] == [
+                    "host made alice an operator",
+                    "alicia muted bob",
+                    "alicia unmuted bob",
+                ]
+                nursery.cancel_scope.cancel()
+            await bob.aclose()
+
+
+async def test_private_lines_actions_and_refusals() -> None:
+    with trio.fail_after(10):
+        async with start_room() as room:
+            alice, saw = await joined_client(room.port, "alice")
+            bob = await room.join("bob")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(alice.run)
+                host(room, "op", "alice")
+                # A request refused with the same code as a private line is not taken for one.
+                assert alice.request_nowait(Moderate("kick", "zed"))
+                private = alice.say_nowait("psst", to="bob")
+                lost = alice.say_nowait("anyone?", to="yan")
+                action = alice.say_nowait("waves", action=True)
+                await alice.wait_acknowledged()
+                refused = [(e.line, e.error.code) for e in saw.events if isinstance(e, NotSent)]
+                assert refused == [(lost, "no_such_member")]
+                errors = [e for e in saw.events if isinstance(e, Error)]
+                assert errors == [Error("no_such_member", "nobody called 'zed' is in the room")]
+                echoes = {e.id: e for e in saw.events if isinstance(e, Message)}
+                assert echoes[private.id].to == "bob"
+                assert echoes[action.id].action and echoes[action.id].to is None
+                heard = await bob.expect(Message)
+                assert isinstance(heard, Message) and (heard.text, heard.to) == ("psst", "bob")
+                nursery.cancel_scope.cancel()
+            await bob.aclose()
+
+
+async def test_muted_lines_count_as_refused_not_pending() -> None:
+    with trio.fail_after(10):
+        async with start_room() as room:
+            alice, saw = await joined_client(room.port, "alice")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(alice.run)
+                host(room, "mute", "alice")
+                first = alice.say_nowait("let me speak")
+                second = alice.say_nowait("psst", to="alice")
+                await alice.wait_acknowledged()
+                assert alice.pending == 0
+                refused = [(e.line, e.error.code) for e in saw.events if isinstance(e, NotSent)]
+                assert refused == [(first, "muted"), (second, "muted")]
+                host(room, "unmute", "alice")
+                alice.say_nowait("thanks")
+                await saw.wait_for(is_text("thanks"))
+                nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("command", "says", "leave"),
+    [
+        ("kick", "you were kicked by host: rude", "kicked: rude"),
+        ("ban", "you were banned by host: rude", "banned: rude"),
+    ],
+)
+async def test_kicked_or_banned_ends_the_run_without_reconnecting(
+    fast_reconnect: None, command: str, says: str, leave: str
+) -> None:
+    with trio.fail_after(10):
+        async with start_room() as room:
+            alice, saw = await joined_client(room.port, "alice")
+            async with trio.open_nursery() as nursery:
+                endings: list[Ending] = []
+
+                async def run() -> None:
+                    endings.append(await alice.run())
+
+                nursery.start_soon(run)
+                alice.say_nowait("hello")
+                await alice.wait_acknowledged()
+                watcher = await Peer.open(room.port) if command == "kick" else None
+                if watcher is not None:
+                    await watcher.send(Hello("bob", PASSWORD))
+                    await watcher.expect(Welcome)
+                host(room, command, "alice", "rude")
+            assert endings == [Ending("kicked", says)]
+            assert not [e for e in saw.events if isinstance(e, Lost)], "no reconnecting"
+            if watcher is not None:
+                gone = await watcher.expect(Leave)
+                assert gone == Leave("alice", leave, gone.ts)  # type: ignore[union-attr]
+                await watcher.aclose()
+
+
+async def test_a_ban_found_on_rejoin_ends_the_run(fast_reconnect: None) -> None:
+    async def once(script: Script) -> None:
+        await script.welcome()
+
+    async def banned(script: Script) -> None:
+        await script.recv()
+        await script.send(Error("banned", "you are banned from this room: spam"))
+
+    with trio.fail_after(10):
+        async with scripted(once, banned) as port:
+            client, saw = await joined_client(port, "alice")
+            ending = await client.run()
+    assert ending == Ending("kicked", "you are banned from this room: spam")
+    assert len([e for e in saw.events if isinstance(e, Lost)]) == 1
+
+
+async def test_our_new_name_is_the_one_we_rejoin_with(fast_reconnect: None) -> None:
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            first = ChatServer(PASSWORD, limits=RELAXED)
+            first_scope = trio.CancelScope()
+            port = await nursery.start(_serve_until_cancelled, first, 0, first_scope)
+            alice, saw = await joined_client(port, "alice")
+            nursery.start_soon(alice.run)
+            assert alice.request_nowait(Nick("Alicia B"))
+            await saw.wait_for(lambda e: isinstance(e, Renamed))
+            assert alice.name == "Alicia B"
+
+            first_scope.cancel()
+            await saw.wait_for(lambda e: isinstance(e, Lost))
+            assert not alice.request_nowait(Nick("late")), "not connected: refused at once"
+            alice.say_nowait("back again")
+            second = ChatServer(PASSWORD, limits=RELAXED)
+            await nursery.start(second.serve, port, LOCAL)
+            bob = await Peer.join(port, "bob")
+            rejoined = await saw.wait_for(lambda e: isinstance(e, Joined))
+            assert isinstance(rejoined, Joined) and rejoined.welcome.name == "Alicia B"
+            heard = await bob.expect(Message)
+            assert isinstance(heard, Message) and heard.sender == "Alicia B"
+            await bob.aclose()
+            second.shutdown_nowait("test over")
             nursery.cancel_scope.cancel()

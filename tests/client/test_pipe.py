@@ -13,8 +13,9 @@ import pytest
 import trio
 
 from chatpeer import PASSWORD, RELAXED, Peer, start_room
-from multichat.protocol.events import Join, Leave, Message
+from multichat.protocol.events import Join, Leave, Message, Moderate, Renamed, Say, WentAway
 from multichat.server.listeners import ChatServer
+from multichat.server.moderation import HOST
 
 LOCAL = "127.0.0.1"
 # A subprocess imports trio, typer and urwid before it does anything: allow for a slow machine.
@@ -130,7 +131,7 @@ async def test_events_from_others_are_plain_lines() -> None:
                 await carol.aclose()
                 await out.until(r"^\* carol left \(disconnected\)$")
                 await process.stdin.send_all(b"/nonsense\n")
-                await out.until(r"^! unknown command /nonsense; /help lists commands$")
+                await out.until(r"^! unknown command /nonsense; /help lists them$")
                 await process.stdin.aclose()
                 text = await out.rest()
                 assert await process.wait() == 0
@@ -253,7 +254,7 @@ async def test_not_a_multichat_server_exits_1() -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["http://example.com"], "needs a tcp:// address"),
+        (["ftp://example.com"], "cannot use ftp://; use https://"),
         (["host:99999"], "between 1 and 65535"),
         ([f"{LOCAL}:5002"], "no terminal to ask on: pass --name"),
         ([f"{LOCAL}:5002", "--name", "a"], "pass --password (or MULTICHAT_PASSWORD)"),
@@ -263,3 +264,72 @@ async def test_usage_errors_exit_2(args: list[str], says: str) -> None:
     result = await run(*args)
     assert result.returncode == 2
     assert says in one_line(result)
+
+
+# -- the chat's commands, typed in pipe mode, and their one-line forms --
+
+TIME = r"^\[\d\d:\d\d\] "
+
+
+async def test_chat_commands_and_their_lines() -> None:
+    with trio.fail_after(PROCESS_SECONDS):
+        async with start_room() as room:
+            bob = await room.join("bob")
+            async with client_process(room.port) as process:
+                assert process.stdin is not None and process.stdout is not None
+                out = Lines(process.stdout)
+
+                async def typed(line: str, expect: str) -> str:
+                    await process.stdin.send_all(line.encode() + b"\n")  # type: ignore[union-attr]
+                    return await out.until(expect)
+
+                await out.until(r"^\* Welcome")
+                await bob.expect(Join)
+                await typed("/msg bob psst", TIME + r"alice -> bob: psst$")
+                heard = await bob.expect(Message)
+                assert isinstance(heard, Message) and (heard.text, heard.to) == ("psst", "bob")
+                await bob.send(Say("hi alice", to="alice"))
+                await bob.expect(Message)  # its echo
+                await out.until(TIME + r"bob -> alice: hi alice$")
+                await typed("/me waves", TIME + r"\* alice waves$")
+                heard = await bob.expect(Message)
+                assert isinstance(heard, Message) and heard.action
+                await typed("/away lunch", r"^\* alice is away: lunch$")
+                assert await bob.expect(WentAway) == WentAway("alice", "lunch")
+                await typed("/back", r"^\* alice is back$")
+                await typed("/nick alicia", r"^\* alice is now known as alicia$")
+                renamed = await bob.expect(Renamed)
+                assert isinstance(renamed, Renamed) and renamed.new == "alicia"
+                await typed(
+                    "/msg zed hi", r"^! not sent \(nobody called 'zed' is in the room\): hi$"
+                )
+                await typed("/kick bob", r"^! /kick is for operators; ask the host$")
+                await typed("/msg", r"^! usage: /msg NAME TEXT")
+                room.server.ctx.moderation.command(HOST, Moderate("op", "alicia"), by_host=True)
+                await out.until(r"^\* host made alicia an operator$")
+                await typed("/topic movie night", r"^\* alicia set the topic: movie night$")
+                await typed("/mute bob --for 10m", r"^\* alicia muted bob for 10m$")
+                await typed("/bans", r"^\* No bans\.$")
+                await typed("/who", r"^\* Online \(2\): bob, alicia \(op\)$")
+                await typed("/help", r"^\* /kick NAME \[REASON\]: remove NAME from the room$")
+                await process.stdin.aclose()
+                text = await out.rest()
+                assert await process.wait() == 0
+            assert text.count("alicia muted bob") == 1, "the operator hears it once"
+            await bob.aclose()
+
+
+async def test_kicked_exits_4_without_reconnecting() -> None:
+    with trio.fail_after(PROCESS_SECONDS):
+        async with start_room() as room, client_process(room.port) as process:
+            assert process.stdout is not None and process.stderr is not None
+            out = Lines(process.stdout)
+            await out.until(r"^\* Welcome")
+            room.server.ctx.moderation.command(
+                HOST, Moderate("kick", "alice", "too loud"), by_host=True
+            )
+            await out.until(r"^! you were kicked by host: too loud$")
+            assert await process.wait() == 4
+            assert "reconnecting" not in await out.rest()
+            err = (await process.stderr.receive_some(65536)).decode()
+            assert err == "multichat: you were kicked by host: too loud\n"

@@ -7,7 +7,23 @@ import urwid
 from multichat.client.address import Address
 from multichat.client.connection import ChatClient, Ending, Joined, Lost, NotSent
 from multichat.client.tui import NAME_COLOURS, PALETTE, ChatScreen, name_attr
-from multichat.protocol.events import Error, Join, Leave, Members, Message, Shutdown, Welcome, Who
+from multichat.protocol.events import (
+    BanEntry,
+    BanList,
+    CameBack,
+    Error,
+    Join,
+    Leave,
+    Members,
+    Message,
+    Notice,
+    Renamed,
+    Shutdown,
+    Topic,
+    Welcome,
+    WentAway,
+    Who,
+)
 from multichat.protocol.textmode import clock
 
 SIZE = (60, 10)
@@ -230,11 +246,18 @@ def test_commands() -> None:
     assert screen.client._control == [Who()]
     screen.input.set_edit_text("/help")
     screen.keypress(SIZE, "enter")
-    shown = " ".join(lines(screen, (80, 20)))
+    shown = " ".join(lines(screen, (80, 40)))
     assert "/who" in shown and "/quit or tata" in shown and "PageUp" in shown
+    assert "/msg NAME TEXT" in shown and "/kick NAME [REASON]" in shown and "Tab" in shown
+    assert screen.client._control == [Who()], "/help is answered here, not by the room"
     screen.input.set_edit_text("/dance")
     screen.keypress(SIZE, "enter")
-    assert "Unknown command /dance" in " ".join(lines(screen, (80, 20)))
+    assert "unknown command /dance; /help lists them" in " ".join(lines(screen, (80, 20)))
+    assert attr_of(screen, "unknown command", (80, 20)) == "error"
+    screen.input.set_edit_text("/kick")
+    screen.keypress(SIZE, "enter")
+    assert "usage: /kick NAME [REASON]" in " ".join(lines(screen, (80, 20)))
+    assert screen.client._control == [Who()]
     screen.input.set_edit_text("//slash")
     screen.keypress(SIZE, "enter")
     assert [line.text for line in screen.client._outbox] == ["/slash"]
@@ -271,3 +294,182 @@ def test_too_long_stays_in_the_input_line() -> None:
     assert shown[-6].startswith(" friends")
     assert shown[-1] == "y" * (4001 + len("alice> ") - 80 * 50)
     assert screen.get_cursor_coords((80, 10)) == (len(shown[-1]), 9)
+
+
+# -- what issue 13 added: mentions, Tab, and the chat's other events --
+
+
+class Bell:
+    def __init__(self) -> None:
+        self.rings = 0
+
+    def __call__(self) -> None:
+        self.rings += 1
+
+
+def ringing_screen(
+    name: str = "alice", members: tuple[str, ...] = ("alice", "bob")
+) -> tuple[ChatScreen, Bell]:
+    bell = Bell()
+    client = ChatClient(Address("0.tcp.ngrok.io", 12345), name, "pw", lambda e: None)
+    client.room = "friends"
+    client.members = list(members)
+    client.state = "connected"
+    screen = ChatScreen(client, bell=bell)
+    client.listener = screen.on_event
+    return screen, bell
+
+
+def test_a_mention_is_highlighted_and_rings_the_bell_once() -> None:
+    screen, bell = ringing_screen()
+    screen.on_event(message("bob", "no one in particular"))
+    assert bell.rings == 0
+    screen.on_event(message("bob", "hey ALICE, look", 2))
+    assert bell.rings == 1
+    assert attr_of(screen, "hey ALICE, look") == "mention"
+    assert attr_of(screen, "no one in particular") != "mention"
+    # As names compare: width and look-alikes too (fullwidth; a Cyrillic capital A).
+    screen.on_event(message("bob", "\uff41\uff4c\uff49\uff43\uff45?", 3))
+    screen.on_event(message("bob", "@\u0410lice: lunch", 4))
+    assert bell.rings == 3
+    # Not inside another word, and never for our own lines.
+    screen.on_event(message("bob", "with malice", 5))
+    screen.on_event(message("alice", "alice here", 6))
+    assert bell.rings == 3
+    assert attr_of(screen, "with malice") != "mention"
+
+
+def test_a_name_with_a_space_is_mentioned_as_its_words() -> None:
+    screen, bell = ringing_screen("Ann B", ("Ann B", "bob"))
+    screen.on_event(message("bob", "thanks ann b!"))
+    screen.on_event(message("bob", "annb, too"))
+    screen.on_event(message("bob", "ann, not you", 3))
+    assert bell.rings == 2
+
+
+def test_without_a_bell_a_mention_is_still_highlighted() -> None:
+    screen = make_screen()  # ChatScreen(client): no bell, as with --no-bell
+    screen.on_event(message("bob", "alice?"))
+    assert attr_of(screen, "alice?") == "mention"
+
+
+def test_private_messages_and_actions_have_their_own_look() -> None:
+    screen, bell = ringing_screen()
+    screen.on_event(Message(1, TS, "bob", "psst", to="alice"))
+    assert bell.rings == 1, "a private message to me rings too"
+    assert attr_of(screen, "psst") == "mention"
+    screen.on_event(Message(2, TS, "bob", "waves", action=True))
+    shown = lines(screen)
+    assert shown[0].endswith("bob ▸ alice: psst")
+    assert shown[1].endswith("* bob waves")
+    assert attr_of(screen, "waves") == "action"
+    screen.input.set_edit_text("/msg bob see you at 8")
+    screen.keypress(SIZE, "enter")
+    (line,) = screen.client._outbox
+    assert (line.text, line.to, line.action) == ("see you at 8", "bob", False)
+    assert lines(screen)[2].endswith("alice ▸ bob: see you at 8 …")
+    screen.on_event(Message(3, TS, "alice", "see you at 8", line.id, "bob"))
+    assert lines(screen)[2].endswith("alice ▸ bob: see you at 8 ✓")
+    assert attr_of(screen, "see you at 8") == "private"
+    screen.input.set_edit_text("/me dances")
+    screen.keypress(SIZE, "enter")
+    action = screen.client._outbox[-1]
+    assert (action.text, action.to, action.action) == ("dances", None, True)
+    assert lines(screen)[3].endswith("* alice dances …")
+    assert bell.rings == 1
+
+
+def test_a_muted_line_is_marked_not_sent() -> None:
+    screen = make_screen()
+    screen.input.set_edit_text("/me objects")
+    screen.keypress(SIZE, "enter")
+    (line,) = screen.client._outbox
+    screen.on_event(NotSent(line, Error("muted", "you are muted")))
+    assert "* alice objects  (not sent: you are muted)" in lines(screen, (80, 10))[0]
+    assert attr_of(screen, "objects", (80, 10)) == "failed"
+
+
+def test_renames_away_topic_notices_and_bans() -> None:
+    screen = make_screen()
+    client = screen.client
+    client._handle(Renamed("bob", "rob", TS))
+    client._handle(Renamed("alice", "alicia", TS))
+    assert client.name == "alicia" and client.members == ["alicia", "rob"]
+    assert lines(screen)[-1] == "alicia>"
+    client._handle(WentAway("rob", "lunch"))
+    client._handle(CameBack("rob"))
+    client._handle(WentAway("alicia", ""))
+    client._handle(Topic("movie night at 8", "rob"))
+    client._handle(Notice("host muted rob for 10m", TS))
+    client._handle(Members(("alicia", "rob"), (("alicia", ""),), ("rob",)))
+    client._handle(BanList((BanEntry("203.0.113.5", "mallory", None, "spam", "host"),)))
+    client._handle(BanList(()))
+    shown = lines(screen, (80, 16))
+    assert shown[0] == " Topic: movie night at 8"
+    assert attr_of(screen, "Topic: movie", (80, 16)) == "topic"
+    pane = [row[len(clock(TS)) + 1 :] for row in shown[1:-2] if row]
+    assert pane == [
+        "bob is now known as rob",
+        "alice is now known as alicia",
+        "rob is away: lunch",
+        "rob is back",
+        "alicia is away",
+        "rob set the topic: movie night at 8",
+        "host muted rob for 10m",
+        "Online (2): alicia (away), rob (op)",
+        "Bans (1):",
+        "  mallory (203.0.113.5) by host - spam",
+        "No bans.",
+    ]
+    assert attr_of(screen, "host muted", (80, 16)) == "notice"
+    assert "you are away (/back)" in shown[-2]
+    client._handle(Topic("", "rob"))
+    assert not lines(screen, (80, 16))[0].startswith(" Topic"), "no topic, no header line"
+
+
+def test_kicked_is_said_once() -> None:
+    screen = make_screen()
+    screen.on_event(Error("kicked", "you were kicked by host: rude"))
+    screen.show_ending(Ending("kicked", "you were kicked by host: rude"))
+    assert " ".join(lines(screen, (80, 10))).count("you were kicked by host: rude") == 1
+    assert lines(screen, (80, 10))[-2].endswith("disconnected - press a key")
+
+
+def tab(screen: ChatScreen, typed: str) -> str:
+    screen.input.set_edit_text(typed)
+    screen.input.set_edit_pos(len(typed))
+    screen.keypress(SIZE, "tab")
+    return str(screen.input.edit_text)
+
+
+def test_tab_completes_member_names_and_commands() -> None:
+    screen = make_screen(("alice", "bob", "Bobby", "Ann B"))
+    assert tab(screen, "BO") == "bob: "  # at the start of a line: addressed to them
+    screen.keypress(SIZE, "tab")
+    assert screen.input.edit_text == "Bobby: "  # again: the next one
+    screen.keypress(SIZE, "tab")
+    assert screen.input.edit_text == "bob: "
+    assert tab(screen, "thanks an") == "thanks Ann B "
+    assert tab(screen, "/msg ann") == '/msg "Ann B" '  # as /msg reads a name with a space
+    assert tab(screen, "/ki") == "/kick "
+    assert tab(screen, "hi al") == "hi al", "not my own name"
+    assert tab(screen, "hi zed") == "hi zed"
+    assert screen.input.edit_pos == len("hi zed")
+    # Typing something else ends the cycle: Tab then starts from what is typed.
+    assert tab(screen, "b") == "bob: "
+    for key in "hi bo":
+        screen.keypress(SIZE, key)
+    screen.keypress(SIZE, "tab")
+    assert screen.input.edit_text == "bob: hi bob "
+
+
+def test_a_mention_in_the_history_shown_on_joining_rings_nothing() -> None:
+    bell = Bell()
+    client = ChatClient(Address("0.tcp.ngrok.io", 12345), "alice", "pw", lambda e: None)
+    client._joined(Welcome("alice", "friends", ("alice", "bob"), seq=5))
+    screen = ChatScreen(client, bell=bell)
+    screen.on_event(message("bob", "where is alice?", seq=5))
+    assert attr_of(screen, "where is alice?") == "mention"
+    assert bell.rings == 0
+    screen.on_event(message("bob", "alice, there you are", seq=6))
+    assert bell.rings == 1

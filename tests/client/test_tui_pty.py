@@ -49,6 +49,7 @@ class Tty:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.emulator = Emulator()
         self.screen = vterm.TermCanvas(COLS, ROWS, self.emulator)  # type: ignore[arg-type]
+        self.raw = bytearray()  # every byte the client wrote to its terminal
         self.child = pexpect.spawn(
             sys.executable,
             ["-m", "multichat", *args],
@@ -65,6 +66,7 @@ class Tty:
             return True
         except pexpect.EOF:
             return False
+        self.raw += data
         self.screen.addstr(data)
         return True
 
@@ -164,8 +166,8 @@ def ttys() -> Iterator[list[Tty]]:
             tty.close()
 
 
-def connect(server: Server, ttys: list[Tty], name: str, **extra: str) -> Tty:
-    tty = Tty(["connect", f"127.0.0.1:{server.port}", "--name", name], env(**extra))
+def connect(server: Server, ttys: list[Tty], name: str, *options: str, **extra: str) -> Tty:
+    tty = Tty(["connect", f"127.0.0.1:{server.port}", "--name", name, *options], env(**extra))
     ttys.append(tty)
     return tty
 
@@ -257,3 +259,43 @@ def test_resize_redraws(server: Server, ttys: list[Tty]) -> None:
     assert all(len(row) <= 50 for row in alice.lines())
     alice.type("\x03")  # Ctrl-C leaves cleanly too
     assert alice.wait_exit() == 0
+
+
+def test_a_mention_rings_the_bell_once_and_tab_completes_names(
+    server: Server, ttys: list[Tty]
+) -> None:
+    alice = connect(server, ttys, "alice", MULTICHAT_PASSWORD=PASSWORD)
+    alice.wait_for("Welcome to pty room, alice!")
+    bob = say_raw(server.port, "Bob Smith", "hey ALICE, lunch?")
+    alice.wait_for("Bob Smith: hey ALICE, lunch?")
+    carol = say_raw(server.port, "carol", "lunch is at noon")  # names nobody: no bell
+    alice.wait_for("carol: lunch is at noon")
+    assert alice.raw.count(b"\a") == 1
+    assert alice.emulator.calls.count("beep") == 1
+
+    alice.type("thanks bo\t")
+    alice.wait_for("alice> thanks Bob Smith")
+    alice.type("at noon\r")
+    alice.wait_for("alice: thanks Bob Smith at noon ✓")
+    alice.type("/ki\t")
+    alice.wait_for("alice> /kick")
+    alice.type("\x15/quit\r")
+    assert alice.wait_exit() == 0
+    assert alice.raw.count(b"\a") == 1, "our own line naming others rings nothing"
+    bob.close()
+    carol.close()
+
+
+def test_no_bell_means_no_bell(server: Server, ttys: list[Tty]) -> None:
+    alice = connect(server, ttys, "alice", "--no-bell", MULTICHAT_PASSWORD=PASSWORD)
+    alice.wait_for("Welcome to pty room, alice!")
+    bob = say_raw(server.port, "bob", "alice: are you there?")
+    alice.wait_for("bob: alice: are you there?")
+    carol = say_raw(server.port, "carol", "after the mention")
+    alice.wait_for("carol: after the mention")
+    assert b"\a" not in alice.raw
+    assert "beep" not in alice.emulator.calls
+    alice.type("\x03")
+    assert alice.wait_exit() == 0
+    bob.close()
+    carol.close()

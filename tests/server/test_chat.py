@@ -253,3 +253,15 @@ async def test_a_negative_or_non_integer_since_is_a_bad_frame(room: RoomFixture)
             )
             error = await peer.next_event()
             assert isinstance(error, Error) and error.code == "bad_frame", raw
+
+
+async def test_a_private_message_alone_is_delivered_at_once(room: RoomFixture) -> None:
+    """Its log entry has no bytes for the others; the fan-out must still flush it."""
+    with trio.fail_after(STEP):
+        alice = await room.join("alice")
+        bob = await room.join("bob")
+        await alice.send(Say("just this", "p", to="bob"))
+        got = await bob.expect(Message)
+        echo = await alice.expect(Message)
+    assert isinstance(got, Message) and got.text == "just this"
+    assert isinstance(echo, Message) and echo.id == "p"

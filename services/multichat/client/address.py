@@ -9,6 +9,12 @@ Over WebSocket: `https://abc.ngrok-free.app` (ngrok's free plan gives HTTPS, not
 for `/ws`: people paste the room page's link, and the page's socket is always there. `ws://`
 and `wss://` keep their path, for a room behind a proxy that moves it.
 
+An invite (docs/invites.md): `multichat://HOST:PORT/?room=NAME&fp=SHA256`, which `multichat up`
+prints for the LAN and a TCP tunnel, is TCP with TLS to a room whose certificate must have that
+SHA-256 fingerprint; a personal invite adds `&invite=TOKEN`, and on an https:// link it comes
+as `#invite=TOKEN` (a fragment: browsers never send it, so no proxy logs it). The token is the
+login: no password is asked for then.
+
 Surrounding spaces and a trailing slash, which come along when copying from a browser or a chat
 message, are ignored.
 """
@@ -17,8 +23,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import quote, unquote
 
 from ..protocol.events import DEFAULT_PORT
 from ..protocol.http import WEBSOCKET_PATH
@@ -28,8 +35,13 @@ MAX_HOST_CHARS = 253
 # RFC 1035 section 2.3.4: each dot-separated label has 1 to 63; resolvers and TLS refuse more.
 MAX_LABEL_CHARS = 63
 # What people paste is one word; anything longer is not an address. A page link with a query
-# string fits.
-MAX_ADDRESS_CHARS = 300
+# string fits, and so does an invite: a host name, the room's name (percent-escaped, so up to
+# three times its length), a 64-digit fingerprint and a token.
+MAX_ADDRESS_CHARS = 1024
+# `secrets.token_urlsafe(16)` makes 22 characters; room for longer ones, never for a paragraph.
+MAX_INVITE_CHARS = 128
+# An invite's scheme: TCP and TLS, the certificate pinned by `fp` (hosting/invite_links.py).
+INVITE_SCHEME = "multichat"
 
 Transport = Literal["tcp", "ws", "wss"]
 
@@ -41,7 +53,7 @@ _SCHEMES: dict[str, Transport] = {
     "https": "wss",
     "wss": "wss",
 }
-_ACCEPTED = "https://, http://, wss://, ws:// or tcp://"
+_ACCEPTED = "https://, http://, wss://, ws://, tcp:// or multichat://"
 # RFC 6455 section 3: the default ports are those of HTTP and HTTPS.
 _WEB_PORTS: dict[Transport, int] = {"ws": 80, "wss": 443}
 
@@ -52,6 +64,10 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 _TARGET = re.compile(r"/[!-~]*")
 # RFC 3986 section 3.1; anything else is not repeated back as a scheme.
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+# A SHA-256 fingerprint: 64 hex digits, or 32 pairs with colons as openssl prints them.
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+# Tokens are URL-safe base64 (RFC 4648 section 5).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class AddressError(ValueError):
@@ -63,17 +79,39 @@ class Address:
     """Where a room is and how to reach it.
 
     `host` is a name or an IP literal (IPv6 without brackets). `path` is the WebSocket request
-    target, unused over tcp.
+    target, unused over tcp. From an invite: `fingerprint`, the SHA-256 (lowercase hex) the
+    room's certificate must have, which means TLS over tcp; `room`, its name; and `invite`, a
+    personal invite's token, which logs in instead of the password.
     """
 
     host: str
     port: int
     transport: Transport = "tcp"
     path: str = WEBSOCKET_PATH
+    fingerprint: str | None = None
+    room: str | None = None
+    invite: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection is TLS: wss, or an invite's pinned certificate."""
+        return self.transport == "wss" or self.fingerprint is not None
 
     def __str__(self) -> str:
-        """The address in the form people paste, which `parse_address` reads back the same."""
+        """The address as people read it, in messages: never an invite's token."""
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.fingerprint is not None:
+            return f"{INVITE_SCHEME}://{host}:{self.port}"
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """The address in the form people paste, which `parse_address` reads back the same,
+        but for an invite's token (a secret: it is left out)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.fingerprint is not None:
+            room = f"room={quote(self.room, safe='')}&" if self.room is not None else ""
+            return f"{INVITE_SCHEME}://{host}:{self.port}/?{room}fp={self.fingerprint}"
         if self.transport == "tcp":
             return f"{host}:{self.port}"
         port = "" if self.port == _WEB_PORTS[self.transport] else f":{self.port}"
@@ -147,12 +185,68 @@ def _hint(url: bool) -> str:
     return "https://HOST" if url else "HOST, HOST:PORT, tcp://HOST:PORT or https://HOST"
 
 
+def _parameters(text: str, original: str) -> dict[str, str]:
+    """`a=1&b=2` (a query or a fragment), unescaped; a name given twice is refused."""
+    found: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        key = unquote(key)
+        if key in found:
+            raise AddressError(f"{original!r} gives {key!r} twice; paste the invite as it came")
+        found[key] = unquote(value)
+    return found
+
+
+def _token(value: str | None, original: str) -> str | None:
+    if value is None:
+        return None
+    if len(value) > MAX_INVITE_CHARS or not _TOKEN.fullmatch(value):
+        raise AddressError(f"{original!r}: the invite token is not valid (mistyped?)")
+    return value
+
+
+def _invite_address(rest: str, original: str) -> Address:
+    """What follows `multichat://`: HOST:PORT, then `?room=NAME&fp=SHA256[&invite=TOKEN]`."""
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    authority, target = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+    host, port = _host_port(authority, original, DEFAULT_PORT, url=True)
+    target, _, fragment = target.partition("#")
+    _, _, query = target.partition("?")
+    found = _parameters(query, original)
+    # A token in the fragment, as on an https:// link, is welcome too.
+    for key, value in _parameters(fragment, original).items():
+        if key in found:
+            raise AddressError(f"{original!r} gives {key!r} twice; paste the invite as it came")
+        found[key] = value
+    given = found.get("fp")
+    if not given:
+        raise AddressError(
+            f"{original!r} has no fp= (the room's certificate fingerprint): "
+            "paste the whole invite, as the host gave it"
+        )
+    fingerprint = given.replace(":", "").lower()
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise AddressError(
+            f"{original!r}: fp= must be the room's SHA-256 fingerprint, 64 hex digits"
+        )
+    return Address(
+        host,
+        port,
+        fingerprint=fingerprint,
+        room=found.get("room"),
+        invite=_token(found.get("invite"), original),
+    )
+
+
 def _web_address(transport: Transport, scheme: str, rest: str, original: str) -> Address:
     """What follows `scheme://` in a web link: the host, maybe a port, maybe a path."""
     cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
     authority, target = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
     host, port = _host_port(authority, original, _WEB_PORTS[transport], url=True)
-    target = target.partition("#")[0]
+    target, _, fragment = target.partition("#")
+    invite = _token(_parameters(fragment, original).get("invite"), original) if fragment else None
     if scheme in ("http", "https") or target in ("", "/"):
         # A page link (`https://room/`, `https://room/?from=chat`) means the room's socket.
         target = WEBSOCKET_PATH
@@ -160,7 +254,7 @@ def _web_address(transport: Transport, scheme: str, rest: str, original: str) ->
         target = "/" + target
     if not _TARGET.fullmatch(target):
         raise AddressError(f"{original!r}: the path must be plain ASCII, not {target!r}")
-    return Address(host, port, transport, target)
+    return Address(host, port, transport, target, invite=invite)
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
@@ -178,6 +272,8 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
         raise AddressError(f"{original!r} is not an address; try {_hint(url=False)}")
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower()
+    if sep and scheme == INVITE_SCHEME:
+        return _invite_address(rest, original)
     if sep:
         transport = _SCHEMES.get(scheme)
         if transport is None:

@@ -1,36 +1,75 @@
-"""What a member types: a message to send, or one of the client's slash commands.
+"""What a member types: a message to send, a request for the room, or a command for the client.
 
-Both the terminal interface and pipe mode read lines through `parse`, so `/quit`, `tata`,
-`/who` and `/help` mean the same everywhere. A line starting with `//` sends the rest with one
-slash, for the rare message that has to start with one.
+Both the terminal interface and pipe mode read lines through `parse`, so every command means the
+same everywhere. Slash commands are the room's one grammar (`protocol.commands`: `/msg`, `/me`,
+`/nick`, `/away`, `/kick`, ...); the client keeps only what needs no server: `/help` (the
+commands and keys, without a round trip), `/quit` and `tata`. A line starting with `//` sends
+the rest with one slash, for the rare message that has to start with one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from ..protocol import commands as grammar
+from ..protocol.events import (
+    Away,
+    Back,
+    Help,
+    Moderate,
+    Nick,
+    Quit,
+    Say,
+    SetTopic,
+    Who,
+)
 from ..protocol.textmode import QUIT_WORDS
 
-HELP = (
-    ("/who", "list who is online"),
-    ("/help", "show this list"),
-    ("/quit or tata", "leave the room"),
-    ("//text", "send a message that starts with '/'"),
-)
+HELP = grammar.HELP
+OPERATOR_HELP = grammar.OPERATOR_HELP
 KEYS_HELP = (
+    ("Tab", "complete a name (again: the next one), or a /command"),
     ("Up / Down", "earlier lines you typed"),
     ("PageUp / PageDown", "scroll the messages"),
     ("Ctrl-U", "clear the line"),
     ("Ctrl-L", "jump to the newest message"),
     ("Ctrl-C", "leave"),
 )
+# Every slash command, for Tab: read off the help tables, so a new command completes too.
+COMMAND_NAMES = tuple(
+    sorted(
+        {
+            word
+            for usage, meaning in (*HELP, *OPERATOR_HELP)
+            for word in re.findall(r"(?<![/\w])/([a-z]+)", f"{usage} {meaning}")
+        }
+    )
+)
+# Commands whose first word is a member's name, where Tab completes one (quoted if it has a
+# space, as `split_target` reads it).
+NAME_COMMANDS = frozenset(
+    {"msg", "m", "tell", "kick", "ban", "unban", "mute", "unmute", "op", "deop"}
+)
+
+# What a member may ask of the room besides sending a line.
+Request = Who | Nick | Away | Back | SetTopic | Help | Moderate
 
 
 @dataclass(frozen=True)
 class Send:
-    """Post `text` to the room."""
+    """Post `text`: to the room, or privately to `to`; `action` for `/me`."""
 
     text: str
+    to: str | None = None
+    action: bool = False
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Send `request` to the room (`/nick`, `/away`, `/who`, `/kick`, ...)."""
+
+    request: Request
 
 
 @dataclass(frozen=True)
@@ -39,23 +78,18 @@ class QuitCommand:
 
 
 @dataclass(frozen=True)
-class WhoCommand:
-    """Ask who is online."""
-
-
-@dataclass(frozen=True)
 class HelpCommand:
-    """Show the commands."""
+    """Show the commands and keys."""
 
 
 @dataclass(frozen=True)
-class Unknown:
-    """A slash command this client does not know; `name` is what was typed."""
+class Invalid:
+    """A command that does not parse; `message` says how to type it."""
 
-    name: str
+    message: str
 
 
-Command = Send | QuitCommand | WhoCommand | HelpCommand | Unknown
+Command = Send | Ask | QuitCommand | HelpCommand | Invalid
 
 
 def parse(line: str) -> Command | None:
@@ -66,12 +100,21 @@ def parse(line: str) -> Command | None:
     lowered = word.lower()
     if lowered in QUIT_WORDS:
         return QuitCommand()
-    if lowered == "/who":
-        return WhoCommand()
     if lowered in ("/help", "/?"):
         return HelpCommand()
     if word.startswith("//"):
         return Send(line.lstrip()[1:])
-    if word.startswith("/") and len(word) > 1 and not word[1].isspace():
-        return Unknown(word.split()[0])
-    return Send(line)
+    if not (word.startswith("/") and len(word) > 1 and not word[1].isspace()):
+        return Send(line)
+    try:
+        event = grammar.parse(word)
+    except grammar.CommandError as exc:
+        return Invalid(str(exc))
+    match event:
+        case Say(text, _, to, action):
+            return Send(text, to, action)
+        case Quit():
+            return QuitCommand()
+        case Who() | Nick() | Away() | Back() | SetTopic() | Help() | Moderate():
+            return Ask(event)
+    return Invalid(f"{word.split()[0][:20]} cannot be typed here")

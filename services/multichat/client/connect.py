@@ -25,7 +25,9 @@ EXIT_OK = 0  # left, or the room closed, with every line delivered
 EXIT_ERROR = 1  # could not connect: refused, unknown host, timed out, not a multichat server
 EXIT_USAGE = 2  # a bad address or option, or a name or password needed and no terminal to ask
 EXIT_REFUSED = 3  # the room said no: wrong password, name taken or invalid, full, throttled
-EXIT_LOST = 4  # the connection was lost and not rebuilt, or lines typed were not delivered
+# The connection was lost and not rebuilt, the room put us out (kicked, banned, flooding), or
+# lines typed were not delivered.
+EXIT_LOST = 4
 
 # A person gets a few tries at the password and the name; the server throttles guessing anyway.
 LOGIN_TRIES = 5
@@ -94,7 +96,9 @@ def report(ending: Ending, out: TextIO, err: TextIO) -> int:
     return code
 
 
-async def _session(address: Address, name: str, password: str, *, plain: bool) -> Ending:
+async def _session(
+    address: Address, name: str, password: str, *, plain: bool, bell: bool = True
+) -> Ending:
     """Log in, then chat in the terminal interface or in pipe mode until the end."""
     client = ChatClient(address, name, password, listener=lambda event: None)
     await client.join()
@@ -104,13 +108,15 @@ async def _session(address: Address, name: str, password: str, *, plain: bool) -
     if not plain and not dumb and stdin.isatty() and sys.stdout.isatty():
         from .tui import run_tui
 
-        return await run_tui(client)
+        return await run_tui(client, bell=bell)
     from .pipe import run_pipe
 
     return await run_pipe(client, stdin, sys.stdout)
 
 
-def run_connect(address: Address, name: str | None, password: str | None, *, plain: bool) -> int:
+def run_connect(
+    address: Address, name: str | None, password: str | None, *, plain: bool, bell: bool = True
+) -> int:
     """Run `multichat connect`; return its exit code, or raise ConnectExit.
 
     Prompts happen outside trio, so Ctrl-C at a prompt ends the command at once and getpass
@@ -121,10 +127,12 @@ def run_connect(address: Address, name: str | None, password: str | None, *, pla
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     interactive = sys.stdin is not None and sys.stdin.isatty()
-    name, password = _credentials(name or None, password or None, interactive=interactive)
+    # An invite's token logs in instead of the password: nothing to ask for.
+    secret = "" if address.invite is not None else password or None
+    name, password = _credentials(name or None, secret, interactive=interactive)
     for _ in range(LOGIN_TRIES):
         try:
-            ending = trio.run(partial(_session, address, name, password, plain=plain))
+            ending = trio.run(partial(_session, address, name, password, plain=plain, bell=bell))
         except LoginRefused as exc:
             message = clean_for_terminal(str(exc), single_line=True)
             if not interactive or exc.code not in ASK_AGAIN:

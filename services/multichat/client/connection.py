@@ -4,13 +4,19 @@
 errors). `run` then reads and writes until the member leaves, the room closes, or the
 connection is lost and `RECONNECT_TRIES` attempts to rejoin fail. Everything that happens goes
 to one `listener` callback, synchronously and in order: the room's events as they arrive, and
-the client's own updates (`Joined`, `Lost`, `NotSent`).
+the client's own updates (`Joined`, `Lost`, `NotSent`). It also keeps what the interface shows
+beside the messages current: our own name (a `/nick` is followed, and a rejoin uses the new
+one), who is online, away and an operator, and the topic.
 
 Typed lines are never lost to a broken connection: each carries an id, and stays queued until
 the server's echo of it (the acknowledgement) arrives. After a rejoin the client asks `who` and
 holds its lines until the answer: everything the room replays before it is history, where a line
 the old connection delivered but whose echo was lost shows up under our name and need not be
 sent twice.
+
+Lines are messages, public or private (`/msg`, `/me`); everything else a member asks (`/nick`,
+`/away`, `/kick`, ...) is a request, sent at once and only while connected: the room answers
+it with an error or a notice, or not at all, and asking again later is the member's call.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import trio
 from ..protocol.connection import ClientConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import (
+    CameBack,
     ConnectionClosed,
     Error,
     Event,
@@ -36,17 +43,22 @@ from ..protocol.events import (
     Members,
     Message,
     NeedData,
+    Notice,
     Ping,
     Pong,
     Quit,
+    Renamed,
     Say,
     Shutdown,
+    Topic,
     Welcome,
+    WentAway,
     Who,
 )
 from ..protocol.sanitize import clean_text
 from ..protocol.state import State
 from .address import Address
+from .commands import Request
 from .login import RECEIVE_BYTES, ClientError, LoginRefused, login
 
 # About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
@@ -69,23 +81,29 @@ PONG_SECONDS = 20.0
 # a room with flood control echoes a burst of lines in a few seconds.
 QUIT_SECONDS = 5.0
 
-# Server refusals of a line that sending it again cannot fix.
-LINE_REFUSALS = frozenset({"too_long", "empty"})
+# Server refusals of a line that sending it again cannot fix. A muted member's lines count as
+# refused: resending them after every rejoin would knock on a closed door forever.
+LINE_REFUSALS = frozenset({"too_long", "empty", "muted"})
+# A private line to someone who is not there; requests (`/kick bob`) get the same code, so the
+# error is matched to a line by the name it quotes.
+NO_SUCH_MEMBER = "no_such_member"
 # Refusals of a line because the session is ending; it may go again after a rejoin.
 LINE_DEFERRALS = frozenset({"shutting_down", "not_joined"})
 # Login refusals that retrying cannot fix; others (a name still held by our old connection, a
 # room restarting or full) may clear up while reconnecting.
 FATAL_LOGIN = frozenset({"bad_password", "bad_name", "unsupported_version"})
-# The server closed on us on purpose; coming back would do it again.
-KICKS = frozenset({"flooding"})
+# The server closed on us on purpose; coming back would do it again (or be refused).
+KICKS = frozenset({"flooding", "kicked", "banned"})
 
 
 @dataclass
 class Line:
-    """A typed line on its way to the room; `id` comes back on its echo."""
+    """A typed line on its way to the room (or to `to` alone); `id` comes back on its echo."""
 
     id: str
     text: str
+    to: str | None = None
+    action: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,18 +165,23 @@ class ChatClient:
         self.state: Literal["connecting", "connected", "reconnecting", "closed"] = "connecting"
         self.room = ""
         self.members: list[str] = []
+        self.away: dict[str, str] = {}  # who is away, and why (as far as we have heard)
+        self.ops: set[str] = set()  # the room's operators (as of the last member list)
+        self.topic = ""
+        self.welcome_seq = 0  # the room's newest message when we joined: older ones are history
         self._stream: trio.abc.Stream | None = None
         self._conn = ClientConnection()
         self._outbox: deque[Line] = deque()  # typed, not sent on this connection yet
         self._unacked: dict[str, Line] = {}  # sent on this connection, echo not seen yet
         self._deferred: list[Line] = []  # refused while the room was closing
         self._maybe_delivered: set[str] = set()  # ids sent on a connection that broke
-        self._control: list[Event] = []  # pong and who, sent ahead of lines
+        self._control: list[Event] = []  # pongs and requests, sent ahead of lines
         self._holding = False  # after a rejoin, lines wait for the history to end
         self._quitting = False
         self._quit_sent = False
         self._shutdown: str | None = None
         self._last_error: Error | None = None
+        self._last_notice: Notice | None = None
         self._last_seq = 0
         self._last_ts = 0.0
         self._next_id = 0
@@ -176,23 +199,32 @@ class ChatClient:
         """Lines typed and not yet acknowledged."""
         return len(self._outbox) + len(self._unacked) + len(self._deferred)
 
-    def say_nowait(self, text: str) -> Line:
-        """Queue `text` for the room; it is sent as soon as there is a connection."""
+    def say_nowait(self, text: str, *, to: str | None = None, action: bool = False) -> Line:
+        """Queue `text` for the room (for `to` alone if given); it is sent as soon as there is
+        a connection."""
         self._next_id += 1
-        line = Line(f"{self._id_prefix}-{self._next_id}", text)
+        line = Line(f"{self._id_prefix}-{self._next_id}", text, to, action)
         self._outbox.append(line)
         if self._acknowledged.is_set():
             self._acknowledged = trio.Event()
         self._wakeup.set()
         return line
 
-    def who_nowait(self) -> bool:
-        """Ask for the member list; False when not connected (the answer would be stale)."""
+    def request_nowait(self, request: Request) -> bool:
+        """Ask the room for something other than a message; False when not connected.
+
+        Not kept for a later connection: a rename, a kick or a member list asked for minutes
+        ago is not what the member wants by the time the room is back.
+        """
         if self.state != "connected":
             return False
-        self._control.append(Who())
+        self._control.append(request)
         self._wakeup.set()
         return True
+
+    def who_nowait(self) -> bool:
+        """Ask for the member list; False when not connected (the answer would be stale)."""
+        return self.request_nowait(Who())
 
     def quit_nowait(self) -> None:
         """Leave once the lines already queued are acknowledged; `run` returns soon after."""
@@ -222,6 +254,8 @@ class ChatClient:
         self.name = welcome.name
         self.room = welcome.room
         self.members = list(welcome.members)
+        self.topic = welcome.topic
+        self.welcome_seq = welcome.seq
         self.state = "connected"
 
     # -- running --
@@ -277,6 +311,8 @@ class ChatClient:
                         self.address, self.name, self.password
                     )
                 except LoginRefused as exc:
+                    if exc.code == "banned":
+                        return self._ending("kicked", str(exc))
                     if exc.code in FATAL_LOGIN:
                         return self._ending("lost", f"could not rejoin {self.address}: {exc}")
                     if (
@@ -313,6 +349,10 @@ class ChatClient:
         self._session_scope = None
         if isinstance(result, Ending):
             return result
+        error = self._last_error
+        if error is not None and error.code in KICKS:
+            # Told why, then closed: even if our writer noticed the close first.
+            return self._ending("kicked", error.message)
         if self._shutdown is not None:
             return self._ending("shutdown", self._shutdown)
         if result is None and not broken:
@@ -352,7 +392,7 @@ class ChatClient:
             while self._outbox:
                 line = self._outbox.popleft()
                 self._unacked[line.id] = line
-                parts.append(conn.send(Say(line.text, line.id)))
+                parts.append(conn.send(Say(line.text, line.id, line.to, line.action)))
             # `quit` waits for the echoes: once it is sent, the protocol reads nothing more.
             if self._quitting and not self._unacked:
                 parts.append(conn.send(Quit()))
@@ -414,16 +454,10 @@ class ChatClient:
                     self._unacked.pop(id, None)
                     self._maybe_delivered.discard(id)
                     self._check_acknowledged()
-            case Join(name, ts):
-                self._last_ts = max(self._last_ts, ts)
-                if name not in self.members:
-                    self.members.append(name)
-            case Leave(name, _, ts):
-                self._last_ts = max(self._last_ts, ts)
-                if name in self.members:
-                    self.members.remove(name)
-            case Members(names):
+            case Members(names, away, ops):
                 self.members = list(names)
+                self.away = dict(away)
+                self.ops = set(ops)
                 if self._holding:
                     self._holding = False
                     self._wakeup.set()
@@ -435,21 +469,73 @@ class ChatClient:
                 return
             case Pong():
                 return
+            case Notice():
+                # An operator hears of its own action twice (the room's notice and the answer
+                # to its command): the same notice, to the same instant, is shown once.
+                if event == self._last_notice:
+                    return
+                self._last_notice = event
+                self._last_ts = max(self._last_ts, event.ts)
             case Shutdown(reason):
                 self._shutdown = reason or "the room closed"
             case Error(code):
                 self._last_error = event
-                if self._unacked and (code in LINE_REFUSALS or code in LINE_DEFERRALS):
-                    oldest = next(iter(self._unacked))
-                    line = self._unacked.pop(oldest)
-                    if code in LINE_REFUSALS:
+                line = self._refused_line(event)
+                if line is not None:
+                    if code in LINE_REFUSALS or code == NO_SUCH_MEMBER:
                         self._maybe_delivered.discard(line.id)
                         self.listener(NotSent(line, event))
                     else:
                         self._deferred.append(line)
                     self._check_acknowledged()
                     return
+            case _:
+                self._track(event)
         self.listener(event)
+
+    def _track(self, event: Event) -> None:
+        """Keep our name, the member list, who is away and the topic as the room says."""
+        match event:
+            case Join(name, ts):
+                self._last_ts = max(self._last_ts, ts)
+                if name not in self.members:
+                    self.members.append(name)
+            case Leave(name, _, ts):
+                self._last_ts = max(self._last_ts, ts)
+                if name in self.members:
+                    self.members.remove(name)
+                self.away.pop(name, None)
+                self.ops.discard(name)
+            case Renamed(old, new, ts):
+                self._last_ts = max(self._last_ts, ts)
+                if old == self.name:
+                    self.name = new  # a rejoin asks for the name we have now
+                self.members = [new if name == old else name for name in self.members]
+                if old in self.away:
+                    self.away[new] = self.away.pop(old)
+                if old in self.ops:
+                    self.ops.discard(old)
+                    self.ops.add(new)
+            case WentAway(name, text):
+                self.away[name] = text
+            case CameBack(name):
+                self.away.pop(name, None)
+            case Topic(text):
+                self.topic = text
+
+    def _refused_line(self, error: Error) -> Line | None:
+        """The line `error` refuses, taken off the unacknowledged ones; None if it is no
+        line's (a refused request, a notice of the session's end)."""
+        if not self._unacked:
+            return None
+        if error.code in LINE_REFUSALS or error.code in LINE_DEFERRALS:
+            # The room answers in order: the oldest line not yet echoed is the one.
+            return self._unacked.pop(next(iter(self._unacked)))
+        if error.code == NO_SUCH_MEMBER:
+            for line in self._unacked.values():
+                if line.to is not None and repr(line.to) in error.message:
+                    return self._unacked.pop(line.id)
+        return None
 
     def _replayed(self, event: Event) -> bool:
         """While holding after a rejoin: whether `event` is history already handled.
@@ -469,13 +555,20 @@ class ChatClient:
                             self._handle(dataclasses.replace(event, id=line.id))
                             self._check_acknowledged()
                             return True
-            case Join(_, ts) | Leave(_, _, ts):
+            case Join(_, ts) | Leave(_, _, ts) | Renamed(_, _, ts) | Notice(_, ts):
                 return ts <= self._last_ts
+            case WentAway() | CameBack() | Topic():
+                # Undated: history or news, there is no telling. Followed quietly: the welcome
+                # brought the topic, and the member list about to come says who is away.
+                self._track(event)
+                return True
         return False
 
     def welcome_now(self) -> Welcome:
         """The welcome as it stands now: the current name, room and members."""
-        return Welcome(self.name, self.room, tuple(self.members))
+        return Welcome(
+            self.name, self.room, tuple(self.members), topic=self.topic, seq=self.welcome_seq
+        )
 
     def _check_acknowledged(self) -> None:
         if not self.pending:

@@ -1,17 +1,22 @@
 """Reaching a room and logging in: one connection, one hello, one answer.
 
-The connection is TCP, or a WebSocket over TCP or TLS (`websocket.py`), as the address says;
-either way what comes back is a stream of JSON lines, and the rest of the client cannot tell
-which. Every way this can fail becomes one of three errors, each worded as one line for the
-person who typed the address: `ConnectFailed` (refused, unknown host, timed out, unreachable,
-an untrusted certificate, a room that is closed behind its tunnel), `NotMultichat` (something
-answered, but not a multichat server: an SSH or web server, or silence) and `LoginRefused`
-(the room said no, with the server's error code).
+The connection is TCP, or a WebSocket over TCP or TLS (`websocket.py`), or, for an invite
+(`multichat://...&fp=SHA256`), TLS whose certificate must have the invite's fingerprint, checked
+before a byte of ours is sent, so a room that is not the one invited to never sees the password
+(`IdentityChanged`). Either way what comes back is a stream of JSON lines, and the rest of the
+client cannot tell which. Every way this can fail becomes one of three errors, each worded as
+one line for the person who typed the address: `ConnectFailed` (refused, unknown host, timed
+out, unreachable, an untrusted certificate or the wrong one, a room that is closed behind its
+tunnel), `NotMultichat` (something answered, but not a multichat server: an SSH or web server,
+or silence) and `LoginRefused` (the room said no, with the server's error code).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
+import ipaddress
 import socket
 import ssl
 
@@ -46,6 +51,10 @@ class ConnectFailed(ClientError):
 
 class NotMultichat(ClientError):
     """Something answered, but not a multichat server."""
+
+
+class IdentityChanged(ConnectFailed):
+    """The room's certificate is not the one its invite pins; nothing was sent to it."""
 
 
 class LoginRefused(ClientError):
@@ -86,7 +95,8 @@ async def login(
 ) -> tuple[trio.abc.Stream, ClientConnection, Welcome]:
     """Connect and say hello; the open stream, its protocol state and the room's welcome.
 
-    Raises ConnectFailed, NotMultichat or LoginRefused.
+    With a personal invite in the address, its token logs in (`password` is then "").
+    Raises ConnectFailed (IdentityChanged among them), NotMultichat or LoginRefused.
     """
     stream = await _connect(address)
     try:
@@ -94,7 +104,8 @@ async def login(
             if address.transport != "tcp":
                 stream = await open_websocket(stream, address.http_host, address.path)
             conn = ClientConnection()
-            await stream.send_all(conn.send(Hello(name, password)))
+            hello = Hello(name, password, invite=address.invite)
+            await stream.send_all(conn.send(hello))
             welcome = await _answer(stream, conn, address)
     except trio.TooSlowError:
         await trio.aclose_forcefully(stream)
@@ -117,10 +128,12 @@ async def login(
 
 
 async def _connect(address: Address) -> trio.abc.Stream:
-    """A TCP connection to `address`, with TLS on top for wss; raises ConnectFailed."""
+    """A TCP connection to `address`, with TLS on top for wss and invites; raises ConnectFailed."""
     try:
         with trio.fail_after(CONNECT_SECONDS):
             tcp = await trio.open_tcp_stream(address.host, address.port)
+            if address.fingerprint is not None:
+                return await _pinned(tcp, address, address.fingerprint)
             if address.transport != "wss":
                 return tcp
             # https_compatible: servers and proxies that speak HTTPS often close without TLS's
@@ -143,9 +156,69 @@ async def _connect(address: Address) -> trio.abc.Stream:
         raise connect_error(exc, address) from None
 
 
+def pinning_context() -> ssl.SSLContext:
+    """TLS that trusts no CA and checks no name: the invite's fingerprint is the trust.
+
+    The room's certificate is self-signed, and its name is whatever address friends use (a
+    LAN address, a tunnel's), so neither check could pass; `_pinned` compares the certificate
+    itself instead, before anything is sent.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _sni(host: str) -> str | None:
+    """The name to send in TLS's SNI: none for an IP literal (RFC 6066 section 3)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    return None
+
+
+async def _pinned(
+    tcp: trio.SocketStream, address: Address, expected: str
+) -> trio.SSLStream[trio.SocketStream]:
+    """TLS over `tcp` with a room whose certificate's SHA-256 must be `expected`.
+
+    Raises IdentityChanged, having sent nothing but the TLS handshake, if it is not.
+    """
+    # https_compatible: a room (or a tunnel) may close without TLS's close_notify; that ends
+    # the stream, as it would without TLS.
+    tls = trio.SSLStream(
+        tcp, pinning_context(), server_hostname=_sni(address.host), https_compatible=True
+    )
+    try:
+        await tls.do_handshake()
+        der = tls.getpeercert(binary_form=True)
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    seen = hashlib.sha256(der or b"").hexdigest()
+    if not hmac.compare_digest(seen, expected):
+        await trio.aclose_forcefully(tls)
+        raise IdentityChanged(
+            f"the room's identity changed: {address} showed a certificate with SHA-256 {seen}, "
+            "not the one its invite pins. It may be a different room at that address now, or "
+            "someone in between who could read everything; nothing was sent (not your "
+            "password). Ask the host for a fresh invite"
+        )
+    return tls
+
+
 def tls_error(exc: trio.BrokenResourceError, address: Address) -> ConnectFailed:
     """Why the TLS handshake with `address` failed, in words."""
     cause = exc.__cause__
+    if address.fingerprint is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        # A room from before TLS answers a ClientHello with nothing, or with plain text.
+        plain = Address(address.host, address.port)
+        return ConnectFailed(
+            f"{address} did not complete TLS: is it a multichat room from before invites? "
+            f"Then connect with {plain}"
+        )
     if isinstance(cause, ssl.SSLCertVerificationError):
         why = (cause.verify_message or cause.reason or str(cause)).rstrip(".")
         return ConnectFailed(

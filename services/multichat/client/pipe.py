@@ -1,27 +1,29 @@
 """Pipe mode: each stdin line is a message, each event one plain line on stdout.
 
 For scripts, bots, tests and terminals too simple for the full interface (`--plain`). The lines
-look like the server's plain-text mode (`[12:03] alice: hi`, `* bob joined`); slash commands
-work as in the terminal interface. At end of input the client waits until the room has
-acknowledged every line it sent, then leaves.
+look like the server's plain-text mode (`[12:03] alice: hi`, `[12:03] bob -> alice: psst`,
+`[12:03] * carol waves`, `* bob joined`); slash commands work as in the terminal interface. At
+end of input the client waits until the room has acknowledged every line it sent, then leaves.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+import dataclasses
+from typing import TextIO, TypeVar
 
 import trio
 
-from ..protocol.events import Error, Event, Join, Leave, Members, Message, Shutdown
+from ..protocol import textmode
+from ..protocol.errors import LocalProtocolError
+from ..protocol.events import Event, Message, Notice
 from ..protocol.sanitize import MAX_TEXT_CHARS, clean_for_terminal, too_long
-from ..protocol.textmode import clock
 from . import commands
 from .connection import ChatClient, Ending, Joined, Lost, NotSent, Update
 
-# Continuation lines of a multi-line message line up under the text, past "[12:03] ".
-_INDENT = "        "
 # A refused line is quoted back this far, enough to recognise it.
 QUOTE_CHARS = 40
+
+T = TypeVar("T")
 
 
 def _one(text: str) -> str:
@@ -32,28 +34,37 @@ def _online(names: tuple[str, ...] | list[str]) -> str:
     return f"Online ({len(names)}): {', '.join(_one(n) for n in names)}"
 
 
+def clean(value: T) -> T:
+    """`value` with every string in it safe for a terminal: names, reasons and topics on one
+    line; a message's or a notice's text keeps its line breaks."""
+    if isinstance(value, str):
+        return _one(value)  # type: ignore[return-value]
+    if isinstance(value, tuple):
+        return tuple(clean(item) for item in value)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            field.name: clean(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+        if isinstance(value, Message | Notice):
+            changes["text"] = clean_for_terminal(value.text)
+        return dataclasses.replace(value, **changes)
+    return value
+
+
 def render(event: Event | Update) -> str | None:
-    """The plain line(s) for one event, sanitised; None for events with nothing to show."""
+    """The plain line(s) for one event, sanitised; None for events with nothing to show.
+
+    The room's events read as they do to `nc` (the server's plain-text mode says them the
+    same way), so a script can read either.
+    """
     match event:
-        case Message(_, ts, sender, text):
-            body = clean_for_terminal(text).replace("\n", "\n" + _INDENT)
-            return f"[{clock(ts)}] {_one(sender)}: {body}"
-        case Join(name):
-            return f"* {_one(name)} joined"
-        case Leave(name, reason):
-            return f"* {_one(name)} left ({_one(reason)})"
-        case Members(names):
-            return f"* {_online(names)}"
-        case Error(_, message):
-            return f"! {_one(message)}"
-        case Shutdown(reason):
-            return f"* The room is closing: {_one(reason)}" if reason else "* The room is closing."
         case Joined(welcome, rejoined):
             if rejoined:
                 return f"* Reconnected to {_one(welcome.room)} as {_one(welcome.name)}"
+            topic = f"\n* Topic: {_one(welcome.topic)}" if welcome.topic else ""
             return (
                 f"* Welcome to {_one(welcome.room)}, {_one(welcome.name)}! "
-                f"{_online(welcome.members)}"
+                f"{_online(welcome.members)}{topic}"
             )
         case Lost(reason, attempt, tries, delay):
             return f"* {_one(reason)}; reconnecting in {delay:.0f} s (try {attempt} of {tries})"
@@ -62,11 +73,16 @@ def render(event: Event | Update) -> str | None:
             if len(quoted) > QUOTE_CHARS:
                 quoted = quoted[: QUOTE_CHARS - 3] + "..."
             return f"! not sent ({_one(error.message)}): {quoted}"
-    return None
+    try:
+        text = textmode.render(clean(event)).decode("utf-8")
+    except LocalProtocolError:  # not something a member is sent (a status, a client event)
+        return None
+    return text.removesuffix("\n") or None
 
 
 def help_lines() -> list[str]:
-    return [f"* {usage}: {meaning}" for usage, meaning in commands.HELP]
+    rows = (*commands.HELP, *commands.OPERATOR_HELP)
+    return [f"* {usage}: {meaning}" for usage, meaning in rows]
 
 
 class Printer:
@@ -95,18 +111,18 @@ async def read_lines(client: ChatClient, stdin: TextIO, printer: Printer) -> Non
             case commands.Send(text) if too_long(text):
                 # Longer than any room takes, and than a frame carries: refused here.
                 printer.print(f"! not sent ({len(text)} characters; at most {MAX_TEXT_CHARS})")
-            case commands.Send(text):
-                client.say_nowait(text)
+            case commands.Send(text, to, action):
+                client.say_nowait(text, to=to, action=action)
+            case commands.Ask(request):
+                if not client.request_nowait(request):
+                    printer.print("! not connected; try again once reconnected")
             case commands.QuitCommand():
                 break
-            case commands.WhoCommand():
-                if not client.who_nowait():
-                    printer.print("! not connected; try again once reconnected")
             case commands.HelpCommand():
                 for line in help_lines():
                     printer.print(line)
-            case commands.Unknown(name):
-                printer.print(f"! unknown command {_one(name)}; /help lists commands")
+            case commands.Invalid(message):
+                printer.print(f"! {_one(message)}")
     await client.wait_acknowledged()
     client.quit_nowait()
 

@@ -5,22 +5,42 @@ so a message arriving while someone types is drawn in the pane and never lands i
 typed. Nothing here reads the terminal itself: urwid's display does, the right way for each
 platform. Every string from the network is cleaned (`sanitize.clean_for_terminal`) before it
 becomes a widget, so nothing a peer sends can move the cursor, recolour or retitle the screen.
+
+A line that mentions my name is highlighted and rings the terminal's bell once (unless the
+member asked for no bell); Tab completes members' names and commands (`names.py`). The topic
+is the window's header line.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import trio
 import urwid
 
-from ..protocol.events import Error, Event, Join, Leave, Members, Message, Shutdown
+from ..protocol.events import (
+    BanList,
+    CameBack,
+    Error,
+    Event,
+    Join,
+    Leave,
+    Members,
+    Message,
+    Notice,
+    Renamed,
+    Shutdown,
+    Topic,
+    WentAway,
+)
 from ..protocol.sanitize import MAX_TEXT_CHARS, clean_for_terminal, too_long
-from ..protocol.textmode import clock
+from ..protocol.textmode import clock, describe_ban, describe_members
 from . import commands
-from .connection import ChatClient, Ending, Joined, Lost, NotSent, Update
+from .connection import KICKS, ChatClient, Ending, Joined, Line, Lost, NotSent, Update
+from .names import Completion, complete, mentions
 
 # After the room closes or the connection is given up, the reason stays on screen this long
 # (or until a key is pressed) before the terminal is handed back.
@@ -33,6 +53,8 @@ MAX_ROWS = 5000
 INPUT_ROWS = 5
 # Width of the timestamp column, "12:03" and a space.
 TS_COLUMNS = 6
+# /help's first column: the common commands line up; the longest usages push their text on.
+HELP_COLUMNS = 20
 
 # Readable on dark and light backgrounds alike; 16-colour names work on every terminal.
 NAME_COLOURS = (
@@ -61,6 +83,11 @@ PALETTE: list[tuple[str, str, str]] = [
     ("status warn", "black", "yellow"),
     ("status bad", "white,bold", "dark red"),
     ("unread", "black,bold", "yellow"),
+    ("mention", "black", "yellow"),
+    ("private", "light magenta", "default"),
+    ("action", "light gray,italics", "default"),
+    ("notice", "yellow", "default"),
+    ("topic", "white", "dark blue"),
 ] + [(f"name{i}", colour, "default") for i, colour in enumerate(NAME_COLOURS)]
 
 
@@ -73,11 +100,11 @@ def name_attr(name: str) -> str:
     return f"name{zlib.crc32(name.casefold().encode('utf-8')) % len(NAME_COLOURS)}"
 
 
-def _marks() -> tuple[str, str, str, str]:
-    """Pending, sent, joined and left marks; ASCII where the terminal is not UTF-8."""
+def _marks() -> tuple[str, str, str, str, str]:
+    """Pending, sent, joined, left and private marks; ASCII where the terminal is not UTF-8."""
     if urwid.get_encoding_mode() == "utf8":
-        return " …", " ✓", "→", "←"
-    return " ...", " +", "->", "<-"
+        return " …", " ✓", "→", "←", " ▸ "
+    return " ...", " +", "->", "<-", " -> "
 
 
 Markup = Any  # urwid's text markup: str, (attr, markup) or a list of those
@@ -199,26 +226,42 @@ class InputLine(urwid.Edit):
         self.set_edit_pos(len(text))
 
 
-class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
+Header = urwid.AttrMap[urwid.Text]
+Layout = urwid.Frame[MessagePane, Header, urwid.Pile]
+
+
+class ChatScreen(urwid.WidgetWrap[Layout]):
     """Everything on screen, and what keys and room events do to it."""
 
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, bell: Callable[[], None] | None = None) -> None:
         self.client = client
+        self.bell = bell  # rings the terminal; None: a silent window (--no-bell)
         self.pane = MessagePane()
         self.status = urwid.Text("", wrap="ellipsis")
-        self.notice = urwid.Text("", align="right", wrap="ellipsis")
+        self.notice = urwid.Text("", wrap="ellipsis", align="right")
         self.status_bar = urwid.AttrMap(
             urwid.Columns([self.status, ("pack", self.notice)], dividechars=1), "status"
         )
-        self.input = InputLine(("prompt", f"{_one(client.name)}> "))
+        self.topic = urwid.Text("", wrap="ellipsis")
+        self.topic_bar = urwid.AttrMap(self.topic, "topic")
+        self.input = InputLine(self._prompt())
         footer = urwid.Pile([self.status_bar, self.input])
-        super().__init__(urwid.Frame(self.pane, footer=footer, focus_part="footer"))
+        self.frame: Layout = urwid.Frame(self.pane, footer=footer, focus_part="footer")
+        super().__init__(self.frame)
         self.sending: dict[str, Row] = {}  # own lines waiting for their echo, by id
         self.lost: Lost | None = None
         self.ending: Ending | None = None
         self.key_after_end = trio.Event()
         self._pasting = False
-        self.mark_pending, self.mark_sent, self.mark_join, self.mark_leave = _marks()
+        # The Tab cycle under way: its options, the one shown, and the line as Tab left it.
+        self._completion: tuple[Completion, int, str] | None = None
+        # Messages up to this one are the history shown on joining: a mention there is
+        # highlighted, but rings nothing (it may be hours old).
+        self.history_seq = client.welcome_seq
+        marks = _marks()
+        self.mark_pending, self.mark_sent, self.mark_join, self.mark_leave = marks[:4]
+        self.mark_private = marks[4]
+        self.refresh_topic()
         self.refresh_status()
 
     # -- the pane --
@@ -232,39 +275,99 @@ class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
     def system(self, text: str, attr: str = "system") -> None:
         self.add((attr, text))
 
+    def _prompt(self) -> Markup:
+        return ("prompt", f"{_one(self.client.name)}> ")
+
     def _name(self, name: str) -> Markup:
         shown = _one(name)
         return ("me", shown) if name == self.client.name else (name_attr(name), shown)
 
+    def _line(
+        self, sender: str, text: str, to: str | None, action: bool, attr: str
+    ) -> list[Markup]:
+        """A message as the pane shows it: `alice: hi`, `* alice waves`, `alice ▸ bob: psst`;
+        `attr` styles the text (empty: as its kind is shown)."""
+        cleaned = clean_for_terminal(text)
+        style = attr or ("action" if action else "")
+        body: Markup = (style, cleaned) if style else cleaned
+        private: list[Markup] = []
+        if to is not None:
+            private = [("private", self.mark_private), self._name(to)]
+        if action:
+            return [("action", "* "), self._name(sender), *private, " ", body]
+        return [self._name(sender), *private, ": ", body]
+
+    def _names_me(self, message: Message) -> bool:
+        """Someone else's message naming me, or for me alone."""
+        me = self.client.name
+        return message.sender != me and (message.to == me or mentions(message.text, me))
+
     def _message(self, message: Message) -> Markup:
-        markup: list[Markup] = [self._name(message.sender), ": ", clean_for_terminal(message.text)]
+        mentioned = self._names_me(message)
+        attr = "mention" if mentioned else "private" if message.to is not None else ""
+        markup = self._line(message.sender, message.text, message.to, message.action, attr)
         if message.id is not None:
             markup.append(("sent", self.mark_sent))
         return markup
 
+    def _ring(self) -> None:
+        if self.bell is not None:
+            self.bell()
+
     def on_event(self, event: Event | Update) -> None:
         """The client's listener: show one event from the room or the connection."""
         match event:
-            case Message(_, ts, _, _, id):
+            case Message(seq, ts, _, _, id):
                 row = self.sending.pop(id, None) if isinstance(id, str) else None
                 if row is not None:
                     row.update(ts, self._message(event))
                 else:
                     self.add(self._message(event), ts)
+                    if seq > self.history_seq and self._names_me(event):
+                        self._ring()
             case Join(name, ts):
                 self.add(("join", f"{self.mark_join} {_one(name)} joined"), ts)
             case Leave(name, reason, ts):
                 self.add(("leave", f"{self.mark_leave} {_one(name)} left ({_one(reason)})"), ts)
-            case Members(names):
-                self.system(f"Online ({len(names)}): {', '.join(_one(n) for n in names)}")
-            case Error(_, message):
-                self.system(_one(message), "error")
+            case Members(names, away, ops):
+                listed = describe_members(
+                    tuple(_one(n) for n in names),
+                    tuple((_one(n), _one(why)) for n, why in away),
+                    tuple(_one(n) for n in ops),
+                )
+                self.system(f"Online ({len(names)}): {listed}")
+            case Renamed(old, new, ts):
+                self.add(("system", f"{_one(old)} is now known as {_one(new)}"), ts)
+                self.input.set_caption(self._prompt())  # ours, if it was us
+            case WentAway(name, text):
+                self.system(f"{_one(name)} is away" + (f": {_one(text)}" if text else ""))
+            case CameBack(name):
+                self.system(f"{_one(name)} is back")
+            case Topic(text, by):
+                said = f"set the topic: {_one(text)}" if text else "cleared the topic"
+                self.system(f"{_one(by)} {said}")
+                self.refresh_topic()
+            case Notice(text, ts):
+                for line in text.splitlines() or [""]:
+                    self.add(("notice", _one(line)), ts)
+            case BanList(bans):
+                self.system(f"Bans ({len(bans)}):" if bans else "No bans.")
+                for ban in bans:
+                    address, name, reason, by = map(
+                        _one, (ban.address, ban.name, ban.reason, ban.by)
+                    )
+                    self.system(f"  {describe_ban(address, name, ban.until, reason, by)}")
+            case Error(code, message):
+                if code not in KICKS:  # the ending says it, once, when the room closes on us
+                    self.system(_one(message), "error")
             case Shutdown(reason):
                 text = f"The room is closing: {_one(reason)}" if reason else "The room is closing."
                 self.system(f" {text} ", "shutdown")
             case Joined(welcome, rejoined):
                 self.lost = None
                 room = _one(welcome.room)
+                self.input.set_caption(self._prompt())
+                self.refresh_topic()
                 if rejoined:
                     self.system(f"Reconnected to {room}.")
                 else:
@@ -279,7 +382,7 @@ class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
                 row = self.sending.pop(line.id, None)
                 text = f"not sent: {_one(error.message)}"
                 if row is not None:
-                    failed = [self._name(self.client.name), ": ", ("failed", _one(line.text))]
+                    failed = self._line(self.client.name, line.text, line.to, line.action, "failed")
                     row.update(time.time(), [*failed, ("failed", f"  ({text})")])
                 else:
                     self.system(text, "error")
@@ -292,7 +395,13 @@ class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
             self.system(_one(ending.reason), "error")
         self.refresh_status()
 
-    # -- the status line --
+    # -- the header and the status line --
+
+    def refresh_topic(self) -> None:
+        """The topic as the window's first line; no line at all when there is none."""
+        topic = self.client.topic
+        self.topic.set_text(f" Topic: {_one(topic)}" if topic else "")
+        self.frame.header = self.topic_bar if topic else None
 
     def refresh_status(self) -> None:
         """Room, address and members on the left; what needs attention on the right."""
@@ -300,6 +409,8 @@ class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
         parts = [_one(client.room) or "multichat", str(client.address)]
         if client.state == "connected" and self.ending is None:
             parts.append(f"{len(client.members)} online")
+            if client.name in client.away:
+                parts.append("you are away (/back)")
         self.status.set_text(" " + " · ".join(parts))
         notes: list[Markup] = []
         if self.pane.unread:
@@ -332,6 +443,10 @@ class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
         if self.ending is not None:
             self.key_after_end.set()
             return None
+        if key == "tab" and not self._pasting:
+            self.complete()
+            return None
+        self._completion = None
         if key in ("page up", "page down"):
             self.pane.scroll(key)
             self.refresh_status()
@@ -361,57 +476,82 @@ class ChatScreen(urwid.WidgetWrap[urwid.Frame[MessagePane, None, urwid.Pile]]):
             return None
         return super().keypress(size, key)
 
+    def complete(self) -> None:
+        """Tab: the member name (or /command) being typed; Tab again: the next one."""
+        text, cursor = self.input.edit_text, self.input.edit_pos
+        cycle = self._completion
+        if cycle is not None and cycle[2] == text[:cursor]:
+            completion, shown, _ = cycle
+            index = (shown + 1) % len(completion.options)
+        else:
+            found = complete(text[:cursor], self.client.members, self.client.name)
+            if found is None:
+                return
+            completion, index = found, 0
+        before = text[: completion.start] + completion.options[index]
+        self.input.set_edit_text(before + text[cursor:])
+        self.input.set_edit_pos(len(before))
+        self._completion = (completion, index, before) if len(completion.options) > 1 else None
+
     def submit(self) -> None:
         typed = self.input.edit_text
         self.input.set_edit_text("")
         self.input.remember(typed)
         match commands.parse(typed):
-            case commands.Send(text):
-                self.send(text)
+            case commands.Send(text, to, action):
+                self.send(text, to=to, action=action)
+            case commands.Ask(request):
+                if not self.client.request_nowait(request):
+                    self.system("Not connected; try again once reconnected.", "error")
             case commands.QuitCommand():
                 self.client.quit_nowait()
-            case commands.WhoCommand():
-                if not self.client.who_nowait():
-                    self.system("Not connected; try /who again once reconnected.", "error")
             case commands.HelpCommand():
-                for usage, meaning in (*commands.HELP, *commands.KEYS_HELP):
-                    self.system(f"{usage:<18} {meaning}")
-            case commands.Unknown(name):
-                self.system(f"Unknown command {_one(name)}; /help lists commands.", "error")
+                rows = (*commands.HELP, *commands.OPERATOR_HELP, *commands.KEYS_HELP)
+                for usage, meaning in rows:
+                    self.system(f"{usage:<{HELP_COLUMNS}} {meaning}")
+            case commands.Invalid(message):
+                self.system(_one(message), "error")
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, *, to: str | None = None, action: bool = False) -> None:
         if too_long(text):  # longer than a frame carries: keep it here to shorten
             self.system(f"Too long to send ({len(text)} characters; at most {MAX_TEXT_CHARS}).")
             self.input.set_edit_text(text)
             self.input.set_edit_pos(len(text))
             return
-        line = self.client.say_nowait(text)
-        markup = [
-            self._name(self.client.name),
-            ": ",
-            ("pending", clean_for_terminal(text)),
-            ("pending", self.mark_pending),
-        ]
+        line = self.client.say_nowait(text, to=to, action=action)
         self.pane.to_bottom()  # sending means reading the latest
-        self.sending[line.id] = self.add(markup)
+        self.sending[line.id] = self.add(self._pending(line))
+
+    def _pending(self, line: Line) -> Markup:
+        markup = self._line(self.client.name, line.text, line.to, line.action, "pending")
+        return [*markup, ("pending", self.mark_pending)]
 
 
 def _exit_loop() -> None:
     raise urwid.ExitMainLoop()
 
 
-async def run_tui(client: ChatClient, screen: urwid.display.raw.Screen | None = None) -> Ending:
+async def run_tui(
+    client: ChatClient, screen: urwid.display.raw.Screen | None = None, *, bell: bool = True
+) -> Ending:
     """Run the interface until the client's run ends; the terminal is restored on return.
 
     `client` must have joined. After the room closes or the connection is given up, the reason
-    stays on screen for `LINGER_SECONDS` or until a key is pressed.
+    stays on screen for `LINGER_SECONDS` or until a key is pressed. `bell`: a mention rings the
+    terminal's bell.
     """
-    chat = ChatScreen(client)
-    client.listener = chat.on_event
-    chat.on_event(Joined(client.welcome_now()))
     # Bracketed paste makes a pasted block one message; terminals without it ignore the request
     # (asking first would miss terminals, tmux among them, that do not answer the query).
     display = screen or urwid.display.raw.Screen(bracketed_paste_mode=True)
+
+    def ring() -> None:
+        # BEL moves nothing on the screen, so it may go out between urwid's redraws.
+        display.write("\a")
+        display.flush()
+
+    chat = ChatScreen(client, bell=ring if bell else None)
+    client.listener = chat.on_event
+    chat.on_event(Joined(client.welcome_now()))
     event_loop = urwid.TrioEventLoop()
     loop = urwid.MainLoop(chat, PALETTE, screen=display, event_loop=event_loop, handle_mouse=False)
     ending: Ending | None = None

@@ -18,7 +18,14 @@ from pathlib import Path
 import trio
 
 from .. import __version__
+from ..protocol import commands
+from ..protocol.events import Error, Moderate, Topic
+from ..protocol.sanitize import clean_for_terminal
+from ..protocol.textmode import describe_members
+from ..server.chat import MAX_TOPIC_CHARS
 from ..server.listeners import ChatServer
+from ..server.moderation import HOST
+from .control import MODERATION_COMMANDS, format_answer
 from .lan import lan_addresses
 from .statefile import RoomState, remove_state, write_state
 
@@ -27,6 +34,18 @@ log = logging.getLogger("multichat")
 # A password file is one line; anything longer is not a password file.
 MAX_PASSWORD_FILE_BYTES = 4096
 PASSWORD_ENV = "MULTICHAT_PASSWORD"
+# What closes the room from its console; `shutdown` is the documented one.
+SHUTDOWN_WORDS = frozenset({"shutdown", "stop", "quit", "exit"})
+CONSOLE_HELP = (
+    ("shutdown [REASON]", "close the room, telling everyone why"),
+    ("who", "who is online, away, an operator"),
+    ("topic [TEXT]", "set the room's topic (nothing: clear it)"),
+    *(
+        (usage.replace("/", ""), meaning)
+        for usage, meaning in commands.OPERATOR_HELP
+        if not usage.startswith("/topic")
+    ),
+)
 
 
 class HostError(Exception):
@@ -116,19 +135,59 @@ async def watch_signals(shutdown: Callable[[str], None]) -> None:
 
 
 async def watch_console(server: ChatServer) -> None:
-    """`shutdown [reason]` typed on the host's console closes the room gracefully."""
+    """Commands typed on the host's console: `shutdown [reason]` closes the room gracefully;
+    `kick`, `ban`, `topic`, `who`, `help` and the rest moderate it, as the host."""
     if sys.stdin is None or sys.stdin.closed:
         return
     while True:
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         if not line:
             return  # no console (EOF): nothing more to watch
-        command, _, reason = line.strip().partition(" ")
-        if command.lower() in ("shutdown", "stop", "quit", "exit"):
-            server.shutdown_nowait(reason.strip() or "the host closed the room")
+        said = console_command(server, line)
+        if said:
+            print(said, flush=True)  # stdout: what the host asked for, beside the log
+        if server.shutdown_reason is not None:
             return
-        if command:
-            print("Type `shutdown [reason]` to close the room.", file=sys.stderr)
+
+
+def console_command(server: ChatServer, line: str) -> str:
+    """Carry out one line typed on the host's console; what to print (may be empty).
+
+    The room's own command grammar reads it, with or without the slash, and moderation acts
+    as the host: the room's operator, whom nobody can kick.
+    """
+    verb, _, rest = line.strip().partition(" ")
+    verb = verb.lower().removeprefix("/")
+    rest = rest.strip()
+    room = server.room
+    if not verb:
+        return ""
+    if verb in SHUTDOWN_WORDS:
+        server.shutdown_nowait(rest or "the host closed the room")
+        return ""
+    if verb in ("help", "?"):
+        width = max(len(usage) for usage, _ in CONSOLE_HELP)
+        return "\n".join(f"{usage.ljust(width)}  {meaning}" for usage, meaning in CONSOLE_HELP)
+    if verb in ("who", "names"):
+        members = room.who()
+        listed = describe_members(members.names, members.away, members.ops) or "nobody"
+        return f"Online ({len(members.names)}): {listed}"
+    if verb == "topic":
+        # As the room cleans a member's /topic (server/chat.py): one line, no escapes, capped.
+        room.topic = clean_for_terminal(rest, single_line=True).strip()[:MAX_TOPIC_CHARS]
+        room.broadcast(Topic(room.topic, HOST))
+        return f"Topic: {room.topic}" if room.topic else "The topic is cleared."
+    if verb not in MODERATION_COMMANDS:
+        return f"! unknown command {verb[:20]!r}; type help for the list"
+    try:
+        request = commands.parse(f"{verb} {rest}")
+    except commands.CommandError as exc:
+        return f"! {str(exc).replace('usage: /', 'usage: ')}"
+    assert isinstance(request, Moderate)
+    answer = server.ctx.moderation.command(HOST, request, by_host=True)
+    if isinstance(answer, Error):
+        return f"! {answer.message}"
+    return format_answer(answer)
 
 
 async def host_room(
@@ -140,10 +199,12 @@ async def host_room(
     on_started: Callable[[trio.Nursery, RoomState], Awaitable[None]] | None = None,
     console: bool = True,
     proxy_port: int | None = None,
+    fingerprint: str = "",
 ) -> None:
     """Serve `server` until it shuts down, with signals and the console wired to shutdown.
 
-    While it runs, the room is recorded in its state file (for `status` and `down`).
+    While it runs, the room is recorded in its state file (for `status` and `down`, and
+    with its certificate's `fingerprint` for `invite`).
     """
     failure: HostError | None = None
     async with trio.open_nursery() as nursery:
@@ -156,7 +217,7 @@ async def host_room(
             # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
             failure = HostError(port_in_use_message(port, exc))
         else:
-            await _run_started(server, nursery, bound, host, token, on_started)
+            await _run_started(server, nursery, bound, host, token, on_started, fingerprint)
         nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
@@ -169,6 +230,7 @@ async def _run_started(
     host: str | None,
     token: str,
     on_started: Callable[[trio.Nursery, RoomState], Awaitable[None]] | None,
+    fingerprint: str,
 ) -> None:
     state = RoomState(
         pid=os.getpid(),
@@ -179,6 +241,7 @@ async def _run_started(
         lan=lan_addresses() if host in (None, "", "0.0.0.0", "::") else [host or ""],
         version=__version__,
         host=host or "",
+        fingerprint=fingerprint,
     )
     try:
         write_state(state)

@@ -23,7 +23,7 @@ from ..protocol.events import (
 )
 from ..protocol.sanitize import clean_for_terminal
 from .context import ServerContext
-from .moderation import help_text
+from .moderation import BROADCAST, help_text
 from .room import Member, Refused
 
 # One rename per 10 s: enough to fix a typo, too slow to flood the room with renames (IRC
@@ -82,6 +82,9 @@ def answer(ctx: ServerContext, member: Member, request: Request, now: float) -> 
             room.broadcast(Topic(room.topic, member.name))
         case Help():
             return Notice(help_text(member.op), room.now())
-        case Moderate():
-            return ctx.moderation.command(member.name, request)
+        case Moderate(command):
+            answer = ctx.moderation.command(member.name, request)
+            if isinstance(answer, Notice) and command in BROADCAST:
+                return None  # the room's copy of the notice says it
+            return answer
     return None

@@ -89,10 +89,10 @@ class Fanout:
         closed and its last entry (the shutdown notice) has gone to everyone."""
         task_status.started()
         room = self.room
-        while not (room.closed and not room.unflushed()):
+        while not (room.closed and not room.has_unflushed()):
             await self._appended_event.wait()
             await self._settle()
-            if room.unflushed():
+            if room.has_unflushed():
                 self.flush_nowait()
             else:  # a reader flushed it all meanwhile
                 self._appended_event = trio.Event()

@@ -26,6 +26,8 @@ log = logging.getLogger("multichat.server")
 
 # What the console and `multichat kick` act as; no member can take this name's rights.
 HOST = "host"
+# Commands whose notice everyone sees: an operator who typed one is not told twice.
+BROADCAST = frozenset({"mute", "unmute", "lock", "unlock", "op", "deop"})
 # A room with more bans than this is under attack from a botnet, not a troll: ban tables of
 # IRC servers hold thousands; the oldest are forgotten first.
 MAX_BANS = 10_000

@@ -227,6 +227,11 @@ class Room:
 
     # -- the fan-out's bookkeeping --
 
+    def has_unflushed(self) -> bool:
+        """Whether entries became readable since the last flush (a private message has no
+        bytes for most members, yet its two parties are waiting for it)."""
+        return self._readable > self._flushed
+
     def unflushed(self) -> int:
         """Bytes readable since the fan-out last gave every member its share."""
         return self._readable_end - self._flushed_end
