@@ -19,6 +19,7 @@ from ..protocol.events import BanList, Error, InviteIssued, InviteList, Notice, 
 from ..protocol.names import check_name, name_key
 from .auth import Gate, Secret, Throttle
 from .fanout import Fanout
+from .history import HistoryStore
 from .invites import InviteBook, InviteError
 from .limits import Limits
 from .moderation import HOST, Moderation
@@ -45,6 +46,7 @@ class ServerContext:
     version: str
     control_token: Secret | None = None
     tls: ssl.SSLContext | None = None  # the room's certificate, for clients that open with TLS
+    history: HistoryStore | None = None  # the room's data directory's, if it keeps one
     request_shutdown: Callable[[str], None] = lambda reason: None
     failures: Throttle = field(init=False)
     gate: Gate = field(init=False)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from functools import partial
 
 import trio
 
@@ -19,8 +20,12 @@ from ..protocol import http, wire
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import DEFAULT_PORT, Error, NeedData
 from ..protocol.proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
+from .archive import Archive
 from .auth import Secret
 from .context import ServerContext
+from .history import HistoryStore
+from .history_settings import HistorySettings
+from .history_writer import HistoryWriter, prune_periodically
 from .limits import Limits
 from .room import SEND_STALL_SECONDS, Room
 from .session import Session
@@ -115,6 +120,8 @@ class ChatServer:
         limits: Limits = Limits(),
         control_token: str | None = None,
         tls: ssl.SSLContext | None = None,
+        history: HistoryStore | None = None,
+        history_settings: HistorySettings = HistorySettings(),
     ) -> None:
         self.room = Room(room, limits=limits, monotonic=trio.current_time)
         self.limits = limits
@@ -126,7 +133,9 @@ class ChatServer:
             control_token=Secret(control_token) if control_token is not None else None,
             request_shutdown=self.shutdown_nowait,
             tls=tls,
+            history=history,
         )
+        self.history_settings = history_settings
         self.port: int | None = None
         self.proxy_port: int | None = None
         self._pending_proxy = 0
@@ -150,9 +159,32 @@ class ChatServer:
         v2) naming each friend's real address; `self.proxy_port` is the bound port.
         """
         try:
-            await self._serve(port, host, proxy_port, task_status)
+            async with trio.open_nursery() as keeper:
+                # The history writer outlives the listeners and the sessions: the last echoes
+                # and the shutdown notice wait for it. Cancelled, it commits what it holds.
+                if self.ctx.history is not None:
+                    await self._open_history(keeper, self.ctx.history)
+                await self._serve(port, host, proxy_port, task_status)
+                keeper.cancel_scope.cancel()
         finally:
             self.stopped.set()
+
+    async def _open_history(self, nursery: trio.Nursery, store: HistoryStore) -> None:
+        """Carry on from the stored history: its last entries, its seq, its bans."""
+        recent = await trio.to_thread.run_sync(store.recent, self.limits.history_entries)
+        self.room.preload(
+            [e for e in (s.to_event() for s in recent) if e is not None], store.last_seq()
+        )
+        self.ctx.moderation.restore(await trio.to_thread.run_sync(store.bans))
+        archive: Archive | None = None
+        writer = HistoryWriter(
+            store, on_failing=lambda reason: archive.failing(reason) if archive else None
+        )
+        archive = Archive(self.room, writer)
+        await nursery.start(writer.run)
+        await nursery.start(partial(prune_periodically, store, self.history_settings))
+        self.room.persist = archive.persist
+        self.ctx.moderation.on_ban = writer.set_ban_nowait
 
     async def _serve(
         self,

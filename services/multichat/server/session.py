@@ -10,6 +10,7 @@ web.py, and one upgraded to a WebSocket carries the same events in WebSocket mes
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import trio
 
@@ -27,6 +28,7 @@ from ..protocol.events import (
     Gap,
     Hello,
     Help,
+    Message,
     MessageId,
     Moderate,
     NeedData,
@@ -401,7 +403,7 @@ class Session:
                     return False
                 self.send_nowait(AskName())
             case Hello(name, password, _, invite, since):
-                return self._hello(name, password, invite, since)
+                return await self._hello(name, password, invite, since)
             case Control(token, command, reason, args):
                 now = trio.current_time()
                 answer = self.ctx.control(self.source, token, command, reason, now, args)
@@ -418,7 +420,7 @@ class Session:
             self.send_nowait(error)
         return error is None
 
-    def _hello(
+    async def _hello(
         self, name: str, password: str, invite: str | None = None, since: int | None = None
     ) -> bool:
         ctx = self.ctx
@@ -431,17 +433,25 @@ class Session:
                 return False
         elif self.conn.mode is Mode.JSON and not self._check_password(password):
             return False
+        stored: list[Event] = []
+        missed = 0
+        if since is not None and ctx.history is not None:
+            missed, stored = await self._stored_since(since, name)
+            if stored:
+                since = max(e.seq for e in stored if isinstance(e, Message))
         if len(ctx.room) >= ctx.limits.max_members:
             self.send_nowait(Error("room_full", "the room is full; try again later"))
             return False
         if ctx.moderation.locked:
             self.send_nowait(Error("locked", "the room is locked: nobody new can join for now"))
             return False
-        start, missed = None, 0
+        start = None
         if since is not None:
-            # Sync from here to the join: nothing can be appended between the two.
-            start, missed = ctx.room.resume_point(since, ctx.limits.resume_max)
-        resumed: list[Event] = [Gap(missed)] if missed else []
+            # Sync from here to the join: nothing can be appended between the two, so what the
+            # log still holds after the stored messages follows them, each once.
+            start, more = ctx.room.resume_point(since, ctx.limits.resume_max)
+            missed += 0 if stored else more
+        resumed: list[Event] = [*([Gap(missed)] if missed else []), *stored]
         try:
             self.member = ctx.room.join(
                 name,
@@ -471,6 +481,21 @@ class Session:
         ctx.gate.authenticated(self.source)
         log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)
         return True
+
+    async def _stored_since(self, since: int, name: str) -> tuple[int, list[Event]]:
+        """What the history holds after message `since` that `name` may see: how many
+        messages it leaves out, and the rest (ending with a message, so no notice comes twice
+        at the seam with the log)."""
+        store = self.ctx.history
+        assert store is not None
+        limit = self.ctx.limits.resume_max
+        missed, entries = await trio.to_thread.run_sync(
+            partial(store.since, since, limit, for_name=name)
+        )
+        events: list[Event] = [e for e in (entry.to_event() for entry in entries) if e]
+        while events and not isinstance(events[-1], Message):
+            events.pop()
+        return missed, events
 
     def _dialect(self) -> Dialect:
         if self.websocket is not None:

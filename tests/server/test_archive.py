@@ -1,0 +1,167 @@
+"""A room with a history: nothing is read before it is stored, and a restart forgets nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture
+from multichat.protocol.events import (
+    ConnectionClosed,
+    Error,
+    Hello,
+    Join,
+    Message,
+    Moderate,
+    Say,
+    Welcome,
+)
+from multichat.server.history import HistoryStore
+from multichat.server.history_entries import StoredEntry
+from multichat.server.listeners import ChatServer
+
+STEP = 10
+
+
+@asynccontextmanager
+async def room_with(store: HistoryStore) -> AsyncIterator[RoomFixture]:
+    server = ChatServer(PASSWORD, limits=RELAXED, history=store)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, 0, "127.0.0.1")
+        yield RoomFixture(server, port, nursery)
+        server.shutdown_nowait("test over")
+
+
+async def test_a_restart_carries_on_seq_history_and_bans(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore.open(path)
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            alice = await room.join("alice")
+            bob = await room.join("bob")
+            for i in range(3):
+                await alice.say(f"before {i}", str(i))
+                await alice.expect(Message)
+            await alice.send(Say("for bob only", "p", to="bob"))
+            await bob.expect(Message)
+            room.server.ctx.moderation.command(
+                "host", Moderate("ban", "203.0.113.9", "spam"), by_host=True
+            )
+    store.close()
+    store = HistoryStore.open(path)
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            carol = await Peer.open(room.port)
+            await carol.send(Hello("carol", PASSWORD))
+            welcome = await carol.next_event()
+            shown = []
+            while len(shown) < 3:
+                event = await carol.next_event()
+                if isinstance(event, Message):
+                    shown.append(event.text)
+            await carol.say("after", "a")
+            echo = await carol.expect(Message)
+            bans = room.server.ctx.moderation.command("host", Moderate("bans"), by_host=True)
+    store.close()
+    assert isinstance(welcome, Welcome) and welcome.seq == 4
+    assert shown == ["before 0", "before 1", "before 2"], "and not bob's private message"
+    assert isinstance(echo, Message) and echo.seq == 5
+    assert [b.address for b in bans.bans] == ["203.0.113.9"]  # type: ignore[union-attr]
+
+
+async def test_a_resume_reaches_past_a_restart_and_private_messages_only_for_parties(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore.open(path)
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            alice = await room.join("alice")
+            bob = await room.join("bob")
+            await alice.say("public one", "1")
+            await alice.expect(Message)
+            await alice.send(Say("for bob", "2", to="bob"))
+            await alice.expect(Message)
+            await alice.say("public two", "3")
+            await alice.expect(Message)
+            await bob.aclose()
+    store.close()
+    store = HistoryStore.open(path)
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            back = await Peer.open(room.port)
+            await back.send(Hello("bob", PASSWORD, since=0))
+            assert isinstance(await back.next_event(), Welcome)
+            bob_sees = [await back.expect(Message) for _ in range(3)]
+            other = await Peer.open(room.port)
+            await other.send(Hello("eve", PASSWORD, since=0))
+            assert isinstance(await other.next_event(), Welcome)
+            eve_sees = [await other.expect(Message) for _ in range(2)]
+    store.close()
+    assert [m.text for m in bob_sees if isinstance(m, Message)] == [
+        "public one",
+        "for bob",
+        "public two",
+    ]
+    assert [m.text for m in eve_sees if isinstance(m, Message)] == ["public one", "public two"]
+
+
+class SlowStore(HistoryStore):
+    """A store whose commits wait until the test lets them through."""
+
+    gate: threading.Event
+
+    def append(self, entries: Sequence[StoredEntry], **kwargs: Any) -> None:
+        self.gate.wait(STEP)
+        super().append(entries, **kwargs)
+
+
+async def test_nobody_sees_a_message_before_it_is_stored(tmp_path: Path) -> None:
+    """The echo is the acknowledgement: it, and everyone's copy, wait for the commit."""
+    store = SlowStore.open(tmp_path / "history.sqlite3")
+    assert isinstance(store, SlowStore)
+    store.gate = threading.Event()
+    store.gate.set()
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            alice = await room.join("alice")
+            bob = await room.join("bob")
+            await alice.expect(Join)
+            store.gate.clear()
+            await alice.say("wait for the disk", "w")
+            with trio.move_on_after(0.5) as waited:
+                await bob.expect(Message)
+            assert waited.cancelled_caught, "bob saw it before it was stored"
+            with trio.move_on_after(0.2) as waited:
+                await alice.expect(Message)
+            assert waited.cancelled_caught, "the echo came before the commit"
+            store.gate.set()
+            echo = await alice.expect(Message)
+            seen = await bob.expect(Message)
+    store.close()
+    assert isinstance(echo, Message) and echo.id == "w"
+    assert isinstance(seen, Message) and seen.text == "wait for the disk"
+
+
+async def test_a_banned_address_stays_banned_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore.open(path)
+    async with room_with(store) as room:
+        room.server.ctx.moderation.command(
+            "host", Moderate("ban", "127.0.0.1", "testing"), by_host=True
+        )
+    store.close()
+    store = HistoryStore.open(path)
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            peer = await Peer.open(room.port)
+            await peer.send(Hello("me", PASSWORD))
+            refused = await peer.next_event()
+            assert isinstance(await peer.next_event(), ConnectionClosed)
+    store.close()
+    assert isinstance(refused, Error) and refused.code == "banned"
