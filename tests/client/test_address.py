@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +40,10 @@ def test_accepted(text: str, host: str, port: int) -> None:
     [
         ("", "empty"),
         ("   ", "empty"),
-        ("ssh://host:22", "cannot use ssh://; use https://, http://, wss://, ws:// or tcp://"),
+        (
+            "ssh://host:22",
+            "cannot use ssh://; use https://, http://, wss://, ws://, tcp:// or multichat://",
+        ),
         ("ftp://host", "use https://"),
         ("\x1b[2J://host", "cannot use that scheme"),
         ("://host", "cannot use that scheme"),
@@ -172,7 +177,9 @@ def check_address_or_one_line(text: str) -> None:
         assert address.host
         assert address.path.startswith("/") and address.path.isascii()
         address.http_host.encode("idna")  # what wsproto sends as the Host header
-        assert parse_address(str(address)) == address
+        assert parse_address(address.url) == replace(address, invite=None)
+        if address.fingerprint is None:
+            assert parse_address(str(address)) == address
 
 
 @given(st.text(max_size=60))
@@ -181,8 +188,99 @@ def test_only_address_error(text: str) -> None:
 
 
 @given(
-    st.sampled_from(["http://", "https://", "ws://", "wss://", "HTTPS://", "tcp://", ""]),
+    st.sampled_from(
+        ["http://", "https://", "ws://", "wss://", "HTTPS://", "tcp://", "multichat://", ""]
+    ),
     st.text(alphabet="abc.-_:[]/?#%@19 \u00e9", max_size=40),
 )
 def test_web_links_give_an_address_or_one_line(scheme: str, rest: str) -> None:
     check_address_or_one_line(scheme + rest)
+
+
+# --------------------------------------------------------------------------- invites
+
+FP = "3f" * 32
+TOKEN = "Zk4_mW-2pQ9xLr7TbN1cYg"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "room", "invite"),
+    [
+        (f"multichat://192.168.1.20:5002/?room=den&fp={FP}", "192.168.1.20", 5002, "den", None),
+        (
+            f"multichat://0.tcp.ngrok.io:12345/?fp={FP}&room=den",
+            "0.tcp.ngrok.io",
+            12345,
+            "den",
+            None,
+        ),
+        (f"  MULTICHAT://[::1]:7000/?room=den&fp={FP} \n", "::1", 7000, "den", None),
+        (f"multichat://lan-host?fp={FP}", "lan-host", 5002, None, None),
+        (f"multichat://h:1/?room=Book%20club%20%26%20co&fp={FP}", "h", 1, "Book club & co", None),
+        (f"multichat://h:1/?room=den&fp={FP}&invite={TOKEN}", "h", 1, "den", TOKEN),
+        (f"multichat://h:1/?room=den&fp={FP}#invite={TOKEN}", "h", 1, "den", TOKEN),
+        (f"multichat://h:1/?room=den&fp={FP}&utm_source=chat", "h", 1, "den", None),
+    ],
+)
+def test_invites_pin_the_rooms_certificate(
+    text: str, host: str, port: int, room: str | None, invite: str | None
+) -> None:
+    address = parse_address(text)
+    assert (address.host, address.port, address.transport) == (host, port, "tcp")
+    assert address.fingerprint == FP and address.tls
+    assert (address.room, address.invite) == (room, invite)
+
+
+def test_a_fingerprint_as_openssl_prints_it_is_the_same() -> None:
+    colons = ":".join(FP[i : i + 2] for i in range(0, 64, 2)).upper()
+    assert parse_address(f"multichat://h:1/?fp={colons}").fingerprint == FP
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("multichat://h:1/?room=den", "no fp="),
+        ("multichat://h:1", "no fp="),
+        ("multichat://h:1/?fp=", "no fp="),
+        (f"multichat://h:1/?fp={FP[:-2]}", "64 hex digits"),
+        (f"multichat://h:1/?fp={FP[:-1]}g", "64 hex digits"),
+        (f"multichat://h:1/?fp={FP}&fp={FP}", "gives 'fp' twice"),
+        (f"multichat://h:1/?fp={FP}&invite=a&invite=b", "gives 'invite' twice"),
+        (f"multichat://h:1/?fp={FP}&invite=a#invite=b", "gives 'invite' twice"),
+        (f"multichat://h:1/?fp={FP}&invite=a%20b", "invite token is not valid"),
+        (f"multichat://h:1/?fp={FP}&invite=" + "a" * 129, "invite token is not valid"),
+        (f"multichat://h:1/?fp={FP}&invite=", "invite token is not valid"),
+        ("https://h/#invite=%0a", "invite token is not valid"),
+        (f"multichat://::1/?fp={FP}", "brackets"),
+        (f"multichat://h:99999/?fp={FP}", "between 1 and 65535"),
+        (f"multichat://u@h/?fp={FP}", "not an address"),
+        (f"multichat:///?fp={FP}", "no host"),
+    ],
+)
+def test_a_bad_invite_is_one_line(text: str, says: str) -> None:
+    test_refused(text, says)
+
+
+def test_a_personal_invite_on_the_link_rides_in_the_fragment() -> None:
+    address = parse_address(f"https://abc.ngrok-free.app/#invite={TOKEN}")
+    assert address == Address("abc.ngrok-free.app", 443, "wss", "/ws", invite=TOKEN)
+    assert address.tls and address.fingerprint is None
+    assert parse_address("https://abc.ngrok-free.app/#top").invite is None
+
+
+def test_the_token_is_never_shown() -> None:
+    """An address goes into error messages and logs; the token is a password."""
+    for text in (
+        f"multichat://h:1/?room=den&fp={FP}&invite={TOKEN}",
+        f"https://abc.ngrok-free.app/#invite={TOKEN}",
+    ):
+        address = parse_address(text)
+        assert address.invite == TOKEN
+        assert TOKEN not in str(address) + repr(address) + address.url
+
+
+def test_an_invite_reads_short_and_round_trips_without_its_token() -> None:
+    address = parse_address(f"multichat://[fe80::1]:5002/?room=den%20club&fp={FP}&invite={TOKEN}")
+    assert str(address) == "multichat://[fe80::1]:5002"
+    assert address.url == f"multichat://[fe80::1]:5002/?room=den%20club&fp={FP}"
+    assert parse_address(address.url) == replace(address, invite=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,7 +36,20 @@ from multichat.hosting.statefile import (
     state_path,
     write_state,
 )
-from multichat.protocol.events import Control, Error, Shutdown, Status
+from multichat.protocol.events import (
+    ConnectionClosed,
+    Control,
+    Error,
+    Hello,
+    Leave,
+    Members,
+    Notice,
+    Shutdown,
+    Status,
+    Topic,
+    Welcome,
+    Who,
+)
 
 MULTICHAT = Path(sys.executable).parent / "multichat"
 CONTROL_TOKEN = "control-token-for-tests"
@@ -151,6 +165,7 @@ def test_the_state_file_is_private_and_holds_no_password(states: Path) -> None:
         "tcp",
         "version",
         "host",
+        "fingerprint",
         "pidns",
     }
     write_state(replace(state, https=None, tcp=None))
@@ -460,3 +475,223 @@ def test_a_zombie_is_not_alive() -> None:
         time.sleep(0.01)
     assert not pid_alive(child.pid)
     assert child.poll() == 0  # reaped only now
+
+
+# --------------------------------------------------------------------------- moderation
+# The real `multichat kick/ban/...` against a real `multichat serve` process, and its console.
+
+SERVE_PASSWORD = "moderation test password"
+# Another loopback address, so that banning one member's address does not ban the test's own.
+OTHER_ADDRESS = "127.0.0.2"
+
+
+class Output:
+    """A process's output, read up to a line that matches."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.text = ""
+
+    async def line(self, pattern: str) -> str:
+        while (found := re.search(pattern, self.text, re.MULTILINE)) is None:
+            data = await self.stream.receive_some(65536)
+            assert data, f"output ended before {pattern!r}: {self.text!r}"
+            self.text += data.decode()
+        self.text = self.text[found.end() :]
+        return found.group(0)
+
+
+class Served:
+    """A `multichat serve` process: its port, its console (stdin) and what it prints."""
+
+    def __init__(self, process: trio.Process, port: int, out: Output) -> None:
+        self.process = process
+        self.port = port
+        self.out = out
+
+    async def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(line.encode() + b"\n")
+
+    async def join(self, name: str, source: str = "127.0.0.1") -> Peer:
+        peer = Peer(await trio.open_tcp_stream("127.0.0.1", self.port, local_address=source))
+        await peer.send(Hello(name, SERVE_PASSWORD))
+        welcome = await peer.next_event()
+        assert isinstance(welcome, Welcome), welcome
+        return peer
+
+
+@pytest.fixture
+async def served(states: Path) -> AsyncIterator[Served]:
+    process = await trio.lowlevel.open_process(
+        [str(MULTICHAT), "serve", "--host", "127.0.0.1", "--port", "0", "--room", "den"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "MULTICHAT_PASSWORD": SERVE_PASSWORD},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(STEP):
+                log = Output(process.stderr)
+                started = await log.line(r"serving room 'den' on port \d+")
+                port = int(started.rsplit(" ", 1)[1])
+                while not any(room.port == port for room in running_rooms()):  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # the state file is written just after
+            nursery.start_soon(_drain, process.stderr)  # the log must not fill its pipe
+            yield Served(process, port, Output(process.stdout))
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()  # this pid only
+        await process.wait()
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    while await stream.receive_some(65536):
+        pass
+
+
+def one_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    err = result.stderr.decode()
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+async def kicked(peer: Peer, code: str) -> Error:
+    """What a member put out of the room sees: an error saying why, then the close."""
+    with trio.fail_after(STEP):
+        error = await peer.expect(Error)
+        assert isinstance(error, Error) and error.code == code
+        assert isinstance(await peer.next_event(), ConnectionClosed)
+    await peer.aclose()
+    return error
+
+
+async def test_kick_ban_bans_and_unban_from_another_terminal(served: Served) -> None:
+    ann = await served.join("ann")
+    bob = await served.join("bob", OTHER_ADDRESS)
+
+    result = await multichat("kick", "bob", "too", "loud")
+    assert (result.returncode, result.stdout) == (0, b"host kicked bob (too loud)\n"), result
+    error = await kicked(bob, "kicked")
+    assert error.message == "you were kicked by host: too loud"
+    with trio.fail_after(STEP):
+        left = await ann.expect(Leave)
+    assert isinstance(left, Leave) and (left.name, left.reason) == ("bob", "kicked: too loud")
+
+    bob = await served.join("bob", OTHER_ADDRESS)  # a kick is not a ban
+    result = await multichat("ban", "bob", "--for", "1h", "spam")
+    assert result.stdout == b"host banned bob (127.0.0.2) for 1h (spam)\n", result
+    await kicked(bob, "banned")
+    with trio.fail_after(STEP):
+        left = await ann.expect(Leave)
+    assert isinstance(left, Leave) and left.reason == "banned: spam"
+
+    # The ban is checked before the password: a banned address cannot even guess.
+    stranger = Peer(
+        await trio.open_tcp_stream("127.0.0.1", served.port, local_address=OTHER_ADDRESS)
+    )
+    await stranger.send(Hello("bob", "a wrong guess"))
+    with trio.fail_after(STEP):
+        refused = await stranger.next_event()
+    assert isinstance(refused, Error) and refused.code == "banned", refused
+    assert refused.message.startswith("you are banned from this room until ")
+    await stranger.aclose()
+
+    listed = (await multichat("bans")).stdout.decode()
+    assert re.fullmatch(r"bob \(127\.0\.0\.2\) until [\d-]+ [\d:]+ by host - spam\n", listed)
+    result = await multichat("unban", "bob")
+    assert (result.returncode, result.stdout) == (0, b"host lifted the ban on bob\n")
+    assert (await multichat("bans")).stdout == b"No bans.\n"
+    bob = await served.join("bob", OTHER_ADDRESS)
+    await bob.aclose()
+    await ann.aclose()
+
+
+async def test_mute_lock_and_operators_from_another_terminal(served: Served) -> None:
+    ann = await served.join("ann")
+    bob = await served.join("bob")
+    result = await multichat("mute", "bob", "--for", "10m")
+    assert (result.returncode, result.stdout) == (0, b"host muted bob for 10m\n"), result
+    with trio.fail_after(STEP):
+        notice = await ann.expect(Notice)
+        assert isinstance(notice, Notice) and notice.text == "host muted bob for 10m"
+        await bob.say("can I speak?")
+        refused = await bob.expect(Error)
+    assert isinstance(refused, Error) and refused.code == "muted"
+    assert (await multichat("unmute", "bob")).stdout == b"host unmuted bob\n"
+
+    assert (await multichat("lock")).stdout == b"host locked the room: nobody new can join\n"
+    late = Peer(await trio.open_tcp_stream("127.0.0.1", served.port))
+    await late.send(Hello("carol", SERVE_PASSWORD))
+    with trio.fail_after(STEP):
+        locked = await late.next_event()
+    assert isinstance(locked, Error) and locked.code == "locked"
+    await late.aclose()
+    assert (await multichat("unlock")).stdout == b"host unlocked the room\n"
+    # (From elsewhere: 127.0.0.1 has 3 connections already, the most one address may have.)
+    carol = await served.join("carol", "127.0.0.3")
+
+    assert (await multichat("op", "ann")).stdout == b"host made ann an operator\n"
+    await ann.send(Who())
+    with trio.fail_after(STEP):
+        members = await ann.expect(Members)
+    assert isinstance(members, Members) and members.ops == ("ann",)
+    assert (await multichat("deop", "ann")).stdout == b"host took operator rights from ann\n"
+    for peer in (ann, bob, carol):
+        await peer.aclose()
+
+
+async def test_moderation_mistakes_are_one_line(served: Served) -> None:
+    result = await multichat("kick", "zed")
+    assert result.returncode == 1 and result.stdout == b""
+    assert one_line(result) == "multichat: nobody called 'zed' is in the room"
+    result = await multichat("unban", "203.0.113.9")
+    assert result.returncode == 1
+    assert one_line(result) == "multichat: no ban for '203.0.113.9'; /bans lists them"
+
+
+async def test_a_bad_duration_is_refused_before_connecting(states: Path) -> None:
+    # No room is up: the exit code says it never got as far as looking for one.
+    for command in (["ban", "bob", "--for", "10x"], ["mute", "bob", "--for=forever"]):
+        result = await multichat(*command)
+        assert result.returncode == 2 and result.stdout == b"", result
+        assert "is not a duration; try 30s, 10m, 2h or 1d" in one_line(result)
+    result = await multichat("lock")
+    assert (result.returncode, one_line(result)) == (1, "multichat: no room is up here")
+
+
+async def test_the_console_moderates_as_the_host(served: Served) -> None:
+    ann = await served.join("ann")
+    bob = await served.join("bob")
+    with trio.fail_after(STEP):
+        await served.type("kick bob rude")
+        assert await served.out.line(r"^.*\n") == "host kicked bob (rude)\n"
+    error = await kicked(bob, "kicked")
+    assert error.message == "you were kicked by host: rude"
+    with trio.fail_after(STEP):
+        left = await ann.expect(Leave)
+        assert isinstance(left, Leave) and left.reason == "kicked: rude"
+        await served.type("topic movie night at 8")
+        assert await served.out.line(r"^.*\n") == "Topic: movie night at 8\n"
+        assert await ann.expect(Topic) == Topic("movie night at 8", "host")
+        await served.type("who")
+        assert await served.out.line(r"^.*\n") == "Online (1): ann\n"
+        await served.type("/mute ann --for 5x")
+        assert await served.out.line(r"^.*\n") == (
+            "! '5x' is not a duration; try 30s, 10m, 2h or 1d\n"
+        )
+        await served.type("dance")
+        assert (
+            await served.out.line(r"^.*\n") == "! unknown command 'dance'; type help for the list\n"
+        )
+        await served.type("help")
+        await served.out.line(
+            r"^ban NAME\|ADDRESS \[--for DURATION\] \[REASON\] +remove and keep out"
+        )
+        await served.type("shutdown see you")
+        assert await ann.expect(Shutdown) == Shutdown("see you")
+        assert await served.process.wait() == 0
+    await ann.aclose()

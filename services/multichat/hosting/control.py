@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..protocol.commands import format_duration
 from ..protocol.connection import ClientConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import (
@@ -24,11 +25,16 @@ from ..protocol.events import (
     ConnectionClosed,
     Control,
     Error,
+    Invite,
+    InviteIssued,
+    InviteList,
     NeedData,
     Notice,
     Status,
 )
 from ..protocol.textmode import describe_ban
+from ..server.invites import DEFAULT_EXPIRY_SECONDS
+from . import invite_links
 from .statefile import RoomState, pid_alive, remove_state, running_rooms, state_path
 
 # A room answers at once; a second covers a busy one without making `status` hang.
@@ -57,6 +63,8 @@ MODERATION_COMMANDS = (
 )
 
 Answer = Status | Notice | BanList
+# What `invite` and `invites` answer: kept apart, so moderation's callers never see them.
+Reply = Answer | InviteIssued | InviteList
 
 
 class ControlError(Exception):
@@ -84,6 +92,14 @@ async def send_control(state: RoomState, command: str, reason: str = "") -> Stat
 
 async def _exchange(state: RoomState, control: Control) -> Answer:
     """Send `control` to the room and return its answer; an error answer raises Refused."""
+    reply = await _reply(state, control)
+    if isinstance(reply, InviteIssued | InviteList):
+        raise ControlError(f"the room answered {control.command} with an invite")
+    return reply
+
+
+async def _reply(state: RoomState, control: Control) -> Reply:
+    """Send `control` to the room and return any answer; an error answer raises Refused."""
     conn = ClientConnection()
     try:
         stream = await trio.open_tcp_stream(state.control_host(), state.port)
@@ -107,7 +123,7 @@ async def _exchange(state: RoomState, control: Control) -> Answer:
                 except trio.BrokenResourceError:
                     conn.receive_data(b"")
                 continue
-            if isinstance(event, Status | Notice | BanList):
+            if isinstance(event, Status | Notice | BanList | InviteIssued | InviteList):
                 return event
             if isinstance(event, Error):
                 raise Refused(event)
@@ -256,3 +272,86 @@ def _signal(pid: int, signum: int) -> None:
         pass
     except PermissionError:
         print(f"multichat: not allowed to signal pid {pid}", file=sys.stderr)
+
+
+# -- personal invites: `multichat invite`, `invites` and `revoke` (docs/invites.md) --
+
+
+async def _ask_invites(port: int | None, command: str, args: tuple[str, ...]) -> Reply:
+    state = pick_room(port)
+    if state is None:
+        raise ControlError("no room is up here")
+    with trio.move_on_after(ANSWER_SECONDS):
+        reply = await _reply(state, Control(state.token, command, "", args))
+        if isinstance(reply, Status):  # a room from before invites took it for `status`
+            raise ControlError(f"the room on port {state.port} does not know {command!r}")
+        return reply
+    raise ControlError(f"the room on port {state.port} did not answer in {ANSWER_SECONDS:.0f} s")
+
+
+async def issue_invite(
+    port: int | None, *, name: str = "", uses: int = 1, seconds: float = DEFAULT_EXPIRY_SECONDS
+) -> tuple[list[invite_links.InviteText], InviteIssued]:
+    """A new personal invite from the running room: the strings to give, and the invite.
+
+    Raises Refused with the room's own message (`an invite is good for 1 to 1000 uses`), or
+    ControlError when there is no room to ask.
+    """
+    state = pick_room(port)
+    if state is None:
+        raise ControlError("no room is up here")
+    if not invite_links.room_invites(state):
+        raise ControlError(
+            f"the room on port {state.port} has no invite to give (it runs without TLS: "
+            "restart it with this multichat)"
+        )
+    args = (f"uses={uses}", f"seconds={seconds!r}", *((f"name={name}",) if name else ()))
+    reply = await _ask_invites(state.port, "invite", args)
+    if not isinstance(reply, InviteIssued):
+        raise ControlError(f"the room on port {state.port} answered invite with something else")
+    return invite_links.room_invites(state, reply.token), reply
+
+
+async def list_invites(port: int | None) -> InviteList:
+    """The running room's live personal invites (never their tokens: it has only digests)."""
+    reply = await _ask_invites(port, "invites", ())
+    if not isinstance(reply, InviteList):
+        raise ControlError("the room answered invites with something else")
+    return reply
+
+
+async def revoke_invite(port: int | None, id: str) -> Notice:
+    """End the personal invite `id` at once; raises Refused if the room has no such invite."""
+    reply = await _ask_invites(port, "revoke", (id,))
+    if not isinstance(reply, Notice):
+        raise ControlError("the room answered revoke with something else")
+    return reply
+
+
+def describe_invite(invite: Invite, now: float) -> str:
+    """Who an invite is for, how many uses it has left, and until when, in words."""
+    who = f"for {invite.name} only" if invite.name else "for anyone"
+    uses = "1 use" if invite.uses == 1 else f"{invite.uses} uses"
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(invite.expires))
+    left = f"in {remaining(invite.expires - now)}" if invite.expires > now else "expired"
+    return f"{who}, {uses} left, until {until} ({left})"
+
+
+def remaining(seconds: float) -> str:
+    """`1h 59m` rather than `1h`: the two largest units, to the minute past an hour."""
+    whole = round(seconds)
+    if whole < 3600:
+        return format_duration(whole)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+
+
+def format_invites(listed: InviteList, now: float) -> str:
+    """`multichat invites`: one line per live invite, by id."""
+    if not listed.invites:
+        return "No personal invites. Make one with `multichat invite`."
+    return "\n".join(f"{invite.id}  {describe_invite(invite, now)}" for invite in listed.invites)

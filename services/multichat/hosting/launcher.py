@@ -21,6 +21,7 @@ import trio
 
 from ..protocol.events import DEFAULT_PORT
 from ..server.listeners import ChatServer
+from . import invite_links
 from .ngrok_errors import TunnelError
 from .process import host_room, watch_signals
 from .statefile import RoomState, write_state
@@ -87,6 +88,10 @@ class Banner:
     room: str
     out: TextIO = sys.stdout
     password: str | None = None  # shown only when generated
+    # A QR code of the invite a phone would use, drawn with text even into a file or a pipe:
+    # `docker compose logs` is where a host finds it then. `--no-qr` leaves it out.
+    qr: bool = True
+    identity: str = ""  # where the room's certificate comes from (certificate.py's `where`)
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)
@@ -135,8 +140,37 @@ class Banner:
         for problem in problems:
             self.say(f"  ! {problem}")
         self.say("")
+        self.show_invites(replace(state, https=https, tcp=tcp))
         self.say("  Close the room: Ctrl-C, type `shutdown` here, or run `multichat down`.")
         self.say(rule)
+
+    def show_invites(self, state: RoomState) -> None:
+        """Each invite (one string: where the room is and how to trust it), then the QR code."""
+        invites = invite_links.room_invites(state)
+        if not invites:
+            return
+        self.say("  Invites (one string each: where the room is, and how to trust it):")
+        for line in invite_links.invite_lines(invites, indent="    "):
+            self.say(line)
+        if state.fingerprint:
+            self.say(f"  Certificate: SHA-256 {state.fingerprint}")
+            if self.identity:
+                self.say(f"    ({self.identity})")
+        self.say("")
+        phone = invite_links.for_a_phone(invites)
+        if self.qr and phone is not None:
+            self.say(f"  Scan with a phone ({phone.where}):")
+            for line in invite_links.qr_lines(phone.text, getattr(self.out, "encoding", None)):
+                self.say(f"  {line}")
+            self.say("")
+
+
+def announce_invites(state: RoomState, identity: str, out: TextIO) -> None:
+    """`serve`'s invites at start: one line each (for a log), and the certificate's source."""
+    for invite in invite_links.room_invites(state):
+        print(f"Invite ({invite.where}): {invite.text}", file=out, flush=True)
+    if state.fingerprint:
+        print(f"Certificate: SHA-256 {state.fingerprint} ({identity})", file=out, flush=True)
 
 
 class TunnelReporter:
@@ -214,8 +248,12 @@ async def run_up(
     token: str,
     banner: Banner,
     settings: TunnelSettings | None,
+    fingerprint: str = "",
 ) -> None:
-    """Serve the room; open the tunnel beside it unless `settings` is None."""
+    """Serve the room; open the tunnel beside it unless `settings` is None.
+
+    `fingerprint` is the room's certificate's, which the invites in the banner pin.
+    """
 
     async def started(nursery: trio.Nursery, state: RoomState) -> None:
         if settings is None:
@@ -259,6 +297,7 @@ async def run_up(
         token=token,
         on_started=started,
         proxy_port=0 if settings is not None else None,
+        fingerprint=fingerprint,
     )
 
 

@@ -37,6 +37,9 @@ class RoomState:
     tcp: str | None = None  # the tunnel's TCP address, when the ngrok account allows one
     version: str = ""
     host: str = ""  # the address it listens on; "" for every interface
+    # The SHA-256 of the room's TLS certificate, which its invites pin (`multichat invite`
+    # builds them from this file); "" in files from before TLS.
+    fingerprint: str = ""
     # The PID namespace it runs in (Linux): a container that shares the state directory but
     # not the PIDs (compose's tunnel) cannot judge its pid, and must not call it dead.
     pidns: str = field(default_factory=lambda: current_pidns())
@@ -130,6 +133,7 @@ def read_state(path: Path) -> RoomState | None:
             tcp=str(data.get("tcp") or data.get("public") or "") or None,
             version=str(data.get("version", "")),
             host=str(data.get("host", "")),
+            fingerprint=str(data.get("fingerprint", "")),
             pidns=str(data.get("pidns", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
