@@ -27,3 +27,12 @@ async def room() -> AsyncIterator[RoomFixture]:
 
 
 __all__ = ["Peer", "RoomFixture", "room", "trio"]
+
+
+@pytest.fixture(autouse=True)
+def _private_data_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rooms a test starts (in this process or in subprocesses, which inherit the environment)
+    keep their data directories under the test's own directory, never the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))

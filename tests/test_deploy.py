@@ -433,6 +433,10 @@ async def start_healthy_server(deployment: Deployment, local: Local) -> trio.Pro
     (secret,) = server["secrets"]
     assert option(command, "--password-file") == secret["target"]
     command = with_option(command, "--password-file", str(deployment.secret))
+    assert {"target": "/var/lib/multichat", "source": "data", "type": "volume"}.items() <= next(
+        v for v in server["volumes"] if v["target"] == option(command, "--data-dir")
+    ).items(), "the data directory is the named volume"
+    command = with_option(command, "--data-dir", str(local.tmp / "data"))
     env = local.environ(server)
     assert "NGROK_AUTHTOKEN" not in env
     process = await local.start("server", [*command, "--host", "127.0.0.1"], env)

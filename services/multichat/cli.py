@@ -16,8 +16,7 @@ import typer
 
 from . import __version__
 from .client.address import AddressError, parse_address
-from .hosting import control, invite_store, launcher
-from .hosting.datadir import DataDir, DataDirError, default_data_dir
+from .hosting import control, launcher
 from .hosting.process import (
     HostError,
     freeze_startup_objects,
@@ -33,7 +32,7 @@ from .server.limits import Limits, LimitsError, load_limits
 from .server.listeners import ChatServer
 
 if TYPE_CHECKING:
-    from .hosting.certificate import RoomCertificate
+    from .hosting.roomdata import RoomData
 
 app = typer.Typer(
     name="multichat",
@@ -105,16 +104,16 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Where the room keeps what outlives it: its TLS certificate and personal invites "
-        "(default: a directory per room name in your user data directory).",
+        help="Where the room keeps what outlives it: its history, bans, TLS certificate and "
+        "personal invites (default: a directory per room name in your user data directory).",
     ),
 ]
 EphemeralOpt = Annotated[
     bool,
     typer.Option(
         "--ephemeral",
-        help="Keep nothing on disk: a new certificate (and fingerprint) every start, personal "
-        "invites in memory only.",
+        help="Keep nothing on disk: history, bans and personal invites in memory only, a new "
+        "certificate (and fingerprint) every start.",
     ),
 ]
 TlsCertOpt = Annotated[
@@ -130,44 +129,50 @@ TlsKeyOpt = Annotated[
 ]
 
 
-def open_room_data(
+def open_room(
     room: str,
     data_dir: Path | None,
     ephemeral: bool,
     tls_cert: Path | None,
     tls_key: Path | None,
-) -> tuple[DataDir | None, RoomCertificate]:
-    """The room's data directory (locked for this process; None with --ephemeral) and the
-    certificate it serves TLS with (docs/invites.md)."""
+    config: Path | None,
+) -> RoomData:
+    """What the room keeps between runs (docs/history.md, docs/invites.md), or exit."""
     # cryptography takes a while to load: only the commands that host a room need it.
-    from .hosting.certificate import CertificateError, room_certificate
+    from .hosting.roomdata import RoomData
 
-    if ephemeral and data_dir is not None:
-        raise fail("give --data-dir or --ephemeral, not both", 2)
-    data = None
-    if not ephemeral:
-        try:
-            data = DataDir.open(data_dir if data_dir is not None else default_data_dir(room))
-        except DataDirError as exc:
-            raise fail(str(exc)) from None
     try:
-        certificate = room_certificate(data.path if data else None, tls_cert, tls_key)
-    except CertificateError as exc:
-        if data is not None:
-            data.close()
+        return RoomData.open(
+            room,
+            data_dir=data_dir,
+            ephemeral=ephemeral,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            config=config,
+        )
+    except HostError as exc:
         raise fail(str(exc)) from None
-    return data, certificate
 
 
-def keep_invites(server: ChatServer, data: DataDir | None) -> None:
-    """Personal invites from before a restart, and saved on every change (not --ephemeral)."""
-    if data is None:
-        return
+def room_server(password: str, room: str, limits: Limits, token: str, data: RoomData) -> ChatServer:
+    """The room's server, with its history and certificate; invites restored and kept."""
+    if data.settings.resume_max != limits.resume_max:
+        limits = limits.replace(resume_max=data.settings.resume_max)
+    server = ChatServer(
+        password,
+        room=room,
+        limits=limits,
+        control_token=token,
+        tls=data.certificate.context,
+        history=data.history,
+        history_settings=data.settings,
+    )
     try:
-        invite_store.keep(server.ctx.invites, data.path)
-    except invite_store.InviteStoreError as exc:
+        data.serve(server)
+    except HostError as exc:
         data.close()
         raise fail(str(exc)) from None
+    return server
 
 
 @app.command(epilog=environment(_PASSWORD_ENV, _STATE_ENV))
@@ -207,13 +212,11 @@ def serve(
             "no room password: pass --password-file FILE, set MULTICHAT_PASSWORD, "
             "or run on a terminal to be asked"
         )
-    data, certificate = open_room_data(room, data_dir, ephemeral, tls_cert, tls_key)
+    data = open_room(room, data_dir, ephemeral, tls_cert, tls_key, config)
+    certificate = data.certificate
     setup_logging(verbose)
     token = new_token()
-    server = ChatServer(
-        password, room=room, limits=limits, control_token=token, tls=certificate.context
-    )
-    keep_invites(server, data)
+    server = room_server(password, room, limits, token, data)
 
     async def announce(nursery: trio.Nursery, state: RoomState) -> None:
         launcher.announce_invites(state, certificate.where, sys.stderr)
@@ -237,8 +240,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        if data is not None:
-            data.close()
+        data.close()
 
 
 NgrokPathOpt = Annotated[
@@ -312,14 +314,12 @@ def up(
             verbose=verbose,
             tcp=not no_tcp,
         )
-    data, certificate = open_room_data(room, data_dir, ephemeral, tls_cert, tls_key)
+    data = open_room(room, data_dir, ephemeral, tls_cert, tls_key, config)
+    certificate = data.certificate
     banner.identity = certificate.where
     setup_logging(verbose)
     token = new_token()
-    server = ChatServer(
-        chosen, room=room, limits=limits, control_token=token, tls=certificate.context
-    )
-    keep_invites(server, data)
+    server = room_server(chosen, room, limits, token, data)
     freeze_startup_objects()
     try:
         trio.run(
@@ -339,8 +339,7 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        if data is not None:
-            data.close()
+        data.close()
 
 
 @app.command(epilog=environment(_NGROK_ENV))

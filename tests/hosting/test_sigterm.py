@@ -49,13 +49,16 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, **limits: float) -> AsyncIterator[Server]:
-    """`multichat serve` on a loopback port the kernel picks; killed if the test fails."""
-    config = tmp_path / "limits.toml"
+async def serve(
+    tmp_path: Path, *args: str, config_name: str = "limits.toml", **limits: float
+) -> AsyncIterator[Server]:
+    """`multichat serve ARGS` on a loopback port the kernel picks; killed if the test fails."""
+    config = tmp_path / config_name
     table = RELAXED_TOML | limits
     config.write_text("[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in table.items()))
     env = os.environ | {"MULTICHAT_PASSWORD": PASSWORD, "MULTICHAT_STATE_DIR": str(tmp_path)}
     command = [str(CLI), "serve", "--host", "127.0.0.1", "--port", "0", "--config", str(config)]
+    command += args
     process = await trio.lowlevel.open_process(
         command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -904,7 +904,10 @@ async def test_no_tunnel_with_the_password_from_the_environment(cli: Cli) -> Non
 
 async def test_a_second_room_on_the_same_port_fails_in_one_line(cli: Cli) -> None:
     up, banner = await cli.up("--no-tunnel", "--password", PASSWORD)
-    second = await cli.run("up", "--no-tunnel", "--port", str(banner.port), "--password", "x")
+    # Another room (its own data directory) on the same port.
+    second = await cli.run(
+        "up", "--no-tunnel", "--room", "other", "--port", str(banner.port), "--password", "x"
+    )
     assert second.returncode == 1, second
     assert second.err.strip().splitlines()[-1].startswith("multichat: cannot listen on port ")
     assert "Traceback" not in second.err and "ExceptionGroup" not in second.err
@@ -936,3 +939,14 @@ async def test_down_and_status_when_no_room_is_up(cli: Cli) -> None:
     assert down.err == "multichat: no room is up here (nothing to stop)\n"
     status = await cli.run("status")
     assert (status.returncode, status.out) == (3, "No room is up here.\n")
+
+
+async def test_a_second_room_on_the_same_data_directory_refuses_in_one_line(cli: Cli) -> None:
+    up, _ = await cli.up("--no-tunnel", "--password", PASSWORD)
+    second = await cli.run("up", "--no-tunnel", "--port", "0", "--password", "x")
+    assert second.returncode == 1, second
+    last = second.err.strip().splitlines()[-1]
+    assert last.startswith("multichat: ") and "in use" in last, second.err
+    assert "Traceback" not in second.err
+    up.signal(signal.SIGTERM)
+    assert await up.wait() == 0, up

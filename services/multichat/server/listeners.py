@@ -159,12 +159,14 @@ class ChatServer:
         v2) naming each friend's real address; `self.proxy_port` is the bound port.
         """
         try:
+            # Listening first: a port in use is a plain OSError for the caller, not a group.
+            listeners = await self._listen(port, host, proxy_port)
             async with trio.open_nursery() as keeper:
                 # The history writer outlives the listeners and the sessions: the last echoes
                 # and the shutdown notice wait for it. Cancelled, it commits what it holds.
                 if self.ctx.history is not None:
                     await self._open_history(keeper, self.ctx.history)
-                await self._serve(port, host, proxy_port, task_status)
+                await self._serve(*listeners, task_status)
                 keeper.cancel_scope.cancel()
         finally:
             self.stopped.set()
@@ -186,13 +188,9 @@ class ChatServer:
         self.room.persist = archive.persist
         self.ctx.moderation.on_ban = writer.set_ban_nowait
 
-    async def _serve(
-        self,
-        port: int,
-        host: str | None,
-        proxy_port: int | None,
-        task_status: trio.TaskStatus[int],
-    ) -> None:
+    async def _listen(
+        self, port: int, host: str | None, proxy_port: int | None
+    ) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
         self.port = listeners[0].socket.getsockname()[1]
         tunnel_listeners: list[trio.SocketListener] = []
@@ -203,6 +201,14 @@ class ChatServer:
             )
             self.proxy_port = tunnel_listeners[0].socket.getsockname()[1]
             log.info("tunnel (PROXY protocol) listener on 127.0.0.1:%d", self.proxy_port)
+        return listeners, tunnel_listeners
+
+    async def _serve(
+        self,
+        listeners: list[trio.SocketListener],
+        tunnel_listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[int],
+    ) -> None:
         log.info("serving room %r on port %d", self.room.name, self.port)
         async with trio.open_nursery() as sessions:
             async with trio.open_nursery() as acceptors:
@@ -213,7 +219,7 @@ class ChatServer:
                 acceptors.start_soon(self._sweep)
                 # In the sessions' nursery: it delivers the shutdown notice, then returns.
                 await sessions.start(self.ctx.fanout.run)
-                task_status.started(self.port)
+                task_status.started(listeners[0].socket.getsockname()[1])
                 await self._shutdown.wait()
                 acceptors.cancel_scope.cancel()
             for listener in listeners + tunnel_listeners:
