@@ -761,3 +761,35 @@ async def test_our_new_name_is_the_one_we_rejoin_with(fast_reconnect: None) -> N
             await bob.aclose()
             second.shutdown_nowait("test over")
             nursery.cancel_scope.cancel()
+
+
+async def test_a_rejoin_resumes_what_was_said_meanwhile(fast_reconnect: None) -> None:
+    """`hello {since}` on every rejoin: "while you were away: N", then those N, in order."""
+    async with start_room(RELAXED) as room:
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                alice, saw = await joined_client(room.port, "alice")
+                nursery.start_soon(alice.run)
+                bob = await room.join("bob")
+                await bob.say("before", "0")
+                await saw.wait_for(is_text("before"))
+                moderation = room.server.ctx.moderation
+                moderation.command(HOST, Moderate("lock"), by_host=True)  # rejoins wait
+                (session,) = [
+                    s
+                    for s in room.server.ctx.sessions
+                    if getattr(s, "member", None) and s.member.name == "alice"
+                ]  # type: ignore[attr-defined]
+                session.kick("the train entered a tunnel")  # type: ignore[attr-defined]
+                await saw.wait_for(lambda e: isinstance(e, Lost))
+                for i in range(3):
+                    await bob.say(f"meanwhile {i}", str(i + 1))
+                moderation.command(HOST, Moderate("unlock"), by_host=True)
+                rejoined = await saw.wait_for(lambda e: isinstance(e, Joined) and e.rejoined)
+                await saw.wait_for(is_text("meanwhile 2"))
+                after = saw.events[saw.events.index(rejoined) + 1 :]
+                alice.quit_nowait()
+    assert isinstance(rejoined, Joined) and rejoined.missed == 3
+    texts = [e.text for e in after if isinstance(e, Message)]
+    assert texts == ["meanwhile 0", "meanwhile 1", "meanwhile 2"], "each once, in order"
+    assert saw.texts().count("before") == 1, "nothing twice at the seam"

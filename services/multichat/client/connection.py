@@ -38,6 +38,7 @@ from ..protocol.events import (
     ConnectionClosed,
     Error,
     Event,
+    Gap,
     Join,
     Leave,
     Members,
@@ -91,7 +92,7 @@ NO_SUCH_MEMBER = "no_such_member"
 LINE_DEFERRALS = frozenset({"shutting_down", "not_joined"})
 # Login refusals that retrying cannot fix; others (a name still held by our old connection, a
 # room restarting or full) may clear up while reconnecting.
-FATAL_LOGIN = frozenset({"bad_password", "bad_name", "unsupported_version"})
+FATAL_LOGIN = frozenset({"bad_password", "bad_name", "unsupported_version", "bad_invite"})
 # The server closed on us on purpose; coming back would do it again (or be refused).
 KICKS = frozenset({"flooding", "kicked", "banned"})
 
@@ -108,10 +109,12 @@ class Line:
 
 @dataclass(frozen=True)
 class Joined:
-    """Logged in (again, after a lost connection, when `rejoined`)."""
+    """Logged in (again, after a lost connection, when `rejoined`; then `missed` messages
+    were said meanwhile, and the room's events that follow begin with them)."""
 
     welcome: Welcome
     rejoined: bool = False
+    missed: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class ChatClient:
         self._maybe_delivered: set[str] = set()  # ids sent on a connection that broke
         self._control: list[Event] = []  # pongs and requests, sent ahead of lines
         self._holding = False  # after a rejoin, lines wait for the history to end
+        self._held: list[Event] = []  # what the room replayed while holding
+        self._missed = 0  # messages said while we were away
         self._quitting = False
         self._quit_sent = False
         self._shutdown: str | None = None
@@ -307,8 +312,9 @@ class ChatClient:
                 self.listener(Lost(reason, counted, RECONNECT_TRIES, delay))
                 await trio.sleep(delay)
                 try:
+                    # `since`: the room replays what was said meanwhile, each message once.
                     self._stream, self._conn, welcome = await login(
-                        self.address, self.name, self.password
+                        self.address, self.name, self.password, since=self._last_seq
                     )
                 except LoginRefused as exc:
                     if exc.code == "banned":
@@ -326,6 +332,8 @@ class ChatClient:
                 else:
                     self._joined(welcome)
                     self._holding = True
+                    self._held.clear()
+                    self._missed = 0
                     self._control[:] = [Who()]  # nothing left over from the old connection
                     return None
             return self._ending(
@@ -461,7 +469,10 @@ class ChatClient:
                 if self._holding:
                     self._holding = False
                     self._wakeup.set()
-                    self.listener(Joined(self.welcome_now(), rejoined=True))
+                    self.listener(Joined(self.welcome_now(), rejoined=True, missed=self._missed))
+                    held, self._held = self._held, []
+                    for earlier in held:  # "while you were away", then what was said
+                        self.listener(earlier)
                     return
             case Ping(data):
                 self._control.append(Pong(data))
@@ -489,9 +500,17 @@ class ChatClient:
                         self._deferred.append(line)
                     self._check_acknowledged()
                     return
+            case Gap(missed):
+                self._missed += missed
+                return
             case _:
                 self._track(event)
-        self.listener(event)
+        if self._holding:
+            # Replayed after a rejoin: told once the rejoin is, after "while you were away".
+            self._missed += isinstance(event, Message)
+            self._held.append(event)
+        else:
+            self.listener(event)
 
     def _track(self, event: Event) -> None:
         """Keep our name, the member list, who is away and the topic as the room says."""

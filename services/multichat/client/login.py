@@ -91,7 +91,7 @@ def connect_error(exc: BaseException, address: Address) -> ConnectFailed:
 
 
 async def login(
-    address: Address, name: str, password: str
+    address: Address, name: str, password: str, *, since: int | None = None
 ) -> tuple[trio.abc.Stream, ClientConnection, Welcome]:
     """Connect and say hello; the open stream, its protocol state and the room's welcome.
 
@@ -104,7 +104,7 @@ async def login(
             if address.transport != "tcp":
                 stream = await open_websocket(stream, address.http_host, address.path)
             conn = ClientConnection()
-            hello = Hello(name, password, invite=address.invite)
+            hello = Hello(name, password, invite=address.invite, since=since)
             await stream.send_all(conn.send(hello))
             welcome = await _answer(stream, conn, address)
     except trio.TooSlowError:

@@ -58,9 +58,10 @@ def render(event: Event | Update) -> str | None:
     same way), so a script can read either.
     """
     match event:
-        case Joined(welcome, rejoined):
+        case Joined(welcome, rejoined, missed):
             if rejoined:
-                return f"* Reconnected to {_one(welcome.room)} as {_one(welcome.name)}"
+                away = f"; while you were away: {missed} messages" if missed else ""
+                return f"* Reconnected to {_one(welcome.room)} as {_one(welcome.name)}{away}"
             topic = f"\n* Topic: {_one(welcome.topic)}" if welcome.topic else ""
             return (
                 f"* Welcome to {_one(welcome.room)}, {_one(welcome.name)}! "

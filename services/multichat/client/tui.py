@@ -363,13 +363,15 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
             case Shutdown(reason):
                 text = f"The room is closing: {_one(reason)}" if reason else "The room is closing."
                 self.system(f" {text} ", "shutdown")
-            case Joined(welcome, rejoined):
+            case Joined(welcome, rejoined, missed):
                 self.lost = None
                 room = _one(welcome.room)
                 self.input.set_caption(self._prompt())
                 self.refresh_topic()
                 if rejoined:
                     self.system(f"Reconnected to {room}.")
+                    if missed:
+                        self.system(f"While you were away: {_count(missed)}")
                 else:
                     online = ", ".join(_one(n) for n in welcome.members)
                     self.system(f"Welcome to {room}, {_one(welcome.name)}! Online: {online}")
@@ -575,3 +577,7 @@ async def run_tui(
         nursery.cancel_scope.cancel()
     assert ending is not None
     return ending
+
+
+def _count(missed: int) -> str:
+    return "1 message" if missed == 1 else f"{missed} messages"

@@ -564,17 +564,18 @@
   }
 
   function showHelp() {
-    const list = node("dl", "help");
+    const parts = [];
     const sections = [["Commands", HELP], ["Operators also", OPERATOR_HELP], ["Keys", KEYS_HELP]];
     for (const [title, rows] of sections) {
-      list.append(node("dt", "help-title", title), node("dd", "help-title"));
+      const list = node("dl");
       for (const [usage, meaning] of rows) {
         const term = node("dt");
         term.append(node("code", "", usage));
         list.append(term, node("dd", "", meaning));
       }
+      parts.push(node("p", "help-title", title), list);
     }
-    addRow("help", undefined, [list], true);
+    addRow("help", undefined, parts, true);
   }
 
   // The answer to /bans: a table, one ban a row.
