@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from chatpeer import RELAXED, Peer, RoomFixture, start_room
 from multichat.protocol.events import (
@@ -110,3 +111,21 @@ async def test_a_bad_invite_command_is_one_clear_error() -> None:
                 await host(room, "revoke", "nope"),
             ]
     assert all(isinstance(a, Error) and a.code == "bad_command" for a in answers), answers
+
+
+async def test_a_dropped_member_rejoins_with_its_invite_without_spending_a_use() -> None:
+    async with start_room(RELAXED, control_token=TOKEN) as room:
+        with trio.fail_after(STEP):
+            issued = await host(room, "invite", "uses=1")
+            assert isinstance(issued, InviteIssued)
+            first = await Peer.open(room.port)
+            await first.send(Hello("ann", "", invite=issued.token))
+            assert isinstance(await first.next_event(), Welcome)
+            await first.aclose()  # the connection drops
+            await trio.testing.wait_all_tasks_blocked()
+            again = await join_with(room, "ann", issued.token)
+            other = await join_with(room, "ben", issued.token)
+            revoked = await host(room, "revoke", issued.invite.id)
+    assert isinstance(again, Welcome), "ann comes back"
+    assert isinstance(other, Error) and other.code == "bad_invite", "nobody else"
+    assert isinstance(revoked, Error), "used up: nothing left to revoke"

@@ -50,6 +50,9 @@ class InviteBook:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._invites: dict[str, StoredInvite] = {}  # by id, oldest first
+        # Tokens already used, by digest: the name key they let in, and until when. A member
+        # whose connection drops rejoins with the same token without spending another use.
+        self._claims: dict[str, tuple[str, Invite]] = {}
         self.on_change: Callable[[list[StoredInvite]], None] = lambda invites: None
 
     def restore(self, invites: list[StoredInvite]) -> None:
@@ -79,6 +82,7 @@ class InviteBook:
 
     def revoke(self, id: str) -> Invite:
         stored = self._invites.pop(id, None)
+        self._claims = {d: c for d, c in self._claims.items() if c[1].id != id}
         if stored is None:
             raise InviteError(f"no invite {id!r}; `multichat invites` lists them")
         self._changed()
@@ -95,6 +99,9 @@ class InviteBook:
         Raises InviteError.
         """
         wanted = digest(token)
+        claim = self._claims.get(wanted)
+        if claim is not None and claim[0] == key and claim[1].expires > self._clock():
+            return claim[1]  # the same person coming back (a dropped connection)
         found: StoredInvite | None = None
         for stored in self._invites.values():
             if hmac.compare_digest(stored.digest, wanted):
@@ -106,6 +113,9 @@ class InviteBook:
             raise InviteError("that invite is not valid (used up, expired, revoked or mistyped)")
         if invite.name and name_key(invite.name) != key:
             raise InviteError(f"that invite is for {invite.name!r} only")
+        if len(self._claims) >= MAX_INVITES:
+            self._claims.pop(next(iter(self._claims)))
+        self._claims[wanted] = (key, invite)
         if invite.uses == 1:
             del self._invites[invite.id]
         else:
