@@ -16,6 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from chatpeer import PASSWORD, RELAXED, Peer
@@ -199,8 +200,13 @@ async def test_a_personal_invite_logs_in_without_the_password_for_its_name_only(
             stream, _, welcome = await login(address, "bob", "")
             assert welcome.name == "bob"
             await stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            # A dropped connection: bob comes back with the same token, no use spent.
+            stream, _, again = await login(address, "bob", "")
+            assert again.name == "bob"
+            await stream.aclose()
             with pytest.raises(LoginRefused) as used:
-                await login(address, "bob", "")
+                await login(address, "carol", "")
             assert used.value.code == "bad_invite"
 
 

@@ -44,7 +44,7 @@ def kept_book(directory: Path, clock: Clock) -> InviteBook:
 def test_invites_survive_a_restart_as_digests_only(tmp_path: Path) -> None:
     clock = Clock()
     book = kept_book(tmp_path, clock)
-    invite, token = book.issue("bob", uses=2, seconds=3600)
+    invite, token = book.issue(uses=2, seconds=3600)
     path = tmp_path / INVITES_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert token not in path.read_text(), "the token itself is never kept"
@@ -55,9 +55,11 @@ def test_invites_survive_a_restart_as_digests_only(tmp_path: Path) -> None:
     assert restarted.redeem(token, name_key("bob"), name_key).uses == 2
     # The use is saved at once: another restart sees one use left.
     assert [i.uses for i in kept_book(tmp_path, clock).live()] == [1]
-    restarted.redeem(token, name_key("bob"), name_key)
+    restarted.redeem(token, name_key("bob"), name_key)  # bob again: no use spent
+    assert [i.uses for i in kept_book(tmp_path, clock).live()] == [1]
+    restarted.redeem(token, name_key("carol"), name_key)  # the last use
     with pytest.raises(InviteError):
-        kept_book(tmp_path, clock).redeem(token, name_key("bob"), name_key)
+        kept_book(tmp_path, clock).redeem(token, name_key("dave"), name_key)
 
 
 def test_revoked_and_expired_invites_do_not_come_back(tmp_path: Path) -> None:

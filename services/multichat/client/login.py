@@ -230,8 +230,18 @@ def tls_error(exc: trio.BrokenResourceError, address: Address) -> ConnectFailed:
             return ConnectFailed(
                 f"{address} does not speak TLS: for a room without it, use http:// or ws://"
             )
+        if isinstance(cause, ssl.SSLEOFError) or cause.reason == "UNEXPECTED_EOF_WHILE_READING":
+            return _no_tls(address)
         return ConnectFailed(f"TLS with {address} failed ({cause.reason or cause})")
-    return ConnectFailed(f"{address} closed the connection during the TLS handshake")
+    return _no_tls(address)
+
+
+def _no_tls(address: Address) -> ConnectFailed:
+    # A room without a certificate closes on a ClientHello without a word.
+    return ConnectFailed(
+        f"{address} closed the connection during the TLS handshake: "
+        "if the room does not speak TLS, use http:// or ws://"
+    )
 
 
 def upgrade_error(exc: UpgradeRefused, address: Address) -> ClientError:
