@@ -6,6 +6,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, read_until, start_room
 from multichat.protocol.events import (
@@ -17,7 +18,9 @@ from multichat.protocol.events import (
     Leave,
     Message,
     Moderate,
+    Nick,
     Notice,
+    Renamed,
     Say,
 )
 from multichat.protocol.proxy import Command, Family, ProxyHeader, build_v2
@@ -202,3 +205,24 @@ async def test_a_plain_text_operator_kicks_by_typing(room: RoomFixture) -> None:
         await closed_with(bob, "kicked")
         seen = await read_until(stream, b"(bye)\n", buffer)
     assert b"op-by-nc kicked bob (bye)" in seen
+
+
+async def test_a_mute_outlives_a_reconnect_and_a_rename(autojump_clock: object) -> None:
+    async with start_room(RELAXED, control_token=TOKEN) as room:
+        alice = await room.join("alice")
+        bob = await room.join("bob")
+        room.server.ctx.moderation.command("host", Moderate("mute", "bob"), by_host=True)
+        await bob.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        again = await room.join("bob")
+        await again.say("am I free?", "1")
+        refused = await again.expect(Error)
+        await again.send(Nick("robert"))
+        await again.expect(Renamed)
+        await again.say("and now?", "2")
+        still = await again.expect(Error)
+        await alice.say("alice was never muted", "a")
+        echo = await alice.expect(Message)
+    assert isinstance(refused, Error) and refused.code == "muted"
+    assert isinstance(still, Error) and still.code == "muted"
+    assert isinstance(echo, Message) and echo.id == "a", "same address, another friend"

@@ -63,10 +63,12 @@ def answer(ctx: ServerContext, member: Member, request: Request, now: float) -> 
             if wait > 0:
                 every = f"one new name per {NICK_INTERVAL_SECONDS:.0f} s"
                 return Error("too_fast", f"{every}; wait {wait:.0f} s")
+            old_key = member.key
             try:
                 room.rename(member, name)
             except Refused as exc:
                 return Error(exc.code, exc.message)
+            ctx.moderation.renamed(old_key, member.key)
             member.renamed_at = now
         case Away(text):
             member.away = _line(text, MAX_AWAY_CHARS)

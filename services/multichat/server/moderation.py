@@ -53,6 +53,10 @@ class Moderation:
         self.room = room
         self.locked = False
         self._banned: dict[str, BanEntry] = {}  # by address
+        # Mutes by name key: reconnecting does not lift one, and a rename takes it along. Not
+        # by address, as bans are: friends behind one router share one, and only one of them
+        # was told to be quiet. Monotonic deadlines; math.inf until unmuted.
+        self._mutes: dict[str, float] = {}
         self._clock = clock  # ban times people read (and that outlive a restart)
         self._monotonic = monotonic  # mute deadlines
         self.on_ban: Callable[[BanEntry | None, str], None] = lambda ban, address: None
@@ -73,17 +77,22 @@ class Moderation:
 
     def muted(self, member: Member) -> Error | None:
         """The refusal of `member`'s message, if it is muted."""
-        until = member.muted_until
+        until = self._mutes.get(member.key)
         if until is None:
             return None
         now = self._monotonic()
         if until <= now:
-            member.muted_until = None
+            del self._mutes[member.key]
             return None
         if math.isinf(until):
             return Error("muted", "you are muted: you can read but not say anything")
         left = format_duration(until - now)
         return Error("muted", f"you are muted for {left} more: you can read but not say anything")
+
+    def renamed(self, old_key: str, new_key: str) -> None:
+        """A member's name changed: its mute goes with it."""
+        if old_key in self._mutes:
+            self._mutes[new_key] = self._mutes.pop(old_key)
 
     # -- commands --
 
@@ -187,7 +196,7 @@ class Moderation:
         if isinstance(member, Error):
             return member
         seconds = command.seconds
-        member.muted_until = math.inf if seconds is None else self._monotonic() + seconds
+        self._mutes[member.key] = math.inf if seconds is None else self._monotonic() + seconds
         span = f" for {format_duration(seconds)}" if seconds else ""
         return self._notice(f"{actor} muted {member.name}{span}")
 
@@ -195,7 +204,7 @@ class Moderation:
         member = self._target(actor, command.target, "unmute")
         if isinstance(member, Error):
             return member
-        member.muted_until = None
+        self._mutes.pop(member.key, None)
         return self._notice(f"{actor} unmuted {member.name}")
 
     def _lock(self, actor: str, command: Moderate) -> Notice:
