@@ -7,20 +7,27 @@ a loopback port the kernel picks, the terminal member a blocking socket speaking
 through the project's own sans-I/O `ClientConnection`. Every wait is bounded.
 
 The helpers take the room's base URL, so a test can point the same page at the room directly or
-through a tunnel in front of it.
+through a tunnel in front of it. A tunnel's HTTPS link has a certificate from a test CA, which
+`chromium(trust=...)` makes the browser trust the way a person's machine trusts a CA it was told
+to: in the NSS database of its home directory (a temporary one here), with no switch that turns
+certificate checks off.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -29,7 +36,15 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from multichat.protocol.connection import ClientConnection
-from multichat.protocol.events import ConnectionClosed, Event, Hello, NeedData, Say, Welcome
+from multichat.protocol.events import (
+    ConnectionClosed,
+    Control,
+    Event,
+    Hello,
+    NeedData,
+    Say,
+    Welcome,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and quiet: no GPU, no QUIC, and none of the background requests (updates, sync,
@@ -61,26 +76,122 @@ RELAXED_LIMITS = {
     "failed_passwords_global_per_minute": 1000,
 }
 _SERVING = re.compile(r"serving room .* on port (\d+)")
+# The last line `serve` prints as it starts (docs/invites.md), once its state file is written.
+_ANNOUNCED = re.compile(r"^Certificate: SHA-256 ")
 T = TypeVar("T")
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
-    """Debian's Chromium under playwright, closed afterwards."""
+def chromium(*, trust: Path | None = None) -> Iterator[Browser]:
+    """Debian's Chromium under playwright, closed afterwards.
+
+    With `trust` (a CA certificate, PEM), the browser trusts that CA for HTTPS, besides the
+    usual ones: it runs with a home directory of its own whose NSS database holds the CA.
+    """
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests need Debian's chromium "
             "(scripts/test installs it when run as root: "
             "apt-get install -y --no-install-recommends chromium chromium-driver)"
         )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), timeout=60_000
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with ExitStack() as stack:
+        env = None
+        if trust is not None:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="chromium-home-"))
+            trust_ca(Path(home) / ".pki" / "nssdb", trust)
+            env = {**os.environ, "HOME": home}
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), timeout=60_000, env=env
+            )
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+
+# -- a CA that Chromium trusts: NSS, which Chromium on Linux reads its users' CAs from --
+
+# certdb.h: the trust flags of `certutil -t "C,,"`, a CA trusted to issue server certificates.
+CERTDB_VALID_CA = 1 << 3
+CERTDB_TRUSTED_CA = 1 << 4
+
+
+class _SECItem(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("data", ctypes.c_void_p), ("len", ctypes.c_uint)]
+
+
+class _CERTCertTrust(ctypes.Structure):
+    _fields_ = [
+        ("sslFlags", ctypes.c_uint),
+        ("emailFlags", ctypes.c_uint),
+        ("objectSigningFlags", ctypes.c_uint),
+    ]
+
+
+def trust_ca(nssdb: Path, ca_file: Path) -> None:
+    """A new NSS database in `nssdb` in which the CA in `ca_file` is trusted for TLS servers.
+
+    What `certutil -N --empty-password` and `certutil -A -t C,,` do, through libnss3 itself,
+    which Chromium depends on: so no package beyond Chromium's own is needed. Run in a child
+    process, so that NSS's global state never lives in the test run.
+    """
+    nssdb.mkdir(parents=True, exist_ok=True)
+    script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import browser; "
+    script += "browser._trust_ca_here(sys.argv[1], sys.argv[2])"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(nssdb), str(ca_file)],
+        capture_output=True,
+        text=True,
+        timeout=STEP,
+        check=False,
+    )
+    assert done.returncode == 0, f"could not make NSS trust the test CA:\n{done.stderr}"
+
+
+def _trust_ca_here(nssdb: str, ca_file: str) -> None:
+    nss = ctypes.CDLL("libnss3.so")
+    handle, slot, cert = ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
+    nss.CERT_GetDefaultCertDB.restype = handle
+    nss.PK11_GetInternalKeySlot.restype = slot
+    nss.PK11_NeedUserInit.argtypes = [slot]
+    nss.PK11_InitPin.argtypes = [slot, ctypes.c_char_p, ctypes.c_char_p]
+    nss.CERT_NewTempCertificate.restype = cert
+    nss.CERT_NewTempCertificate.argtypes = [
+        handle,
+        ctypes.POINTER(_SECItem),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    nss.PK11_ImportCert.argtypes = [slot, cert, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    nss.CERT_ChangeCertTrust.argtypes = [handle, cert, ctypes.POINTER(_CERTCertTrust)]
+    nss.CERT_DestroyCertificate.argtypes = [cert]
+    nss.PK11_FreeSlot.argtypes = [slot]
+
+    def check(status: int, what: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"{what} failed: NSS error {nss.PORT_GetError()}")
+
+    check(nss.NSS_InitReadWrite(f"sql:{nssdb}".encode()), "NSS_InitReadWrite")
+    try:
+        key_slot = nss.PK11_GetInternalKeySlot()
+        if nss.PK11_NeedUserInit(key_slot):
+            check(nss.PK11_InitPin(key_slot, None, b""), "PK11_InitPin")  # no password
+        der = ssl.PEM_cert_to_DER_cert(Path(ca_file).read_text(encoding="ascii"))
+        data = ctypes.create_string_buffer(der, len(der))
+        item = _SECItem(0, ctypes.cast(data, ctypes.c_void_p), len(der))
+        db = nss.CERT_GetDefaultCertDB()
+        ca = nss.CERT_NewTempCertificate(db, ctypes.byref(item), None, 0, 1)
+        if not ca:
+            raise RuntimeError(f"not a certificate: NSS error {nss.PORT_GetError()}")
+        check(nss.PK11_ImportCert(key_slot, ca, 0, b"multichat test CA", 0), "PK11_ImportCert")
+        trust = _CERTCertTrust(CERTDB_VALID_CA | CERTDB_TRUSTED_CA, 0, 0)
+        check(nss.CERT_ChangeCertTrust(db, ca, ctypes.byref(trust)), "CERT_ChangeCertTrust")
+        nss.CERT_DestroyCertificate(ca)
+        nss.PK11_FreeSlot(key_slot)
+    finally:
+        check(nss.NSS_Shutdown(), "NSS_Shutdown")
 
 
 @dataclass
@@ -156,6 +267,7 @@ class Room:
     process: subprocess.Popen[bytes]
     port: int
     log: list[str]
+    state_dir: Path
 
     @property
     def url(self) -> str:
@@ -166,18 +278,49 @@ class Room:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(STEP)
 
+    def control(self, command: str, *args: str) -> Event | ConnectionClosed:
+        """The room's answer to a host's command (`op alice`, `invite uses=1`), proven by the
+        control token in its state file, as `multichat kick` and `multichat invite` do it."""
+        return control(self.port, self.state_dir, command, *args)
+
+
+def control(port: int, state_dir: Path, command: str, *args: str) -> Event | ConnectionClosed:
+    """A control command to the room on `port` whose state file is in `state_dir`."""
+    state = json.loads((state_dir / f"room-{port}.json").read_text(encoding="utf-8"))
+    with socket.create_connection(("127.0.0.1", port), timeout=STEP) as sock:
+        conn = ClientConnection()
+        sock.sendall(conn.send(Control(state["token"], command, "", args)))
+        while isinstance(event := conn.next_event(), NeedData):
+            conn.receive_data(sock.recv(65536))
+        return event
+
+
+def write_config(path: Path, limits: dict[str, float], history: dict[str, float]) -> Path:
+    """A room's TOML config: its `[limits]` (and `[history]`, where `resume_max` is read)."""
+    text = "[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in limits.items())
+    text += "[history]\n" + "".join(f"{k} = {v!r}\n" for k, v in history.items())
+    path.write_text(text, encoding="utf-8")
+    return path
+
 
 @contextmanager
 def serve_room(
-    state_dir: Path, *, password: str = PASSWORD, room: str = "friends", **limits: float
+    state_dir: Path,
+    *,
+    password: str = PASSWORD,
+    room: str = "friends",
+    history: dict[str, float] | None = None,
+    **limits: float,
 ) -> Iterator[Room]:
-    """A room on a loopback port the kernel picks; killed (this process only) when done."""
-    config = state_dir / "limits.toml"
-    table = RELAXED_LIMITS | limits
-    config.write_text("[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in table.items()))
+    """A room on a loopback port the kernel picks; killed (this process only) when done.
+
+    Its data (history, certificate) is kept in `state_dir` too: every test has a room of its
+    own, whatever it is called.
+    """
+    config = write_config(state_dir / "room.toml", RELAXED_LIMITS | limits, history or {})
     env = os.environ | {"MULTICHAT_PASSWORD": password, "MULTICHAT_STATE_DIR": str(state_dir)}
     command = [str(MULTICHAT), "serve", "--host", "127.0.0.1", "--port", "0"]
-    command += ["--room", room, "--config", str(config)]
+    command += ["--room", room, "--config", str(config), "--data-dir", str(state_dir / "data")]
     process = subprocess.Popen(
         command,
         env=env,
@@ -196,6 +339,7 @@ def serve_room(
             log.append(line)
             if not ports and (match := _SERVING.search(line)):
                 ports.append(int(match.group(1)))
+            if ports and _ANNOUNCED.match(line):
                 started.set()
         started.set()
 
@@ -203,7 +347,7 @@ def serve_room(
     reader.start()
     try:
         assert started.wait(STEP) and ports, "".join(log) or "the room did not start"
-        yield Room(process, ports[0], log)
+        yield Room(process, ports[0], log, state_dir)
     finally:
         if process.poll() is None:
             process.kill()
@@ -218,8 +362,10 @@ def serve_room(
 class TerminalMember:
     """One member on the terminal protocol, blocking; every read waits `STEP` at most."""
 
-    def __init__(self, port: int, name: str, password: str = PASSWORD) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=STEP)
+    def __init__(
+        self, port: int, name: str, password: str = PASSWORD, host: str = "127.0.0.1"
+    ) -> None:
+        self.sock = socket.create_connection((host, port), timeout=STEP)
         self.conn = ClientConnection()
         self.events: list[Event] = []  # everything received, in order
         self.send(Hello(name, password))

@@ -10,17 +10,21 @@ the room; everything else goes straight to 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, WebSocket, WebSocketRoute, expect
 
 from browser import (
+    PASSWORD,
     STEP,
     STEP_MS,
     Room,
@@ -32,7 +36,29 @@ from browser import (
     serve_room,
 )
 from multichat.client.tui import name_attr
-from multichat.protocol.events import Away, Back, Join, Leave, Message, Nick, Quit, Say
+from multichat.protocol import commands, wire
+from multichat.protocol.connection import ClientConnection
+from multichat.protocol.events import (
+    Away,
+    Back,
+    CameBack,
+    ConnectionClosed,
+    Error,
+    Event,
+    Hello,
+    InviteIssued,
+    Join,
+    Leave,
+    Message,
+    NeedData,
+    Nick,
+    Notice,
+    Quit,
+    Renamed,
+    Say,
+    Topic,
+    WentAway,
+)
 from multichat.protocol.sanitize import clean_text
 
 PHONE = (390, 844)
@@ -577,3 +603,646 @@ def test_the_page_colours_names_and_cleans_text_as_the_terminal_client_does(
         # A JSON string can carry lone surrogates; they go, and a pair stays.
         lone = page.evaluate(r"window.multichat.cleanText('a\ud800b\udc00c\ud83d\ude00')")
         assert lone == "abc😀"
+
+
+# -- what a member types: the room's one grammar (protocol/commands.py) --
+
+COMMAND_LINES = [
+    "/msg bob hi there",
+    '/msg "Ann B" hi Ann',
+    '/msg "Ann B hi',
+    '/msg "" hi',
+    "/msg bob",
+    "/msg bob    ",
+    "/msg",
+    "/m bob x",
+    "/TELL bob x",
+    "/me waves",
+    "/me",
+    "/nick alicia",
+    '/nick "Ann B"',
+    "/nick",
+    "/away",
+    "/away gone to lunch",
+    "/back",
+    "/topic weekend plans",
+    "/topic",
+    "/who",
+    "/names",
+    "/help",
+    "/?",
+    "/quit",
+    "/exit",
+    "/lock",
+    "/unlock",
+    "/bans",
+    "/kick bob",
+    "/kick bob being rude",
+    '/kick "Ann B" rude',
+    "/kick",
+    "/ban bob",
+    "/ban bob --for 10m spam and more spam",
+    "/ban 203.0.113.5 --for=1h30m",
+    "/ban bob spam --for 2h",
+    "/ban bob --for 1.5h",
+    "/ban bob --for 10x",
+    "/ban bob --for",
+    "/ban bob --for 0s",
+    "/ban bob --for 400d",
+    "/ban bob --for=",
+    "/ban --for 1h",
+    "/ban bob --for 10M",
+    "/ban bob --for \u0661\u0660m",  # Arabic-Indic digits: Python's \\d and float() read them
+    '/ban bob --for "it\'s"',
+    "/ban bob --for \x1b[1m",
+    "/unban bob",
+    "/unban 203.0.113.5 now",
+    "/unban",
+    "/mute bob --for 30s",
+    "/mute bob --for 2w",
+    "/mute bob loud",
+    "/mute",
+    "/unmute bob",
+    "/op carol",
+    "/OP carol",
+    "/deop carol",
+    "/deop",
+    "/frobnicate",
+    "/averyveryverylongcommandname123456789 x",
+    "/msg\tbob hi",
+    "/  msg bob",
+    "  /msg bob hi  ",
+]
+
+
+def python_parse(line: str) -> dict[str, object]:
+    """What protocol/commands.py makes of `line`: the frame wire.py sends, or the usage."""
+    try:
+        return {"frame": wire.to_json(commands.parse(line))}
+    except commands.CommandError as exc:
+        return {"error": str(exc)}
+
+
+def test_the_page_reads_commands_with_the_rooms_one_grammar(browser: Browser, room: Room) -> None:
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        # The help tables are a copy of Python's; a command added there must be added here.
+        assert page.evaluate("window.multichat.HELP") == [list(row) for row in commands.HELP]
+        assert page.evaluate("window.multichat.OPERATOR_HELP") == [
+            list(row) for row in commands.OPERATOR_HELP
+        ]
+        answers = page.evaluate("lines => lines.map(window.multichat.parseCommand)", COMMAND_LINES)
+        for line, answer in zip(COMMAND_LINES, answers, strict=True):
+            assert answer == python_parse(line), line
+        # Every command in the tables completes with Tab.
+        listed = {
+            word
+            for usage, meaning in (*commands.HELP, *commands.OPERATOR_HELP)
+            for word in re.findall(r"(?<![/\w])/([a-z]+)", f"{usage} {meaning}")
+        }
+        assert page.evaluate("window.multichat.COMMAND_NAMES") == sorted(listed)
+
+
+def frames_sent(page: Page) -> list[dict[str, object]]:
+    """Every frame the page sends from now on, on any of its sockets, decoded, in order."""
+    frames: list[dict[str, object]] = []
+
+    def opened(socket: WebSocket) -> None:
+        socket.on("framesent", lambda payload: frames.append(json.loads(payload)))
+
+    page.on("websocket", opened)
+    return frames
+
+
+def requests(frames: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The frames a member's typing sent: no login, no keep-alive, and no ids (random)."""
+    typed = [f for f in frames if f["type"] not in ("hello", "ping", "pong")][1:]  # 1st: who
+    return [{k: v for k, v in f.items() if k != "id"} for f in typed]
+
+
+def bodies(page: Page, kind: str) -> list[str]:
+    return page.locator(f"#messages .{kind} .body").all_text_contents()
+
+
+def test_chat_commands_go_to_the_room_as_its_frames(browser: Browser, room: Room) -> None:
+    carol = TerminalMember(room.port, "carol")
+    ann = TerminalMember(room.port, "Ann B")
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        sent = frames_sent(page)
+        log_in(page, "alice")
+        box = page.get_by_label("Message", exact=True)
+        members = page.locator("#members li")
+
+        say(page, "/msg carol psst")
+        private = carol.wait_for(Message)
+        assert (private.sender, private.text, private.to) == ("alice", "psst", "carol")
+        say(page, '/msg "Ann B" hi Ann')
+        assert ann.wait_for(Message, lambda m: m.sender == "alice").text == "hi Ann"
+        say(page, "/me waves")
+        action = carol.wait_for(Message)
+        assert (action.text, action.action, action.to) == ("waves", True, None)
+        expect(page.locator("#messages .message .body")).to_have_text(
+            [
+                "(private to carol) alice: psst ✓",
+                "(private to Ann B) alice: hi Ann ✓",
+                "* alice waves ✓",
+            ]
+        )
+        say(page, "/msg nobody are you there")
+        expect(page.locator("#messages .message").last).to_have_class(re.compile(r"\bfailed\b"))
+        expect(page.locator("#messages .message .mark").last).to_have_text(
+            " (not sent: nobody called 'nobody' is in the room)"
+        )
+
+        say(page, "/away gone to lunch")
+        assert carol.wait_for(WentAway) == WentAway("alice", "gone to lunch")
+        expect(members).to_have_text(["carol", "Ann B", "alice (you, away: gone to lunch)"])
+        say(page, "/back")
+        assert carol.wait_for(CameBack) == CameBack("alice")
+        expect(members.last).to_have_text("alice (you)")
+        say(page, "/nick alicia")
+        assert carol.wait_for(Renamed).new == "alicia"
+        expect(members.last).to_have_text("alicia (you)")
+        say(page, "/who")
+        expect(page.locator("#messages .system .body").last).to_have_text(
+            "Online (3): carol, Ann B, alicia"
+        )
+
+        # Operators' commands are refused by the room, which says why.
+        say(page, "/topic weekend plans")
+        expect(page.locator("#messages .error .body").last).to_have_text(
+            "only operators set the topic; ask the host"
+        )
+        say(page, '/kick "Ann B" too quiet')
+        expect(page.locator("#messages .error .body").last).to_have_text(
+            "/kick is for operators; ask the host"
+        )
+        # A command that does not parse is told here, with the room's words, and is sent nowhere;
+        # it stays in the box to be put right.
+        for line in ("/ban carol --for 10x", "/frobnicate now", "/mute"):
+            say(page, line)
+            expect(page.locator("#messages .error .body").last).to_have_text(
+                python_parse(line)["error"]
+            )
+            expect(box).to_have_value(line)
+        expect(page.locator("#messages .error .body")).to_have_text(
+            [
+                "only operators set the topic; ask the host",
+                "/kick is for operators; ask the host",
+                "'10x' is not a duration; try 30s, 10m, 2h or 1d",
+                "unknown command /frobnicate; /help lists them",
+                "usage: /mute NAME [--for DURATION]",
+            ]
+        )
+        say(page, "/help")
+        help_rows = page.locator("#messages .help tr:has(td)")
+        expect(help_rows).to_have_count(
+            len(commands.HELP) + len(commands.OPERATOR_HELP) + 3  # and three keys
+        )
+        shown = [row.locator("td").all_text_contents() for row in help_rows.all()]
+        assert shown[:-3] == [list(row) for row in (*commands.HELP, *commands.OPERATOR_HELP)]
+        expect(page.locator("#messages .help th")).to_have_text(
+            ["Commands", "Operators also", "Keys"]
+        )
+        expect(box).to_have_value("")
+
+        assert requests(sent) == [
+            {"type": "say", "text": "psst", "to": "carol"},
+            {"type": "say", "text": "hi Ann", "to": "Ann B"},
+            {"type": "say", "text": "waves", "action": True},
+            {"type": "say", "text": "are you there", "to": "nobody"},
+            {"type": "away", "text": "gone to lunch"},
+            {"type": "back"},
+            {"type": "nick", "name": "alicia"},
+            {"type": "who"},
+            {"type": "topic", "text": "weekend plans"},
+            {"type": "kick", "name": "Ann B", "reason": "too quiet"},
+        ]
+    carol.close()
+    ann.close()
+
+
+def hello_answer(port: int, name: str) -> Event | ConnectionClosed:
+    """What the room answers a terminal member's hello (a welcome, or why not)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=STEP) as sock:
+        conn = ClientConnection()
+        sock.sendall(conn.send(Hello(name, PASSWORD)))
+        while isinstance(event := conn.next_event(), NeedData):
+            conn.receive_data(sock.recv(65536))
+        return event
+
+
+def test_an_operator_moderates_from_the_page(browser: Browser, room: Room) -> None:
+    carol = TerminalMember(room.port, "carol")
+    with open_tab(browser, room.url) as first, open_tab(browser, room.url) as second:
+        alice, bob = first.page, second.page
+        sent = frames_sent(alice)
+        log_in(alice, "alice")
+        log_in(bob, "bob")
+        carol.wait_for(Join, lambda join: join.name == "bob")
+        made = room.control("op", "alice")
+        assert isinstance(made, Notice) and made.text == "host made alice an operator"
+        expect(alice.locator("#messages .notice .body")).to_have_text(
+            ["host made alice an operator"]
+        )
+        say(alice, "/who")
+        expect(alice.locator("#members li")).to_have_text(["carol", "alice (you, op)", "bob"])
+
+        say(alice, "/topic weekend plans")
+        assert carol.wait_for(Topic) == Topic("weekend plans", "alice")
+        for page in (alice, bob):
+            expect(page.locator("#topic")).to_have_text("Topic: weekend plans")
+        with open_tab(browser, room.url) as third:  # a newcomer sees it from the welcome on
+            log_in(third.page, "dave")
+            expect(third.page.locator("#topic")).to_have_text("Topic: weekend plans")
+            third.page.get_by_role("button", name="Leave").click()
+            carol.wait_for(Leave, lambda leave: leave.name == "dave")
+
+        say(alice, "/mute carol --for 10m")
+        notice = carol.wait_for(Notice)
+        assert notice.text == "alice muted carol for 10m"
+        carol.say("can I still talk?")
+        assert carol.wait_for(Error).code == "muted"
+        say(alice, "/unmute carol")
+        assert carol.wait_for(Notice).text == "alice unmuted carol"
+        say(alice, "/lock")
+        assert carol.wait_for(Notice).text == "alice locked the room: nobody new can join"
+        refused = hello_answer(room.port, "eve")
+        assert isinstance(refused, Error) and refused.code == "locked"
+        say(alice, "/unlock")
+        assert carol.wait_for(Notice).text == "alice unlocked the room"
+        say(alice, "/op bob")
+        assert carol.wait_for(Notice).text == "alice made bob an operator"
+        say(alice, "/deop bob")
+        assert carol.wait_for(Notice).text == "alice took operator rights from bob"
+        # The room tells everyone, and the operator twice (its answer too): shown once.
+        expect(alice.locator("#messages .notice .body")).to_have_text(
+            [
+                "host made alice an operator",
+                "alice muted carol for 10m",
+                "alice unmuted carol",
+                "alice locked the room: nobody new can join",
+                "alice unlocked the room",
+                "alice made bob an operator",
+                "alice took operator rights from bob",
+            ]
+        )
+        expect(bob.locator("#messages .notice .body")).to_have_count(7)
+
+        # Bans, by an address nobody here has (every member here is 127.0.0.1).
+        say(alice, "/ban 203.0.113.5 --for 1h spam")
+        expect(alice.locator("#messages .notice .body").last).to_have_text(
+            "alice banned 203.0.113.5 for 1h (spam)"
+        )
+        say(alice, "/bans")
+        table = alice.locator("#messages .bans table").last
+        expect(table.locator("caption")).to_have_text("Bans (1)")
+        expect(table.locator("th")).to_have_text(["Address", "Name", "Until", "By", "Reason"])
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + 3600))
+        cells = table.locator("td")
+        expect(cells).to_have_count(5)
+        assert cells.all_text_contents()[:2] == ["203.0.113.5", ""]
+        assert cells.all_text_contents()[3:] == ["alice", "spam"]
+        # Within a minute of an hour from now (the clock may turn a minute meanwhile).
+        shown = datetime.strptime(cells.nth(2).text_content() or "", "%Y-%m-%d %H:%M")
+        assert abs(shown - datetime.strptime(until, "%Y-%m-%d %H:%M")) <= timedelta(minutes=1)
+        say(alice, "/unban 203.0.113.5")
+        expect(alice.locator("#messages .notice .body").last).to_have_text(
+            "alice lifted the ban on 203.0.113.5"
+        )
+        say(alice, "/bans")
+        expect(alice.locator("#messages .bans .body").last).to_have_text("No bans.")
+
+        assert requests(sent) == [
+            {"type": "who"},
+            {"type": "topic", "text": "weekend plans"},
+            {"type": "mute", "name": "carol", "seconds": 600},
+            {"type": "unmute", "name": "carol"},
+            {"type": "lock"},
+            {"type": "unlock"},
+            {"type": "op", "name": "bob"},
+            {"type": "deop", "name": "bob"},
+            {"type": "ban", "target": "203.0.113.5", "seconds": 3600, "reason": "spam"},
+            {"type": "bans"},
+            {"type": "unban", "target": "203.0.113.5"},
+            {"type": "bans"},
+        ]
+    carol.close()
+
+
+def test_kicked_or_banned_the_page_says_why_and_does_not_come_back(
+    browser: Browser, room: Room
+) -> None:
+    carol = TerminalMember(room.port, "carol")
+    with open_tab(browser, room.url) as first, open_tab(browser, room.url) as second:
+        alice, bob = first.page, second.page
+        sockets: list[WebSocket] = []
+        bob.on("websocket", lambda socket: sockets.append(socket))
+        log_in(alice, "alice")
+        log_in(bob, "bob")
+        room.control("op", "alice")
+        say(bob, "typed just before")  # and its echo is there before the kick
+        carol.wait_for(Message)
+        say(alice, "/kick bob being rude")
+        left = carol.wait_for(Leave)
+        assert (left.name, left.reason) == ("bob", "kicked: being rude")
+        removed = bob.locator("#messages .removed")
+        expect(removed.locator(".body")).to_have_text("You were kicked by alice: being rude")
+        expect(removed).to_have_attribute("role", "alert")
+        expect(bob.locator("#state")).to_have_text("removed from the room")
+        expect(bob.get_by_label("Message", exact=True)).to_be_disabled()
+        expect(bob.get_by_role("button", name="Join again")).to_be_focused()
+        expect(alice.locator("#messages .notice .body").last).to_have_text(
+            "alice kicked bob (being rude)"
+        )
+        # No reconnecting: the first try would come 0.4 to 0.6 s after the close; nothing can
+        # be awaited for a thing that must not happen.
+        bob.wait_for_timeout(1500)
+        assert len(sockets) == 1
+        expect(bob.locator("#messages .error")).to_have_count(0)
+
+        # A kick is not a ban: bob may come back, and is banned then, by the host (by address:
+        # 127.0.0.1, where every member here is).
+        bob.get_by_role("button", name="Join again").click()
+        bob.get_by_label("Room password").fill(PASSWORD)
+        bob.get_by_label("Your name").press("Enter")
+        expect(bob.locator("#chat")).to_be_visible()
+        carol.wait_for(Join, lambda join: join.name == "bob")
+        assert isinstance(room.control("ban", "bob", "spam"), Notice)
+        for page, by in ((bob, "host"), (alice, "host")):
+            expect(page.locator("#messages .removed .body")).to_have_text(
+                f"You were banned by {by}: spam"
+            )
+            expect(page.locator("#state")).to_have_text("removed from the room")
+        bob.get_by_role("button", name="Join again").click()
+        bob.get_by_label("Room password").fill(PASSWORD)
+        bob.get_by_label("Your name").press("Enter")
+        expect(bob.locator("#login-error")).to_have_text("you are banned from this room: spam")
+        assert len(sockets) == 3
+    carol.close()
+
+
+# -- mentions, Tab and the topic --
+
+MENTIONS = [  # (text, name, whether it mentions the name), as client/names.py says
+    ("hey Alice, lunch?", "alice", True),
+    ("malice aforethought", "alice", False),
+    ("@alice: ok", "alice", True),
+    ("alice's cat", "alice", True),
+    ("ALICE!", "alice", True),
+    ("(alice)", "alice", True),
+    ("alicealice", "alice", False),
+    ("a.l.i.c.e", "alice", False),
+    ("\uff41\uff4c\uff49\uff43\uff45", "alice", True),  # fullwidth
+    ("Stra\u00dfe", "STRASSE", True),
+    ("hi ann b!", "Ann B", True),
+    ("hi annb", "Ann B", True),
+    ("hi ann", "Ann B", False),
+    ("ann bee", "Ann B", False),
+]
+
+
+def test_a_line_that_names_me_stands_out_and_is_announced(browser: Browser, room: Room) -> None:
+    carol = TerminalMember(room.port, "carol")
+    carol.say("alice will be here soon")  # history when alice joins: marked, not announced
+    carol.wait_for(Message)
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        texts = [text for text, _, _ in MENTIONS]
+        names = [name for _, name, _ in MENTIONS]
+        found = page.evaluate(
+            "([texts, names]) => texts.map((t, i) => window.multichat.mentions(t, names[i]))",
+            [texts, names],
+        )
+        assert found == [expected for _, _, expected in MENTIONS]
+
+        log_in(page, "alice")
+        alert = page.locator("#mention-alert")
+        expect(alert).to_have_attribute("aria-live", "assertive")
+        expect(page.locator("#messages .mention .body")).to_have_text(
+            ["carol: alice will be here soon"]
+        )
+        expect(alert).to_have_text("")
+        carol.say("malice aforethought")
+        carol.say("hey Alice, lunch?")
+        expect(alert).to_have_text("carol mentioned you: hey Alice, lunch?")
+        carol.send(Say("just for you", to="alice"))
+        expect(alert).to_have_text("carol sent you a private message: just for you")
+        say(page, "I am alice")  # my own name in my own line is no news
+        wait_for_delivered(page, 5)
+        rows = message_rows(page)
+        assert [(r.text, "mention" in r.classes.split()) for r in rows] == [
+            ("alice will be here soon", True),
+            ("malice aforethought", False),
+            ("hey Alice, lunch?", True),
+            ("just for you", True),
+            ("I am alice", False),
+        ]
+        expect(alert).to_have_text("carol sent you a private message: just for you")
+    carol.close()
+
+
+def test_tab_completes_names_and_commands(browser: Browser, room: Room) -> None:
+    others = [TerminalMember(room.port, name) for name in ("carol", "Ann B", "anna")]
+    with open_tab(browser, room.url) as tab:
+        page = tab.page
+        log_in(page, "alice")
+        expect(page.locator("#count")).to_have_text("4")
+        box = page.get_by_label("Message", exact=True)
+
+        def typed(text: str, *tabs: str) -> None:
+            """Type `text`, then press Tab once for each value the box must show after it."""
+            box.fill("")
+            box.press_sequentially(text)
+            for value in tabs:
+                box.press("Tab")
+                expect(box).to_have_value(value)
+                expect(box).to_be_focused()
+
+        typed("/ms", "/msg ")
+        # Names in the order of their case-folded spelling; one with a space is quoted.
+        box.press_sequentially("an")
+        for value in ('/msg "Ann B" ', "/msg anna ", '/msg "Ann B" '):
+            box.press("Tab")
+            expect(box).to_have_value(value)
+        box.press_sequentially("hello")
+        expect(box).to_have_value('/msg "Ann B" hello')
+        typed("ca", "carol: ")  # at the start of a line: addressing someone
+        typed("see you CA", "see you carol ")
+        typed("hi @ann", "hi @Ann B ", "hi @anna ")
+        typed("/ba", "/back ", "/ban ", "/bans ", "/back ")
+        typed("/kick Ca", "/kick carol ")
+        # My own name, and nothing at all, are not completed: Tab moves on as it always does.
+        typed("ali")
+        box.press("Tab")
+        expect(box).to_have_value("ali")
+        expect(page.get_by_role("button", name="Send")).to_be_focused()
+    for member in others:
+        member.close()
+
+
+# -- resuming after a lost connection --
+
+
+@dataclass
+class Cut:
+    """The page's connections, through playwright: the first one can be cut; the page's hello on
+    the next one is held until the test lets it through."""
+
+    page_sides: list[WebSocketRoute] = field(default_factory=list)
+    room_sides: list[WebSocketRoute] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    sent: list[dict[str, object]] = field(default_factory=list)  # by the page, in order
+
+    def route(self, page_side: WebSocketRoute) -> None:
+        room_side = page_side.connect_to_server()
+        self.page_sides.append(page_side)
+        self.room_sides.append(room_side)
+        rejoin = len(self.page_sides) > 1
+
+        def from_page(frame: str | bytes) -> None:
+            assert isinstance(frame, str)
+            self.sent.append(json.loads(frame))
+            if rejoin and self.sent[-1]["type"] == "hello":
+                self.held.append(frame)
+            else:
+                room_side.send(frame)
+
+        page_side.on_message(from_page)
+
+    def release(self) -> None:
+        """Let the held hello through."""
+        self.room_sides[-1].send(self.held.pop())
+
+
+def entries(page: Page) -> list[tuple[str, str]]:
+    """Every row of the log: its kind ("message", "system", ...) and what it says."""
+    rows = page.eval_on_selector_all(
+        "#messages .entry",
+        "rows => rows.map(row => [row.classList[1], row.querySelector('.body').textContent])",
+    )
+    return [(kind, text) for kind, text in rows]
+
+
+@pytest.mark.parametrize(
+    ("resume_max", "missed", "summary"),
+    [
+        (1000, 3, "While you were away: 3 messages"),
+        (2, 5, "While you were away: 5 messages (the oldest 3 are not shown)"),
+    ],
+)
+def test_a_rejoin_resumes_after_the_last_message_seen(
+    browser: Browser, tmp_path: Path, resume_max: int, missed: int, summary: str
+) -> None:
+    history = {"resume_max": resume_max}
+    with serve_room(tmp_path, history=history) as room, open_tab(browser, room.url) as tab:
+        carol = TerminalMember(room.port, "carol")
+        page = tab.page
+        cut = Cut()
+        page.route_web_socket(re.compile(r"/ws$"), cut.route)
+        log_in(page, "alice")
+        carol.say("before")
+        seen = carol.wait_for(Message)
+        wait_for_delivered(page, 1)
+        cut.page_sides[0].close()  # the network drops
+        expect(page.locator("#messages .error .body")).to_have_text(
+            ["Connection lost: the server closed the connection"]
+        )
+        pump(page, lambda: cut.held)  # the page is back, its hello not through yet
+        said = [f"while away {n}" for n in range(missed)]
+        for text in said:
+            carol.say(text)
+        for _ in said:
+            carol.wait_for(Message)
+        say(page, "typed while away")
+        expect(page.locator("#state")).to_have_text("1 waiting · reconnecting 1/8")
+        cut.release()
+        expect(page.locator("#messages .resume .body")).to_have_text([summary])
+        assert carol.wait_for(Message).text == "typed while away"
+        wait_for_delivered(page, 2 + min(missed, resume_max))
+
+        hellos = [frame for frame in cut.sent if frame["type"] == "hello"]
+        assert len(hellos) == 2 and "since" not in hellos[0]
+        assert hellos[1]["since"] == seen.seq
+        # After the cut: the line typed meanwhile where it was typed, then what was missed,
+        # counted first, each once.
+        shown = entries(page)
+        start = shown.index(("error", "Connection lost: the server closed the connection"))
+        after = [text for kind, text in shown[start:] if kind in ("message", "resume", "system")]
+        assert after == [
+            "alice: typed while away ✓",
+            "Reconnected.",
+            summary,
+            *(f"carol: {text}" for text in said[-resume_max:]),
+        ]
+        # Each message once; the room has alice's line once, after what she missed.
+        assert [r.text for r in message_rows(page)] == [
+            "before",
+            "typed while away",
+            *said[-resume_max:],
+        ]
+        assert [e.text for e in carol.events if isinstance(e, Message)] == [
+            "before",
+            *said,
+            "typed while away",
+        ]
+        expect(page.locator("#state")).to_have_text("connected")
+        carol.close()
+
+
+# -- personal invites --
+
+
+def test_a_personal_invite_link_logs_in_without_the_password(browser: Browser, room: Room) -> None:
+    issued = room.control("invite", "uses=1")
+    assert isinstance(issued, InviteIssued)
+    link = f"{room.url}#invite={quote(issued.token, safe='')}"
+    carol = TerminalMember(room.port, "carol")
+    with open_tab(browser, link, viewport=PHONE) as first:
+        page = first.page
+        cut = Cut()
+        page.route_web_socket(re.compile(r"/ws$"), cut.route)
+        expect(page.get_by_text("You have a personal invite: no password needed.")).to_be_visible()
+        expect(page.get_by_label("Room password")).to_be_hidden()
+        page.get_by_label("Your name").fill("dana")
+        page.get_by_label("Your name").press("Enter")
+        expect(page.locator("#chat")).to_be_visible()
+        carol.wait_for(Join, lambda join: join.name == "dana")
+        hello = {
+            "type": "hello",
+            "version": 1,
+            "name": "dana",
+            "password": "",
+            "invite": issued.token,
+        }
+        assert cut.sent[0] == hello
+        # A dropped connection rejoins with the same invite, which the room lets in again.
+        cut.page_sides[0].close()
+        pump(page, lambda: cut.held)
+        cut.release()
+        expect(page.locator("#messages .system .body").last).to_have_text("Reconnected.")
+        assert [f for f in cut.sent if f["type"] == "hello"] == [hello, {**hello, "since": 0}]
+
+    # The invite was for one use: the same link again is refused, and the password offered.
+    with open_tab(browser, link, viewport=PHONE) as second:
+        page = second.page
+        sent = frames_sent(page)
+        page.get_by_label("Your name").fill("eve")
+        page.get_by_label("Your name").press("Enter")
+        error = page.locator("#login-error")
+        expect(error).to_have_text(
+            "that invite is not valid (used up, expired, revoked or mistyped)"
+        )
+        password = page.get_by_label("Room password")
+        expect(password).to_be_visible()
+        expect(password).to_be_focused()
+        expect(page.get_by_text("You have a personal invite")).to_be_hidden()
+        password.fill(PASSWORD)
+        password.press("Enter")
+        expect(page.locator("#chat")).to_be_visible()
+        carol.wait_for(Join, lambda join: join.name == "eve")
+        assert [f.get("invite") for f in sent if f["type"] == "hello"] == [issued.token, None]
+        hellos = [f for f in sent if f["type"] == "hello"]
+        assert hellos[-1]["password"] == PASSWORD
+    carol.close()

@@ -563,19 +563,27 @@
     topic.title = text;
   }
 
+  // /help, without a round trip: the commands (an operator's too) and the keys, one table.
   function showHelp() {
-    const parts = [];
+    const table = node("table", "help-list");
     const sections = [["Commands", HELP], ["Operators also", OPERATOR_HELP], ["Keys", KEYS_HELP]];
     for (const [title, rows] of sections) {
-      const list = node("dl");
+      const section = node("tbody");
+      const head = node("th", "", title);
+      head.colSpan = 2;
+      head.scope = "colgroup";
+      section.append(node("tr"));
+      section.firstChild.append(head);
       for (const [usage, meaning] of rows) {
-        const term = node("dt");
+        const row = node("tr");
+        const term = node("td");
         term.append(node("code", "", usage));
-        list.append(term, node("dd", "", meaning));
+        row.append(term, node("td", "", meaning));
+        section.append(row);
       }
-      parts.push(node("p", "help-title", title), list);
+      table.append(section);
     }
-    addRow("help", undefined, parts, true);
+    addRow("help", undefined, [table], true);
   }
 
   // The answer to /bans: a table, one ban a row.
@@ -868,8 +876,8 @@
         session.away = new Map(Object.entries(frame.away && typeof frame.away === "object"
           ? frame.away : {}).map(([name, why]) => [name, str(why)]));
         if (session.holding === "rejoin") {
-          showReplay();
           system("Reconnected.");
+          showReplay();
         } else if (!session.holding) {
           system(`Online (${session.members.length}): ${describeMembers()}`);
         }
@@ -974,19 +982,27 @@
 
   // The rejoin's replay is over: say how much was missed, then show it. A line of ours that
   // the old connection delivered, but whose echo was lost, is in it under our name: that is
-  // its echo, and it is not sent again. Dated entries older than what was seen are not news.
+  // its echo, and it is not sent again. Dated entries older than what was seen are not news;
+  // away, back and the topic are undated, history or news, there is no telling: they are
+  // followed quietly, as the terminal client does (the welcome brought the topic, and the
+  // member list just now says who is away).
   function showReplay() {
     const frames = session.replay;
+    const seenTs = session.lastTs;
     session.replay = [];
     session.holding = "replaying";
     let missed = 0;
     const fresh = frames.filter((frame) => {
       if (frame.type === "gap") missed += Math.max(0, num(frame.missed));
       else if (frame.type === "message") return !ownEcho(frame);
-      else if (DATED.has(frame.type)) return num(frame.ts) > session.lastTs;
+      else if (DATED.has(frame.type)) return num(frame.ts) > seenTs;
+      else if (frame.type === "away") session.away.set(str(frame.name), str(frame.text));
+      else if (frame.type === "back") session.away.delete(str(frame.name));
+      else if (frame.type === "topic") session.topic = str(frame.text);
       else return true;
       return false;
     });
+    showTopic();
     const count = fresh.filter((frame) => frame.type === "message").length + missed;
     if (count) {
       const skipped = missed ? ` (the oldest ${missed.toLocaleString("en")} are not shown)` : "";
@@ -1219,6 +1235,10 @@
     open();
   });
 
+  // Tab: the name (or /command) being typed; Tab again: the next one. With nothing to
+  // complete, Tab moves on as it always does, so the keyboard never gets stuck in the box.
+  let completion = null; // { found, index, before }: the cycle under way
+
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const box = $("say");
@@ -1226,10 +1246,6 @@
     completion = null;
     box.focus();
   });
-
-  // Tab: the name (or /command) being typed; Tab again: the next one. With nothing to
-  // complete, Tab moves on as it always does, so the keyboard never gets stuck in the box.
-  let completion = null; // { found, index, before }: the cycle under way
 
   function completeAtCursor(box) {
     const { value, selectionStart: cursor, selectionEnd } = box;
