@@ -47,7 +47,7 @@ class Inbox:
         )
 
     def _wake(self) -> None:
-        data = self.room.take_nowait(self.member)
+        data = self.room.log.take_nowait(self.member)
         if data:
             events = [wire.decode(line) for line in data.splitlines()]
             self.deliveries.append((trio.current_time(), events))

@@ -494,11 +494,11 @@ def test_history_shown_to_a_new_member_does_not_count_toward_its_outbox() -> Non
     paste = "\U0001f600" * 4000  # 16 KB a frame: 20 of them are 320 KB of history
     for _ in range(20):
         room.post(poster, paste)  # type: ignore[arg-type]
-        room.take_nowait(poster)  # type: ignore[arg-type]
+        room.log.take_nowait(poster)  # type: ignore[arg-type]
     newcomer = join("newcomer")
     room.post(poster, paste)  # type: ignore[arg-type]
     assert kicked == []
-    assert room.take_nowait(newcomer).count(b'"type":"message"') == 21  # type: ignore[arg-type]
+    assert room.log.take_nowait(newcomer).count(b'"type":"message"') == 21  # type: ignore[arg-type]
 
 
 # -- escape injection --

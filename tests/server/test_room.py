@@ -61,26 +61,26 @@ def test_members_at_the_same_cursor_share_one_rendering_but_the_sender_gets_its_
     room = make_room(clock)
     alice, bob, carol = (join(room, name, woken) for name in ("alice", "bob", "carol"))
     for member in (alice, bob, carol):
-        room.take_nowait(member)
+        room.log.take_nowait(member)
     room.post(alice, "hi", id="7")
-    to_bob, to_carol, to_alice = (room.take_nowait(m) for m in (bob, carol, alice))
+    to_bob, to_carol, to_alice = (room.log.take_nowait(m) for m in (bob, carol, alice))
     assert to_bob is to_carol  # rendered once
     assert b'"text":"hi"' in to_bob and b'"id"' not in to_bob
     assert b'"id":"7"' in to_alice  # the sender's echo is its acknowledgement
-    assert room.take_nowait(bob) == b""
+    assert room.log.take_nowait(bob) == b""
 
 
 def test_a_frame_for_one_member_wakes_only_that_member_and_keeps_its_place() -> None:
     clock, woken = Clock(), []
     room = make_room(clock)
     alice, bob = join(room, "alice", woken), join(room, "bob", woken)
-    room.take_nowait(alice)
-    room.take_nowait(bob)
+    room.log.take_nowait(alice)
+    room.log.take_nowait(bob)
     room.post(alice, "first")
     room.send_nowait(bob, b"private\n")
     room.post(alice, "second")
     assert woken == ["bob"]
-    data = room.take_nowait(bob)
+    data = room.log.take_nowait(bob)
     assert data.index(b"first") < data.index(b"private") < data.index(b"second")
 
 
@@ -99,7 +99,7 @@ def test_only_a_stuck_writer_is_too_slow() -> None:
     big = "x" * 3000
     for _ in range(60):  # 180 KB: over the outbox, but slow's socket has not refused more yet
         room.post(alice, big)
-        room.take_nowait(alice)
+        room.log.take_nowait(alice)
     assert slow in room and kicked == []
     slow.sending = clock.now  # its socket now refuses more: the kernel buffer is full
     clock.now += 1

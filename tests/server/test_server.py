@@ -39,7 +39,7 @@ async def test_join_with_good_and_bad_password(room: RoomFixture) -> None:
 
 async def _join_ts(room: RoomFixture, name: str) -> float:
     # The join notice's timestamp is the server's; read it from the log for an exact match.
-    for entry in room.server.room._log:
+    for entry in room.server.room.log._entries:
         if isinstance(entry.event, Join) and entry.event.name == name:
             return entry.event.ts
     raise AssertionError(name)

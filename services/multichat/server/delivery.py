@@ -54,10 +54,10 @@ class Delivery:
         if member is None or transport.blocked:
             return  # a blocked socket: the drain task takes the rest when there is room
         room = self.room
-        data = room.take_nowait(member)
+        data = room.log.take_nowait(member)
         if data:
             self._write_nowait(data)
-        if room.closed and not transport.blocked and not room.pending(member):
+        if room.closed and not transport.blocked and not room.log.pending(member):
             self._finish()  # the shutdown notice is out: close
 
     def _write_nowait(self, data: bytes) -> None:

@@ -1,10 +1,9 @@
-"""The room: members, and one append-only log of frames that every member reads from.
+"""The room: its members, and everything that changes it, appended to its one log (log.py).
 
-A broadcast is encoded once and appended to the log; each member is a cursor into it, and its
-writer sends everything from its cursor to the head in one write. That makes fan-out nearly
-free, and the log's tail doubles as the history a new member is shown. The room never waits
-for anyone: every method is synchronous and returns at once. A member whose cursor falls more
-than `outbox_limit` bytes behind is dropped, so one stalled reader cannot hold memory.
+Joining, posting, renaming and leaving each append an entry to the log, which every member
+reads from its own cursor; a frame for one member alone is queued with its cursor. The room
+never waits for anyone: every method is synchronous and returns at once. A member whose cursor
+falls more than `outbox_limit` bytes behind is dropped, so one stalled reader cannot hold memory.
 
 No I/O here. The connection layer passes each member a `wake` callback (run when a frame for
 that member alone is queued) and a `kick` callback (run when the room drops it); the fan-out
@@ -34,14 +33,10 @@ from ..protocol.names import check_name, name_key
 from ..protocol.sanitize import clean_text
 from .entries import Dialect, Entry
 from .limits import Limits
+from .log import Log
 
-# Checking every member's backlog on every post would cost O(members) per message; checking
-# once per this many appended bytes bounds the overshoot to this amount instead.
-CHECK_EVERY = 8 * 1024
 # A send the kernel has not finished in this long is stuck on a reader that is not reading.
 SEND_STALL_SECONDS = 0.5
-# Trimming the log copies it; doing it only once this many entries are dead keeps it cheap.
-TRIM_AFTER = 1024
 
 
 class Refused(Exception):
@@ -108,7 +103,7 @@ class Member:
 
 
 class Room:
-    """Members and the log. Every method returns at once."""
+    """Members and what changes the room. Every method returns at once."""
 
     def __init__(
         self,
@@ -127,193 +122,50 @@ class Room:
         self.topic = ""
         # Whether a name (by key) is kept for the bearer of a personal invite.
         self.reserved: Callable[[str], bool] = lambda key: False
-        self._log: list[Entry] = []
-        self._base = 0  # index of self._log[0]
-        self._base_end = 0  # log bytes before self._log[0]
-        self._seq = 0
-        # Entries before this index may be read: with a history, only once they are stored.
-        self._readable = 0
-        self._readable_end = 0
-        self._readable_seq = 0
-        # Hands every new entry to the history (which calls `stored_nowait`); None: no history.
-        self.persist: Callable[[Entry, int], None] | None = None
-        self._last_post = -1  # log index of the newest message or notice that is not presence
-        self._unchecked = 0
-        self._flushed = 0  # the head when the fan-out last gave every member its share
-        self._flushed_end = 0
-        # The same stretch of the log rendered once per flush: (start, text) -> bytes.
-        self._shared: dict[tuple[int, Dialect], bytes] = {}
-        self._shared_head = -1
-        # Called after every append, with whether the entry is only a join or leave notice.
-        self.on_append: Callable[[bool], None] = lambda presence: None
+        # Members' writers take their share from the log itself (`log.take_nowait`): that call
+        # runs once per member per flush, millions of times a second, and even an attribute of
+        # ours in between measurably slows it.
+        self.log = log = Log(on_check=self._check_backlogs)
+        # What the fan-out and the history ask of the log, asked of the room: bound here rather
+        # than wrapped, so a call costs no frame more.
+        self.has_unflushed = log.has_unflushed
+        self.unflushed = log.unflushed
+        self.presence_only = log.presence_only
+        self.flushed_nowait = log.flushed_nowait
+        self.stored_nowait = log.stored_nowait
+        self.preload = log.preload
+        self.resume_point = log.resume_point
         self.started = clock()
 
-    # -- reading the log (each member's writer) --
+    @property
+    def seq(self) -> int:
+        """The newest message number anyone may have seen (for `welcome`, to resume from)."""
+        return self.log.seq
 
     @property
-    def head(self) -> int:
-        return self._base + len(self._log)
+    def persist(self) -> Callable[[Entry, int], None] | None:
+        """Hands every new entry to the history (which calls `stored_nowait`); None: none."""
+        return self.log.persist
 
-    def _head_end(self) -> int:
-        return self._log[-1].end if self._log else self._base_end
+    @persist.setter
+    def persist(self, persist: Callable[[Entry, int], None] | None) -> None:
+        self.log.persist = persist
 
-    def take_nowait(self, member: Member) -> bytes:
-        """Everything that may go to `member` now, and move its cursor on."""
-        readable = self._readable
-        if not member.private:
-            return self._render(member, member.cursor, readable)
-        parts = []
-        start = member.cursor
-        taken = 0
-        for position, data in member.private:
-            if position > readable:
-                break  # after entries still being stored: it waits for them
-            parts.append(self._render(member, start, position))
-            parts.append(data)
-            start = position
-            taken += 1
-        if taken == len(member.private):
-            member.private.clear()
-            member.queued = 0
-        else:
-            del member.private[:taken]
-            member.queued = sum(len(data) for _, data in member.private)
-        parts.append(self._render(member, start, readable))
-        return b"".join(parts)
+    @property
+    def on_append(self) -> Callable[[bool], None]:
+        """Called as entries become readable, with whether they are only join and leave
+        notices (the fan-out's cue)."""
+        return self.log.on_append
 
-    def _render(self, member: Member, start: int, stop: int) -> bytes:
-        # A member that already left may have had its old entries trimmed; skip them.
-        start = max(start, self._base)
-        if start >= stop:
-            return b""
-        entries = self._log[start - self._base : stop - self._base]
-        member.cursor = stop
-        member.end = entries[-1].end
-        if member.owned < start and stop == self._readable:
-            # Nothing in this stretch differs for this member (true of nearly every member):
-            # it gets the same bytes as every other member at the same cursor.
-            return self._render_shared(start, entries, member.dialect)
-        dialect = member.dialect
-        if dialect is Dialect.JSON:
-            parts = [
-                e.json
-                if e.owner is not member and e.recipient is not member
-                else (e.owner_json if e.owner is member else e.recipient_json)
-                for e in entries
-            ]
-        else:
-            parts = [e.render_for(member, dialect) for e in entries]
-        return b"".join(parts)
-
-    def _render_shared(self, start: int, entries: list[Entry], dialect: Dialect) -> bytes:
-        if self._shared_head != self._readable:
-            self._shared.clear()
-            self._shared_head = self._readable
-        data = self._shared.get((start, dialect))
-        if data is None:
-            if dialect is Dialect.JSON:
-                data = b"".join(e.json for e in entries)
-            else:
-                data = b"".join(e.render(dialect) for e in entries)
-            self._shared[start, dialect] = data
-        return data
-
-    def pending(self, member: Member) -> bool:
-        return bool(member.private) or member.cursor < self._readable
+    @on_append.setter
+    def on_append(self, on_append: Callable[[bool], None]) -> None:
+        self.log.on_append = on_append
 
     def members(self) -> list[Member]:
         """Every member, in join order (a copy, so waking one may change the room safely)."""
         return list(self._members.values())
 
-    # -- the fan-out's bookkeeping --
-
-    def has_unflushed(self) -> bool:
-        """Whether entries became readable since the last flush (a private message has no
-        bytes for most members, yet its two parties are waiting for it)."""
-        return self._readable > self._flushed
-
-    def unflushed(self) -> int:
-        """Bytes readable since the fan-out last gave every member its share."""
-        return self._readable_end - self._flushed_end
-
-    def presence_only(self) -> bool:
-        """Whether everything appended since the last flush is join and leave notices."""
-        return self._last_post < self._flushed
-
-    def flushed_nowait(self) -> None:
-        """The fan-out has just given every member everything readable."""
-        self._flushed = self._readable
-        self._flushed_end = self._readable_end
-        self._shared.clear()
-
-    @property
-    def seq(self) -> int:
-        """The newest message number anyone may have seen (for `welcome`, to resume from)."""
-        return self._readable_seq
-
-    def stored_nowait(self, index: int) -> None:
-        """The history has stored every entry up to log index `index`: they may be read."""
-        if index < self._readable:
-            return
-        entries = self._log[self._readable - self._base : index + 1 - self._base]
-        self._readable = index + 1
-        self._readable_end = entries[-1].end
-        self._readable_seq = entries[-1].seq
-        self.on_append(all(isinstance(e.event, Join | Leave) for e in entries))
-
-    def preload(self, events: list[Event], last_seq: int) -> None:
-        """Entries from before a restart, already stored: the history newcomers see."""
-        persist, self.persist = self.persist, None
-        try:
-            for event in events:
-                self._append(event)
-        finally:
-            self.persist = persist
-        self._seq = max(self._seq, last_seq)
-        self._readable_seq = self._seq
-
-    def resume_point(self, after: int, limit: int) -> tuple[int, int]:
-        """Where a member resuming after message `after` starts reading, and how many messages
-        since then it misses (those the log has forgotten, and any past the newest `limit`)."""
-        start = self._readable
-        replayed = 0
-        for i in range(self._readable - 1, self._base - 1, -1):
-            entry = self._log[i - self._base]
-            if entry.seq < after or (entry.seq == after and isinstance(entry.event, Message)):
-                break
-            if isinstance(entry.event, Message):
-                if replayed == limit:
-                    break
-                replayed += 1
-            start = i
-        return start, max(0, self._readable_seq - after - replayed)
-
-    def _append(self, event: Event, owner: Member | None = None) -> Entry:
-        data = wire.encode(event)
-        entry = Entry(event, data, self._head_end() + len(data), self._seq)
-        if owner is not None:
-            entry.owner = owner
-            owner.owned = self.head
-        return self._add(entry)
-
-    def _add(self, entry: Entry) -> Entry:
-        presence = isinstance(entry.event, Join | Leave)
-        if not presence:
-            self._last_post = self.head
-        index = self.head
-        self._log.append(entry)
-        self._unchecked += len(entry.json)
-        if self._unchecked >= CHECK_EVERY:
-            self._check_backlogs()
-        if self.persist is None:
-            self.stored_nowait(index)
-        else:
-            self.persist(entry, index)
-        return entry
-
-    def backlog(self, member: Member) -> int:
-        """Bytes queued for `member` that its writer has not taken yet."""
-        return self._head_end() - member.end + member.queued
+    # -- members too slow to keep up --
 
     def _too_slow(self, member: Member) -> bool:
         # Only a member whose socket has refused more for a while is behind because of its
@@ -322,7 +174,7 @@ class Room:
         return (
             member.sending is not None
             and self._monotonic() - member.sending > SEND_STALL_SECONDS
-            and self.backlog(member) > self.limits.outbox_bytes
+            and self.log.backlog(member) > self.limits.outbox_bytes
         )
 
     def _drop_slow(self, member: Member) -> None:
@@ -332,19 +184,19 @@ class Room:
     def sweep_nowait(self) -> None:
         """Check every member's backlog now (the server calls this on a timer, so a stalled
         member is dropped even when nothing new is posted)."""
-        self._check_backlogs()
+        self.log.check_nowait()
 
     def _check_backlogs(self) -> None:
-        """Drop members too far behind, and forget log entries nobody needs any more."""
-        self._unchecked = 0
+        """The log's `on_check`: drop members too far behind, and have the log forget entries
+        nobody needs any more."""
         for member in [m for m in self._members.values() if self._too_slow(m)]:
             self._drop_slow(member)
-        oldest = min((m.cursor for m in self._members.values()), default=self.head)
-        dead = min(oldest, self.head - self.limits.history_entries) - self._base
-        if dead >= TRIM_AFTER:
-            self._base_end = self._log[dead - 1].end
-            del self._log[:dead]
-            self._base += dead
+        log = self.log
+        head = log.head
+        oldest = min((m.cursor for m in self._members.values()), default=head)
+        log.forget_before(min(oldest, head - self.limits.history_entries))
+
+    # -- joining, posting, leaving --
 
     def check_join(self, name: str, *, invited: bool = False) -> tuple[str, str]:
         """The display name and uniqueness key `name` would join as, or raise Refused.
@@ -386,15 +238,12 @@ class Room:
             display, key, dialect=dialect, wake=wake, kick=kick, finish=finish, source=source
         )
         self._members[key] = member
+        log = self.log
         if start is None:
-            start = max(self._base, self._readable - self.limits.history_entries)
-        member.cursor = start
-        # The history and the welcome do not count toward the outbox: with long pastes in the
-        # history, or many members, they can be larger than it.
-        member.end = self._head_end()
-        member.private.append((start, welcome(display, self.names())))
+            start = log.start_of_newest(self.limits.history_entries)
+        log.add_reader(member, start, welcome(display, self.names()))
         # The joiner's own copy of its join notice is empty: its welcome says it all.
-        self._append(Join(display, self._clock()), owner=member)
+        log.append(Join(display, self._clock()), owner=member)
         return member
 
     def now(self) -> float:
@@ -437,13 +286,14 @@ class Room:
     ) -> int:
         """Broadcast `text` from `member`; returns its `seq`, or raises Refused."""
         text = self._checked_text(member, text)
-        self._seq += 1
-        event = Message(self._seq, self._clock(), member.name, text, action=action)
-        entry = self._append(event, owner=member)
+        log = self.log
+        seq = log.next_seq()
+        event = Message(seq, self._clock(), member.name, text, action=action)
+        entry = log.append(event, owner=member)
         # The sender's copy carries its id: that echo is its acknowledgement.
         entry.owner_json = entry.json if id is None else wire.add_id(entry.json, id)
         entry.owner_text = None  # the same line as everyone's, rendered only if needed
-        return self._seq
+        return seq
 
     def send_nowait(self, member: Member, data: bytes) -> None:
         """Queue a frame for `member` alone, after everything already queued for it.
@@ -459,7 +309,7 @@ class Room:
         ):
             self._drop_slow(member)
             return
-        member.private.append((self.head, data))
+        member.private.append((self.log.head, data))
         member.queued += len(data)
         member.wake()
 
@@ -478,16 +328,12 @@ class Room:
         the others simply never see this one's: for them its log entry is empty.
         """
         text = self._checked_text(member, text)
-        self._seq += 1
-        event = Message(
-            self._seq, self._clock(), member.name, text, to=recipient.name, action=action
-        )
-        entry = Entry.private(event, self._head_end(), member, recipient, id)
-        member.owned = recipient.owned = self.head
-        self._add(entry)
+        seq = self.log.next_seq()
+        event = Message(seq, self._clock(), member.name, text, to=recipient.name, action=action)
+        self.log.append_private(event, member, recipient, id)
         if recipient.away is not None and recipient is not member:
             self.send_event_nowait(member, WentAway(recipient.name, recipient.away))
-        return self._seq
+        return seq
 
     def send_event_nowait(self, member: Member, event: Event) -> None:
         """Queue `event` for `member` alone, in its dialect."""
@@ -497,7 +343,7 @@ class Room:
     def broadcast(self, event: Event) -> None:
         """Append a notice for everyone (a rename, away and back, the topic, moderation)."""
         if not self.closed:
-            self._append(event)
+            self.log.append(event)
 
     def find(self, name: str) -> Member | None:
         """The member `name` means, as names compare (case, width, look-alikes ignored)."""
@@ -539,11 +385,11 @@ class Room:
         del self._members[member.key]
         if not self.closed:
             # The leaver's own copy is empty: it may still be flushing its last frames.
-            self._append(Leave(member.name, reason, self._clock()), owner=member)
+            self.log.append(Leave(member.name, reason, self._clock()), owner=member)
 
     def close(self, reason: str) -> None:
         """The last entry: everyone gets what was accepted before it, then the notice."""
         if self.closed:
             return
         self.closed = True
-        self._append(Shutdown(reason))
+        self.log.append(Shutdown(reason))

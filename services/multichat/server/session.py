@@ -1,7 +1,7 @@
 """One client connection on the server: its one task reads and acts; sending never waits.
 
 The task moves bytes from the socket into the protocol and acts on the events that come out:
-logging in, posting, answering. What the client is sent goes out through its `Delivery`
+logging in (login.py), posting, answering. What the client is sent goes out through its `Delivery`
 (delivery.py), which never waits: the connection needs a second task only while the kernel
 will not take what it is given. A connection that starts with an HTTP request is answered by
 web.py, and one upgraded to a WebSocket carries the same events in WebSocket messages.
@@ -10,7 +10,6 @@ web.py, and one upgraded to a WebSocket carries the same events in WebSocket mes
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import trio
 
@@ -25,10 +24,8 @@ from ..protocol.events import (
     Control,
     Error,
     Event,
-    Gap,
     Hello,
     Help,
-    Message,
     MessageId,
     Moderate,
     NeedData,
@@ -40,16 +37,14 @@ from ..protocol.events import (
     Say,
     SetTopic,
     Shutdown,
-    Welcome,
     Who,
 )
 from ..protocol.proxy import looks_like_proxy_header
 from ..protocol.sanitize import clean_for_terminal
 from ..protocol.state import Mode, State
-from . import chat, web
+from . import chat, login, web
 from .context import ServerContext
 from .delivery import Delivery
-from .entries import Dialect
 from .flood import Fakelag
 from .room import Member, Refused
 from .tls import TlsLayer, looks_like_tls
@@ -57,8 +52,6 @@ from .transport import Transport
 
 log = logging.getLogger("multichat.server")
 
-# Plain-text mode asks again for a taken name; a person needs a few tries, a script none.
-NAME_TRIES = 5
 # A closing connection may take this long to receive its last frames (an error, the notice).
 FLUSH_SECONDS = 5.0
 
@@ -69,21 +62,21 @@ class Session:
     # 5,000 members are 5,000 of these: no per-instance dict.
     __slots__ = (
         "_answered",
-        "_authenticated",
         "_finished",
         "_flood",
         "_heard",
         "_http",
         "_initial",
         "_kicked",
-        "_name_tries",
         "_pinged",
         "_refuse_proxy",
+        "authenticated",
         "conn",
         "ctx",
         "delivery",
         "leave_reason",
         "member",
+        "name_tries",
         "source",
         "transport",
         "websocket",
@@ -107,10 +100,10 @@ class Session:
         self._finished = False  # nothing more will be queued: flush and close
         self._kicked = False  # dropped: close at once, without a lingering close
         self.delivery = Delivery(transport, ctx.room, self.finish_nowait)
-        self._name_tries = 0
+        self.name_tries = 0  # names refused so far (login.py)
         self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
-        self._authenticated = False
+        self.authenticated = False  # it logged in (login.py): the gate counts it so
         self._initial = initial  # bytes that came with the PROXY header
         self._refuse_proxy = refuse_proxy
         self._heard = trio.current_time()  # when the peer last sent anything
@@ -122,9 +115,10 @@ class Session:
 
     def send_nowait(self, event: Event) -> None:
         """Queue `event` for this client, in order after everything already queued."""
-        self.delivery.send_nowait(self._encode(event))
+        self.delivery.send_nowait(self.encode(event))
 
-    def _encode(self, event: Event) -> bytes:
+    def encode(self, event: Event) -> bytes:
+        """`event` as this client is sent it (in a WebSocket message, if it came that way)."""
         data = self.conn.send(event)
         return data if self.websocket is None else websocket.frame(data)
 
@@ -204,7 +198,7 @@ class Session:
             self._finished = True
             self.ctx.sessions.discard(self)
             self._leave()
-            self.ctx.gate.release(self.source, authenticated=self._authenticated)
+            self.ctx.gate.release(self.source, authenticated=self.authenticated)
             try:
                 if self.websocket is not None and not self._kicked:
                     self.delivery.send_nowait(self.websocket.close())
@@ -399,108 +393,17 @@ class Session:
                 self.leave_reason = f"quit: {why}" if why and why != "quit" else "quit"
                 return False
             case Password(password):
-                if not self._check_password(password):
+                if not login.check_password(self, password):
                     return False
                 self.send_nowait(AskName())
             case Hello(name, password, _, invite, since):
-                return await self._hello(name, password, invite, since)
+                return await login.hello(self, name, password, invite, since)
             case Control(token, command, reason, args):
                 now = trio.current_time()
                 answer = self.ctx.control(self.source, token, command, reason, now, args)
                 self.send_nowait(answer)
                 return False
         return True
-
-    def _check_password(self, attempt: str) -> bool:
-        # A banned address hears so before any password is checked (or guessed).
-        error = self.ctx.moderation.banned(self.source) or self.ctx.check_password(
-            self.source, attempt, trio.current_time()
-        )
-        if error is not None:
-            self.send_nowait(error)
-        return error is None
-
-    async def _hello(
-        self, name: str, password: str, invite: str | None = None, since: int | None = None
-    ) -> bool:
-        ctx = self.ctx
-        if invite is not None:
-            refusal = ctx.moderation.banned(self.source) or ctx.check_invite(
-                self.source, invite, name, trio.current_time()
-            )
-            if refusal is not None:
-                self.send_nowait(refusal)
-                return False
-        elif self.conn.mode is Mode.JSON and not self._check_password(password):
-            return False
-        stored: list[Event] = []
-        missed = 0
-        if since is not None and ctx.history is not None:
-            missed, stored = await self._stored_since(since, name)
-            if stored:
-                since = max(e.seq for e in stored if isinstance(e, Message))
-        if len(ctx.room) >= ctx.limits.max_members:
-            self.send_nowait(Error("room_full", "the room is full; try again later"))
-            return False
-        if ctx.moderation.locked:
-            self.send_nowait(Error("locked", "the room is locked: nobody new can join for now"))
-            return False
-        start = None
-        if since is not None:
-            # Sync from here to the join: nothing can be appended between the two, so what the
-            # log still holds after the stored messages follows them, each once.
-            start, more = ctx.room.resume_point(since, ctx.limits.resume_max)
-            missed += 0 if stored else more
-        resumed: list[Event] = [*([Gap(missed)] if missed else []), *stored]
-        try:
-            self.member = ctx.room.join(
-                name,
-                dialect=self._dialect(),
-                wake=self.delivery.flush_nowait,
-                kick=self.kick,
-                welcome=lambda display, names: b"".join(
-                    self._encode(event)
-                    for event in (
-                        Welcome(
-                            display, ctx.room.name, names, topic=ctx.room.topic, seq=ctx.room.seq
-                        ),
-                        *resumed,
-                    )
-                ),
-                finish=self.finish_nowait,
-                source=self.source,
-                invited=invite is not None,
-                start=start,
-            )
-        except Refused as exc:
-            self.send_nowait(Error(exc.code, exc.message))
-            self._name_tries += 1
-            return self.conn.state is not State.CLOSED and self._name_tries < NAME_TRIES
-        self.delivery.joined(self.member)
-        self._authenticated = True
-        ctx.gate.authenticated(self.source)
-        log.info("%s joined from %s (%s)", self.member.name, self.source, self.conn.mode.value)
-        return True
-
-    async def _stored_since(self, since: int, name: str) -> tuple[int, list[Event]]:
-        """What the history holds after message `since` that `name` may see: how many
-        messages it leaves out, and the rest (ending with a message, so no notice comes twice
-        at the seam with the log)."""
-        store = self.ctx.history
-        assert store is not None
-        limit = self.ctx.limits.resume_max
-        missed, entries = await trio.to_thread.run_sync(
-            partial(store.since, since, limit, for_name=name)
-        )
-        events: list[Event] = [e for e in (entry.to_event() for entry in entries) if e]
-        while events and not isinstance(events[-1], Message):
-            events.pop()
-        return missed, events
-
-    def _dialect(self) -> Dialect:
-        if self.websocket is not None:
-            return Dialect.WEBSOCKET
-        return Dialect.TEXT if self.conn.mode is Mode.TEXT else Dialect.JSON
 
     async def _throttle(self) -> bool:
         """Charge one request to flood control and wait as long as it says.
