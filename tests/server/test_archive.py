@@ -16,8 +16,10 @@ from multichat.protocol.events import (
     Error,
     Hello,
     Join,
+    Leave,
     Message,
     Moderate,
+    Quit,
     Say,
     Welcome,
 )
@@ -165,3 +167,73 @@ async def test_a_banned_address_stays_banned_after_a_restart(tmp_path: Path) -> 
             assert isinstance(await peer.next_event(), ConnectionClosed)
     store.close()
     assert isinstance(refused, Error) and refused.code == "banned"
+
+
+async def test_a_member_dropped_by_a_post_leaves_after_it_in_the_history(
+    tmp_path: Path,
+) -> None:
+    """The post that sets off the backlog check is stored before the leave it causes."""
+    store = HistoryStore.open(tmp_path / "history.sqlite3")
+    limits = RELAXED.replace(outbox_bytes=1024)
+    server = ChatServer(PASSWORD, limits=limits, history=store)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, 0, "127.0.0.1")
+        with trio.fail_after(STEP):
+            import socket
+
+            stalled = socket.socket()
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", port))
+            stalled.sendall(
+                f'{{"type":"hello","version":1,"name":"stalled","password":"{PASSWORD}"}}\n'.encode()
+            )
+            sender = await Peer.join(port, "sender")
+            left = None
+            for i in range(400):  # until the stalled member is dropped, within bounds
+                await sender.say("x" * 3000, str(i))
+                event = await sender.next_event()
+                while not isinstance(event, Message | Leave):
+                    event = await sender.next_event()
+                if isinstance(event, Leave):
+                    left = event
+                    break
+                await trio.sleep(0.01)
+            assert left is not None and left.reason == "too slow"
+            await sender.say("still going", "last")
+            echo = await sender.expect(Message)
+            while isinstance(echo, Message) and echo.id != "last":
+                echo = await sender.expect(Message)
+        server.shutdown_nowait("test over")
+        stalled.close()
+    store.close()
+    assert isinstance(echo, Message) and echo.id == "last"
+
+
+async def test_a_kicked_member_hears_why_and_a_leaver_gets_its_last_echoes(
+    tmp_path: Path,
+) -> None:
+    """Out of the room, a member's last frames wait for the history, and it waits for them."""
+    store = SlowStore.open(tmp_path / "history.sqlite3")
+    assert isinstance(store, SlowStore)
+    store.gate = threading.Event()
+    store.gate.set()
+    async with room_with(store) as room:
+        with trio.fail_after(STEP):
+            alice = await room.join("alice")
+            bob = await room.join("bob")
+            store.gate.clear()  # the disk is slow now
+            await alice.say("my last words", "last")
+            await alice.send(Quit())
+            room.server.ctx.moderation.command(
+                "host", Moderate("kick", "bob", "rude"), by_host=True
+            )
+            await trio.sleep(0.2)
+            store.gate.set()
+            echo = await alice.expect(Message)
+            while not isinstance(await alice.next_event(), ConnectionClosed):
+                pass  # perhaps bob's leave, if the kick came first
+            error = await bob.expect(Error)
+            assert isinstance(await bob.next_event(), ConnectionClosed)
+    store.close()
+    assert isinstance(echo, Message) and echo.id == "last"
+    assert isinstance(error, Error) and error.code == "kicked"

@@ -22,7 +22,7 @@ from .transport import Transport
 class Delivery:
     """One connection's outgoing side. `nursery` is set while the connection runs."""
 
-    __slots__ = ("_draining", "_finish", "member", "nursery", "room", "transport")
+    __slots__ = ("_draining", "_finish", "_stored", "member", "nursery", "room", "transport")
 
     def __init__(self, transport: Transport, room: Room, finish: Callable[[], None]) -> None:
         self.transport = transport
@@ -33,6 +33,8 @@ class Delivery:
         # and cancelling it stops both.
         self.nursery: trio.Nursery | None = None
         self._draining = False
+        # Set by a flush while the closing connection waits for the history (`send_last`).
+        self._stored: trio.Event | None = None
 
     def send_nowait(self, data: bytes) -> None:
         """Queue `data` for this client, after everything already queued for it."""
@@ -51,6 +53,8 @@ class Delivery:
         """Send this member everything the room holds for it, as far as the socket takes it."""
         member = self.member
         transport = self.transport
+        if self._stored is not None:
+            self._stored.set()
         if member is None or transport.blocked:
             return  # a blocked socket: the drain task takes the rest when there is room
         room = self.room
@@ -79,6 +83,24 @@ class Delivery:
             await self.send_rest()
         finally:
             self._draining = False
+
+    async def send_last(self) -> None:
+        """The connection is closing: send all it is owed, which for a member that has left
+        may wait for the history to store it (its last echoes, why it was kicked). The caller
+        bounds the wait."""
+        await self.send_rest()
+        member = self.member
+        log = self.room.log
+        try:
+            while member is not None and log.pending(member) and not self.transport.broken:
+                self._stored = trio.Event()
+                await self._stored.wait()  # a flush: the history stored something
+                self._stored = None
+                await self.send_rest()
+        finally:
+            self._stored = None
+            if member is not None:
+                log.forget(member)
 
     async def send_rest(self) -> None:
         """Wait for room in the socket, send the rest, and whatever was queued meanwhile."""

@@ -48,6 +48,7 @@ class Log:
         "_shared",
         "_shared_head",
         "_unchecked",
+        "departed",
         "on_append",
         "on_check",
         "persist",
@@ -66,6 +67,8 @@ class Log:
         self.persist: Callable[[Entry, int], None] | None = None
         self._last_post = -1  # log index of the newest message or notice that is not presence
         self._unchecked = 0
+        # Members out of the room still owed frames that wait for the history.
+        self.departed: list[Member] = []
         # The room's check of every member's backlog, run every CHECK_EVERY appended bytes.
         self.on_check = on_check
         self._flushed = 0  # the head when the fan-out last gave every member its share
@@ -88,7 +91,7 @@ class Log:
 
     def take_nowait(self, member: Member) -> bytes:
         """Everything that may go to `member` now, and move its cursor on."""
-        readable = self._readable
+        readable = self._readable if member.left is None else min(self._readable, member.left)
         if not member.private:
             return self._render(member, member.cursor, readable)
         parts = []
@@ -148,7 +151,15 @@ class Log:
         return data
 
     def pending(self, member: Member) -> bool:
+        """Whether `member` is owed something it has not taken (maybe not stored yet)."""
+        if member.left is not None:
+            return bool(member.private) or member.cursor < member.left
         return bool(member.private) or member.cursor < self._readable
+
+    def forget(self, member: Member) -> None:
+        """`member`'s connection is closed: nothing more will be taken for it."""
+        if member in self.departed:
+            self.departed.remove(member)
 
     def backlog(self, member: Member) -> int:
         """Bytes queued for `member` that its writer has not taken yet."""
@@ -191,6 +202,11 @@ class Log:
         self._readable_end = entries[-1].end
         self._readable_seq = entries[-1].seq
         self.on_append(all(isinstance(e.event, Join | Leave) for e in entries))
+        if self.departed:
+            # Members out of the room are no longer flushed by the fan-out: wake them here.
+            for member in list(self.departed):
+                member.wake()
+            self.departed = [m for m in self.departed if self.pending(m)]
 
     def preload(self, events: list[Event], last_seq: int) -> None:
         """Entries from before a restart, already stored: the history newcomers see."""
@@ -261,13 +277,15 @@ class Log:
             self._last_post = self.head
         index = self.head
         self._entries.append(entry)
-        self._unchecked += len(entry.json)
-        if self._unchecked >= CHECK_EVERY:
-            self.check_nowait()
+        # Stored (or readable) before the backlog check: a member it drops appends its leave,
+        # which must follow this entry in the history as it does in the log.
         if self.persist is None:
             self.stored_nowait(index)
         else:
             self.persist(entry, index)
+        self._unchecked += len(entry.json)
+        if self._unchecked >= CHECK_EVERY:
+            self.check_nowait()
         return entry
 
     # -- forgetting --

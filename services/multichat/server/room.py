@@ -59,7 +59,7 @@ class Member:
         "finish",
         "key",
         "kick",
-        "muted_until",
+        "left",
         "name",
         "op",
         "owned",
@@ -91,7 +91,8 @@ class Member:
         self.source = source  # the address it came from (behind the tunnel too)
         self.op = False  # an operator of the room
         self.away: str | None = None  # why it is away, or None
-        self.muted_until: float | None = None  # monotonic; math.inf until unmuted
+        # Out of the room: the log index past which nothing is for it any more.
+        self.left: int | None = None
         self.renamed_at = -math.inf  # monotonic time of its last /nick
         self.cursor = 0  # index of the next log entry this member has not taken
         self.end = 0  # log bytes up to the cursor
@@ -178,6 +179,8 @@ class Room:
         )
 
     def _drop_slow(self, member: Member) -> None:
+        if member not in self:
+            return  # dropped already, by a check its own leave notice set off
         self.remove(member, "too slow")
         member.kick("too slow: you were not reading fast enough")
 
@@ -309,7 +312,9 @@ class Room:
         ):
             self._drop_slow(member)
             return
-        member.private.append((self.log.head, data))
+        # Out of the room, it reads nothing appended after it left: its frames go just there.
+        position = self.log.head if member.left is None else member.left
+        member.private.append((position, data))
         member.queued += len(data)
         member.wake()
 
@@ -386,6 +391,9 @@ class Room:
         if not self.closed:
             # The leaver's own copy is empty: it may still be flushing its last frames.
             self.log.append(Leave(member.name, reason, self._clock()), owner=member)
+        # What it is still owed (its last echoes, why it was kicked) may wait for the history.
+        member.left = self.log.head
+        self.log.departed.append(member)
 
     def close(self, reason: str) -> None:
         """The last entry: everyone gets what was accepted before it, then the notice."""

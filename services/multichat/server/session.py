@@ -204,10 +204,12 @@ class Session:
                     self.delivery.send_nowait(self.websocket.close())
                 if not self._kicked:  # a member dropped as too slow reads nothing
                     with trio.move_on_after(FLUSH_SECONDS):
-                        await self.delivery.send_rest()
+                        await self.delivery.send_last()
                     await self.transport.linger_close()
             finally:
                 self.transport.close()
+                if self.member is not None:
+                    self.ctx.room.log.forget(self.member)
 
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
