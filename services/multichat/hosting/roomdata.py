@@ -3,7 +3,8 @@ process), its history, its TLS certificate and its personal invites.
 
 `serve` and `up` open it with `RoomData.open` and close it after the room stopped. Every way
 this can fail is a `HostError` with one line for the host; nothing is overwritten. With
-`--ephemeral` nothing touches the disk: the history is in memory, the certificate new.
+`--ephemeral` nothing touches the disk: no history beyond what the room holds in memory (a
+resume reaches as far back as that), bans and invites for this run, the certificate new.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class RoomData:
     """A room's data directory (None: ephemeral), history and certificate."""
 
     directory: DataDir | None
-    history: HistoryStore
+    history: HistoryStore | None
     certificate: RoomCertificate
     settings: HistorySettings
 
@@ -51,9 +52,7 @@ class RoomData:
         directory: DataDir | None = None
         history: HistoryStore | None = None
         try:
-            if ephemeral:
-                history = HistoryStore.in_memory()
-            else:
+            if not ephemeral:
                 directory = DataDir.open(data_dir or default_data_dir(room))
                 history = HistoryStore.open(directory.history_path)
             certificate = room_certificate(directory.path if directory else None, tls_cert, tls_key)
@@ -76,6 +75,7 @@ class RoomData:
 
     def close(self) -> None:
         """After the room stopped: close the history, then let the directory go."""
-        self.history.close()
+        if self.history is not None:
+            self.history.close()
         if self.directory is not None:
             self.directory.close()
