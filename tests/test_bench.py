@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench"
 SCENARIOS = ("burst", "paced", "steady", "join", "slow")
-MODES = ("json", "text")
+MODES = ("json", "text", "ws")  # ws: multichat/1 over WebSocket on the same port
 # What a correct server and a correct generator both guarantee, at any speed.
 INTEGRITY = ("duplicated", "reordered", "merged", "split", "unexpected")
 
@@ -53,6 +53,10 @@ def check_shape(reports: list[dict[str, Any]], output: str) -> None:
         assert r["server_cpu_cores"] is not None, r
         assert isinstance(r["met"], bool) and r["target"], r
     assert "scenario | mode" in output  # the readable table follows the JSON lines
+    # The burst compares ws with json, run for run: the ratio is in the ws line and the table.
+    (ws_burst,) = [r for r in reports if (r["scenario"], r["mode"]) == ("burst", "ws")]
+    assert "vs_json" in ws_burst, ws_burst
+    assert "\nburst: ws" in output
 
 
 def test_quick_benchmark_accounts_for_every_message() -> None:
@@ -72,6 +76,9 @@ def test_quick_benchmark_accounts_for_every_message() -> None:
             assert r["deliveries"] == r["expected"] > 0, where
             assert r["p50_ms"] is not None and r["p99_ms"] is not None, where
             assert r["deliveries_per_s"] > 0, where
+        if (r["scenario"], r["mode"]) == ("burst", "ws"):
+            assert r["vs_json"] > 0, where
+            assert "burst: ws delivers" in output, where
         if r["scenario"] == "slow":
             assert r["stalled_reason"], f"{where}: the member that never reads was not dropped"
 

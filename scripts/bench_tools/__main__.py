@@ -7,10 +7,11 @@ import json
 import resource
 import sys
 from dataclasses import replace
+from typing import Any
 
-from .report import scenario_report, table
+from .report import compare_with_json, scenario_report, table
 from .run import BenchError, build_loadgen, log, run_once, wait_for_quiet
-from .scenarios import full_scenarios, quick_scenarios
+from .scenarios import MODE_GROUPS, MODES, full_scenarios, quick_scenarios
 
 
 def parse_limit(text: str) -> tuple[str, int | float]:
@@ -46,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=[s.name for s in full_scenarios()],
         help="run only this scenario (repeatable)",
     )
-    parser.add_argument("--mode", choices=["json", "text", "both"], default="both")
+    parser.add_argument(
+        "--mode",
+        choices=[*MODES, *MODE_GROUPS],
+        default="all",
+        help="json (JSON lines over TCP), text, ws (JSON over WebSocket), "
+        "both (json and text) or all (the default)",
+    )
     parser.add_argument("--procs", type=int, help="load generator processes (default 2)")
     parser.add_argument("--rounds", type=int, help="burst rounds (median reported)")
     parser.add_argument(
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [replace(s, procs=args.procs) for s in scenarios]
     if args.rounds:
         scenarios = [replace(s, rounds=args.rounds) if s.kind == "burst" else s for s in scenarios]
-    modes = ["json", "text"] if args.mode == "both" else [args.mode]
+    modes = list(MODE_GROUPS.get(args.mode, (args.mode,)))
     limits = dict(args.limit)
 
     raise_open_files()
@@ -82,15 +89,20 @@ def main(argv: list[str] | None = None) -> int:
         loadgen = build_loadgen()
         reports = []
         for sc in scenarios:
-            for mode in modes:
-                runs = []
-                for i in range(sc.rounds):
+            # Round by round, every mode in turn: whatever else the machine does meanwhile
+            # weighs on each mode alike, so the modes compare fairly within one run.
+            runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+            for i in range(sc.rounds):
+                for mode in modes:
                     suffix = f" round {i + 1}/{sc.rounds}" if sc.rounds > 1 else ""
                     log(f"{sc.name} ({mode}){suffix}")
                     if quiet_wait > 0:
                         wait_for_quiet(quiet_wait)
-                    runs.append(run_once(sc, mode, loadgen, limits))
-                report = scenario_report(sc, mode, runs)
+                    runs[mode].append(run_once(sc, mode, loadgen, limits))
+            by_mode = {mode: scenario_report(sc, mode, runs[mode]) for mode in modes}
+            if sc.kind == "burst" and "ws" in by_mode and "json" in by_mode:
+                compare_with_json(by_mode["ws"], by_mode["json"])
+            for report in by_mode.values():
                 if limits:
                     report["limits"] = limits
                 print(json.dumps(report), flush=True)

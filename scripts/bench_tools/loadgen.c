@@ -2,7 +2,13 @@
  *
  * It owns a slice of a room's members (global indices [first, first+count)), each one a real
  * TCP connection to `multichat serve` on 127.0.0.1, all driven by one epoll loop so that the
- * generator costs a small fraction of what the server does. The orchestrator
+ * generator costs a small fraction of what the server does. A member speaks one of three modes:
+ *
+ *   json  multichat/1: one JSON object per line
+ *   text  the plain-text dialect (what nc users type)
+ *   ws    multichat/1 over WebSocket (RFC 6455) on the same port: `GET /ws` upgraded to 101,
+ *         then one JSON object per text message, client frames masked; the server's pings
+ *         are answered with pongs. Only the framing differs from json. The orchestrator
  * (scripts/bench_tools/run.py) starts several of these and speaks to each on stdin/stdout:
  *
  *   loadgen -> "READY"            every member it owns has joined (join scenario: at once)
@@ -34,13 +40,28 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { ST_IDLE, ST_CONNECTING, ST_HELLO, ST_TEXT_NAME, ST_TEXT_WELCOME, ST_JOINED, ST_CLOSED };
+enum {
+    ST_IDLE,
+    ST_CONNECTING,
+    ST_WS_UPGRADE, /* ws: the upgrade request is sent, the 101 not yet read */
+    ST_HELLO,
+    ST_TEXT_NAME,
+    ST_TEXT_WELCOME,
+    ST_JOINED,
+    ST_CLOSED
+};
 enum { SC_BURST, SC_RATE, SC_JOIN };
+enum { MODE_JSON, MODE_TEXT, MODE_WS };
 
 #define HIST_BUCKETS 4096
 #define MAX_LEAVES 64
 #define TIMER_KEY UINT64_MAX
 #define OUT_BATCH (64 * 1024)
+/* The most an HTTP response head may take (Apache and nginx refuse requests past 8 KiB). */
+#define MAX_HTTP_HEAD (8 * 1024)
+/* The largest WebSocket message accepted from the server: protocol.md asks clients to accept
+ * frames of up to 1 MiB (a welcome in a very large room); anything past 16 MiB is a bug. */
+#define MAX_WS_MESSAGE (16u * 1024 * 1024)
 
 typedef struct {
     int fd;
@@ -58,10 +79,13 @@ typedef struct {
     uint64_t distinct;      /* distinct messages received */
     uint8_t *names;         /* join scenario: the members this one knows of */
     uint32_t names_known;
+    char *msg;              /* ws: a fragmented message being put back together */
+    size_t msglen, msgcap;
+    int msg_open;           /* ws: a text frame without FIN came, continuations follow */
 } conn_t;
 
 /* configuration */
-static int port = 5002, first = 0, count = 1, total = 1, senders = 0, text_mode = 0;
+static int port = 5002, first = 0, count = 1, total = 1, senders = 0, mode = MODE_JSON;
 static int scenario = SC_BURST, stalled_idx = -1, window = 256, text_len = 64;
 static uint64_t per_sender = 0;
 static double rate = 0, deadline_s = 60, idle_s = 5;
@@ -86,6 +110,8 @@ static struct { char name[40]; char reason[40]; uint64_t t; } leaves[MAX_LEAVES]
 static int nleaves;
 static int timer_fd = -1;
 static uint64_t stalled_closed_ns;
+static uint64_t ws_salt;    /* ws: makes each process's Sec-WebSocket-Keys its own */
+static uint32_t mask_state; /* ws: xorshift32 state for the masking keys */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -181,6 +207,55 @@ static void flush(conn_t *c) {
     }
 }
 
+/* -- WebSocket framing (RFC 6455 section 5) -- */
+
+static uint32_t next_mask(void) {
+    uint32_t x = mask_state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return mask_state = x;
+}
+
+/* One client frame: FIN, the opcode, the mask bit, the length in 7, 16 or 64 bits, a fresh
+ * masking key and the masked payload. `payload` must not point into c->out. */
+static void out_ws_frame(conn_t *c, int opcode, const char *payload, size_t n) {
+    out_reserve(c, n + 14);
+    uint8_t *h = (uint8_t *)c->out + c->outlen;
+    size_t at = 0;
+    h[at++] = (uint8_t)(0x80 | opcode);
+    if (n < 126) {
+        h[at++] = (uint8_t)(0x80 | n);
+    } else if (n <= 0xffff) {
+        h[at++] = 0x80 | 126;
+        h[at++] = (uint8_t)(n >> 8);
+        h[at++] = (uint8_t)n;
+    } else {
+        h[at++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) h[at++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    uint32_t key = next_mask();
+    uint8_t k[4];
+    memcpy(k, &key, 4);
+    memcpy(h + at, k, 4);
+    at += 4;
+    uint8_t *body = h + at;
+    for (size_t i = 0; i < n; i++) body[i] = (uint8_t)payload[i] ^ k[i & 3];
+    c->outlen += at + n;
+}
+
+/* One multichat/1 JSON object, framed for the mode: a line, or a masked text message. */
+static void out_json(conn_t *c, const char *obj, size_t n) {
+    if (mode == MODE_WS) {
+        out_ws_frame(c, 0x1, obj, n);
+        return;
+    }
+    out_reserve(c, n + 1);
+    memcpy(c->out + c->outlen, obj, n);
+    c->out[c->outlen + n] = '\n';
+    c->outlen += n + 1;
+}
+
 static void generate(conn_t *c, uint64_t upto, uint64_t t) {
     char text[512], frame[700];
     while (c->generated < upto) {
@@ -191,11 +266,15 @@ static void generate(conn_t *c, uint64_t upto, uint64_t t) {
         memset(text + head, 'x', (size_t)pad);
         text[head + pad] = '!';
         text[head + pad + 1] = 0;
-        int n = text_mode ? snprintf(frame, sizeof frame, "%s\n", text)
-                          : snprintf(frame, sizeof frame,
-                                     "{\"type\":\"say\",\"text\":\"%s\",\"id\":\"%llu\"}\n", text,
-                                     (unsigned long long)c->generated);
-        out_append(c, frame, (size_t)n);
+        if (mode == MODE_TEXT) {
+            int n = snprintf(frame, sizeof frame, "%s\n", text);
+            out_append(c, frame, (size_t)n);
+        } else {
+            int n = snprintf(frame, sizeof frame,
+                             "{\"type\":\"say\",\"text\":\"%s\",\"id\":\"%llu\"}", text,
+                             (unsigned long long)c->generated);
+            out_json(c, frame, (size_t)n);
+        }
         c->generated++;
         sent_total++;
         if (!first_send_ns) first_send_ns = t;
@@ -275,7 +354,7 @@ static void on_message(conn_t *c, const char *line, size_t len, uint64_t t) {
     long want_pad = (long)text_len - (long)(x - at) - 1;
     if (want_pad < 1) want_pad = 1;
     if (p >= end || *p != '!' || (p - x) != want_pad ||
-        (text_mode ? p + 1 != end : (p + 1 >= end || p[1] != '"'))) {
+        (mode == MODE_TEXT ? p + 1 != end : (p + 1 >= end || p[1] != '"'))) {
         splits++;
         return;
     }
@@ -320,11 +399,11 @@ static void know_name(conn_t *c, const char *s, const char *end, uint64_t t) {
 static void on_welcome(conn_t *c, const char *line, size_t len, uint64_t t) {
     if (scenario != SC_JOIN) return;
     const char *end = line + len;
-    const char *mark = text_mode ? "Online (" : "\"members\":[";
+    const char *mark = mode == MODE_TEXT ? "Online (" : "\"members\":[";
     const char *p = memmem(line, len, mark, strlen(mark));
     if (!p) return;
     p += strlen(mark);
-    if (text_mode) {
+    if (mode == MODE_TEXT) {
         p = memmem(p, (size_t)(end - p), "): ", 3);
         if (!p) return;
         p += 3;
@@ -367,8 +446,8 @@ static void on_line_json(conn_t *c, const char *line, size_t len, uint64_t t) {
         if (q && rq) on_leave(n, (size_t)(q - n), r + 10, (size_t)(rq - r - 10), t);
     } else if (STARTS(line, len, "{\"type\":\"ping\"")) {
         /* The server pings a member that has said nothing for a while; answer as a client. */
-        static const char pong[] = "{\"type\":\"pong\",\"data\":\"idle\"}\n";
-        out_append(c, pong, sizeof pong - 1);
+        static const char pong[] = "{\"type\":\"pong\",\"data\":\"idle\"}";
+        out_json(c, pong, sizeof pong - 1);
         flush(c);
     } else if (STARTS(line, len, "{\"type\":\"error\"")) {
         note_error(line, len);
@@ -417,8 +496,296 @@ static void send_line(conn_t *c, const char *s) {
     flush(c);
 }
 
+static void send_hello(conn_t *c) {
+    char hello[256];
+    int n = snprintf(hello, sizeof hello,
+                     "{\"type\":\"hello\",\"version\":1,\"name\":\"u%d\",\"password\":\"%s\"}",
+                     c->gidx, password);
+    out_json(c, hello, (size_t)n);
+    flush(c);
+}
+
+/* One line from the server (json, text), or one text message (ws). */
+static void on_line(conn_t *c, const char *p, size_t len, uint64_t t) {
+    if (c->state == ST_JOINED) {
+        if (mode == MODE_TEXT) on_line_text(c, p, len, t);
+        else on_line_json(c, p, len, t);
+    } else if (c->state == ST_HELLO) {
+        if (STARTS(p, len, "{\"type\":\"welcome\"")) joined_now(c, p, len, t);
+        else if (STARTS(p, len, "{\"type\":\"error\"")) note_error(p, len);
+    } else if (c->state == ST_TEXT_WELCOME) {
+        if (STARTS(p, len, "Welcome to ")) joined_now(c, p, len, t);
+        else if (STARTS(p, len, "! ")) note_error(p, len);
+    }
+}
+
+/* -- WebSocket: the handshake (RFC 6455 section 4) and the server's frames -- */
+
+static uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+/* SHA-1 (FIPS 180-4), only ever of a 60-byte key and GUID: Sec-WebSocket-Accept needs it. */
+static void sha1(const uint8_t *data, size_t len, uint8_t digest[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    size_t padded = ((len + 8) / 64 + 1) * 64; /* the data, 0x80, zeros, the 64-bit length */
+    uint64_t bits = (uint64_t)len * 8;
+    for (size_t off = 0; off < padded; off += 64) {
+        uint8_t block[64];
+        for (size_t i = 0; i < 64; i++) {
+            size_t j = off + i;
+            block[i] = j < len ? data[j] : j == len ? 0x80 : 0;
+        }
+        if (off + 64 == padded)
+            for (int i = 0; i < 8; i++) block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+        uint32_t w[80];
+        for (int i = 0; i < 16; i++)
+            w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
+                   (uint32_t)block[4 * i + 2] << 8 | block[4 * i + 3];
+        for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999;
+            else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1;
+            else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
+            else f = b ^ c ^ d, k = 0xCA62C1D6;
+            uint32_t next = rol32(a, 5) + f + e + k + w[i];
+            e = d;
+            d = c;
+            c = rol32(b, 30);
+            b = a;
+            a = next;
+        }
+        h[0] += a;
+        h[1] += b;
+        h[2] += c;
+        h[3] += d;
+        h[4] += e;
+    }
+    for (int i = 0; i < 20; i++) digest[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+static void base64(const uint8_t *in, size_t n, char *out) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? abc[v & 63] : '=';
+    }
+    out[o] = 0;
+}
+
+/* base64(SHA-1(key + the RFC's GUID)): what the server must answer to `key`. */
+static void ws_accept_for(const char *key, char out[29]) {
+    char both[96];
+    int n = snprintf(both, sizeof both, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    uint8_t digest[20];
+    sha1((const uint8_t *)both, (size_t)n, digest);
+    base64(digest, 20, out);
+}
+
+/* A member's Sec-WebSocket-Key: 16 bytes in base64, different for every member and run. */
+static void ws_key_for(const conn_t *c, char out[25]) {
+    uint64_t halves[2] = {ws_salt, ws_salt * 0x9E3779B97F4A7C15ull ^ (uint64_t)c->gidx};
+    base64((const uint8_t *)halves, 16, out);
+}
+
+static void send_upgrade(conn_t *c) {
+    char key[25], request[512];
+    ws_key_for(c, key);
+    int n = snprintf(request, sizeof request,
+                     "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     port, key);
+    out_append(c, request, (size_t)n);
+    flush(c);
+}
+
+static int has_token(const char *value, const char *token) {
+    size_t n = strlen(token);
+    for (const char *p = value; (p = strcasestr(p, token)); p += n) {
+        int starts = p == value || p[-1] == ',' || p[-1] == ' ' || p[-1] == '\t';
+        int ends = !p[n] || p[n] == ',' || p[n] == ' ' || p[n] == '\t';
+        if (starts && ends) return 1;
+    }
+    return 0;
+}
+
+/* What is wrong with the server's answer to the upgrade (RFC 6455 section 4.1, the client's
+ * checks), or NULL: 101, Upgrade: websocket, Connection: upgrade, the Sec-WebSocket-Accept
+ * that goes with this member's key, and no extension (none was offered). */
+static const char *ws_check_upgrade(const conn_t *c, const char *head, size_t len) {
+    char copy[MAX_HTTP_HEAD + 1];
+    if (len > MAX_HTTP_HEAD) return "response head over 8 KiB";
+    memcpy(copy, head, len);
+    copy[len] = 0;
+    if (strncmp(copy, "HTTP/1.1 101", 12) || (copy[12] != ' ' && copy[12] != '\r'))
+        return "not 101";
+    char key[25], want[29];
+    ws_key_for(c, key);
+    ws_accept_for(key, want);
+    int upgrade = 0, connection = 0, accept = 0;
+    char *save = NULL;
+    strtok_r(copy, "\r\n", &save); /* the status line */
+    for (char *line; (line = strtok_r(NULL, "\r\n", &save));) {
+        char *colon = strchr(line, ':');
+        if (!colon) return "a header line without a colon";
+        *colon = 0;
+        char *value = colon + 1;
+        while (*value == ' ' || *value == '\t') value++;
+        char *tail = value + strlen(value);
+        while (tail > value && (tail[-1] == ' ' || tail[-1] == '\t')) *--tail = 0;
+        if (!strcasecmp(line, "upgrade")) upgrade = !strcasecmp(value, "websocket");
+        else if (!strcasecmp(line, "connection")) connection = has_token(value, "upgrade");
+        else if (!strcasecmp(line, "sec-websocket-accept")) accept = !strcmp(value, want);
+        else if (!strcasecmp(line, "sec-websocket-extensions")) return "an extension not offered";
+    }
+    if (!upgrade) return "no Upgrade: websocket";
+    if (!connection) return "no Connection: upgrade";
+    if (!accept) return "a wrong or missing Sec-WebSocket-Accept";
+    return NULL;
+}
+
+static void ws_fail(conn_t *c, const char *what) {
+    note_error(what, strlen(what));
+    close_conn(c, 1);
+}
+
+/* One whole text message: exactly one JSON object, with no newline. Anything else breaks the
+ * contract; what it broke counts as two messages in one (merged) or a part of one (split). */
+static void on_ws_text(conn_t *c, const char *s, size_t len, uint64_t t) {
+    const char *nl = memchr(s, '\n', len);
+    if (nl || len < 2 || s[0] != '{' || s[len - 1] != '}') {
+        if (nl && nl + 1 < s + len) merged++;
+        else splits++;
+        return;
+    }
+    on_line(c, s, len, t);
+}
+
+/* A data frame of a fragmented message (RFC 6455 section 5.4): kept until its FIN. */
+static void ws_fragment(conn_t *c, int fin, const char *p, size_t n, uint64_t t) {
+    if (c->msglen + n > MAX_WS_MESSAGE) {
+        ws_fail(c, "ws: a message over 16 MiB");
+        return;
+    }
+    if (c->msglen + n > c->msgcap) {
+        while (c->msglen + n > c->msgcap) c->msgcap = c->msgcap ? c->msgcap * 2 : 4096;
+        c->msg = xrealloc(c->msg, c->msgcap);
+    }
+    memcpy(c->msg + c->msglen, p, n);
+    c->msglen += n;
+    if (fin) {
+        c->msg_open = 0;
+        on_ws_text(c, c->msg, c->msglen, t);
+    }
+}
+
+static void on_ws_frame(conn_t *c, int fin, int opcode, const char *p, size_t n, uint64_t t) {
+    if (opcode >= 0x8 && (!fin || n > 125)) {
+        ws_fail(c, "ws: a control frame fragmented or over 125 bytes");
+        return;
+    }
+    if (opcode == 0x1 && !c->msg_open && fin) {
+        on_ws_text(c, p, n, t);
+    } else if (opcode == 0x1 && !c->msg_open) {
+        c->msg_open = 1;
+        c->msglen = 0;
+        ws_fragment(c, fin, p, n, t);
+    } else if (opcode == 0x0 && c->msg_open) {
+        ws_fragment(c, fin, p, n, t);
+    } else if (opcode == 0x9) {
+        out_ws_frame(c, 0xA, p, n); /* pong: the ping's payload back */
+        flush(c);
+    } else if (opcode == 0xA) {
+        /* an unsolicited pong: nothing to do */
+    } else if (opcode == 0x8) {
+        /* The server closes: answer with its status code, then hang up, as json does at EOF. */
+        out_ws_frame(c, 0x8, p, n >= 2 ? 2 : 0);
+        flush(c);
+        close_conn(c, 1);
+    } else if (opcode == 0x2) {
+        ws_fail(c, "ws: a binary message (multichat/1 is text)");
+    } else if (opcode == 0x0 || opcode == 0x1) {
+        ws_fail(c, "ws: a continuation out of place");
+    } else {
+        ws_fail(c, "ws: an unknown opcode");
+    }
+}
+
+/* ws: the 101 (once), then every complete frame in c->in. */
+static void process_ws(conn_t *c, uint64_t t) {
+    char *p = c->in, *end = c->in + c->inlen;
+    if (c->state == ST_WS_UPGRADE) {
+        char *head_end = memmem(p, c->inlen, "\r\n\r\n", 4);
+        if (!head_end) {
+            if (c->inlen > MAX_HTTP_HEAD) ws_fail(c, "ws upgrade: response head over 8 KiB");
+            return;
+        }
+        const char *wrong = ws_check_upgrade(c, p, (size_t)(head_end - p));
+        if (wrong) {
+            char what[160];
+            const char *eol = memchr(p, '\r', (size_t)(head_end - p));
+            snprintf(what, sizeof what, "ws upgrade: %s (%.*s)", wrong, (int)(eol - p), p);
+            ws_fail(c, what);
+            return;
+        }
+        p = head_end + 4;
+        c->state = ST_HELLO;
+        send_hello(c);
+    }
+    while (c->state != ST_CLOSED) {
+        size_t avail = (size_t)(end - p);
+        if (avail < 2) break;
+        const uint8_t *h = (const uint8_t *)p;
+        uint64_t n = h[1] & 0x7f;
+        size_t head = 2;
+        if (n == 126) {
+            if (avail < 4) break;
+            n = (uint64_t)h[2] << 8 | h[3];
+            head = 4;
+        } else if (n == 127) {
+            if (avail < 10) break;
+            n = 0;
+            for (int i = 0; i < 8; i++) n = n << 8 | h[2 + i];
+            head = 10;
+        }
+        if (h[1] & 0x80) {
+            ws_fail(c, "ws: a masked frame from the server");
+            return;
+        }
+        if (h[0] & 0x70) {
+            ws_fail(c, "ws: reserved bits set (no extension was agreed)");
+            return;
+        }
+        if (n > MAX_WS_MESSAGE) {
+            ws_fail(c, "ws: a frame over 16 MiB");
+            return;
+        }
+        if (avail - head < n) break;
+        on_ws_frame(c, h[0] & 0x80, h[0] & 0x0f, p + head, (size_t)n, t);
+        p += head + n;
+        if (c->stalled && c->state == ST_JOINED) {
+            c->inlen = 0;
+            return;
+        }
+    }
+    if (c->state == ST_CLOSED) return;
+    size_t left = (size_t)(end - p);
+    if (left && p != c->in) memmove(c->in, p, left);
+    c->inlen = left;
+}
+
 /* Handle every complete line in c->in (and the text-mode "Name: " prompt, which has none). */
 static void process_input(conn_t *c, uint64_t t) {
+    if (mode == MODE_WS) {
+        process_ws(c, t);
+        return;
+    }
     char *p = c->in, *end = c->in + c->inlen;
     while (p < end && c->state != ST_CLOSED) {
         if (c->state == ST_TEXT_NAME) {
@@ -439,17 +806,7 @@ static void process_input(conn_t *c, uint64_t t) {
         }
         char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) break;
-        size_t len = (size_t)(nl - p);
-        if (c->state == ST_JOINED) {
-            if (text_mode) on_line_text(c, p, len, t);
-            else on_line_json(c, p, len, t);
-        } else if (c->state == ST_HELLO) {
-            if (STARTS(p, len, "{\"type\":\"welcome\"")) joined_now(c, p, len, t);
-            else if (STARTS(p, len, "{\"type\":\"error\"")) note_error(p, len);
-        } else if (c->state == ST_TEXT_WELCOME) {
-            if (STARTS(p, len, "Welcome to ")) joined_now(c, p, len, t);
-            else if (STARTS(p, len, "! ")) note_error(p, len);
-        }
+        on_line(c, p, (size_t)(nl - p), t);
         p = nl + 1;
         if (c->stalled && c->state == ST_JOINED) {
             c->inlen = 0;
@@ -510,19 +867,20 @@ static void on_connected(conn_t *c) {
         close_conn(c, 1);
         return;
     }
-    char hello[256];
-    if (text_mode) {
-        snprintf(hello, sizeof hello, "%s\n", password);
-        c->state = ST_TEXT_NAME;
-    } else {
-        snprintf(hello, sizeof hello,
-                 "{\"type\":\"hello\",\"version\":1,\"name\":\"u%d\",\"password\":\"%s\"}\n",
-                 c->gidx, password);
-        c->state = ST_HELLO;
-    }
     c->want_out = 0;
     set_events(c, EPOLLIN);
-    send_line(c, hello);
+    if (mode == MODE_TEXT) {
+        char line[256];
+        snprintf(line, sizeof line, "%s\n", password);
+        c->state = ST_TEXT_NAME;
+        send_line(c, line);
+    } else if (mode == MODE_WS) {
+        c->state = ST_WS_UPGRADE;
+        send_upgrade(c);
+    } else {
+        c->state = ST_HELLO;
+        send_hello(c);
+    }
 }
 
 /* -- the loop -- */
@@ -605,7 +963,15 @@ static void arg(const char *kv) {
     else if (IS("senders")) senders = atoi(v);
     else if (IS("per_sender")) per_sender = strtoull(v, NULL, 10);
     else if (IS("rate")) rate = atof(v);
-    else if (IS("mode")) text_mode = !strcmp(v, "text");
+    else if (IS("mode")) {
+        if (!strcmp(v, "json")) mode = MODE_JSON;
+        else if (!strcmp(v, "text")) mode = MODE_TEXT;
+        else if (!strcmp(v, "ws")) mode = MODE_WS;
+        else {
+            fprintf(stderr, "loadgen: unknown mode %s\n", v);
+            exit(2);
+        }
+    }
     else if (IS("scenario"))
         scenario = !strcmp(v, "join") ? SC_JOIN : !strcmp(v, "burst") ? SC_BURST : SC_RATE;
     else if (IS("stalled")) stalled_idx = atoi(v);
@@ -672,6 +1038,17 @@ int main(int argc, char **argv) {
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (mode == MODE_WS) {
+        /* RFC 6455 section 1.3's own example: if this is wrong, every handshake would fail. */
+        char accept[29];
+        ws_accept_for("dGhlIHNhbXBsZSBub25jZQ==", accept);
+        if (strcmp(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) {
+            fprintf(stderr, "loadgen: the SHA-1 self-check failed (%s)\n", accept);
+            exit(2);
+        }
+        ws_salt = now_ns() * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32 ^ (uint64_t)first;
+        mask_state = (uint32_t)(ws_salt >> 32) | 1;
     }
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) die("epoll_create1");

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .scenarios import BOUNDED_RSS_GROWTH_KIB, TARGETS, Scenario
+from .scenarios import BOUNDED_RSS_GROWTH_KIB, TARGETS, WS_VS_JSON_TARGET, Scenario
 
 
 def bucket_bounds(index: int) -> tuple[int, int]:
@@ -117,6 +117,29 @@ def scenario_report(sc: Scenario, mode: str, runs: list[dict[str, Any]]) -> dict
     return report
 
 
+def compare_with_json(report: dict[str, Any], json_report: dict[str, Any]) -> None:
+    """ws burst: its deliveries/s as a fraction of JSON-over-TCP's in the same run, judged.
+
+    ws carries the same JSON objects as json, only framed; the target is that the framing costs
+    at most a fifth of the rate. Without a JSON rate (every JSON round lost messages) there is
+    no ratio, and the ws row is judged by the burst target alone.
+    """
+    ws_rate, json_rate = report["deliveries_per_s"], json_report["deliveries_per_s"]
+    ratio = round(ws_rate / json_rate, 3) if ws_rate and json_rate else None
+    report["vs_json"] = ratio
+    # Round i of each mode ran back to back (the modes take turns), so each pair saw much the
+    # same machine: their ratios show how much of the spread is the machine's.
+    pairs = zip(
+        report.get("rounds_deliveries_per_s", []),
+        json_report.get("rounds_deliveries_per_s", []),
+        strict=False,
+    )
+    report["vs_json_rounds"] = [round(ws / js, 3) if js else None for ws, js in pairs]
+    report["target"] += f", and >= {WS_VS_JSON_TARGET:.0%} of JSON's deliveries/s in the same run"
+    if ratio is not None:
+        report["met"] = report["met"] and ratio >= WS_VS_JSON_TARGET
+
+
 def target_met(sc: Scenario, r: dict[str, Any]) -> bool:
     """Whether the issue's target for this scenario was met (only meaningful at full size)."""
     if not r["clean"]:
@@ -149,6 +172,8 @@ def headline(r: dict[str, Any]) -> str:
             dropped = max(len(r["dropped"]), r["disconnected"])
             return f"{r['lost'] / max(1, r['expected']):.0%} lost, {dropped} members dropped"
         rate = f"{r['deliveries_per_s'] / 1e6:.2f}M deliveries/s"
+        if r.get("vs_json") is not None:
+            rate += f" ({r['vs_json']:.0%} of json)"
         return rate + (f", {r['lost']} lost" if r["lost"] else "")
     if name == "paced":
         return f"{r['server_cpu_cores']:.2f} cores"
@@ -208,4 +233,23 @@ def table(reports: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
+    for r in reports:
+        if "vs_json" in r:
+            lines.append("")
+            lines.append(ws_verdict(r))
     return "\n".join(lines)
+
+
+def ws_verdict(r: dict[str, Any]) -> str:
+    """The line under the table that says how ws's burst compares with json's."""
+    want = f"target >= {WS_VS_JSON_TARGET:.0%}"
+    if r["vs_json"] is None:
+        return f"{r['scenario']}: ws/json deliveries/s: no ratio (a mode lost messages; {want})"
+    points = (WS_VS_JSON_TARGET - r["vs_json"]) * 100
+    problems = [f"{points:.1f} points short"] if points > 0 else []
+    if not r["clean"]:
+        # The median counts only rounds that lost nothing; the target wants all of them so.
+        problems.append(f"{r['lost']} lost" if r["lost"] else "not clean (see its row)")
+    verdict = "NOT met, " + ", ".join(problems) if problems else "met"
+    share = f"ws delivers {r['vs_json']:.1%} of json's deliveries/s"
+    return f"{r['scenario']}: {share} ({want}): {verdict}"

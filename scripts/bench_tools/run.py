@@ -181,7 +181,10 @@ def write_config(folder: Path, extra: dict[str, int | float]) -> Path:
 
 @contextmanager
 def running_server(folder: Path, config: Path) -> Iterator[Server]:
-    """`multichat serve` on 127.0.0.1 and a free port, stopped (SIGTERM) afterwards."""
+    """`multichat serve` on 127.0.0.1 and a free port, stopped (SIGTERM) afterwards.
+
+    Everything it keeps (history, certificate) lives in `folder`, which goes with the run.
+    """
     password_file = folder / "password"
     password_file.write_text(PASSWORD + "\n", encoding="utf-8")
     log_path = folder / "server.log"
@@ -196,6 +199,12 @@ def running_server(folder: Path, config: Path) -> Iterator[Server]:
         str(config),
         "--password-file",
         str(password_file),
+        # Its own data directory, empty: the room keeps history (and takes a lock) in its data
+        # directory, by default the user's one per room name. Shared, a run would replay the
+        # last run's messages to every member, two benchmarks at once would refuse each other,
+        # and the user's own room would fill with benchmark traffic.
+        "--data-dir",
+        str(folder / "data"),
     ]
     if not Path(command[0]).exists():
         raise BenchError(f"{command[0]} is missing: run scripts/bench, which installs it")

@@ -1,6 +1,6 @@
 """The benchmark's scenarios: the issue's load shapes, their quick versions, and their targets.
 
-Each runs once per mode (JSON frames, plain text) against a fresh server:
+Each runs once per mode (see MODES) against a fresh server:
   burst   50 members, 5 send 2,000 messages each as fast as the server accepts them
   paced   the same room paced at 245,000 deliveries/s: the server's CPU
   steady  100 members each sending one message a second: latency
@@ -16,6 +16,13 @@ from dataclasses import dataclass
 
 # The length of every message's text: a line of chat.
 TEXT_LEN = 64
+# How members talk to the server, all on its one port: multichat/1 JSON lines over TCP, the
+# plain-text dialect, and multichat/1 over WebSocket (one JSON object per text message).
+MODES = ("json", "text", "ws")
+# `--mode` also takes a group: "all" is the default; "both" is what it meant before ws.
+MODE_GROUPS = {"all": MODES, "both": ("json", "text")}
+# ws carries the same JSON as json, framed; it may cost at most a fifth of JSON's burst rate.
+WS_VS_JSON_TARGET = 0.80
 # The server's memory "stays bounded" while a member never reads if it grows by less than this.
 BOUNDED_RSS_GROWTH_KIB = 32 * 1024
 

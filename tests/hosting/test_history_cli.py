@@ -28,10 +28,15 @@ async def test_every_acknowledged_message_survives_kill_9(tmp_path: Path) -> Non
         with trio.fail_after(STEP):
             alice = await Peer.join(server.port, "alice")
 
+            more = trio.Event()
+
             async def read() -> None:
+                nonlocal more
                 while not isinstance(event := await alice.next_event(), ConnectionClosed):
                     if isinstance(event, Message) and event.id is not None:
                         acked.append(event.text)
+                        more.set()
+                        more = trio.Event()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read)
@@ -40,7 +45,7 @@ async def test_every_acknowledged_message_survives_kill_9(tmp_path: Path) -> Non
                     if len(acked) >= 300:
                         break
                     while i + 1 - len(acked) > 50:  # a window of lines in flight, as clients do
-                        await trio.sleep(0.005)
+                        await more.wait()
                 server.process.send_signal(signal.SIGKILL)  # mid-stream, no goodbye
                 await server.process.wait()
     assert len(acked) >= 300
