@@ -126,3 +126,40 @@ def test_garbage_raises_only_remote_protocol_error(data: bytes) -> None:
         pass
     server.data_to_send()
     server.close()
+
+
+@settings(max_examples=100)
+@given(st.lists(st.integers(0, 10_000), max_size=10), st.integers(0, 4))
+def test_a_control_frame_midway_hands_over_to_wsproto_and_nothing_is_lost(
+    cuts: list[int], at: int
+) -> None:
+    """Text frames are read the short way until the first other frame; wsproto reads on."""
+    sender = client()
+    frames = [sender.send(TextMessage(s)) for s in SAYS]
+    frames.insert(at, sender.send(Ping(b"x")))
+    server = WebSocketConnection()
+    lines = lines_of(server, b"".join(frames), cuts)
+    assert lines == [s.encode() + b"\n" for s in SAYS]
+    reader = client()
+    reader.receive_data(server.data_to_send())
+    assert [type(e) for e in reader.events()] == [Pong]
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535])
+def test_the_short_way_reads_every_length_a_client_sends(size: int) -> None:
+    text = "é" * (size // 2) + "x" * (size % 2)
+    server = WebSocketConnection(max_message=70_000)
+    server.receive_data(client().send(TextMessage(text)))
+    assert server.next_line() == text.encode() + b"\n"
+
+
+def test_bad_utf8_the_short_way_is_closed_with_1007() -> None:
+    mask = b"\x00\x00\x00\x00"
+    server = WebSocketConnection()
+    server.receive_data(b"\x81\x82" + mask + b"\xff\xfe")
+    with pytest.raises(RemoteProtocolError):
+        server.next_line()
+    reader = client()
+    reader.receive_data(server.close())
+    (event,) = list(reader.events())
+    assert isinstance(event, CloseConnection) and event.code == 1007

@@ -18,6 +18,7 @@ from .wire import MAX_FRAME
 
 # RFC 6455 section 5.2: FIN set, opcode 1 (text).
 _FIN_TEXT = 0x81
+_MASKED = 0x80
 # Payload lengths up to 125 fit in the first length byte; 126 and 127 announce 16- and 64-bit
 # lengths after it.
 _SHORT = 125
@@ -46,7 +47,15 @@ class WebSocketConnection:
     send what `data_to_send` returns (pongs, the answer to a close) after each call.
     """
 
-    __slots__ = ("_close_code", "_closed", "_max_message", "_message", "_outgoing", "_ws")
+    __slots__ = (
+        "_buffer",
+        "_close_code",
+        "_closed",
+        "_max_message",
+        "_message",
+        "_outgoing",
+        "_ws",
+    )
 
     def __init__(self, trailing_data: bytes = b"", *, max_message: int = MAX_FRAME) -> None:
         self._ws = Connection(ConnectionType.SERVER)
@@ -56,8 +65,12 @@ class WebSocketConnection:
         self._closed = False
         # Why we will close, once the error that ends the connection has been sent.
         self._close_code: int = CloseReason.NORMAL_CLOSURE
+        # Whole, unfragmented, masked text frames (all a chat client sends) are read here:
+        # through wsproto each cost 26 us, a sixth of what the fan-out spends on a message.
+        # The first frame of any other kind hands this buffer, and the rest, to wsproto.
+        self._buffer: bytearray | None = bytearray()
         if trailing_data:
-            self._ws.receive_data(trailing_data)
+            self.receive_data(trailing_data)
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; `b""` means the TCP connection closed."""
@@ -65,11 +78,20 @@ class WebSocketConnection:
             return
         if not data:
             self._closed = True
-            return
-        self._ws.receive_data(data)
+        elif self._buffer is not None:
+            self._buffer += data
+        else:
+            self._ws.receive_data(data)
 
     def next_line(self) -> bytes | NeedData | ConnectionClosed:
         """The next whole text message as a line. Raises RemoteProtocolError."""
+        buffer = self._buffer
+        if buffer is not None:
+            line = self._text_frame(buffer)
+            if line is not None:
+                return line
+            self._buffer = None  # not a frame for the short way: wsproto reads from here
+            self._ws.receive_data(bytes(buffer))
         for event in self._ws.events():
             if isinstance(event, TextMessage):
                 self._message.append(event.data)
@@ -100,6 +122,43 @@ class WebSocketConnection:
                 self._closed = True
                 return CONNECTION_CLOSED
         return CONNECTION_CLOSED if self._closed else NEED_DATA
+
+    def _text_frame(self, buffer: bytearray) -> bytes | NeedData | ConnectionClosed | None:
+        """A whole masked text frame at the start of `buffer`, as a line; None for any other
+        frame (wsproto's business). Raises RemoteProtocolError."""
+        if len(buffer) < 2:
+            return CONNECTION_CLOSED if self._closed else NEED_DATA
+        if buffer[0] != _FIN_TEXT or not buffer[1] & _MASKED:
+            return None
+        size = buffer[1] & 0x7F
+        start = 2
+        if size == 126:
+            if len(buffer) < 4:
+                return CONNECTION_CLOSED if self._closed else NEED_DATA
+            size, start = int.from_bytes(buffer[2:4], "big"), 4
+        elif size == 127:
+            return None
+        end = start + 4 + size
+        if len(buffer) < end:
+            return CONNECTION_CLOSED if self._closed else NEED_DATA
+        # XOR the payload with its mask as one big integer: one C-level operation.
+        mask = bytes(buffer[start : start + 4]) * (size // 4 + 1)
+        payload = int.from_bytes(buffer[start + 4 : end], "little")
+        data = (payload ^ int.from_bytes(mask[:size], "little")).to_bytes(size, "little")
+        del buffer[:end]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail(CloseReason.INVALID_FRAME_PAYLOAD_DATA)
+            raise RemoteProtocolError("bad WebSocket frame: the text is not UTF-8") from None
+        if len(text) > self._max_message:
+            self._fail(CloseReason.MESSAGE_TOO_BIG)
+            raise RemoteProtocolError(
+                f"message longer than {self._max_message} characters", "frame_too_long"
+            )
+        # A raw newline can only sit between JSON tokens, where it means nothing; kept, it
+        # would split the message into two frames.
+        return data.replace(b"\n", b" ") + b"\n"
 
     def data_to_send(self) -> bytes:
         """Frames the protocol sends on its own: pongs and the answer to a close."""
