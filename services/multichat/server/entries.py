@@ -17,12 +17,20 @@ if TYPE_CHECKING:
     from .room import Member
 
 
-class Dialect(enum.Enum):
-    """How a member's connection carries the room's frames."""
+class Dialect(enum.IntEnum):
+    """How a member's connection carries the room's frames.
 
-    JSON = "json"  # multichat/1 JSON lines over TCP
-    TEXT = "text"  # plain-text lines (nc, telnet)
-    WEBSOCKET = "websocket"  # one JSON frame per WebSocket text message
+    An int: the fan-out keys its shared renderings by (cursor, dialect) once per member per
+    flush, and a plain Enum's hash is a Python call (0.27 us more a lookup, measured).
+    """
+
+    JSON = 0  # multichat/1 JSON lines over TCP
+    TEXT = 1  # plain-text lines (nc, telnet)
+    WEBSOCKET = 2  # one JSON frame per WebSocket text message
+
+
+# Module names for the members, read on the hot path without the enum class's lookup.
+JSON, TEXT, WEBSOCKET = Dialect.JSON, Dialect.TEXT, Dialect.WEBSOCKET
 
 
 class Entry:
@@ -84,9 +92,9 @@ class Entry:
 
     def render(self, dialect: Dialect) -> bytes:
         """This entry as every member but its owner gets it."""
-        if dialect is Dialect.JSON:
+        if dialect is JSON:
             return self.json
-        if dialect is Dialect.TEXT:
+        if dialect is TEXT:
             return self.render_text()
         if self.ws is None:
             self.ws = websocket.frame(self.json)
@@ -97,17 +105,17 @@ class Entry:
         if self.owner is member:
             return self.render_for_owner(dialect)
         if self.recipient is member:
-            if dialect is Dialect.JSON:
+            if dialect is JSON:
                 return self.recipient_json
-            if dialect is Dialect.TEXT:
+            if dialect is TEXT:
                 return textmode.render(self.event)
             return websocket.frame(self.recipient_json)
         return self.render(dialect)
 
     def render_for_owner(self, dialect: Dialect) -> bytes:
         """This entry as its owner gets it (its echo, with the id; nothing for its own join)."""
-        if dialect is Dialect.JSON:
+        if dialect is JSON:
             return self.owner_json
-        if dialect is Dialect.TEXT:
+        if dialect is TEXT:
             return self.render_text() if self.owner_text is None else self.owner_text
         return websocket.frame(self.owner_json) if self.owner_json else b""

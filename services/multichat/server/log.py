@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import wire
 from ..protocol.events import Event, Join, Leave, Message, MessageId
-from .entries import Dialect, Entry
+from .entries import JSON, Dialect, Entry
 
 if TYPE_CHECKING:
     from .room import Member
@@ -126,7 +126,7 @@ class Log:
             # it gets the same bytes as every other member at the same cursor.
             return self._render_shared(start, entries, member.dialect)
         dialect = member.dialect
-        if dialect is Dialect.JSON:
+        if dialect is JSON:
             parts = [
                 e.json
                 if e.owner is not member and e.recipient is not member
@@ -143,7 +143,7 @@ class Log:
             self._shared_head = self._readable
         data = self._shared.get((start, dialect))
         if data is None:
-            if dialect is Dialect.JSON:
+            if dialect is JSON:
                 data = b"".join(e.json for e in entries)
             else:
                 data = b"".join(e.render(dialect) for e in entries)
