@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         "both (json and text) or all (the default)",
     )
     parser.add_argument("--procs", type=int, help="load generator processes (default 2)")
+    parser.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="serve with --ephemeral (no data directory, no history on disk) instead of a "
+        "fresh data directory per run",
+    )
     parser.add_argument("--rounds", type=int, help="burst rounds (median reported)")
     parser.add_argument(
         "--limit",
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"{sc.name} ({mode}){suffix}")
                     if quiet_wait > 0:
                         wait_for_quiet(quiet_wait)
-                    runs[mode].append(run_once(sc, mode, loadgen, limits))
+                    runs[mode].append(run_once(sc, mode, loadgen, limits, ephemeral=args.ephemeral))
             by_mode = {mode: scenario_report(sc, mode, runs[mode]) for mode in modes}
             if sc.kind == "burst" and "ws" in by_mode and "json" in by_mode:
                 compare_with_json(by_mode["ws"], by_mode["json"])

@@ -180,7 +180,7 @@ def write_config(folder: Path, extra: dict[str, int | float]) -> Path:
 
 
 @contextmanager
-def running_server(folder: Path, config: Path) -> Iterator[Server]:
+def running_server(folder: Path, config: Path, *, ephemeral: bool = False) -> Iterator[Server]:
     """`multichat serve` on 127.0.0.1 and a free port, stopped (SIGTERM) afterwards.
 
     Everything it keeps (history, certificate) lives in `folder`, which goes with the run.
@@ -203,8 +203,7 @@ def running_server(folder: Path, config: Path) -> Iterator[Server]:
         # directory, by default the user's one per room name. Shared, a run would replay the
         # last run's messages to every member, two benchmarks at once would refuse each other,
         # and the user's own room would fill with benchmark traffic.
-        "--data-dir",
-        str(folder / "data"),
+        *(["--ephemeral"] if ephemeral else ["--data-dir", str(folder / "data")]),
     ]
     if not Path(command[0]).exists():
         raise BenchError(f"{command[0]} is missing: run scripts/bench, which installs it")
@@ -304,13 +303,19 @@ def slices(total: int, parts: int) -> list[tuple[int, int]]:
 
 
 def run_once(
-    sc: Scenario, mode: str, loadgen: Path, limits: dict[str, int | float]
+    sc: Scenario,
+    mode: str,
+    loadgen: Path,
+    limits: dict[str, int | float],
+    *,
+    ephemeral: bool = False,
 ) -> dict[str, Any]:
     """One run on a fresh server: the generators' results merged, and the server's numbers."""
     stalled = sc.members - 1 if sc.stalled else -1
     with tempfile.TemporaryDirectory(prefix="multichat-bench-") as tmp:
         folder = Path(tmp)
-        with running_server(folder, write_config(folder, limits)) as server:
+        config = write_config(folder, limits)
+        with running_server(folder, config, ephemeral=ephemeral) as server:
             sampler = Sampler(server.process.pid)
             sampler.start()
             generators: list[Generator] = []

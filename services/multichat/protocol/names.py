@@ -16,7 +16,7 @@ room together.
 from __future__ import annotations
 
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from .errors import RemoteProtocolError
@@ -140,6 +140,12 @@ def _skeleton(text: str) -> str:
     return unicodedata.normalize("NFD", "".join(table.get(ch, ch) for ch in decomposed))
 
 
+# A room has a few thousand names at most, and the history keys every entry's sender (6 us
+# each, uncached): remembering the recent ones makes that a dictionary lookup.
+NAME_KEYS_CACHED = 4096
+
+
+@lru_cache(maxsize=NAME_KEYS_CACHED)
 def name_key(name: str) -> str:
     """The uniqueness key of a display name: two names with one key may not share a room.
 

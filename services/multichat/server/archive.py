@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+import trio
+
 from ..protocol.events import Notice
 from .entries import Entry
 from .history_entries import HistoryEvent, StoredEntry
@@ -29,6 +31,10 @@ class Archive:
         self.writer = writer
         self._outstanding = 0  # entries handed to the writer and not yet done
         self._riding = -1  # the newest log index waiting for those to be done
+        # The newest index stored, made readable once per transaction, not once per entry:
+        # the writer reports a transaction's entries one after the other, in one go.
+        self._stored_up_to = -1
+        self._publishing = False
 
     def persist(self, entry: Entry, index: int) -> None:
         """The room's `persist`: store `entry` (log index `index`), then make it readable."""
@@ -48,7 +54,14 @@ class Archive:
         self._outstanding -= 1
         if not self._outstanding and self._riding > index:
             index, self._riding = self._riding, -1
-        self.room.stored_nowait(index)
+        self._stored_up_to = index
+        if not self._publishing:
+            self._publishing = True
+            trio.lowlevel.current_trio_token().run_sync_soon(self._publish)
+
+    def _publish(self) -> None:
+        self._publishing = False
+        self.room.stored_nowait(self._stored_up_to)
 
     def failing(self, reason: str | None) -> None:
         """The writer's `on_failing`: tell the members, and the host's log, once each way."""
