@@ -82,6 +82,13 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('last_seq', 0), ('pruned_through', 0);
 """
 _COLUMNS = "seq, ts, type, sender, text, recipient, extra"
+# json_extract, not ->>: SQLite's JSON functions are older than the operator (3.38).
+_INSERT_ROWS = (
+    "INSERT INTO entries (seq, ts, type, sender, sender_key, text, recipient, recipient_key, "
+    "extra) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
+    + " FROM json_each(?)"
+)
 # After message :seq, in the room's order (see the module's docstring).
 _AFTER = "(seq > :seq OR (seq = :seq AND type != 'message'))"
 # A private entry is visible to its two parties; :key is NULL for "nobody in particular".
@@ -403,12 +410,12 @@ class HistoryStore:
         rows = [_row(entry) for entry in entries]
         top = max([last_seq, *(entry.seq for entry in entries)])
         now = time.time() if now is None else now
+        # One statement for the whole batch, its rows as one JSON parameter: executemany gives
+        # up the GIL and waits to take it back around every row, and with the event loop busy
+        # in the other thread each wait is a switch interval (20,000 rows took 5.7 s, not 0.07).
+        payload = json.dumps(rows, ensure_ascii=False)
         with self._writing("save history in") as conn:
-            conn.executemany(
-                "INSERT INTO entries (seq, ts, type, sender, sender_key, text, recipient, "
-                "recipient_key, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            conn.execute(_INSERT_ROWS, (payload,))
             for ban, address in bans:
                 _apply_ban(conn, ban, address, now)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (top,))
