@@ -83,6 +83,33 @@ def test_quick_benchmark_accounts_for_every_message() -> None:
             assert r["stalled_reason"], f"{where}: the member that never reads was not dropped"
 
 
+def test_quick_benchmark_weighs_the_history_against_memory_in_one_run() -> None:
+    """`--storage both`: each row twice, with a data directory and --ephemeral, judged."""
+    reports, output = run_bench(
+        "--quick",
+        "--scenario",
+        "burst",
+        "--scenario",
+        "steady",
+        "--mode",
+        "json",
+        "--storage",
+        "both",
+        timeout=120,
+    )
+    assert [(r["scenario"], r["mode"]) for r in reports] == [
+        ("burst", "json"),
+        ("burst", "json/mem"),
+        ("steady", "json"),
+        ("steady", "json/mem"),
+    ]
+    for r in reports:
+        assert r["clean"] and r["lost"] == 0 and r["deliveries"] == r["expected"] > 0, r
+    for r in (reports[0], reports[2]):
+        assert r["vs_memory"] > 0 and isinstance(r["met_history"], bool), r
+    assert "of /mem)" in output and "x /mem)" in output
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_full_benchmark_runs() -> None:

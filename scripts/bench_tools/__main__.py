@@ -9,9 +9,17 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from .report import compare_with_json, scenario_report, table
+from .report import compare_with_json, compare_with_memory, scenario_report, table
 from .run import BenchError, build_loadgen, log, run_once, wait_for_quiet
 from .scenarios import MODE_GROUPS, MODES, full_scenarios, quick_scenarios
+
+# Which servers each --storage runs: False a fresh data directory, True --ephemeral.
+STORAGES = {"disk": (False,), "memory": (True,), "both": (False, True)}
+
+
+def label(mode: str, memory: bool, storages: tuple[bool, ...]) -> str:
+    """The mode as the report names it; "json/mem" is the --ephemeral twin in a both-run."""
+    return f"{mode}/mem" if memory and len(storages) == 2 else mode
 
 
 def parse_limit(text: str) -> tuple[str, int | float]:
@@ -56,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--procs", type=int, help="load generator processes (default 2)")
     parser.add_argument(
-        "--ephemeral",
-        action="store_true",
-        help="serve with --ephemeral (no data directory, no history on disk) instead of a "
-        "fresh data directory per run",
+        "--storage",
+        choices=["disk", "memory", "both"],
+        default="disk",
+        help="disk: a fresh data directory per run (history in SQLite); memory: --ephemeral; "
+        "both: each mode both ways, round by round, with the history's cost judged",
     )
     parser.add_argument("--rounds", type=int, help="burst rounds (median reported)")
     parser.add_argument(
@@ -97,17 +106,25 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scenarios:
             # Round by round, every mode in turn: whatever else the machine does meanwhile
             # weighs on each mode alike, so the modes compare fairly within one run.
-            runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+            storages = STORAGES[args.storage]
+            variants = [(mode, memory) for mode in modes for memory in storages]
+            runs: dict[tuple[str, bool], list[dict[str, Any]]] = {v: [] for v in variants}
             for i in range(sc.rounds):
-                for mode in modes:
+                for mode, memory in variants:
                     suffix = f" round {i + 1}/{sc.rounds}" if sc.rounds > 1 else ""
-                    log(f"{sc.name} ({mode}){suffix}")
+                    log(f"{sc.name} ({label(mode, memory, storages)}){suffix}")
                     if quiet_wait > 0:
                         wait_for_quiet(quiet_wait)
-                    runs[mode].append(run_once(sc, mode, loadgen, limits, ephemeral=args.ephemeral))
-            by_mode = {mode: scenario_report(sc, mode, runs[mode]) for mode in modes}
+                    runs[mode, memory].append(run_once(sc, mode, loadgen, limits, ephemeral=memory))
+            by_mode = {
+                label(*v, storages): scenario_report(sc, label(*v, storages), runs[v])
+                for v in variants
+            }
             if sc.kind == "burst" and "ws" in by_mode and "json" in by_mode:
                 compare_with_json(by_mode["ws"], by_mode["json"])
+            if len(storages) == 2:
+                for mode in modes:
+                    compare_with_memory(sc, by_mode[mode], by_mode[f"{mode}/mem"])
             for report in by_mode.values():
                 if limits:
                     report["limits"] = limits

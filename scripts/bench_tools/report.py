@@ -5,7 +5,14 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .scenarios import BOUNDED_RSS_GROWTH_KIB, TARGETS, WS_VS_JSON_TARGET, Scenario
+from .scenarios import (
+    BOUNDED_RSS_GROWTH_KIB,
+    HISTORY_BURST_TARGET,
+    HISTORY_P99_TARGET,
+    TARGETS,
+    WS_VS_JSON_TARGET,
+    Scenario,
+)
 
 
 def bucket_bounds(index: int) -> tuple[int, int]:
@@ -140,6 +147,23 @@ def compare_with_json(report: dict[str, Any], json_report: dict[str, Any]) -> No
         report["met"] = report["met"] and ratio >= WS_VS_JSON_TARGET
 
 
+def compare_with_memory(sc: Scenario, disk: dict[str, Any], memory: dict[str, Any]) -> None:
+    """The history's cost, judged on the data-directory row: burst keeps 90% of the --ephemeral
+    rate, steady's p99 stays within 1.5x of it (each pair of rounds ran back to back)."""
+    if sc.name == "burst":
+        rate, base = disk["deliveries_per_s"], memory["deliveries_per_s"]
+        ratio = round(rate / base, 3) if rate and base else None
+        disk["vs_memory"] = ratio
+        disk["target"] += f"; with history >= {HISTORY_BURST_TARGET:.0%} of --ephemeral's"
+        disk["met_history"] = ratio is not None and ratio >= HISTORY_BURST_TARGET
+    elif sc.name == "steady":
+        p99, base = disk["p99_ms"], memory["p99_ms"]
+        ratio = round(p99 / base, 3) if p99 and base else None
+        disk["vs_memory"] = ratio
+        disk["target"] += f"; with history p99 <= {HISTORY_P99_TARGET}x --ephemeral's"
+        disk["met_history"] = ratio is not None and ratio <= HISTORY_P99_TARGET
+
+
 def target_met(sc: Scenario, r: dict[str, Any]) -> bool:
     """Whether the issue's target for this scenario was met (only meaningful at full size)."""
     if not r["clean"]:
@@ -174,11 +198,14 @@ def headline(r: dict[str, Any]) -> str:
         rate = f"{r['deliveries_per_s'] / 1e6:.2f}M deliveries/s"
         if r.get("vs_json") is not None:
             rate += f" ({r['vs_json']:.0%} of json)"
+        if r.get("vs_memory") is not None:
+            rate += f" ({r['vs_memory']:.0%} of /mem)"
         return rate + (f", {r['lost']} lost" if r["lost"] else "")
     if name == "paced":
         return f"{r['server_cpu_cores']:.2f} cores"
     if name == "steady":
-        return f"p99 {r['p99_ms']} ms"
+        versus = f" ({r['vs_memory']:.2f}x /mem)" if r.get("vs_memory") is not None else ""
+        return f"p99 {r['p99_ms']} ms{versus}"
     if name == "join":
         took = (
             f"{r['join_s']:.1f} s"
