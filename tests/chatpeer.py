@@ -11,7 +11,15 @@ from wsproto import ConnectionState, ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from multichat.protocol.connection import ClientConnection
-from multichat.protocol.events import ConnectionClosed, Event, Hello, NeedData, Say, Welcome
+from multichat.protocol.events import (
+    ConnectionClosed,
+    Control,
+    Event,
+    Hello,
+    NeedData,
+    Say,
+    Welcome,
+)
 from multichat.server.limits import Limits
 from multichat.server.listeners import ChatServer
 
@@ -75,6 +83,15 @@ class Peer:
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
+
+
+async def host_command(port: int, token: str, command: str, *args: str) -> Event | ConnectionClosed:
+    """A host's command with the control token, as `multichat kick ...` sends it: the answer."""
+    peer = await Peer.open(port)
+    await peer.send(Control(token, command, "", args))
+    answer = await peer.next_event()
+    await peer.aclose()
+    return answer
 
 
 async def read_until(stream: trio.SocketStream, needle: bytes, buffer: bytearray) -> bytes:

@@ -20,47 +20,22 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+from test_client import Recorder, is_text
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as ws
 
 from chatpeer import PASSWORD, RELAXED, Peer, start_room
 from multichat.client import connection as client_module
 from multichat.client.address import Address, parse_address
-from multichat.client.connection import ChatClient, Ending, Joined, Lost, Update
+from multichat.client.connection import ChatClient, Ending, Joined, Lost
 from multichat.client.login import ConnectFailed, NotMultichat, login
 from multichat.client.websocket import WebSocketError, WebSocketStream, open_websocket
-from multichat.protocol.events import Event, Message
+from multichat.protocol.events import Message
 from multichat.server.listeners import ChatServer
 
 LOCAL = "127.0.0.1"
 # A subprocess imports trio, typer and urwid before it does anything: allow for a slow machine.
 PROCESS_SECONDS = 20
-
-
-class Recorder:
-    """A ChatClient listener that keeps everything and lets a test wait for a match."""
-
-    def __init__(self) -> None:
-        self.events: list[Event | Update] = []
-        self._changed = trio.Event()
-
-    def __call__(self, event: Event | Update) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, match: Callable[[Event | Update], bool]) -> Event | Update:
-        seen = 0
-        while True:
-            for event in self.events[seen:]:
-                if match(event):
-                    return event
-            seen = len(self.events)
-            await self._changed.wait()
-
-
-def is_text(text: str) -> Callable[[Event | Update], bool]:
-    return lambda e: isinstance(e, Message) and e.text == text
 
 
 async def joined(address: Address, name: str) -> tuple[ChatClient, Recorder]:

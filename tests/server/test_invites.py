@@ -5,9 +5,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from chatpeer import RELAXED, Peer, RoomFixture, start_room
+from chatpeer import RELAXED, Peer, RoomFixture, host_command, start_room
 from multichat.protocol.events import (
-    Control,
     Error,
     Hello,
     InviteIssued,
@@ -22,11 +21,7 @@ TOKEN = "host-token"
 
 
 async def host(room: RoomFixture, command: str, *args: str) -> object:
-    peer = await Peer.open(room.port)
-    await peer.send(Control(TOKEN, command, "", args))
-    answer = await peer.next_event()
-    await peer.aclose()
-    return answer
+    return await host_command(room.port, TOKEN, command, *args)
 
 
 async def join_with(room: RoomFixture, name: str, invite: str) -> object:

@@ -8,11 +8,10 @@ import pytest
 import trio
 import trio.testing
 
-from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, read_until, start_room
+from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, host_command, read_until, start_room
 from multichat.protocol.events import (
     BanList,
     ConnectionClosed,
-    Control,
     Error,
     Hello,
     Leave,
@@ -32,12 +31,7 @@ TOKEN = "host-token"
 
 
 async def host(room: RoomFixture, command: str, *args: str) -> object:
-    """The host's command, as `multichat kick ...` sends it."""
-    peer = await Peer.open(room.port)
-    await peer.send(Control(TOKEN, command, "", args))
-    answer = await peer.next_event()
-    await peer.aclose()
-    return answer
+    return await host_command(room.port, TOKEN, command, *args)
 
 
 async def closed_with(peer: Peer, code: str) -> None:

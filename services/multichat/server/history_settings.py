@@ -6,12 +6,10 @@ The same TOML file as `[limits]` (passed as `--config`); `load_limits` ignores t
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .limits import RESUME_MAX, LimitsError
+from .limits import RESUME_MAX, LimitsError, parse_table, read_table
 
 # ergo expires history after a week by default (`history.restrictions.expire-time: 1w`); a
 # room of friends is quieter than an IRC channel, and a month covers a holiday away.
@@ -42,32 +40,15 @@ class HistorySettings:
 
 def parse_history_settings(table: dict[str, object]) -> HistorySettings:
     """The settings of a `[history]` table; unknown keys and bad values are errors."""
-    fields = {f.name: f for f in dataclasses.fields(HistorySettings)}
-    changes: dict[str, float] = {}
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in fields:
-            raise HistorySettingsError(
-                f"unknown [history] key {key!r}; known: {', '.join(sorted(fields))}"
-            )
-        want_int = fields[name].type in ("int", int)
-        ok = isinstance(value, int) if want_int else isinstance(value, int | float)
-        if not ok or isinstance(value, bool) or value < 0:  # type: ignore[operator]
-            kind = "a whole number" if want_int else "a number"
-            raise HistorySettingsError(f"[history] {key!r} must be {kind} >= 0, not {value!r}")
-        changes[name] = value  # type: ignore[assignment]
-    return dataclasses.replace(HistorySettings(), **changes)  # type: ignore[arg-type]
+    return parse_table(
+        table,
+        HistorySettings(),
+        unknown="[history] key",
+        label="[history]",
+        error=HistorySettingsError,
+    )
 
 
 def load_history_settings(path: Path) -> HistorySettings:
     """The settings in the `[history]` table of the TOML file at `path` (defaults if none)."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise HistorySettingsError(f"cannot read {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise HistorySettingsError(f"{path} is not valid TOML: {exc}") from None
-    table = document.get("history", {})
-    if not isinstance(table, dict):
-        raise HistorySettingsError(f"{path}: [history] must be a table")
-    return parse_history_settings(table)
+    return parse_history_settings(read_table(path, "history", HistorySettingsError))

@@ -10,6 +10,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 # Chat messages of IRC-like size plus long pastes; ergo allows 4,096 bytes of text by default.
 MAX_TEXT_CHARS = 4000
@@ -78,36 +79,57 @@ class Limits:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
+_Settings = TypeVar("_Settings")
+
+
 class LimitsError(Exception):
     """A config file that cannot be used; the message says what to fix."""
 
 
 def parse_limits(table: dict[str, object], base: Limits = Limits()) -> Limits:
     """`base` with the values of a `[limits]` table; unknown keys and bad values are errors."""
-    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    return parse_table(table, base, unknown="limit", label="limit", error=LimitsError)
+
+
+def parse_table(
+    table: dict[str, object],
+    base: _Settings,
+    *,
+    unknown: str,
+    label: str,
+    error: type[LimitsError],
+) -> _Settings:
+    """`base` (a dataclass of numbers >= 0) with a TOML table's values; `error` for anything
+    else, worded with `unknown` ("unknown limit 'x'") and `label` ("limit 'x' must be ...")."""
+    fields = {f.name: f for f in dataclasses.fields(base)}  # type: ignore[arg-type]
     changes: dict[str, float] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in fields:
-            raise LimitsError(f"unknown limit {key!r}; known: {', '.join(sorted(fields))}")
+            raise error(f"unknown {unknown} {key!r}; known: {', '.join(sorted(fields))}")
         want_int = fields[name].type in ("int", int)
         ok = isinstance(value, int) if want_int else isinstance(value, int | float)
         if not ok or isinstance(value, bool) or value < 0:  # type: ignore[operator]
             kind = "a whole number" if want_int else "a number"
-            raise LimitsError(f"limit {key!r} must be {kind} >= 0, not {value!r}")
+            raise error(f"{label} {key!r} must be {kind} >= 0, not {value!r}")
         changes[name] = value  # type: ignore[assignment]
-    return base.replace(**changes)
+    return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
+def read_table(path: Path, name: str, error: type[LimitsError]) -> dict[str, object]:
+    """The `[name]` table of the TOML file at `path` (empty if it has none)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid TOML: {exc}") from None
+    table = document.get(name, {})
+    if not isinstance(table, dict):
+        raise error(f"{path}: [{name}] must be a table")
+    return table
 
 
 def load_limits(path: Path) -> Limits:
     """The limits in the `[limits]` table of the TOML file at `path`."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LimitsError(f"cannot read {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise LimitsError(f"{path} is not valid TOML: {exc}") from None
-    table = document.get("limits", {})
-    if not isinstance(table, dict):
-        raise LimitsError(f"{path}: [limits] must be a table")
-    return parse_limits(table)
+    return parse_limits(read_table(path, "limits", LimitsError))
