@@ -71,7 +71,11 @@ class Peer:
                 data = await self.stream.receive_some(65536)
             except trio.BrokenResourceError:
                 data = b""
-            self.conn.receive_data(data)
+            await self._feed(data)
+
+    async def _feed(self, data: bytes) -> None:
+        """Bytes from the server into the protocol (`b""`: it closed)."""
+        self.conn.receive_data(data)
 
     async def expect(self, kind: type[Event]) -> Event:
         """Skip other events until one of `kind` arrives."""
@@ -172,28 +176,20 @@ class WsPeer(Peer):
     async def send_raw(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
-    async def next_event(self) -> Event | ConnectionClosed:
-        while True:
-            event = self.conn.next_event()
-            if not isinstance(event, NeedData):
-                return event
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                data = b""
-            if not data:
-                self.conn.receive_data(b"")
-                continue
-            self.ws.receive_data(data)
-            for ws_event in self.ws.events():
-                if isinstance(ws_event, TextMessage):
-                    assert ws_event.message_finished
-                    assert "\n" not in ws_event.data, "one frame per message, no newline"
-                    self.conn.receive_data(ws_event.data.encode() + b"\n")
-                elif isinstance(ws_event, CloseConnection):
-                    self.closed_with = ws_event.code
-                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                        await self.stream.send_all(self.ws.send(ws_event.response()))
+    async def _feed(self, data: bytes) -> None:
+        if not data:
+            self.conn.receive_data(b"")
+            return
+        self.ws.receive_data(data)
+        for ws_event in self.ws.events():
+            if isinstance(ws_event, TextMessage):
+                assert ws_event.message_finished
+                assert "\n" not in ws_event.data, "one frame per message, no newline"
+                self.conn.receive_data(ws_event.data.encode() + b"\n")
+            elif isinstance(ws_event, CloseConnection):
+                self.closed_with = ws_event.code
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    await self.stream.send_all(self.ws.send(ws_event.response()))
 
     async def read_close(self) -> int | None:
         """Read to the end of the connection; the close code the server sent, if any."""
