@@ -17,8 +17,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench"
-SCENARIOS = ("burst", "paced", "steady", "join", "slow")
+SCENARIOS = ("burst", "paced", "steady", "join", "slow", "slow1k", "slow4k")
 MODES = ("json", "text", "ws")  # ws: multichat/1 over WebSocket on the same port
+# The C reference server (scripts/bench_tools/reference.c), run beside the modes (issue 17).
+REF = "ref"
+# The figure each scenario is judged by against the reference, and whether issue 17 sets a
+# target on it (paced's target is absolute: a share of a core).
+REF_JUDGED = {
+    "burst": ("deliveries_per_s", True),
+    "paced": ("server_cpu_cores", False),
+    "steady": ("p99_ms", True),
+    "join": ("join_s", True),
+    "slow": ("p99_ms", True),
+    "slow1k": ("p99_ms", True),
+    "slow4k": ("p99_ms", True),
+}
 # What a correct server and a correct generator both guarantee, at any speed.
 INTEGRITY = ("duplicated", "reordered", "merged", "split", "unexpected")
 
@@ -46,7 +59,7 @@ def run_bench(*args: str, timeout: float) -> tuple[list[dict[str, Any]], str]:
 
 def check_shape(reports: list[dict[str, Any]], output: str) -> None:
     assert [(r["scenario"], r["mode"]) for r in reports] == [
-        (s, m) for s in SCENARIOS for m in MODES
+        (s, m) for s in SCENARIOS for m in (*MODES, REF)
     ]
     for r in reports:
         assert r["server_rss_kib"]["peak"] > 0, r
@@ -57,11 +70,37 @@ def check_shape(reports: list[dict[str, Any]], output: str) -> None:
     (ws_burst,) = [r for r in reports if (r["scenario"], r["mode"]) == ("burst", "ws")]
     assert "vs_json" in ws_burst, ws_burst
     assert "\nburst: ws" in output
+    for r in reports:
+        assert ("vs_ref" in r and "met_ref" in r) == (r["mode"] != REF), r
+
+
+def check_ratios_to_the_reference(reports: list[dict[str, Any]], output: str) -> None:
+    """Every multichat row carries its figures as ratios to the reference's run beside it."""
+    ref = {r["scenario"]: r for r in reports if r["mode"] == REF}
+    assert set(ref) == set(SCENARIOS)
+    for r in reports:
+        where = f"{r['scenario']} ({r['mode']})"
+        if r["mode"] == REF:
+            assert "vs_ref" not in r, where
+            continue
+        key, judged = REF_JUDGED[r["scenario"]]
+        mine, theirs = r[key], ref[r["scenario"]][key]
+        assert mine > 0 and theirs > 0, where
+        # The ratio is the two rows' figures divided, not something computed elsewhere.
+        assert r["vs_ref"][key] == pytest.approx(mine / theirs, rel=0.01, abs=0.001), where
+        assert all(value > 0 for value in r["vs_ref"].values()), where
+        if judged:
+            assert isinstance(r["met_ref"], bool) and r["ref_target"], where
+        else:
+            assert r["met_ref"] is None, where
+    assert "vs ref" in output and "(reference)" in output
+    assert "vs ref: multichat's figure / the C reference's" in output
 
 
 def test_quick_benchmark_accounts_for_every_message() -> None:
-    reports, output = run_bench("--quick", timeout=180)
+    reports, output = run_bench("--quick", timeout=240)
     check_shape(reports, output)
+    check_ratios_to_the_reference(reports, output)
     for r in reports:
         where = f"{r['scenario']} ({r['mode']})"
         for key in ("lost", *INTEGRITY, "errors", "join_failures", "disconnected"):
@@ -79,14 +118,17 @@ def test_quick_benchmark_accounts_for_every_message() -> None:
         if (r["scenario"], r["mode"]) == ("burst", "ws"):
             assert r["vs_json"] > 0, where
             assert "burst: ws delivers" in output, where
-        if r["scenario"] == "slow":
+        if r["scenario"].startswith("slow"):
             assert r["stalled_reason"], f"{where}: the member that never reads was not dropped"
 
 
 def test_quick_benchmark_weighs_the_history_against_memory_in_one_run() -> None:
-    """`--storage both`: each row twice, with a data directory and --ephemeral, judged."""
+    """`--storage both`: each row twice, with a data directory and --ephemeral, judged.
+
+    `--no-ref` leaves the reference server out (the first test covers it)."""
     reports, output = run_bench(
         "--quick",
+        "--no-ref",
         "--scenario",
         "burst",
         "--scenario",

@@ -1,4 +1,5 @@
-"""`scripts/bench`: parse the options, run every scenario in every mode, print the results."""
+"""`scripts/bench`: parse the options, run every scenario in every mode and against the C
+reference server, print the results."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from .report import compare_with_json, compare_with_memory, scenario_report, table
-from .run import BenchError, build_loadgen, log, run_once, wait_for_quiet
-from .scenarios import MODE_GROUPS, MODES, full_scenarios, quick_scenarios
+from .report import (
+    compare_with_json,
+    compare_with_memory,
+    compare_with_ref,
+    scenario_report,
+    table,
+)
+from .run import BenchError, Tools, build_tool, log, run_once, wait_for_quiet
+from .scenarios import MODE_GROUPS, MODES, REF_MODE, full_scenarios, quick_scenarios
 
 # Which servers each --storage runs: False a fresh data directory, True --ephemeral.
 STORAGES = {"disk": (False,), "memory": (True,), "both": (False, True)}
@@ -19,7 +26,7 @@ STORAGES = {"disk": (False,), "memory": (True,), "both": (False, True)}
 
 def label(mode: str, memory: bool, storages: tuple[bool, ...]) -> str:
     """The mode as the report names it; "json/mem" is the --ephemeral twin in a both-run."""
-    return f"{mode}/mem" if memory and len(storages) == 2 else mode
+    return f"{mode}/mem" if memory and len(storages) == 2 and mode != REF_MODE else mode
 
 
 def parse_limit(text: str) -> tuple[str, int | float]:
@@ -70,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="disk: a fresh data directory per run (history in SQLite); memory: --ephemeral; "
         "both: each mode both ways, round by round, with the history's cost judged",
     )
+    parser.add_argument(
+        "--no-ref",
+        action="store_true",
+        help="leave out the C reference server (reference.c), which otherwise runs beside "
+        "multichat in every scenario, round by round, as mode ref",
+    )
     parser.add_argument("--rounds", type=int, help="burst rounds (median reported)")
     parser.add_argument(
         "--limit",
@@ -101,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
 
     raise_open_files()
     try:
-        loadgen = build_loadgen()
+        tools = Tools(build_tool("loadgen"), None if args.no_ref else build_tool("reference"))
         reports = []
         for sc in scenarios:
-            # Round by round, every mode in turn: whatever else the machine does meanwhile
-            # weighs on each mode alike, so the modes compare fairly within one run.
+            # Round by round, every mode in turn, the reference last: whatever else the machine
+            # does meanwhile weighs on each mode alike, so they compare fairly within one run.
             storages = STORAGES[args.storage]
             variants = [(mode, memory) for mode in modes for memory in storages]
+            if tools.reference is not None:
+                variants.append((REF_MODE, False))
             runs: dict[tuple[str, bool], list[dict[str, Any]]] = {v: [] for v in variants}
             for i in range(sc.rounds):
                 for mode, memory in variants:
@@ -115,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"{sc.name} ({label(mode, memory, storages)}){suffix}")
                     if quiet_wait > 0:
                         wait_for_quiet(quiet_wait)
-                    runs[mode, memory].append(run_once(sc, mode, loadgen, limits, ephemeral=memory))
+                    runs[mode, memory].append(run_once(sc, mode, tools, limits, ephemeral=memory))
             by_mode = {
                 label(*v, storages): scenario_report(sc, label(*v, storages), runs[v])
                 for v in variants
@@ -125,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             if len(storages) == 2:
                 for mode in modes:
                     compare_with_memory(sc, by_mode[mode], by_mode[f"{mode}/mem"])
+            if REF_MODE in by_mode:
+                for name, report in by_mode.items():
+                    if name != REF_MODE:
+                        compare_with_ref(sc, report, by_mode[REF_MODE])
             for report in by_mode.values():
                 if limits:
                     report["limits"] = limits

@@ -9,9 +9,26 @@ from .scenarios import (
     BOUNDED_RSS_GROWTH_KIB,
     HISTORY_BURST_TARGET,
     HISTORY_P99_TARGET,
+    REF_BURST_TARGET,
+    REF_JOIN_TIME_TARGET,
+    REF_KIB_PER_CONNECTION_TARGET,
+    REF_MODE,
+    REF_P99_TARGET,
     TARGETS,
     WS_VS_JSON_TARGET,
     Scenario,
+)
+
+# The figures compared with the reference's, each as multichat's / the reference's: above 1 is
+# more (faster for a rate; slower, costlier or bigger for the rest).
+REF_FIGURES = (
+    "deliveries_per_s",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_cores",
+    "server_rss_peak_kib",
+    "join_s",
+    "rss_per_connection_kib",
 )
 
 
@@ -164,6 +181,64 @@ def compare_with_memory(sc: Scenario, disk: dict[str, Any], memory: dict[str, An
         disk["met_history"] = ratio is not None and ratio <= HISTORY_P99_TARGET
 
 
+def ratio(value: float | None, base: float | None) -> float | None:
+    """value / base, None when either is missing or zero (a figure the run did not produce)."""
+    return round(value / base, 3) if value and base else None
+
+
+def figure(r: dict[str, Any], key: str) -> float | None:
+    """One of REF_FIGURES from a report, None where the scenario has no such figure."""
+    if key == "server_rss_peak_kib":
+        return float(r["server_rss_kib"]["peak"])
+    value = r.get(key)
+    return None if value is None else float(value)
+
+
+def compare_with_ref(sc: Scenario, report: dict[str, Any], ref: dict[str, Any]) -> None:
+    """Every figure of a multichat row as a ratio to the C reference's (issue 17), judged.
+
+    The reference ran round by round with the modes, so each ratio compares two servers under
+    the same machine noise. `met_ref` is None where issue 17 sets no target relative to it.
+    """
+    # A rate at a paced load is the offered rate, the same for both: only burst's says anything.
+    keys = [k for k in REF_FIGURES if k != "deliveries_per_s" or sc.kind == "burst"]
+    ratios = {key: ratio(figure(report, key), figure(ref, key)) for key in keys}
+    report["vs_ref"] = {key: value for key, value in ratios.items() if value is not None}
+    if sc.rounds > 1:
+        pairs = zip(
+            report.get("rounds_deliveries_per_s", []),
+            ref.get("rounds_deliveries_per_s", []),
+            strict=False,
+        )
+        report["vs_ref_rounds"] = [ratio(mine, theirs) for mine, theirs in pairs]
+    judged: bool | None = None
+    if sc.kind == "burst":
+        rate = ratios.get("deliveries_per_s")
+        judged = rate is not None and rate >= REF_BURST_TARGET
+        report["ref_target"] = f">= {REF_BURST_TARGET}x the reference's deliveries/s"
+    elif sc.name == "steady" or sc.stalled:
+        p99 = ratios.get("p99_ms")
+        judged = p99 is not None and p99 <= REF_P99_TARGET
+        report["ref_target"] = f"p99 <= {REF_P99_TARGET}x the reference's"
+    elif sc.kind == "join":
+        took, kib = ratios.get("join_s"), report.get("rss_per_connection_kib")
+        judged = (
+            took is not None
+            and took <= REF_JOIN_TIME_TARGET
+            and kib is not None
+            and kib <= REF_KIB_PER_CONNECTION_TARGET
+        )
+        report["ref_target"] = (
+            f"time <= {REF_JOIN_TIME_TARGET}x the reference's, "
+            f"<= {REF_KIB_PER_CONNECTION_TARGET:g} KiB per connection"
+        )
+    if judged is not None and not ref["clean"]:
+        # A reference run that lost messages or members is no yardstick: no verdict.
+        judged = None
+        report["ref_target"] += " (no verdict: the reference's run was not clean)"
+    report["met_ref"] = None if judged is None else judged and report["clean"]
+
+
 def target_met(sc: Scenario, r: dict[str, Any]) -> bool:
     """Whether the issue's target for this scenario was met (only meaningful at full size)."""
     if not r["clean"]:
@@ -178,7 +253,7 @@ def target_met(sc: Scenario, r: dict[str, Any]) -> bool:
         return bool(
             r["join_s"] is not None and r["join_s"] < 10 and r["rss_per_connection_kib"] < 8
         )
-    if sc.name == "slow":
+    if sc.stalled:
         return bool(
             r["stalled_reason"]
             and r["p99_ms"] is not None
@@ -208,16 +283,42 @@ def headline(r: dict[str, Any]) -> str:
         return f"p99 {r['p99_ms']} ms{versus}"
     if name == "join":
         took = (
-            f"{r['join_s']:.1f} s"
+            f"{r['join_s']:.3g} s"  # the reference's quick join takes hundredths of a second
             if r["join_s"] is not None
             else f"{r['elapsed_s']:.0f} s: {r['joined']} joined, {r['complete']} saw all"
         )
         return f"{took} / {r['rss_per_connection_kib']:.1f} KiB"
-    if name == "slow":
+    if "stalled_reason" in r:
         after = r["stalled_dropped_after_s"]
         dropped = f"dropped at {after:.1f} s" if after is not None else "NOT dropped"
         return f"p99 {r['p99_ms']} ms, {dropped}, +{r['rss_growth_kib'] // 1024} MiB"
     return ""
+
+
+def versus_ref(r: dict[str, Any]) -> str:
+    """The table's "vs ref" cell: the figures issue 17 judges, as ratios, and the verdict."""
+    if r["mode"] == REF_MODE:
+        return "(reference)"
+    if "vs_ref" not in r:
+        return "-"
+    vs = r["vs_ref"]
+
+    def x(key: str, name: str) -> str:
+        return f"{name} {vs[key]:.2f}x" if key in vs else f"{name} -"
+
+    name = r["scenario"]
+    if name == "burst":
+        cell = x("deliveries_per_s", "rate")
+    elif name == "join":
+        kib = r.get("rss_per_connection_kib")
+        cell = x("join_s", "time") + (f", {kib:.1f} KiB" if kib is not None else "")
+    elif name == "paced":
+        cell = x("server_cpu_cores", "cpu")
+    else:
+        cell = x("p99_ms", "p99")
+    if r.get("met_ref") is not None:
+        cell += " yes" if r["met_ref"] else " NO"
+    return cell
 
 
 def table(reports: list[dict[str, Any]]) -> str:
@@ -226,6 +327,7 @@ def table(reports: list[dict[str, Any]]) -> str:
         "mode",
         "result",
         "met",
+        "vs ref",
         "lost/dup/reord/merged/split",
         "p50/p99/max ms",
         "srv CPU",
@@ -249,6 +351,7 @@ def table(reports: list[dict[str, Any]]) -> str:
                 r["mode"],
                 headline(r),
                 "yes" if r["met"] else "NO",
+                versus_ref(r),
                 integrity,
                 latency,
                 f"{r['server_cpu_cores']:.2f}",
@@ -264,6 +367,14 @@ def table(reports: list[dict[str, Any]]) -> str:
         if "vs_json" in r:
             lines.append("")
             lines.append(ws_verdict(r))
+    if any("vs_ref" in r for r in reports):
+        lines.append("")
+        lines.append(
+            "vs ref: multichat's figure / the C reference's (reference.c), round by round in the "
+            f"same run; issue 17 wants burst rate >= {REF_BURST_TARGET}x, steady and non-reader "
+            f"p99 <= {REF_P99_TARGET}x, join time <= {REF_JOIN_TIME_TARGET}x and "
+            f"<= {REF_KIB_PER_CONNECTION_TARGET:g} KiB per connection"
+        )
     return "\n".join(lines)
 
 

@@ -3,9 +3,10 @@
 The server is started with `--config`, the hardening limits lifted as the peers' were (every
 simulated member connects from 127.0.0.1). The load comes from `loadgen`, a small C program
 (loadgen.c beside this file, built with the machine's C compiler into build/bench/), several
-processes of it, so that the generator is not what is measured. This module starts the server
-and the generators and watches the server's CPU time and memory in /proc; report.py turns what
-they saw into one JSON line per scenario and a table.
+processes of it, so that the generator is not what is measured. In mode "ref" the server is
+the C reference instead (reference.c, built the same way), driven as the text mode drives
+multichat. This module starts the server and the generators and watches the server's CPU time
+and memory in /proc; report.py turns what they saw into one JSON line per scenario and a table.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 
-from .scenarios import TEXT_LEN, Scenario
+from multichat.server.limits import OUTBOX_BYTES
+
+from .scenarios import REF_DIALECT, REF_MODE, Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = Path(__file__).with_name("loadgen.c")
+SOURCES = Path(__file__).parent
 BUILD = ROOT / "build" / "bench"
 PASSWORD = "bench-password"
 
@@ -63,26 +66,38 @@ class BenchError(Exception):
     """The benchmark itself could not run (not: the server was slow)."""
 
 
-# -- the generator binary --
+# -- the compiled tools --
 
 
-def build_loadgen() -> Path:
-    """build/bench/loadgen, compiled from loadgen.c when missing or older than its source."""
-    binary = BUILD / "loadgen"
-    if binary.exists() and binary.stat().st_mtime >= SOURCE.stat().st_mtime:
+def build_tool(name: str) -> Path:
+    """build/bench/NAME, compiled from NAME.c beside this file when missing or older than it.
+
+    The tools: "loadgen", the load generator, and "reference", the C reference server.
+    """
+    source = SOURCES / f"{name}.c"
+    binary = BUILD / name
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise BenchError("no C compiler (cc or gcc) to build the load generator; install gcc")
+        raise BenchError(f"no C compiler (cc or gcc) to build {source.name}; install gcc")
     BUILD.mkdir(parents=True, exist_ok=True)
     # Built aside and renamed, so that two benchmarks starting at once never run half a binary.
-    built = BUILD / f"loadgen.{os.getpid()}"
-    command = [compiler, "-O2", "-Wall", "-Wextra", "-o", str(built), str(SOURCE)]
+    built = BUILD / f"{name}.{os.getpid()}"
+    command = [compiler, "-O2", "-Wall", "-Wextra", "-o", str(built), str(source)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
-        raise BenchError(f"building the load generator failed:\n{done.stderr}")
+        raise BenchError(f"building {source.name} failed:\n{done.stderr}")
     os.replace(built, binary)
     return binary
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The compiled helpers: the load generator and, unless --no-ref, the reference server."""
+
+    loadgen: Path
+    reference: Path | None = None
 
 
 # -- the server --
@@ -207,6 +222,27 @@ def running_server(folder: Path, config: Path, *, ephemeral: bool = False) -> It
     ]
     if not Path(command[0]).exists():
         raise BenchError(f"{command[0]} is missing: run scripts/bench, which installs it")
+    with serving(command, log_path) as server:
+        yield server
+
+
+@contextmanager
+def running_reference(
+    folder: Path, binary: Path, limits: dict[str, int | float]
+) -> Iterator[Server]:
+    """The C reference server on 127.0.0.1 and a free port, stopped (SIGTERM) afterwards.
+
+    It drops a member that does not read at the outbox size multichat is given in this run.
+    """
+    outbox = int(limits.get("outbox_bytes", OUTBOX_BYTES))
+    command = [str(binary), "port=0", f"password={PASSWORD}", f"outbox={outbox}"]
+    with serving(command, folder / "server.log") as server:
+        yield server
+
+
+@contextmanager
+def serving(command: list[str], log_path: Path) -> Iterator[Server]:
+    """Either server, its output in `log_path`, once it says which port it serves on."""
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
@@ -220,6 +256,7 @@ def running_server(folder: Path, config: Path, *, ephemeral: bool = False) -> It
 
 def wait_for_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
     give_up = time.monotonic() + START_SECONDS
+    # multichat logs it; the reference prints the same line on stdout.
     pattern = re.compile(r"serving room .* on port (\d+)")
     while time.monotonic() < give_up:
         text = log_path.read_text(encoding="utf-8", errors="replace")
@@ -302,20 +339,36 @@ def slices(total: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
+@contextmanager
+def running(
+    folder: Path, mode: str, tools: Tools, limits: dict[str, int | float], *, ephemeral: bool
+) -> Iterator[Server]:
+    """The server a mode is measured on: the reference for "ref", else `multichat serve`."""
+    if mode == REF_MODE:
+        if tools.reference is None:
+            raise BenchError("the reference server was not built (--no-ref)")
+        with running_reference(folder, tools.reference, limits) as server:
+            yield server
+    else:
+        config = write_config(folder, limits)
+        with running_server(folder, config, ephemeral=ephemeral) as server:
+            yield server
+
+
 def run_once(
     sc: Scenario,
     mode: str,
-    loadgen: Path,
+    tools: Tools,
     limits: dict[str, int | float],
     *,
     ephemeral: bool = False,
 ) -> dict[str, Any]:
     """One run on a fresh server: the generators' results merged, and the server's numbers."""
     stalled = sc.members - 1 if sc.stalled else -1
+    dialect = REF_DIALECT if mode == REF_MODE else mode
     with tempfile.TemporaryDirectory(prefix="multichat-bench-") as tmp:
         folder = Path(tmp)
-        config = write_config(folder, limits)
-        with running_server(folder, config, ephemeral=ephemeral) as server:
+        with running(folder, mode, tools, limits, ephemeral=ephemeral) as server:
             sampler = Sampler(server.process.pid)
             sampler.start()
             generators: list[Generator] = []
@@ -324,7 +377,7 @@ def run_once(
                     args = {
                         "port": server.port,
                         "password": PASSWORD,
-                        "mode": mode,
+                        "mode": dialect,
                         "scenario": sc.kind,
                         "first": first,
                         "count": count,
@@ -334,12 +387,12 @@ def run_once(
                         "rate": sc.rate,
                         "stalled": stalled,
                         "window": sc.window,
-                        "text_len": TEXT_LEN,
+                        "text_len": sc.text_len,
                         "deadline": sc.deadline,
                         "idle": sc.idle,
                         "bufsize": 16384 if sc.kind == "join" else 65536,
                     }
-                    command = [str(loadgen), *(f"{k}={v}" for k, v in args.items())]
+                    command = [str(tools.loadgen), *(f"{k}={v}" for k, v in args.items())]
                     generators.append(Generator(command))
                 give_up = time.monotonic() + sc.deadline + 10
                 joined = sum(int(g.expect("READY", give_up)) for g in generators)

@@ -7,6 +7,10 @@ Each runs once per mode (see MODES) against a fresh server:
   join    5,000 members join, each seeing every other one: time and memory per connection
   slow    one member never reads while the rest get 76,000 deliveries/s: their latency, the
           stalled member dropped, the server's memory bounded
+  slow1k  issue 17's non-reader room: 20 members, 4 senders x 250 messages/s of 400 bytes
+  slow4k  the same at 4 x 1,000 messages/s, past the "busy room" rate
+Each also runs against the C reference server (reference.c, mode "ref"), round by round with
+the modes, and every multichat row is judged as a ratio to it (issue 17).
 `--quick` scales every count down, to prove the harness works in seconds.
 """
 
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 
 # The length of every message's text: a line of chat.
 TEXT_LEN = 64
+# Issue 17's non-reader scenarios send paragraphs rather than lines.
+LONG_TEXT_LEN = 400
 # How members talk to the server, all on its one port: multichat/1 JSON lines over TCP, the
 # plain-text dialect, and multichat/1 over WebSocket (one JSON object per text message).
 MODES = ("json", "text", "ws")
@@ -29,6 +35,18 @@ HISTORY_BURST_TARGET = 0.90
 HISTORY_P99_TARGET = 1.5
 # The server's memory "stays bounded" while a member never reads if it grows by less than this.
 BOUNDED_RSS_GROWTH_KIB = 32 * 1024
+# The C reference server's label in the reports; `--no-ref` leaves it out.
+REF_MODE = "ref"
+# The reference speaks only the plain-text dialect, so loadgen drives it as it drives `text`.
+REF_DIALECT = "text"
+# Issue 17: burst delivers at least half the reference's deliveries/s in the same run.
+REF_BURST_TARGET = 0.5
+# Issue 17: steady's p99 and the non-reader scenarios' p99 at most 1.5x the reference's.
+REF_P99_TARGET = 1.5
+# Issue 17: 5,000 members join no slower than they join the reference.
+REF_JOIN_TIME_TARGET = 1.0
+# Issue 17: at most 5 KiB of server memory per joined member, absolute (its reference had 2.8).
+REF_KIB_PER_CONNECTION_TARGET = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,7 @@ class Scenario:
     deadline: float = 60.0  # seconds for one run, joining included
     idle: float = 10.0  # seconds without progress before a run gives up
     procs: int = 2
+    text_len: int = TEXT_LEN  # characters of every message's text
 
     @property
     def kind(self) -> str:
@@ -67,6 +86,25 @@ def full_scenarios() -> list[Scenario]:
         Scenario("join", members=5_000, senders=0, per_sender=0, deadline=120.0, idle=30.0),
         # 76,000 deliveries/s to the 49 that read: 1,551 messages/s, 310 from each sender.
         Scenario("slow", members=50, senders=5, per_sender=6_200, rate=310.2, stalled=True),
+        # Issue 17's non-reader room, 10 s each: 1,000 and 4,000 messages/s of 400 bytes.
+        Scenario(
+            "slow1k",
+            members=20,
+            senders=4,
+            per_sender=2_500,
+            rate=250.0,
+            stalled=True,
+            text_len=LONG_TEXT_LEN,
+        ),
+        Scenario(
+            "slow4k",
+            members=20,
+            senders=4,
+            per_sender=10_000,
+            rate=1_000.0,
+            stalled=True,
+            text_len=LONG_TEXT_LEN,
+        ),
     ]
 
 
@@ -78,6 +116,26 @@ def quick_scenarios() -> list[Scenario]:
         Scenario("join", members=200, senders=0, per_sender=0, deadline=20.0),
         # Fast enough that the member that never reads passes its limit within the run.
         Scenario("slow", members=20, senders=3, per_sender=1_600, rate=800.0, stalled=True),
+        # Long enough that the member that never reads is dropped well before the end (here,
+        # by both servers: after about 0.8 s of slow1k's 2 s, 0.6 s of slow4k's 1.5 s).
+        Scenario(
+            "slow1k",
+            members=10,
+            senders=4,
+            per_sender=500,
+            rate=250.0,
+            stalled=True,
+            text_len=LONG_TEXT_LEN,
+        ),
+        Scenario(
+            "slow4k",
+            members=10,
+            senders=4,
+            per_sender=1_500,
+            rate=1_000.0,
+            stalled=True,
+            text_len=LONG_TEXT_LEN,
+        ),
     ]
 
 
@@ -87,4 +145,6 @@ TARGETS = {
     "steady": "p99 < 3 ms",
     "join": "< 10 s and < 8 KiB RSS per connection",
     "slow": "stalled member dropped, others' p99 < 3 ms, server memory bounded",
+    "slow1k": "stalled member dropped, others' p99 < 3 ms, server memory bounded",
+    "slow4k": "stalled member dropped, others' p99 < 3 ms, server memory bounded",
 }
