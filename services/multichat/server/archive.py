@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-import trio
-
 from ..protocol.events import Notice
 from .entries import Entry
 from .history_entries import HistoryEvent, StoredEntry
@@ -32,9 +30,9 @@ class Archive:
         self._outstanding = 0  # entries handed to the writer and not yet done
         self._riding = -1  # the newest log index waiting for those to be done
         # The newest index stored, made readable once per transaction, not once per entry:
-        # the writer reports a transaction's entries one after the other, in one go.
+        # the writer reports a transaction's entries one after the other, then `flushed`.
         self._stored_up_to = -1
-        self._publishing = False
+        self._published = -1
 
     def persist(self, entry: Entry, index: int) -> None:
         """The room's `persist`: store `entry` (log index `index`), then make it readable."""
@@ -55,13 +53,12 @@ class Archive:
         if not self._outstanding and self._riding > index:
             index, self._riding = self._riding, -1
         self._stored_up_to = index
-        if not self._publishing:
-            self._publishing = True
-            trio.lowlevel.current_trio_token().run_sync_soon(self._publish)
 
-    def _publish(self) -> None:
-        self._publishing = False
-        self.room.stored_nowait(self._stored_up_to)
+    def flushed(self) -> None:
+        """The writer's `on_flushed`: make a commit's entries readable, once per commit."""
+        if self._stored_up_to > self._published:
+            self._published = self._stored_up_to
+            self.room.stored_nowait(self._stored_up_to)
 
     def failing(self, reason: str | None) -> None:
         """The writer's `on_failing`: tell the members, and the host's log, once each way."""

@@ -1,9 +1,9 @@
 """The task that feeds the room's history: the room queues, the writer commits, off the loop.
 
 The room never waits, and a disk does: the room queues each entry with `append_nowait`, and
-the writer's task commits everything queued since its last flush in one transaction, in a
-worker thread, then calls each entry's `on_done` back in trio's thread, in order. The room
-lets an entry be read from that callback, which is what makes an echo an acknowledgement.
+the writer commits everything queued since its last commit in one transaction, in its own
+thread, then calls each entry's `on_done` back in trio's thread, in order. The room lets an
+entry be read from that callback, which is what makes an echo an acknowledgement.
 While the disk refuses (full, or gone), entries are still acknowledged, unsaved, and retried;
 docs/history.md says what that and a power cut cost.
 """
@@ -16,12 +16,14 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 
+import outcome
 import trio
 
 from ..protocol.events import BanEntry
 from .history import HistoryError, HistoryStore, OnDone
 from .history_entries import MESSAGE, StoredEntry
 from .history_settings import HistorySettings
+from .worker_thread import WorkerThread
 
 log = logging.getLogger("multichat.history")
 
@@ -45,8 +47,12 @@ class HistoryWriter:
     Run it with `await nursery.start(writer.run)`; then `append_nowait(entry, on_done)` queues
     an entry, and `on_done(saved)` is called in trio's thread once the entry's transaction
     committed (`saved` True), or once saving failed (`saved` False; see `failing`). Callbacks
-    run in the order the entries were appended. `set_ban_nowait` queues a ban the same way
-    (its signature is `Moderation.on_ban`'s).
+    run in the order the entries were appended, and `on_flushed()` after each group of them.
+    `set_ban_nowait` queues a ban the same way (its signature is `Moderation.on_ban`'s).
+
+    Commits are grouped the way a kernel corks a socket: with none running, what is queued goes
+    to the disk at once; while one runs, everything queued meanwhile waits and then goes in
+    the next one. A quiet room pays one commit's latency, and a busy one commits in batches.
 
     While the disk refuses writes, `failing` is the reason (and `on_failing(reason)` was
     called); entries keep being acknowledged at once with `saved` False, are kept in memory
@@ -55,12 +61,17 @@ class HistoryWriter:
     """
 
     def __init__(
-        self, store: HistoryStore, *, on_failing: Callable[[str | None], None] | None = None
+        self,
+        store: HistoryStore,
+        *,
+        on_failing: Callable[[str | None], None] | None = None,
+        on_flushed: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.failing: str | None = None
         self.given_up = 0  # entries dropped from memory before the disk took them
         self._on_failing = on_failing or (lambda reason: None)
+        self._on_flushed = on_flushed or (lambda: None)
         self._queue: list[tuple[StoredEntry, OnDone | None]] = []
         self._bans: dict[str, BanEntry | None] = {}  # by address, in the order set
         self._ban_changes = 0  # queued in `_bans`, counting each one a later one replaced
@@ -68,8 +79,14 @@ class HistoryWriter:
         self._unsaved_bans: dict[str, BanEntry | None] = {}
         self._last_seq = store.last_seq()
         self._retry_at = -math.inf
-        self._closed = False
-        self._wakeup = trio.Event()
+        self._worker = WorkerThread("multichat-history")
+        self._token: trio.lowlevel.TrioToken | None = None  # set while `run` runs
+        self._closed = False  # no more entries taken
+        self._final = False  # the last commit: made even while the disk is failing
+        self._in_flight = False  # a commit is running in the worker thread
+        self._submit_soon = False  # a `_submit` is scheduled
+        self._crashed: BaseException | None = None  # raised by `run`
+        self._wakeup = trio.Event()  # `run` has something to look at
         self._asked = 0  # entries and ban changes queued, ever
         self._done = 0  # ... and done with
         self._progress = trio.Event()
@@ -81,7 +98,7 @@ class HistoryWriter:
         return self._last_seq
 
     def append_nowait(self, entry: StoredEntry, on_done: OnDone | None = None) -> None:
-        """Queue `entry` for the next flush; never blocks.
+        """Queue `entry` for the next commit; never blocks.
 
         Raises ValueError if its seq goes backwards (or, for a message, is not new), and
         trio.ClosedResourceError once the writer's task has ended.
@@ -95,20 +112,31 @@ class HistoryWriter:
         self._last_seq = entry.seq
         self._queue.append((entry, on_done))
         self._asked += 1
-        self._wakeup.set()
+        self._kick()
 
     def set_ban_nowait(self, ban: BanEntry | None, address: str) -> None:
-        """Queue a ban on `address` (None: the ban was lifted) for the next flush."""
+        """Queue a ban on `address` (None: the ban was lifted) for the next commit."""
         self._check_open()
         self._bans.pop(address, None)
         self._bans[address] = ban
         self._ban_changes += 1
         self._asked += 1
-        self._wakeup.set()
+        self._kick()
 
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the history writer has stopped")
+
+    def _kick(self) -> None:
+        """Start a commit of what is queued, unless one runs (its end starts the next)."""
+        if self._in_flight or self._token is None:
+            return
+        if self.failing is None:
+            self._submit()  # nothing is called back before the commit ends
+        elif not self._submit_soon:
+            # Failing, `_submit` acknowledges at once: not inside the caller's own change.
+            self._submit_soon = True
+            self._token.run_sync_soon(self._submit)
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is done with (`on_done` ran)."""
@@ -117,27 +145,53 @@ class HistoryWriter:
             await self._progress.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit what is queued, a transaction per flush, until cancelled; then once more."""
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sync_periodically)
-                task_status.started()
-                while True:
-                    await self._wait()
-                    # A transaction that committed must be acknowledged, even on the way out.
-                    with trio.CancelScope(shield=True):
-                        await self._flush()
-        finally:
-            self._closed = True
-            with trio.CancelScope(shield=True):
-                await self._flush(last=True)
-            if self._unsaved or self._unsaved_bans:
-                log.error(
-                    "%d history entries and %d ban changes could not be saved: %s",
-                    len(self._unsaved),
-                    len(self._unsaved_bans),
-                    self.failing,
-                )
+        """Commit what is queued until cancelled; then once more, the disk failing or not."""
+        async with self._worker:
+            self._token = trio.lowlevel.current_trio_token()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._sync_periodically)
+                    task_status.started()
+                    self._kick()  # what was queued before the writer ran
+                    await self._watch()
+            finally:
+                self._closed = True
+                with trio.CancelScope(shield=True):
+                    await self._last_commit()
+                self._token = None
+                if self._crashed is not None:
+                    raise self._crashed
+                if self._unsaved or self._unsaved_bans:
+                    log.error(
+                        "%d history entries and %d ban changes could not be saved: %s",
+                        len(self._unsaved),
+                        len(self._unsaved_bans),
+                        self.failing,
+                    )
+
+    async def _watch(self) -> None:
+        """Retry what the disk refused when it is due; raise what went wrong in a callback."""
+        while True:
+            self._wakeup = trio.Event()
+            if self._crashed is not None:
+                raise self._crashed
+            if self._in_flight or not (self._unsaved or self._unsaved_bans):
+                await self._wakeup.wait()
+                continue
+            with trio.move_on_at(self._retry_at):
+                await self._wakeup.wait()
+            if not self._in_flight and trio.current_time() >= self._retry_at:
+                self._submit()
+
+    async def _last_commit(self) -> None:
+        while self._in_flight:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+        self._final = True
+        self._submit()
+        while self._in_flight:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
 
     async def _sync_periodically(self) -> None:
         while True:
@@ -149,23 +203,15 @@ class HistoryWriter:
             except HistoryError as exc:
                 log.warning("%s", exc)
 
-    async def _wait(self) -> None:
-        """Until something is queued, or unsaved things are due for a retry."""
-        while not self._queue and not self._bans:
-            self._wakeup = trio.Event()
-            if not self._unsaved and not self._unsaved_bans:
-                await self._wakeup.wait()
-                continue
-            with trio.move_on_at(self._retry_at):
-                await self._wakeup.wait()
-            if trio.current_time() >= self._retry_at:
-                return
-
-    async def _flush(self, *, last: bool = False) -> None:
+    def _submit(self) -> None:
+        """Hand what is queued (and what the disk refused before) to the worker thread."""
+        self._submit_soon = False
+        if self._in_flight:
+            return
         pending, self._queue = self._queue, []
         bans, self._bans = self._bans, {}
         done, self._ban_changes = len(pending) + self._ban_changes, 0
-        if self.failing is not None and not last and trio.current_time() < self._retry_at:
+        if self.failing is not None and not self._final and trio.current_time() < self._retry_at:
             # Known to fail: no point making these wait for the disk.
             self._keep_unsaved([entry for entry, _ in pending], bans)
             self._finish(pending, done, saved=False)
@@ -180,21 +226,39 @@ class HistoryWriter:
             last_seq=self._last_seq,
             bans=[(ban, address) for address, ban in changes.items()],
         )
+        self._in_flight = True
+        self._worker.submit_nowait(commit, partial(self._landed, pending, done, batch, changes))
+
+    def _landed(
+        self,
+        pending: list[tuple[StoredEntry, OnDone | None]],
+        done: int,
+        batch: list[StoredEntry],
+        changes: dict[str, BanEntry | None],
+        result: outcome.Outcome[None],
+    ) -> None:
+        """A commit ended (called in trio's thread): acknowledge it, and start the next."""
+        self._in_flight = False
+        self._wakeup.set()
         try:
-            await trio.to_thread.run_sync(commit)
-        except HistoryError as exc:
-            self._retry_at = trio.current_time() + RETRY_SECONDS
-            self._unsaved.clear()
-            self._unsaved_bans.clear()
-            self._keep_unsaved(batch, changes)
-            self._set_failing(str(exc))
-            self._finish(pending, done, saved=False)
-            return
-        self._unsaved.clear()
-        self._unsaved_bans.clear()
-        self._committed.set()
-        self._set_failing(None)
-        self._finish(pending, done, saved=True)
+            if isinstance(result, outcome.Error) and isinstance(result.error, HistoryError):
+                self._retry_at = trio.current_time() + RETRY_SECONDS
+                self._unsaved.clear()
+                self._unsaved_bans.clear()
+                self._keep_unsaved(batch, changes)
+                self._set_failing(str(result.error))
+                self._finish(pending, done, saved=False)
+            else:
+                result.unwrap()  # anything but a HistoryError is a bug: `run` raises it
+                self._unsaved.clear()
+                self._unsaved_bans.clear()
+                self._committed.set()
+                self._set_failing(None)
+                self._finish(pending, done, saved=True)
+            if self._queue or self._bans:
+                self._kick()
+        except BaseException as exc:  # a run_sync_soon callback must not raise
+            self._crashed = exc
 
     def _keep_unsaved(self, entries: list[StoredEntry], bans: dict[str, BanEntry | None]) -> None:
         self._unsaved.extend(entries)
@@ -215,6 +279,7 @@ class HistoryWriter:
         for _, on_done in pending:
             if on_done is not None:
                 on_done(saved)
+        self._on_flushed()
         self._progress.set()
         self._progress = trio.Event()
 

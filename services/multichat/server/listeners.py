@@ -180,7 +180,9 @@ class ChatServer:
         self.ctx.moderation.restore(await trio.to_thread.run_sync(store.bans))
         archive: Archive | None = None
         writer = HistoryWriter(
-            store, on_failing=lambda reason: archive.failing(reason) if archive else None
+            store,
+            on_failing=lambda reason: archive.failing(reason) if archive else None,
+            on_flushed=lambda: archive.flushed() if archive else None,
         )
         archive = Archive(self.room, writer)
         await nursery.start(writer.run)
