@@ -309,6 +309,7 @@ def serve_room(
     *,
     password: str = PASSWORD,
     room: str = "friends",
+    rooms: tuple[str, ...] = (),
     history: dict[str, float] | None = None,
     **limits: float,
 ) -> Iterator[Room]:
@@ -321,6 +322,7 @@ def serve_room(
     env = os.environ | {"MULTICHAT_PASSWORD": password, "MULTICHAT_STATE_DIR": str(state_dir)}
     command = [str(MULTICHAT), "serve", "--host", "127.0.0.1", "--port", "0"]
     command += ["--room", room, "--config", str(config), "--data-dir", str(state_dir / "data")]
+    command += [word for more in rooms for word in ("--room", more)]
     process = subprocess.Popen(
         command,
         env=env,
@@ -363,12 +365,17 @@ class TerminalMember:
     """One member on the terminal protocol, blocking; every read waits `STEP` at most."""
 
     def __init__(
-        self, port: int, name: str, password: str = PASSWORD, host: str = "127.0.0.1"
+        self,
+        port: int,
+        name: str,
+        password: str = PASSWORD,
+        host: str = "127.0.0.1",
+        room: str | None = None,
     ) -> None:
         self.sock = socket.create_connection((host, port), timeout=STEP)
         self.conn = ClientConnection()
         self.events: list[Event] = []  # everything received, in order
-        self.send(Hello(name, password))
+        self.send(Hello(name, password, room=room))
         welcome = self.next_event()
         assert isinstance(welcome, Welcome), welcome
         self.welcome = welcome

@@ -48,9 +48,11 @@ class Peer:
         return cls(await trio.open_tcp_stream("127.0.0.1", port))
 
     @classmethod
-    async def join(cls, port: int, name: str, password: str = PASSWORD) -> Peer:
+    async def join(
+        cls, port: int, name: str, password: str = PASSWORD, room: str | None = None
+    ) -> Peer:
         peer = await cls.open(port)
-        await peer.send(Hello(name, password))
+        await peer.send(Hello(name, password, room=room))
         event = await peer.next_event()
         assert isinstance(event, Welcome), event
         peer.welcome = event
@@ -117,8 +119,8 @@ class RoomFixture:
     port: int
     nursery: trio.Nursery
 
-    async def join(self, name: str, password: str = PASSWORD) -> Peer:
-        return await Peer.join(self.port, name, password)
+    async def join(self, name: str, password: str = PASSWORD, room: str | None = None) -> Peer:
+        return await Peer.join(self.port, name, password, room)
 
 
 @asynccontextmanager
@@ -161,9 +163,11 @@ class WsPeer(Peer):
                 raise AssertionError(f"WebSocket refused: {event!r}")
 
     @classmethod
-    async def join(cls, port: int, name: str, password: str = PASSWORD) -> WsPeer:  # type: ignore[override]
+    async def join(  # type: ignore[override]
+        cls, port: int, name: str, password: str = PASSWORD, room: str | None = None
+    ) -> WsPeer:
         peer = await cls.open(port)
-        await peer.send(Hello(name, password))
+        await peer.send(Hello(name, password, room=room))
         event = await peer.next_event()
         assert isinstance(event, Welcome), event
         peer.welcome = event

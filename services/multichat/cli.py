@@ -28,7 +28,7 @@ from .hosting.statefile import RoomState
 from .hosting.tunnel import TunnelSettings
 from .protocol.events import DEFAULT_PORT
 from .server.auth import new_token
-from .server.limits import Limits, LimitsError, load_limits
+from .server.limits import Limits, LimitsError, load_limits, load_open_rooms
 from .server.listeners import ChatServer
 
 if TYPE_CHECKING:
@@ -71,7 +71,15 @@ HostOpt = Annotated[
 PortOpt = Annotated[
     int, typer.Option("--port", "-p", help="TCP port to listen on.", min=0, max=65535)
 ]
-RoomOpt = Annotated[str, typer.Option("--room", help="The room's name, shown to everyone.")]
+RoomOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--room",
+        help="A room's name, shown to everyone (default: multichat). Give it again for more "
+        "rooms: the first is where friends land, and they move with /join NAME.",
+        show_default=False,
+    ),
+]
 PasswordFileOpt = Annotated[
     Path | None,
     typer.Option("--password-file", help="Read the room password from the first line of a file."),
@@ -96,6 +104,27 @@ def environment(*lines: str) -> str:
 def load_config(config: Path | None) -> Limits:
     try:
         return load_limits(config) if config is not None else Limits()
+    except LimitsError as exc:
+        raise fail(str(exc)) from None
+
+
+def room_names(rooms: list[str] | None, limits: Limits) -> list[str]:
+    """The rooms `--room` names (the first is the default), checked; or exit."""
+    from .hosting.roomdata import check_rooms
+
+    try:
+        names = check_rooms(rooms or ["multichat"])
+    except HostError as exc:
+        raise fail(str(exc), 2) from None
+    if len(names) > limits.max_rooms:
+        raise fail(f"{len(names)} rooms, but max_rooms is {limits.max_rooms} (see --config)", 2)
+    return names
+
+
+def open_rooms_setting(config: Path | None) -> bool:
+    """Whether members may make rooms (`open_rooms = true` in the config file)."""
+    try:
+        return load_open_rooms(config) if config is not None else False
     except LimitsError as exc:
         raise fail(str(exc)) from None
 
@@ -130,7 +159,7 @@ TlsKeyOpt = Annotated[
 
 
 def open_room(
-    room: str,
+    rooms: list[str],
     data_dir: Path | None,
     ephemeral: bool,
     tls_cert: Path | None,
@@ -143,7 +172,8 @@ def open_room(
 
     try:
         return RoomData.open(
-            room,
+            rooms[0],
+            rooms=rooms[1:],
             data_dir=data_dir,
             ephemeral=ephemeral,
             tls_cert=tls_cert,
@@ -154,17 +184,29 @@ def open_room(
         raise fail(str(exc)) from None
 
 
-def room_server(password: str, room: str, limits: Limits, token: str, data: RoomData) -> ChatServer:
-    """The room's server, with its history and certificate; invites restored and kept."""
+def room_server(
+    password: str,
+    rooms: list[str],
+    limits: Limits,
+    token: str,
+    data: RoomData,
+    *,
+    open_rooms: bool = False,
+) -> ChatServer:
+    """The server of `rooms` (the first is the default), with their histories and certificate;
+    invites restored and kept."""
     if data.settings.resume_max != limits.resume_max:
         limits = limits.replace(resume_max=data.settings.resume_max)
     server = ChatServer(
         password,
-        room=room,
+        room=rooms[0],
+        rooms=rooms[1:],
+        open_rooms=open_rooms,
         limits=limits,
         control_token=token,
         tls=data.certificate.context,
         history=data.history,
+        room_history=data.open_room_history,
         history_settings=data.settings,
     )
     try:
@@ -179,7 +221,7 @@ def room_server(password: str, room: str, limits: Limits, token: str, data: Room
 def serve(
     host: HostOpt = None,
     port: PortOpt = DEFAULT_PORT,
-    room: RoomOpt = "multichat",
+    room: RoomOpt = None,
     password_file: PasswordFileOpt = None,
     config: ConfigOpt = None,
     proxy_port: Annotated[
@@ -203,6 +245,8 @@ def serve(
     Its invites (docs/invites.md) are printed on stderr as it starts, one line each.
     """
     limits = load_config(config)
+    rooms = room_names(room, limits)
+    open_rooms = open_rooms_setting(config)
     try:
         password = password_from(None, password_file, prompt=True)
     except HostError as exc:
@@ -212,11 +256,11 @@ def serve(
             "no room password: pass --password-file FILE, set MULTICHAT_PASSWORD, "
             "or run on a terminal to be asked"
         )
-    data = open_room(room, data_dir, ephemeral, tls_cert, tls_key, config)
+    data = open_room(rooms, data_dir, ephemeral, tls_cert, tls_key, config)
     certificate = data.certificate
     setup_logging(verbose)
     token = new_token()
-    server = room_server(password, room, limits, token, data)
+    server = room_server(password, rooms, limits, token, data, open_rooms=open_rooms)
 
     async def announce(nursery: trio.Nursery, state: RoomState) -> None:
         launcher.announce_invites(state, certificate.where, sys.stderr)
@@ -267,7 +311,7 @@ NoTcpOpt = Annotated[
 def up(
     host: HostOpt = None,
     port: PortOpt = DEFAULT_PORT,
-    room: RoomOpt = "multichat",
+    room: RoomOpt = None,
     password: Annotated[
         str | None,
         typer.Option("--password", help="The room password (else one is generated and shown)."),
@@ -299,11 +343,13 @@ def up(
     from NGROK_AUTHTOKEN or your ngrok config file.
     """
     limits = load_config(config)
+    rooms = room_names(room, limits)
+    open_rooms = open_rooms_setting(config)
     try:
         chosen = password_from(password, password_file, prompt=False)
     except HostError as exc:
         raise fail(str(exc)) from None
-    banner = launcher.Banner(room, qr=not no_qr)
+    banner = launcher.Banner(rooms[0], qr=not no_qr, rooms=tuple(rooms[1:]))
     if chosen is None:
         chosen = banner.password = launcher.generate_password()
     settings = None
@@ -314,12 +360,12 @@ def up(
             verbose=verbose,
             tcp=not no_tcp,
         )
-    data = open_room(room, data_dir, ephemeral, tls_cert, tls_key, config)
+    data = open_room(rooms, data_dir, ephemeral, tls_cert, tls_key, config)
     certificate = data.certificate
     banner.identity = certificate.where
     setup_logging(verbose)
     token = new_token()
-    server = room_server(chosen, room, limits, token, data)
+    server = room_server(chosen, rooms, limits, token, data, open_rooms=open_rooms)
     freeze_startup_objects()
     try:
         trio.run(
@@ -461,6 +507,15 @@ def connect(
         bool,
         typer.Option("--no-bell", help="Do not ring the terminal's bell when someone names you."),
     ] = False,
+    room: Annotated[
+        str | None,
+        typer.Option(
+            "--room",
+            help="Which room of the server to join (default: the one an invite names, else "
+            "the server's first); /rooms lists them, /join NAME moves.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Join a room: a chat window on a terminal, plain lines otherwise (see docs/client.md).
 
@@ -475,7 +530,7 @@ def connect(
     except AddressError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     try:
-        code = run_connect(target, name, password, plain=plain, bell=not no_bell)
+        code = run_connect(target, name, password, plain=plain, bell=not no_bell, room=room)
     except ConnectExit as exc:
         raise fail(str(exc), exc.code) from None
     raise typer.Exit(code)
@@ -500,7 +555,17 @@ DurationOpt = Annotated[
 ]
 
 
-def _moderate(command: str, words: list[str], port: int | None) -> None:
+InRoomOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--room",
+        help="The room (default: the one the member named is in, else the first room).",
+        show_default=False,
+    ),
+]
+
+
+def _moderate(command: str, words: list[str], port: int | None, room: str | None = None) -> None:
     """Send one moderation command to the running room as the host; print its answer."""
     from .protocol.commands import CommandError, moderation
 
@@ -508,6 +573,8 @@ def _moderate(command: str, words: list[str], port: int | None) -> None:
         moderation(command, words)  # a bad --for is told here, before any connection
     except CommandError as exc:
         raise fail(str(exc).replace("usage: /", "usage: multichat "), 2) from None
+    if room is not None:
+        words = [*words, "--room", room]
     try:
         answer = trio.run(control.moderate, port, command, words)
     except control.ControlError as exc:
@@ -520,9 +587,11 @@ def _for(duration: str | None) -> list[str]:
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def kick(name: NameArg, reason: ReasonArg = None, port: StatePortOpt = None) -> None:
+def kick(
+    name: NameArg, reason: ReasonArg = None, port: StatePortOpt = None, room: InRoomOpt = None
+) -> None:
     """Remove NAME from the running room; they may come back (ban keeps them out)."""
-    _moderate("kick", [name, *(reason or [])], port)
+    _moderate("kick", [name, *(reason or [])], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
@@ -531,58 +600,61 @@ def ban(
     reason: ReasonArg = None,
     duration: DurationOpt = None,
     port: StatePortOpt = None,
+    room: InRoomOpt = None,
 ) -> None:
     """Remove a member and keep their address out (or ban an address): checked before the
     password, behind the tunnel too."""
-    _moderate("ban", [target, *_for(duration), *(reason or [])], port)
+    _moderate("ban", [target, *_for(duration), *(reason or [])], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def unban(target: TargetArg, port: StatePortOpt = None) -> None:
+def unban(target: TargetArg, port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """Lift a ban, by the name it was made by or by address (`multichat bans` lists them)."""
-    _moderate("unban", [target], port)
+    _moderate("unban", [target], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def mute(name: NameArg, duration: DurationOpt = None, port: StatePortOpt = None) -> None:
+def mute(
+    name: NameArg, duration: DurationOpt = None, port: StatePortOpt = None, room: InRoomOpt = None
+) -> None:
     """NAME may read but not say anything, for a while or until unmuted."""
-    _moderate("mute", [name, *_for(duration)], port)
+    _moderate("mute", [name, *_for(duration)], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def unmute(name: NameArg, port: StatePortOpt = None) -> None:
+def unmute(name: NameArg, port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """Let NAME talk again."""
-    _moderate("unmute", [name], port)
+    _moderate("unmute", [name], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def lock(port: StatePortOpt = None) -> None:
+def lock(port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """Refuse newcomers (members in the room stay)."""
-    _moderate("lock", [], port)
+    _moderate("lock", [], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def unlock(port: StatePortOpt = None) -> None:
+def unlock(port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """Accept newcomers again."""
-    _moderate("unlock", [], port)
+    _moderate("unlock", [], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def op(name: NameArg, port: StatePortOpt = None) -> None:
+def op(name: NameArg, port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """Make NAME an operator of the room (until they leave or the room closes)."""
-    _moderate("op", [name], port)
+    _moderate("op", [name], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def deop(name: NameArg, port: StatePortOpt = None) -> None:
+def deop(name: NameArg, port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """Take operator rights from NAME."""
-    _moderate("deop", [name], port)
+    _moderate("deop", [name], port, room)
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def bans(port: StatePortOpt = None) -> None:
+def bans(port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """List the room's bans: who, until when, by whom, why."""
-    _moderate("bans", [], port)
+    _moderate("bans", [], port, room)
 
 
 # -- personal invites to the running room (docs/invites.md) --
@@ -644,7 +716,7 @@ def invite(
 
 
 @app.command(epilog=environment(_STATE_ENV))
-def invites(port: StatePortOpt = None) -> None:
+def invites(port: StatePortOpt = None, room: InRoomOpt = None) -> None:
     """List the running room's personal invites: id, for whom, uses left, until when."""
     import time
 

@@ -594,7 +594,9 @@ async def test_name_held_by_the_old_connection_is_waited_for(
 
 def host(room: RoomFixture, command: str, target: str = "", reason: str = "") -> Event:
     """What the host's console does: a moderation command, as the host."""
-    return room.server.ctx.moderation.command(HOST, Moderate(command, target, reason), by_host=True)
+    return room.server.rooms.default.moderation.command(
+        HOST, Moderate(command, target, reason), by_host=True
+    )
 
 
 async def test_requests_and_what_the_client_keeps_current() -> None:
@@ -773,7 +775,7 @@ async def test_a_rejoin_resumes_what_was_said_meanwhile(fast_reconnect: None) ->
                 bob = await room.join("bob")
                 await bob.say("before", "0")
                 await saw.wait_for(is_text("before"))
-                moderation = room.server.ctx.moderation
+                moderation = room.server.rooms.default.moderation
                 moderation.command(HOST, Moderate("lock"), by_host=True)  # rejoins wait
                 (session,) = [
                     s

@@ -305,7 +305,9 @@ async def test_chat_commands_and_their_lines() -> None:
                 )
                 await typed("/kick bob", r"^! /kick is for operators; ask the host$")
                 await typed("/msg", r"^! usage: /msg NAME TEXT")
-                room.server.ctx.moderation.command(HOST, Moderate("op", "alicia"), by_host=True)
+                room.server.rooms.default.moderation.command(
+                    HOST, Moderate("op", "alicia"), by_host=True
+                )
                 await out.until(r"^\* host made alicia an operator$")
                 await typed("/topic movie night", r"^\* alicia set the topic: movie night$")
                 await typed("/mute bob --for 10m", r"^\* alicia muted bob for 10m$")
@@ -325,7 +327,7 @@ async def test_kicked_exits_4_without_reconnecting() -> None:
             assert process.stdout is not None and process.stderr is not None
             out = Lines(process.stdout)
             await out.until(r"^\* Welcome")
-            room.server.ctx.moderation.command(
+            room.server.rooms.default.moderation.command(
                 HOST, Moderate("kick", "alice", "too loud"), by_host=True
             )
             await out.until(r"^! you were kicked by host: too loud$")

@@ -18,6 +18,8 @@ from multichat.protocol.events import (
     Message,
     Notice,
     Renamed,
+    RoomInfo,
+    RoomList,
     Shutdown,
     Topic,
     Welcome,
@@ -472,4 +474,25 @@ def test_a_mention_in_the_history_shown_on_joining_rings_nothing() -> None:
     assert attr_of(screen, "where is alice?") == "mention"
     assert bell.rings == 0
     screen.on_event(message("bob", "alice, there you are", seq=6))
+    assert bell.rings == 1
+
+
+def test_rooms_are_listed_and_a_move_shows_the_new_room() -> None:
+    bell = Bell()
+    client = ChatClient(Address("0.tcp.ngrok.io", 12345), "alice", "pw", lambda e: None)
+    client._joined(Welcome("alice", "friends", ("alice",), seq=1))
+    screen = ChatScreen(client, bell=bell)
+    screen.on_event(RoomList((RoomInfo("friends", 1), RoomInfo("games", 2, "chess\x1b[2J"))))
+    shown = "\n".join(lines(screen, (60, 12)))
+    assert "Rooms (2):" in shown
+    assert "friends (you are here), 1 online" in shown
+    assert "games, 2 online: chess[2J" in shown
+    client._joined(Welcome("alice", "games", ("bob", "alice"), seq=9))
+    screen.on_event(Joined(client.welcome_now(), moved=True))
+    screen.on_event(message("bob", "alice, you missed it", seq=9))  # history: no bell
+    shown = "\n".join(lines(screen, (60, 12)))
+    assert "Welcome to games, alice! Online: bob, alice" in shown
+    assert shown.splitlines()[-2].startswith(" games ·")
+    assert bell.rings == 0
+    screen.on_event(message("bob", "alice, now", seq=10))
     assert bell.rings == 1

@@ -116,11 +116,12 @@ def env(**extra: str) -> dict[str, str]:
 class Server:
     """`multichat serve` on a free port; a port taken between the check and the bind is retried."""
 
-    def __init__(self) -> None:
+    def __init__(self, *more_rooms: str) -> None:
         log: list[bytes] = []
         for _ in range(3):
             self.port = free_port()
             serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--room", "pty room"]
+            serve += [word for room in more_rooms for word in ("--room", room)]
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "multichat", *serve],
                 stdin=subprocess.PIPE,
@@ -299,3 +300,23 @@ def test_no_bell_means_no_bell(server: Server, ttys: list[Tty]) -> None:
     assert alice.wait_exit() == 0
     bob.close()
     carol.close()
+
+
+def test_rooms_and_join_in_the_window(ttys: list[Tty]) -> None:
+    server = Server("games")
+    try:
+        alice = connect(server, ttys, "alice", MULTICHAT_PASSWORD=PASSWORD)
+        alice.wait_for("Welcome to pty room, alice!")
+        alice.type("/rooms\r")
+        alice.wait_for("Rooms (2):")
+        alice.wait_for("pty room (you are here), 1 online")
+        alice.wait_for("games, 0 online")
+        alice.type("/join games\r")
+        alice.wait_for("Welcome to games, alice! Online: alice")
+        alice.wait_for("games · 127.0.0.1:")  # the status line names the room now
+        alice.type("/join nowhere\r")
+        alice.wait_for("there is no room called 'nowhere' here; /rooms lists them")
+        alice.type("tata\r")
+        assert alice.wait_exit() == 0
+    finally:
+        server.stop()

@@ -629,6 +629,13 @@ COMMAND_LINES = [
     "/topic",
     "/who",
     "/names",
+    "/rooms",
+    "/list",
+    "/join games",
+    '/join "board games"',
+    "/j Board Games",
+    "/join",
+    '/join ""',
     "/help",
     "/?",
     "/quit",
@@ -1222,7 +1229,8 @@ def test_a_personal_invite_link_logs_in_without_the_password(browser: Browser, r
         pump(page, lambda: cut.held)
         cut.release()
         expect(page.locator("#messages .system .body").last).to_have_text("Reconnected.")
-        assert [f for f in cut.sent if f["type"] == "hello"] == [hello, {**hello, "since": 0}]
+        rejoin = {**hello, "since": 0, "room": "friends"}  # back to the room it was in
+        assert [f for f in cut.sent if f["type"] == "hello"] == [hello, rejoin]
 
     # The invite was for one use: the same link again is refused, and the password offered.
     with open_tab(browser, link, viewport=PHONE) as second:
@@ -1246,3 +1254,60 @@ def test_a_personal_invite_link_logs_in_without_the_password(browser: Browser, r
         hellos = [f for f in sent if f["type"] == "hello"]
         assert hellos[-1]["password"] == PASSWORD
     carol.close()
+
+
+def test_rooms_and_join_from_the_page(browser: Browser, tmp_path: Path) -> None:
+    with serve_room(tmp_path, rooms=("games",)) as room:
+        carol = TerminalMember(room.port, "carol", room="games")
+        with open_tab(browser, room.url) as tab:
+            page = tab.page
+            log_in(page, "ann")
+            expect(page.locator("#room-name")).to_have_text("friends")
+            say(page, "/rooms")
+            expect(page.locator("#messages")).to_contain_text("friends (you are here), 1 online")
+            expect(page.locator("#messages")).to_contain_text("games, 1 online")
+            say(page, "before the move")
+            say(page, "/join games")
+            expect(page.locator("#room-name")).to_have_text("games")
+            expect(page.locator("#messages")).to_contain_text(
+                "Welcome to games, ann! Online: carol, ann"
+            )
+            expect(page.locator("#count")).to_have_text("2")
+            say(page, "hello games")
+            heard = carol.wait_for(Message, lambda m: m.sender == "ann")
+            assert heard.text == "hello games", "the line typed before went to friends"
+            say(page, "/join nowhere")
+            expect(page.locator("#messages")).to_contain_text(
+                "there is no room called 'nowhere' here; /rooms lists them"
+            )
+            expect(page).to_have_title("games · multichat")
+        carol.close()
+
+
+def test_a_rejoin_after_a_move_goes_back_to_the_room_it_moved_to(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with serve_room(tmp_path, rooms=("games",)) as room, open_tab(browser, room.url) as tab:
+        carol = TerminalMember(room.port, "carol", room="games")
+        page = tab.page
+        cut = Cut()
+        page.route_web_socket(re.compile(r"/ws$"), cut.route)
+        log_in(page, "alice")
+        say(page, "/join games")
+        expect(page.locator("#room-name")).to_have_text("games")
+        carol.wait_for(Join)
+        carol.say("before")
+        wait_for_delivered(page, 1)
+        cut.page_sides[0].close()  # the network drops
+        pump(page, lambda: cut.held)
+        carol.say("while away")
+        carol.wait_for(Message, lambda m: m.text == "while away")
+        cut.release()
+        expect(page.locator("#messages .resume .body")).to_have_text(
+            ["While you were away: 1 message"]
+        )
+        hellos = [frame for frame in cut.sent if frame["type"] == "hello"]
+        assert "room" not in hellos[0] and hellos[1]["room"] == "games"
+        assert [r.text for r in message_rows(page)] == ["before", "while away"]
+        expect(page.locator("#room-name")).to_have_text("games")
+        carol.close()

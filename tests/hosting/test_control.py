@@ -44,6 +44,7 @@ from multichat.protocol.events import (
     Leave,
     Members,
     Notice,
+    RoomInfo,
     Shutdown,
     Status,
     Topic,
@@ -695,3 +696,66 @@ async def test_the_console_moderates_as_the_host(served: Served) -> None:
         assert await ann.expect(Shutdown) == Shutdown("see you")
         assert await served.process.wait() == 0
     await ann.aclose()
+
+
+# --------------------------------------------------------------------------- rooms
+
+
+def test_format_status_lists_every_room_with_its_members_and_topic() -> None:
+    rooms = (RoomInfo("den", 1, "", ("ann",)), RoomInfo("games", 2, "chess", ("bob", "cy")))
+    status = Status("den", ("ann", "bob", "cy"), 5.0, "0.1.0", rooms)
+    lines = format_status(StatusReport(room_state(5002), status)).splitlines()
+    assert lines[2:6] == [
+        "Members online (3): ann, bob, cy",
+        "Rooms (2):",
+        "  den (1 online): ann",
+        "  games (2 online): bob, cy; topic: chess",
+    ]
+    alone = Status("den", ("ann",), 5.0, "0.1.0", (RoomInfo("den", 1, "plans", ("ann",)),))
+    assert "Topic: plans" in format_status(StatusReport(room_state(5002), alone)).splitlines()
+
+
+async def test_the_console_opens_and_lists_rooms_and_status_shows_them(served: Served) -> None:
+    ann = await served.join("ann")
+    with trio.fail_after(STEP):
+        await served.type("room add attic")
+        said = await served.out.line(r"^.*\n")
+        assert said == "Room 'attic' is open: friends join it with /join attic\n"
+        await served.type("room add ATTIC")
+        assert await served.out.line(r"^.*\n") == "! there is a room called 'ATTIC' already\n"
+        await served.type("room add \x1b[2J")
+        assert (await served.out.line(r"^.*\n")).startswith("! room name contains")
+        bob = Peer(await trio.open_tcp_stream("127.0.0.1", served.port))
+        await bob.send(Hello("bob", SERVE_PASSWORD, room="attic"))
+        welcome = await bob.next_event()
+        assert isinstance(welcome, Welcome) and welcome.room == "attic"
+        await served.type("rooms")
+        assert await served.out.line(r"^.*\n") == "den (first): 1 online (ann)\n"
+        assert await served.out.line(r"^.*\n") == "attic: 1 online (bob)\n"
+        await served.type("who")
+        assert await served.out.line(r"^.*\n") == "den: Online (1): ann\n"
+        assert await served.out.line(r"^.*\n") == "attic: Online (1): bob\n"
+        await served.type("topic --room attic dusty")
+        assert await served.out.line(r"^.*\n") == "Topic: dusty\n"
+        assert await bob.expect(Topic) == Topic("dusty", "host")
+    status = await multichat("status")
+    assert status.returncode == 0, status
+    out = status.stdout.decode()
+    assert "Room 'den' is up" in out and "Members online (2): ann, bob" in out
+    assert "  den (1 online): ann\n  attic (1 online): bob; topic: dusty\n" in out
+    result = await multichat("lock", "--room", "attic")
+    assert result.stdout == b"host locked the room: nobody new can join\n", result
+    late = Peer(await trio.open_tcp_stream("127.0.0.1", served.port))
+    await late.send(Hello("cy", SERVE_PASSWORD, room="attic"))
+    with trio.fail_after(STEP):
+        locked = await late.next_event()
+    assert isinstance(locked, Error) and locked.code == "locked"
+    result = await multichat("kick", "bob", "out")  # found in attic by name
+    assert result.stdout == b"host kicked bob (out)\n", result
+    result = await multichat("unlock", "--room", "nowhere")
+    assert (result.returncode, one_line(result)) == (
+        1,
+        "multichat: there is no room called 'nowhere' here",
+    )
+    for peer in (ann, bob, late):
+        await peer.aclose()

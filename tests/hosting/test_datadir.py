@@ -22,6 +22,7 @@ from multichat.hosting.datadir import (
     DataDir,
     DataDirError,
     default_data_dir,
+    room_dir,
     safe_dir_name,
 )
 from multichat.server.history import HistoryStore
@@ -185,3 +186,27 @@ def test_a_file_in_the_way_is_one_line(tmp_path: Path) -> None:
         f"cannot create the data directory {blocker / 'inside'}: Not a directory"
     )
     assert blocker.read_text() == "not a directory"
+
+
+def test_every_other_room_keeps_a_private_history_of_its_own_inside(tmp_path: Path) -> None:
+    from multichat.hosting.roomdata import RoomData
+
+    path = tmp_path / "data"
+    data = RoomData.open("den", rooms=["Games"], data_dir=path)
+    try:
+        games = data.open_room_history("GAMES")  # the same room: the same store
+        assert games is not None and games is data.open_room_history("games")
+        assert data.open_room_history("attic") is not data.open_room_history("games")
+        listed = sorted(p.name for p in (path / "rooms").iterdir())
+        assert [name.rsplit("-", 1)[0] for name in listed] == ["attic", "games"]
+        assert room_dir(path, "GAMES") == room_dir(path, "gаmes") == path / "rooms" / listed[1]
+        for name in listed:
+            directory = path / "rooms" / name
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+            assert stat.S_IMODE((directory / HISTORY_FILE).stat().st_mode) == 0o600
+        assert (path / HISTORY_FILE).is_file(), "the first room's, where it always was"
+    finally:
+        data.close()
+    ephemeral = RoomData.open("den", rooms=["games"], ephemeral=True)
+    assert ephemeral.open_room_history("games") is None
+    ephemeral.close()

@@ -11,6 +11,7 @@ from multichat.protocol.commands import (
     moderation,
     parse,
     parse_duration,
+    take_room,
 )
 from multichat.protocol.events import (
     Away,
@@ -20,6 +21,8 @@ from multichat.protocol.events import (
     CameBack,
     Event,
     Help,
+    JoinRoom,
+    ListRooms,
     Members,
     Message,
     Moderate,
@@ -27,6 +30,8 @@ from multichat.protocol.events import (
     Notice,
     Quit,
     Renamed,
+    RoomInfo,
+    RoomList,
     Say,
     SetTopic,
     Topic,
@@ -66,6 +71,11 @@ from multichat.protocol.textmode import parse_line, render
         ("/deop carol", Moderate("deop", "carol")),
         ("/bans", Moderate("bans")),
         ("kick bob rude", Moderate("kick", "bob", "rude")),  # the host's console: no slash
+        ("/rooms", ListRooms()),
+        ("/list", ListRooms()),
+        ("/join games", JoinRoom("games")),
+        ('/join "board games"', JoinRoom("board games")),
+        ("/join Board Games", JoinRoom("Board Games")),
     ],
 )
 def test_each_command_is_the_event_it_asks_for(typed: str, event: Event) -> None:
@@ -87,6 +97,8 @@ def test_each_command_is_the_event_it_asks_for(typed: str, event: Event) -> None
         ("/op bob and more", "/op takes a name and nothing more"),
         ('/msg "Ann B hi', 'closing "'),
         ("/frobnicate", "unknown command /frobnicate; /help lists them"),
+        ("/join", "usage: /join ROOM"),
+        ('/join ""', "usage: /join ROOM"),
     ],
 )
 def test_a_command_that_does_not_parse_says_how_to_type_it(typed: str, says: str) -> None:
@@ -137,11 +149,41 @@ def test_the_host_words_arrive_whole() -> None:
         BanList((BanEntry("203.0.113.5", "bob", None, "spam", "host"),)),
         Members(("alice", "bob"), (("bob", "lunch"),), ("alice",)),
         Welcome("alice", "room", ("alice",), topic="plans"),
+        ListRooms(),
+        JoinRoom("games"),
+        RoomList((RoomInfo("den", 2, "plans"),)),
     ],
     ids=repr,
 )
 def test_every_new_event_round_trips(event: Event) -> None:
     assert wire.decode(wire.encode(event)[:-1]) == event
+
+
+@pytest.mark.parametrize(
+    ("words", "room", "rest"),
+    [
+        (["bob", "--room", "den", "rude"], "den", ["bob", "rude"]),
+        (["--room=board games"], "board games", []),
+        (["bob"], None, ["bob"]),
+    ],
+)
+def test_a_host_command_may_name_its_room(
+    words: list[str], room: str | None, rest: list[str]
+) -> None:
+    assert take_room(words) == room
+    assert words == rest
+
+
+def test_room_option_needs_a_name() -> None:
+    with pytest.raises(CommandError, match="--room needs"):
+        take_room(["lock", "--room"])
+
+
+def test_help_lists_rooms_and_join() -> None:
+    from multichat.protocol.commands import HELP
+
+    assert ("/join ROOM", "move to another room") in HELP
+    assert any(usage == "/rooms" for usage, _ in HELP)
 
 
 def test_plain_text_members_type_the_same_commands() -> None:

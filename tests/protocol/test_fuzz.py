@@ -33,6 +33,8 @@ from multichat.protocol.events import (
     Event,
     Hello,
     Help,
+    JoinRoom,
+    ListRooms,
     Moderate,
     Nick,
     Password,
@@ -55,7 +57,7 @@ FRAME_TYPES = sorted(wire._DECODERS)
 FIELDS = ["name", "password", "version", "token", "command", "reason", "text", "id", "data"]
 FIELDS += ["room", "members", "code", "message", "seq", "ts", "from", "names", "uptime"]
 FIELDS += ["to", "action", "old", "new", "by", "target", "seconds", "args", "away", "ops"]
-FIELDS += ["topic", "bans", "until", "address"]
+FIELDS += ["topic", "bans", "until", "address", "rooms", "invite", "since"]
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -172,7 +174,8 @@ def _server_stream_property(case: tuple[list[bytes], list[int], bool, bool]) -> 
         for event in _events_now(conn):
             assert conn.mode is Mode.JSON
             members_ask = Say | Who | Ping | Pong | Quit | Nick | Away | Back | SetTopic | Help
-            assert isinstance(event, Hello | Control | members_ask | Moderate), event
+            rooms_ask = ListRooms | JoinRoom
+            assert isinstance(event, Hello | Control | members_ask | Moderate | rooms_ask), event
             if conn.state is State.ANSWERING:  # a greeting: answer it as the server would
                 if isinstance(event, Hello) and welcome:
                     conn.send(Welcome(event.name, "room", (event.name,)))

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multichat.protocol.errors import RemoteProtocolError
-from multichat.protocol.names import MAX_MARKS_PER_CHAR, MAX_NAME_CHARS, check_name, name_key
+from multichat.protocol.names import (
+    MAX_MARKS_PER_CHAR,
+    MAX_NAME_CHARS,
+    check_name,
+    check_room_name,
+    name_key,
+    room_key,
+)
 
 FAST = settings(max_examples=200, deadline=None)
 LONG = settings(max_examples=10_000, deadline=None)
@@ -163,3 +170,32 @@ def test_key_ignores_case(text: str) -> None:
 @given(CASED)
 def test_key_ignores_case_long(text: str) -> None:
     _case_property(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "display"),
+    [("den", "den"), ("  Board   Games ", "Board Games"), ("ｄｅｎ", "ｄｅｎ")],
+)
+def test_room_names_follow_the_name_rules(raw: str, display: str) -> None:
+    assert check_room_name(raw) == display
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("", "room name is empty"),
+        ("x" * 33, "room name is too long"),
+        ("den\u202e", "room name contains a bidirectional control"),
+        ("\u0301den", "a word of the room name starts with a combining mark"),
+    ],
+)
+def test_bad_room_names_say_why_with_their_own_code(raw: str, why: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        check_room_name(raw)
+    assert info.value.code == "bad_room"
+    assert why in str(info.value)
+
+
+def test_look_alike_rooms_are_one_room() -> None:
+    assert room_key("Den") == room_key("den") == room_key("ｄｅｎ") == room_key("Dеn")  # Cyrillic е
+    assert room_key("den") != room_key("dan")

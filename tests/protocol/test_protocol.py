@@ -20,13 +20,17 @@ from multichat.protocol.events import (
     Event,
     Hello,
     Join,
+    JoinRoom,
     Leave,
+    ListRooms,
     Members,
     Message,
     Password,
     Ping,
     Pong,
     Quit,
+    RoomInfo,
+    RoomList,
     Say,
     Shutdown,
     Status,
@@ -42,6 +46,11 @@ client_events = st.one_of(
     st.just(Who()),
     st.builds(Ping, text),
     st.builds(Pong, text),
+    st.just(ListRooms()),
+    st.builds(JoinRoom, text),
+)
+rooms = st.lists(st.builds(RoomInfo, text, st.integers(0, 10_000), text, names), max_size=3).map(
+    tuple
 )
 server_events = st.one_of(
     st.builds(
@@ -58,6 +67,8 @@ server_events = st.one_of(
     st.builds(Error, text, text),
     st.builds(Ping, text),
     st.builds(Pong, text),
+    st.builds(RoomList, rooms),
+    st.builds(Welcome, text, text, names, st.just(1), text, st.integers(0, 2**53)),
 )
 ALL_EVENTS: list[Event] = [
     Hello("alice", "pw"),
@@ -78,6 +89,12 @@ ALL_EVENTS: list[Event] = [
     Members(("a", "b")),
     Status("room", ("a",), 12.5, "0.1.0"),
     Shutdown("bye"),
+    Hello("alice", "pw", room="den"),
+    ListRooms(),
+    RoomList((RoomInfo("den", 2, "plans"), RoomInfo("games", 0))),
+    RoomList(()),
+    JoinRoom("games"),
+    Status("den", ("a", "b"), 1.0, "0.1.0", (RoomInfo("den", 1, "", ("a",)), RoomInfo("x", 1))),
 ]
 
 
@@ -388,3 +405,113 @@ def test_an_id_that_is_not_a_short_string_or_a_safe_integer_is_a_bad_frame(id: o
     with pytest.raises(RemoteProtocolError) as info:
         wire.decode(frame)
     assert info.value.code == "bad_frame"
+
+
+# -- rooms (docs/protocol.md, "Rooms") --
+
+
+@pytest.mark.parametrize(
+    ("event", "frame"),
+    [
+        (
+            Hello("alice", "pw", room="den"),
+            b'{"type":"hello","version":1,"name":"alice","password":"pw","room":"den"}\n',
+        ),
+        (ListRooms(), b'{"type":"rooms"}\n'),
+        (
+            RoomList((RoomInfo("den", 2, "plans"), RoomInfo("games", 0))),
+            b'{"type":"rooms","rooms":[{"name":"den","members":2,"topic":"plans"},'
+            b'{"name":"games","members":0,"topic":""}]}\n',
+        ),
+        (JoinRoom("games"), b'{"type":"join","room":"games"}\n'),
+        (Join("carol", 1.5), b'{"type":"join","name":"carol","ts":1.5}\n'),
+        (
+            Status("den", ("a",), 1.0, "0.1.0", (RoomInfo("den", 1, "", ("a",)),)),
+            b'{"type":"status","room":"den","members":["a"],"uptime":1.0,"version":"0.1.0",'
+            b'"rooms":[{"name":"den","members":1,"topic":"","names":["a"]}]}\n',
+        ),
+    ],
+    ids=repr,
+)
+def test_room_frames_byte_by_byte(event: Event, frame: bytes) -> None:
+    assert wire.encode(event) == frame
+    assert wire.decode(frame[:-1]) == event
+
+
+def test_a_hello_without_a_room_is_for_the_default_room() -> None:
+    frame = b'{"type":"hello","version":1,"name":"alice","password":"pw"}'
+    assert wire.decode(frame) == Hello("alice", "pw")
+    assert wire.decode(frame).room is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'{"type":"join"}',
+        b'{"type":"join","room":5}',
+        b'{"type":"join","room":"' + b"x" * 1025 + b'"}',
+        b'{"type":"hello","version":1,"name":"a","password":"b","room":7}',
+        b'{"type":"rooms","rooms":{}}',
+        b'{"type":"rooms","rooms":[{"name":"den"}]}',
+        b'{"type":"rooms","rooms":[{"name":"den","members":"2"}]}',
+        b'{"type":"rooms","rooms":[5]}',
+    ],
+)
+def test_bad_room_frames_are_bad_frames(frame: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        wire.decode(frame)
+    assert info.value.code == "bad_frame"
+
+
+def test_a_member_moves_and_is_welcomed_again() -> None:
+    """Over the wire: `join` from the member; the other room's welcome and its history."""
+    server = joined_server()
+    server.receive_data(wire.encode(JoinRoom("games")) + wire.encode(ListRooms()))
+    assert drain(server) == [JoinRoom("games"), ListRooms()]
+    moved = server.send(Welcome("alice", "games", ("bob", "alice"), seq=4))
+    history = server.send(Message(4, 1.0, "bob", "gg"))
+    listing = server.send(RoomList((RoomInfo("den", 0), RoomInfo("games", 2))))
+    assert server.state is State.JOINED
+    client = ClientConnection()
+    client.send(Hello("alice", "pw", room="den"))
+    client.receive_data(wire.encode(Welcome("alice", "den", ("alice",))))
+    assert isinstance(client.next_event(), Welcome)
+    assert client.send(JoinRoom("games")) == b'{"type":"join","room":"games"}\n'
+    data = moved + history + listing
+    for i in range(len(data)):  # byte by byte
+        client.receive_data(data[i : i + 1])
+    assert drain(client) == [
+        Welcome("alice", "games", ("bob", "alice"), seq=4),
+        Message(4, 1.0, "bob", "gg"),
+        RoomList((RoomInfo("den", 0), RoomInfo("games", 2))),
+    ]
+    assert client.state is State.JOINED
+
+
+def test_a_welcome_may_follow_a_quit() -> None:
+    """A move asked for just before leaving is still answered while the server drains."""
+    client = ClientConnection()
+    client.send(Hello("alice", "pw"))
+    client.receive_data(wire.encode(Welcome("alice", "den", ("alice",))))
+    client.next_event()
+    client.send(JoinRoom("games"))
+    client.send(Quit())
+    client.receive_data(wire.encode(Welcome("alice", "games", ("alice",))))
+    assert client.next_event() == Welcome("alice", "games", ("alice",))
+    assert client.state is State.LEAVING
+
+
+def test_text_mode_lists_rooms_and_moves() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"pw\n")
+    conn.next_event()
+    conn.send(AskName())
+    conn.receive_data(b"bob\n")
+    conn.next_event()
+    conn.send(Welcome("bob", "den", ("bob",)))
+    conn.receive_data(b"/rooms\n/join games\n/join\n")
+    assert drain(conn) == [ListRooms(), JoinRoom("games"), ("error", "bad_command")]
+    listing = conn.send(RoomList((RoomInfo("den", 1, "plans"), RoomInfo("games", 0))))
+    assert listing == b"* Rooms (2):\n*   den (1 online): plans\n*   games (0 online)\n"
+    welcome = conn.send(Welcome("bob", "games", ("carol", "bob")))
+    assert welcome.startswith(b"Welcome to games, bob! Online (2): carol, bob\n")

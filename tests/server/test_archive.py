@@ -51,7 +51,7 @@ async def test_a_restart_carries_on_seq_history_and_bans(tmp_path: Path) -> None
                 await alice.expect(Message)
             await alice.send(Say("for bob only", "p", to="bob"))
             await bob.expect(Message)
-            room.server.ctx.moderation.command(
+            room.server.rooms.default.moderation.command(
                 "host", Moderate("ban", "203.0.113.9", "spam"), by_host=True
             )
     store.close()
@@ -68,7 +68,9 @@ async def test_a_restart_carries_on_seq_history_and_bans(tmp_path: Path) -> None
                     shown.append(event.text)
             await carol.say("after", "a")
             echo = await carol.expect(Message)
-            bans = room.server.ctx.moderation.command("host", Moderate("bans"), by_host=True)
+            bans = room.server.rooms.default.moderation.command(
+                "host", Moderate("bans"), by_host=True
+            )
     store.close()
     assert isinstance(welcome, Welcome) and welcome.seq == 4
     assert shown == ["before 0", "before 1", "before 2"], "and not bob's private message"
@@ -154,7 +156,7 @@ async def test_a_banned_address_stays_banned_after_a_restart(tmp_path: Path) -> 
     path = tmp_path / "history.sqlite3"
     store = HistoryStore.open(path)
     async with room_with(store) as room:
-        room.server.ctx.moderation.command(
+        room.server.rooms.default.moderation.command(
             "host", Moderate("ban", "127.0.0.1", "testing"), by_host=True
         )
     store.close()
@@ -224,7 +226,7 @@ async def test_a_kicked_member_hears_why_and_a_leaver_gets_its_last_echoes(
             store.gate.clear()  # the disk is slow now
             await alice.say("my last words", "last")
             await alice.send(Quit())
-            room.server.ctx.moderation.command(
+            room.server.rooms.default.moderation.command(
                 "host", Moderate("kick", "bob", "rude"), by_host=True
             )
             await trio.sleep(0.2)

@@ -123,7 +123,7 @@ async def test_only_operators_set_the_topic_and_newcomers_see_it(room: RoomFixtu
         alice = await room.join("alice")
         await alice.send(SetTopic("plans"))
         refused = await alice.expect(Error)
-        room.server.ctx.moderation.command("host", Moderate("op", "alice"), by_host=True)
+        room.server.rooms.default.moderation.command("host", Moderate("op", "alice"), by_host=True)
         await alice.expect(Notice)
         await alice.send(SetTopic("plans for Saturday"))
         topic = await alice.expect(Topic)

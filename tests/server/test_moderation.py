@@ -93,7 +93,9 @@ async def test_a_ban_through_the_tunnel_bans_the_real_address_only() -> None:
             friend = await from_("198.51.100.7", "friend")
             await friend.next_event()
             assert server.port is not None
-            answer = server.ctx.moderation.command("host", Moderate("ban", "troll"), by_host=True)
+            answer = server.rooms.default.moderation.command(
+                "host", Moderate("ban", "troll"), by_host=True
+            )
             await closed_with(troll, "banned")
             again = await from_("203.0.113.66", "troll2")
             refused = await again.next_event()
@@ -111,7 +113,7 @@ async def test_operators_moderate_from_the_chat_and_others_may_not(room: RoomFix
         bob = await room.join("bob")
         await bob.send(Moderate("kick", "alice"))
         denied = await bob.expect(Error)
-        room.server.ctx.moderation.command("host", Moderate("op", "alice"), by_host=True)
+        room.server.rooms.default.moderation.command("host", Moderate("op", "alice"), by_host=True)
         await alice.expect(Notice)
         await alice.send(Moderate("kick", "alice"))
         self_kick = await alice.expect(Error)
@@ -132,7 +134,7 @@ async def test_a_muted_member_reads_but_cannot_say_until_the_time_is_up(
     async with start_room(RELAXED, control_token=TOKEN) as room:
         alice = await room.join("alice")
         bob = await room.join("bob")
-        room.server.ctx.moderation.command(
+        room.server.rooms.default.moderation.command(
             "host", Moderate("mute", "bob", seconds=60), by_host=True
         )
         await bob.expect(Notice)
@@ -194,7 +196,9 @@ async def test_a_plain_text_operator_kicks_by_typing(room: RoomFixture) -> None:
         await stream.send_all(f"{PASSWORD}\nop-by-nc\n".encode())
         buffer = bytearray()
         await read_until(stream, b"tata to leave.\n", buffer)
-        room.server.ctx.moderation.command("host", Moderate("op", "op-by-nc"), by_host=True)
+        room.server.rooms.default.moderation.command(
+            "host", Moderate("op", "op-by-nc"), by_host=True
+        )
         await stream.send_all(b"/kick bob bye\n")
         await closed_with(bob, "kicked")
         seen = await read_until(stream, b"(bye)\n", buffer)
@@ -205,7 +209,7 @@ async def test_a_mute_outlives_a_reconnect_and_a_rename(autojump_clock: object) 
     async with start_room(RELAXED, control_token=TOKEN) as room:
         alice = await room.join("alice")
         bob = await room.join("bob")
-        room.server.ctx.moderation.command("host", Moderate("mute", "bob"), by_host=True)
+        room.server.rooms.default.moderation.command("host", Moderate("mute", "bob"), by_host=True)
         await bob.aclose()
         await trio.testing.wait_all_tasks_blocked()
         again = await room.join("bob")

@@ -80,7 +80,8 @@ class Address:
 
     `host` is a name or an IP literal (IPv6 without brackets). `path` is the WebSocket request
     target, unused over tcp. From an invite: `fingerprint`, the SHA-256 (lowercase hex) the
-    room's certificate must have, which means TLS over tcp; `room`, its name; and `invite`, a
+    room's certificate must have, which means TLS over tcp; `room`, the name of the room it
+    invites to (the one `connect` joins, unless `--room` says otherwise); and `invite`, a
     personal invite's token, which logs in instead of the password.
     """
 

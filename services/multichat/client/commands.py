@@ -2,9 +2,9 @@
 
 Both the terminal interface and pipe mode read lines through `parse`, so every command means the
 same everywhere. Slash commands are the room's one grammar (`protocol.commands`: `/msg`, `/me`,
-`/nick`, `/away`, `/kick`, ...); the client keeps only what needs no server: `/help` (the
-commands and keys, without a round trip), `/quit` and `tata`. A line starting with `//` sends
-the rest with one slash, for the rare message that has to start with one.
+`/nick`, `/away`, `/kick`, `/rooms`, `/join`, ...); the client keeps only what needs no server:
+`/help` (the commands and keys, without a round trip), `/quit` and `tata`. A line starting with
+`//` sends the rest with one slash, for the rare message that has to start with one.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from ..protocol.events import (
     Away,
     Back,
     Help,
+    JoinRoom,
+    ListRooms,
     Moderate,
     Nick,
     Quit,
@@ -53,7 +55,7 @@ NAME_COMMANDS = frozenset(
 )
 
 # What a member may ask of the room besides sending a line.
-Request = Who | Nick | Away | Back | SetTopic | Help | Moderate
+Request = Who | Nick | Away | Back | SetTopic | Help | Moderate | ListRooms | JoinRoom
 
 
 @dataclass(frozen=True)
@@ -116,5 +118,7 @@ def parse(line: str) -> Command | None:
         case Quit():
             return QuitCommand()
         case Who() | Nick() | Away() | Back() | SetTopic() | Help() | Moderate():
+            return Ask(event)
+        case ListRooms() | JoinRoom():
             return Ask(event)
     return Invalid(f"{word.split()[0][:20]} cannot be typed here")

@@ -97,10 +97,17 @@ def report(ending: Ending, out: TextIO, err: TextIO) -> int:
 
 
 async def _session(
-    address: Address, name: str, password: str, *, plain: bool, bell: bool = True
+    address: Address,
+    name: str,
+    password: str,
+    *,
+    plain: bool,
+    bell: bool = True,
+    room: str | None = None,
 ) -> Ending:
-    """Log in, then chat in the terminal interface or in pipe mode until the end."""
-    client = ChatClient(address, name, password, listener=lambda event: None)
+    """Log in (to `room`, if given), then chat in the terminal interface or in pipe mode until
+    the end."""
+    client = ChatClient(address, name, password, listener=lambda event: None, room=room)
     await client.join()
     stdin = sys.stdin or io.StringIO()  # no stdin at all (pythonw): nothing to send
     # A dumb terminal (an editor's shell buffer) cannot draw a window; plain lines work there.
@@ -115,7 +122,13 @@ async def _session(
 
 
 def run_connect(
-    address: Address, name: str | None, password: str | None, *, plain: bool, bell: bool = True
+    address: Address,
+    name: str | None,
+    password: str | None,
+    *,
+    plain: bool,
+    bell: bool = True,
+    room: str | None = None,
 ) -> int:
     """Run `multichat connect`; return its exit code, or raise ConnectExit.
 
@@ -132,7 +145,8 @@ def run_connect(
     name, password = _credentials(name or None, secret, interactive=interactive)
     for _ in range(LOGIN_TRIES):
         try:
-            ending = trio.run(partial(_session, address, name, password, plain=plain, bell=bell))
+            session = partial(_session, address, name, password, plain=plain, bell=bell, room=room)
+            ending = trio.run(session)
         except LoginRefused as exc:
             message = clean_for_terminal(str(exc), single_line=True)
             if not interactive or exc.code not in ASK_AGAIN:

@@ -17,6 +17,11 @@ sent twice.
 Lines are messages, public or private (`/msg`, `/me`); everything else a member asks (`/nick`,
 `/away`, `/kick`, ...) is a request, sent at once and only while connected: the room answers
 it with an error or a notice, or not at all, and asking again later is the member's call.
+
+A server hosts rooms; the client joins the one it is asked for (`--room`, or the room an invite
+names), and `/join NAME` moves it: the server answers with the other room's welcome, which the
+client follows (`Joined` with `moved`), and a rejoin after a lost connection goes back to the
+room the member was in. Lines typed before a `/join` are said in the room they were typed in.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..protocol.events import (
     Event,
     Gap,
     Join,
+    JoinRoom,
     Leave,
     Members,
     Message,
@@ -92,7 +98,10 @@ NO_SUCH_MEMBER = "no_such_member"
 LINE_DEFERRALS = frozenset({"shutting_down", "not_joined"})
 # Login refusals that retrying cannot fix; others (a name still held by our old connection, a
 # room restarting or full) may clear up while reconnecting.
-FATAL_LOGIN = frozenset({"bad_password", "bad_name", "unsupported_version", "bad_invite"})
+# A room gone after a restart (the host no longer makes it) is one too.
+FATAL_LOGIN = frozenset(
+    {"bad_password", "bad_name", "unsupported_version", "bad_invite", "no_such_room", "bad_room"}
+)
 # The server closed on us on purpose; coming back would do it again (or be refused).
 KICKS = frozenset({"flooding", "kicked", "banned"})
 
@@ -110,11 +119,13 @@ class Line:
 @dataclass(frozen=True)
 class Joined:
     """Logged in (again, after a lost connection, when `rejoined`; then `missed` messages
-    were said meanwhile, and the room's events that follow begin with them)."""
+    were said meanwhile, and the room's events that follow begin with them); or, `moved`,
+    now in another room of the server (`/join`), whose recent history follows."""
 
     welcome: Welcome
     rejoined: bool = False
     missed: int = 0
+    moved: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,12 +171,22 @@ def backoff(attempt: int) -> float:
 class ChatClient:
     """One member in one room. Call `join`, then `run`; the `*_nowait` methods never block."""
 
-    def __init__(self, address: Address, name: str, password: str, listener: Listener) -> None:
+    def __init__(
+        self,
+        address: Address,
+        name: str,
+        password: str,
+        listener: Listener,
+        *,
+        room: str | None = None,
+    ) -> None:
         self.address = address
         self.name = name
         self.password = password
         self.listener = listener
         self.state: Literal["connecting", "connected", "reconnecting", "closed"] = "connecting"
+        # The room to join: asked for, else the one an invite names (None: the server's first).
+        self._room_asked = room
         self.room = ""
         self.members: list[str] = []
         self.away: dict[str, str] = {}  # who is away, and why (as far as we have heard)
@@ -251,7 +272,16 @@ class ChatClient:
 
     async def join(self) -> Welcome:
         """Connect and log in; raises ConnectFailed, NotMultichat or LoginRefused."""
-        self._stream, self._conn, welcome = await login(self.address, self.name, self.password)
+        room = self._room_asked or self.address.room
+        try:
+            joined = await login(self.address, self.name, self.password, room=room)
+        except LoginRefused as exc:
+            # An invite names the room it was made in; if the host has renamed the first room
+            # since, the invite still gets in, to the room the server has first now.
+            if exc.code != "no_such_room" or self._room_asked is not None or room is None:
+                raise
+            joined = await login(self.address, self.name, self.password)
+        self._stream, self._conn, welcome = joined
         self._joined(welcome)
         return welcome
 
@@ -313,8 +343,13 @@ class ChatClient:
                 await trio.sleep(delay)
                 try:
                     # `since`: the room replays what was said meanwhile, each message once.
+                    # The room we were in, by its name as the server said it.
                     self._stream, self._conn, welcome = await login(
-                        self.address, self.name, self.password, since=self._last_seq
+                        self.address,
+                        self.name,
+                        self.password,
+                        since=self._last_seq,
+                        room=self.room or None,
                     )
                 except LoginRefused as exc:
                     if exc.code == "banned":
@@ -394,13 +429,18 @@ class ChatClient:
             # The reader saw the end first; what is queued waits for the next connection.
             self._control.clear()
             return b""
-        parts = [conn.send(event) for event in self._control]
-        self._control.clear()
+        # A move waits for the lines typed before it: they are said in the room they were
+        # typed in. Everything else goes ahead of the lines.
+        moves = [event for event in self._control if isinstance(event, JoinRoom)]
+        parts = [conn.send(event) for event in self._control if not isinstance(event, JoinRoom)]
+        self._control[:] = moves
         if not self._holding:
             while self._outbox:
                 line = self._outbox.popleft()
                 self._unacked[line.id] = line
                 parts.append(conn.send(Say(line.text, line.id, line.to, line.action)))
+            parts += [conn.send(event) for event in moves]
+            self._control.clear()
             # `quit` waits for the echoes: once it is sent, the protocol reads nothing more.
             if self._quitting and not self._unacked:
                 parts.append(conn.send(Quit()))
@@ -503,6 +543,9 @@ class ChatClient:
             case Gap(missed):
                 self._missed += missed
                 return
+            case Welcome() if not self._holding:
+                self._moved(event)
+                return
             case _:
                 self._track(event)
         if self._holding:
@@ -511,6 +554,16 @@ class ChatClient:
             self._held.append(event)
         else:
             self.listener(event)
+
+    def _moved(self, welcome: Welcome) -> None:
+        """The server moved us to another room (`/join`): its welcome says who is there."""
+        self._joined(welcome)
+        self.away.clear()
+        self.ops.clear()
+        # Numbers are the room's own: a rejoin asks the new room for what follows its newest
+        # (the history that comes next counts down to what it shows).
+        self._last_seq = welcome.seq
+        self.listener(Joined(welcome, moved=True))
 
     def _track(self, event: Event) -> None:
         """Keep our name, the member list, who is away and the topic as the room says."""

@@ -91,9 +91,15 @@ def connect_error(exc: BaseException, address: Address) -> ConnectFailed:
 
 
 async def login(
-    address: Address, name: str, password: str, *, since: int | None = None
+    address: Address,
+    name: str,
+    password: str,
+    *,
+    since: int | None = None,
+    room: str | None = None,
 ) -> tuple[trio.abc.Stream, ClientConnection, Welcome]:
-    """Connect and say hello; the open stream, its protocol state and the room's welcome.
+    """Connect and say hello to `room` (None: the server's first); the open stream, its
+    protocol state and the room's welcome.
 
     With a personal invite in the address, its token logs in (`password` is then "").
     Raises ConnectFailed (IdentityChanged among them), NotMultichat or LoginRefused.
@@ -104,7 +110,7 @@ async def login(
             if address.transport != "tcp":
                 stream = await open_websocket(stream, address.http_host, address.path)
             conn = ClientConnection()
-            hello = Hello(name, password, invite=address.invite, since=since)
+            hello = Hello(name, password, invite=address.invite, since=since, room=room)
             await stream.send_all(conn.send(hello))
             welcome = await _answer(stream, conn, address)
     except trio.TooSlowError:

@@ -58,7 +58,7 @@ def render(event: Event | Update) -> str | None:
     same way), so a script can read either.
     """
     match event:
-        case Joined(welcome, rejoined, missed):
+        case Joined(welcome, rejoined, missed, _):
             if rejoined:
                 away = f"; while you were away: {missed} messages" if missed else ""
                 return f"* Reconnected to {_one(welcome.room)} as {_one(welcome.name)}{away}"

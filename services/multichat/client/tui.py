@@ -32,6 +32,7 @@ from ..protocol.events import (
     Message,
     Notice,
     Renamed,
+    RoomList,
     Shutdown,
     Topic,
     WentAway,
@@ -363,7 +364,13 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
             case Shutdown(reason):
                 text = f"The room is closing: {_one(reason)}" if reason else "The room is closing."
                 self.system(f" {text} ", "shutdown")
-            case Joined(welcome, rejoined, missed):
+            case RoomList(rooms):
+                self.system(f"Rooms ({len(rooms)}):")
+                for info in rooms:
+                    here = " (you are here)" if info.name == self.client.room else ""
+                    topic = f": {_one(info.topic)}" if info.topic else ""
+                    self.system(f"  {_one(info.name)}{here}, {info.members} online{topic}")
+            case Joined(welcome, rejoined, missed, moved):
                 self.lost = None
                 room = _one(welcome.room)
                 self.input.set_caption(self._prompt())
@@ -375,7 +382,11 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
                 else:
                     online = ", ".join(_one(n) for n in welcome.members)
                     self.system(f"Welcome to {room}, {_one(welcome.name)}! Online: {online}")
-                    self.system("Type a message and press Enter. /help lists commands.")
+                    if moved:
+                        # The new room's recent history follows: a mention there rings nothing.
+                        self.history_seq = welcome.seq
+                    else:
+                        self.system("Type a message and press Enter. /help lists commands.")
             case Lost(reason, attempt):
                 self.lost = event
                 if attempt == 1:

@@ -199,6 +199,14 @@ def format_status(report: StatusReport) -> str:
         f"Uptime: {hours}h {minutes:02d}m {seconds:02d}s",
         f"Members online ({len(st.members)}): {', '.join(st.members) or '-'}",
     ]
+    if len(st.rooms) > 1:
+        lines.append(f"Rooms ({len(st.rooms)}):")
+        for room in st.rooms:
+            topic = f"; topic: {room.topic}" if room.topic else ""
+            names = f": {', '.join(room.names)}" if room.names else ""
+            lines.append(f"  {room.name} ({room.members} online){names}{topic}")
+    elif st.rooms and st.rooms[0].topic:
+        lines.append(f"Topic: {st.rooms[0].topic}")
     if state.https or not state.tcp:
         lines.append(f"Public: {state.https or '(no tunnel)'}")
     if state.tcp:

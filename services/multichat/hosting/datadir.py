@@ -1,9 +1,13 @@
 """A room's data directory: where its history lives, and the lock that makes it one room's.
 
-One room, one directory. The room holds an OS lock on the directory's `lock` file for as long
-as its process lives (`flock` on POSIX, `msvcrt.locking` on Windows), so a second room started
-on the same directory refuses at once, naming the first one's pid; the kernel drops the lock
-when the process dies, however it dies, so a crash never leaves a stale lock behind. Readers
+One server, one directory: the first room's history is in it (where a server of one room has
+always kept it), and each other room's in `rooms/NAME-HASH/` inside it: NAME readable, HASH
+from the room's name as rooms are told apart (`room_key`), so that every spelling of a room
+("Games", "GAMES", "Games" with a Cyrillic a) finds the one directory its history is in. The
+server holds an OS lock on the directory's `lock` file for as long as its process lives
+(`flock` on POSIX, `msvcrt.locking` on Windows), so a second one started on the same directory
+refuses at once, naming the first one's pid; the kernel drops the lock when the process dies,
+however it dies, so a crash never leaves a stale lock behind. Readers
 (`multichat export`) take no lock: SQLite's WAL mode lets them read while the room writes.
 
 The directory is private: created 0700, its files 0600, because history holds what friends
@@ -21,8 +25,12 @@ from pathlib import Path
 
 import platformdirs
 
+from ..protocol.names import room_key
+
 LOCK_FILE = "lock"
 HISTORY_FILE = "history.sqlite3"
+# Inside a data directory: one directory per room other than the first.
+ROOMS_DIR = "rooms"
 # A directory name is kept short and portable: most filesystems allow 255 bytes, but a room
 # name is free text (emoji, slashes), and the path must also fit Windows' 260 characters.
 MAX_DIR_NAME_CHARS = 48
@@ -60,6 +68,33 @@ def default_data_dir(room: str) -> Path:
     return base / "rooms" / safe_dir_name(room)
 
 
+def room_dir(path: Path, room: str) -> Path:
+    """Where the room `room`, not the server's first, keeps its history in the data directory
+    `path` (`rooms/games-1a2b3c4d`): found by the hash of its key, so the same directory for
+    every spelling that names the same room, whichever made it."""
+    digest = hashlib.sha256(room_key(room).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    rooms = path / ROOMS_DIR
+    found = sorted(rooms.glob(f"*-{digest}")) if _is_dir(rooms) else []
+    if found:
+        return found[0]
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", room.lower()).strip(".-")[:MAX_DIR_NAME_CHARS]
+    return rooms / f"{cleaned or 'room'}-{digest}"
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and its parents) readable by this user alone, or raise DataDirError."""
+    try:
+        path.mkdir(parents=True, mode=0o700)
+        # mkdir's mode passes through the umask; a strange umask must not leave the
+        # directory unwritable (or, worse, readable by others).
+        os.chmod(path, 0o700)
+    except FileExistsError:
+        if not _is_dir(path):
+            raise DataDirError(f"the data directory {path} exists and is not a directory") from None
+    except OSError as exc:
+        raise DataDirError(f"cannot create the data directory {path}: {_reason(exc)}") from None
+
+
 class DataDir:
     """A data directory this process holds (`open` it; the lock lasts until `close`)."""
 
@@ -79,18 +114,7 @@ class DataDir:
         process holds it.
         """
         path = Path(path)
-        try:
-            path.mkdir(parents=True, mode=0o700)
-            # mkdir's mode passes through the umask; a strange umask must not leave the
-            # directory unwritable (or, worse, readable by others).
-            os.chmod(path, 0o700)
-        except FileExistsError:
-            if not _is_dir(path):
-                raise DataDirError(
-                    f"the data directory {path} exists and is not a directory"
-                ) from None
-        except OSError as exc:
-            raise DataDirError(f"cannot create the data directory {path}: {_reason(exc)}") from None
+        make_private_dir(path)
         lock_path = path / LOCK_FILE
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -92,6 +92,7 @@ class Banner:
     # `docker compose logs` is where a host finds it then. `--no-qr` leaves it out.
     qr: bool = True
     identity: str = ""  # where the room's certificate comes from (certificate.py's `where`)
+    rooms: tuple[str, ...] = ()  # the host's other rooms, beside `room` (the first)
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)
@@ -109,6 +110,9 @@ class Banner:
         rule = "-" * 64
         self.say(rule)
         self.say(f"  multichat room {self.room!r} is up")
+        if self.rooms:
+            others = ", ".join(repr(r) for r in self.rooms)
+            self.say(f"  More rooms: {others} (friends land in {self.room!r}; /join NAME moves)")
         if self.password:
             self.say(f"  Password: {self.password}   (generated: share it with your friends)")
         self.say("")

@@ -25,6 +25,8 @@ from ..protocol.textmode import describe_members
 from ..server.chat import MAX_TOPIC_CHARS
 from ..server.listeners import ChatServer
 from ..server.moderation import HOST
+from ..server.room import Refused
+from ..server.rooms import HostedRoom
 from .control import MODERATION_COMMANDS, format_answer
 from .lan import lan_addresses
 from .statefile import RoomState, remove_state, write_state
@@ -37,14 +39,17 @@ PASSWORD_ENV = "MULTICHAT_PASSWORD"
 # What closes the room from its console; `shutdown` is the documented one.
 SHUTDOWN_WORDS = frozenset({"shutdown", "stop", "quit", "exit"})
 CONSOLE_HELP = (
-    ("shutdown [REASON]", "close the room, telling everyone why"),
-    ("who", "who is online, away, an operator"),
+    ("shutdown [REASON]", "close every room, telling everyone why"),
+    ("who", "who is online (in each room), away, an operator"),
+    ("rooms", "the rooms, who is in each, their topics"),
+    ("room add NAME", "open another room"),
     ("topic [TEXT]", "set the room's topic (nothing: clear it)"),
     *(
         (usage.replace("/", ""), meaning)
         for usage, meaning in commands.OPERATOR_HELP
         if not usage.startswith("/topic")
     ),
+    ("... --room NAME", "any of these in another room than the first (or the member's)"),
 )
 
 
@@ -154,12 +159,13 @@ def console_command(server: ChatServer, line: str) -> str:
     """Carry out one line typed on the host's console; what to print (may be empty).
 
     The room's own command grammar reads it, with or without the slash, and moderation acts
-    as the host: the room's operator, whom nobody can kick.
+    as the host: every room's operator, whom nobody can kick. `--room NAME` says which room;
+    without it, the room of the member named, else the first room.
     """
     verb, _, rest = line.strip().partition(" ")
     verb = verb.lower().removeprefix("/")
     rest = rest.strip()
-    room = server.room
+    rooms = server.rooms
     if not verb:
         return ""
     if verb in SHUTDOWN_WORDS:
@@ -168,11 +174,32 @@ def console_command(server: ChatServer, line: str) -> str:
     if verb in ("help", "?"):
         width = max(len(usage) for usage, _ in CONSOLE_HELP)
         return "\n".join(f"{usage.ljust(width)}  {meaning}" for usage, meaning in CONSOLE_HELP)
+    if verb == "room":
+        action, _, name = rest.partition(" ")
+        if action.lower() != "add" or not name.strip():
+            return "! usage: room add NAME"
+        try:
+            made = rooms.add_nowait(name.strip())
+        except Refused as exc:
+            return f"! {exc.message}"
+        return f"Room {made.name!r} is open: friends join it with /join {made.name}"
+    if verb == "rooms":
+        return "\n".join(_describe_room(hosted, hosted is rooms.default) for hosted in rooms)
+    words = rest.split()
+    try:
+        named = commands.take_room(words)
+    except commands.CommandError as exc:
+        return f"! {exc}"
+    try:
+        chosen = [rooms.find(named)] if named is not None else list(rooms)
+    except Refused as exc:
+        return f"! {exc.message}"
     if verb in ("who", "names"):
-        members = room.who()
-        listed = describe_members(members.names, members.away, members.ops) or "nobody"
-        return f"Online ({len(members.names)}): {listed}"
+        return "\n".join(_who(hosted, len(chosen) > 1) for hosted in chosen)
+    if named is not None:
+        rest = " ".join(words)  # what is left of the line once `--room NAME` is taken out
     if verb == "topic":
+        room = chosen[0].room
         # As the room cleans a member's /topic (server/chat.py): one line, no escapes, capped.
         room.topic = clean_for_terminal(rest, single_line=True).strip()[:MAX_TOPIC_CHARS]
         room.broadcast(Topic(room.topic, HOST))
@@ -184,10 +211,29 @@ def console_command(server: ChatServer, line: str) -> str:
     except commands.CommandError as exc:
         return f"! {str(exc).replace('usage: /', 'usage: ')}"
     assert isinstance(request, Moderate)
-    answer = server.ctx.moderation.command(HOST, request, by_host=True)
+    answer = server.ctx.room_for(named, request).moderation.command(HOST, request, by_host=True)
     if isinstance(answer, Error):
         return f"! {answer.message}"
     return format_answer(answer)
+
+
+def _who(hosted: HostedRoom, several: bool) -> str:
+    """`Online (2): ann (op), bob`, led by the room's name when there are several."""
+    members = hosted.room.who()
+    listed = describe_members(members.names, members.away, members.ops) or "nobody"
+    line = f"Online ({len(members.names)}): {listed}"
+    return f"{hosted.name}: {line}" if several else line
+
+
+def _describe_room(hosted: HostedRoom, default: bool) -> str:
+    """One room, as the console's `rooms` lists it."""
+    room = hosted.room
+    marks = ", ".join(
+        m for m in ("first" if default else "", "locked" if hosted.moderation.locked else "") if m
+    )
+    names = ", ".join(room.names()) or "nobody"
+    topic = f" - {room.topic}" if room.topic else ""
+    return f"{room.name}{f' ({marks})' if marks else ''}: {len(room)} online ({names}){topic}"
 
 
 async def host_room(
@@ -236,7 +282,7 @@ async def _run_started(
         pid=os.getpid(),
         port=bound,
         token=token,
-        room=server.room.name,
+        room=server.rooms.default.name,
         started=time.time(),
         lan=lan_addresses() if host in (None, "", "0.0.0.0", "::") else [host or ""],
         version=__version__,

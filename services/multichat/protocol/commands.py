@@ -15,6 +15,8 @@ from .events import (
     Back,
     ClientEvent,
     Help,
+    JoinRoom,
+    ListRooms,
     Moderate,
     Nick,
     Quit,
@@ -30,6 +32,8 @@ HELP = (
     ("/nick NAME", "change your name"),
     ("/away [TEXT]", "say you are away (and why); /back when you return"),
     ("/who", "who is online, who is away, who are operators"),
+    ("/rooms", "the rooms here: how many are in each, and its topic"),
+    ("/join ROOM", "move to another room"),
     ("/help", "this list"),
     ("/quit or tata", "leave the room"),
     ("//TEXT", "a message that starts with '/'"),
@@ -127,6 +131,13 @@ def parse(line: str) -> ClientEvent:
             return Who()
         case "help" | "?":
             return Help()
+        case "rooms" | "list":
+            return ListRooms()
+        case "join" | "j":
+            room = rest.strip('"').strip()
+            if not room:
+                raise CommandError("usage: /join ROOM (/rooms lists them)")
+            return JoinRoom(room)
         case "quit" | "exit":
             return Quit("quit")
         case _ if command in _BARE:
@@ -146,6 +157,22 @@ def split_target(rest: str) -> tuple[str, str]:
         return rest[1:end], rest[end + 1 :].strip()
     target, _, after = rest.partition(" ")
     return target, after.strip()
+
+
+def take_room(words: list[str]) -> str | None:
+    """`--room NAME` (or `--room=NAME`) anywhere in `words`, removed from them: which room a
+    host's command is for (`multichat lock --room den`)."""
+    for i, word in enumerate(words):
+        if word == "--room":
+            if i + 1 >= len(words):
+                raise CommandError("--room needs a room's name")
+            room = words[i + 1]
+            del words[i : i + 2]
+            return room
+        if word.startswith("--room="):
+            del words[i]
+            return word.removeprefix("--room=")
+    return None
 
 
 def _moderation(command: str, rest: str) -> Moderate:

@@ -17,13 +17,14 @@ DEFAULT_PORT = 5002
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """A client asks to join the room as `name`, with the password or a personal invite."""
+    """A client asks to join a room as `name`, with the password or a personal invite."""
 
     name: str
     password: str
     version: int = PROTOCOL_VERSION
     invite: str | None = None  # a token from `multichat invite`, instead of the password
     since: int | None = None  # resume: send me every message after this `seq` first
+    room: str | None = None  # which room; None: the server's default room
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +156,26 @@ class Members:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One room of the server: its name, how many are in it, its topic; `names` says who, in
+    the host's `status` only (a member asking `rooms` is told how many, not who)."""
+
+    name: str
+    members: int
+    topic: str = ""
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """The answer to `Control(command="status")`."""
+    """The answer to `Control(command="status")`: the default room's name, every member of the
+    server, and each room (the default one first)."""
 
     room: str
     members: tuple[str, ...]
     uptime: float
     version: str
+    rooms: tuple[RoomInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +183,29 @@ class Shutdown:
     """The room is closing; the server closes the connection after this."""
 
     reason: str
+
+
+# -- the server's rooms (docs/protocol.md, "Rooms") --
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    """A member asks which rooms the server has; the answer is `RoomList`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    """The server's rooms, the default one first."""
+
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    """A member asks to move to the room `room`: it leaves its room and gets the other's
+    `Welcome` (and recent history), or an `Error` and stays where it is."""
+
+    room: str
 
 
 # -- what members do beyond talking (docs/protocol.md, "Chat commands" and "Moderation") --
@@ -315,6 +352,8 @@ ClientEvent = (
     | SetTopic
     | Help
     | Moderate
+    | ListRooms
+    | JoinRoom
 )
 ServerEvent = (
     AskName
@@ -337,6 +376,7 @@ ServerEvent = (
     | InviteIssued
     | InviteList
     | Gap
+    | RoomList
 )
 Event = ClientEvent | ServerEvent
 

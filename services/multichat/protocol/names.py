@@ -11,6 +11,9 @@ that what a person typed is what the room shows.
 compatibility forms (fullwidth, math alphabets) and look-alikes (Unicode TR39 confusables), so
 that "Alice", "alice", fullwidth "ALICE" and "Alice" with a Cyrillic capital A cannot be in one
 room together.
+
+Rooms are named by the same rules and told apart the same way (`check_room_name`, `room_key`):
+"Den" and "den" are one room, so nobody can open a look-alike of a room to lure its members.
 """
 
 from __future__ import annotations
@@ -159,3 +162,17 @@ def name_key(name: str) -> str:
             break
         key = folded
     return key
+
+
+def check_room_name(raw: str) -> str:
+    """The display form of a room's name, by the rules of a member's name; or raise
+    RemoteProtocolError with code "bad_room" and a short message saying what is wrong."""
+    try:
+        return check_name(raw)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(str(exc).replace("name", "room name", 1), "bad_room") from None
+
+
+def room_key(name: str) -> str:
+    """The uniqueness key of a room's display name: case, width and look-alikes folded."""
+    return name_key(name)

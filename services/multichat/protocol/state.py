@@ -24,7 +24,9 @@ from .events import (
     InviteIssued,
     InviteList,
     Join,
+    JoinRoom,
     Leave,
+    ListRooms,
     Members,
     Message,
     Moderate,
@@ -35,6 +37,7 @@ from .events import (
     Pong,
     Quit,
     Renamed,
+    RoomList,
     Say,
     SetTopic,
     Shutdown,
@@ -88,7 +91,10 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (C, J, Ping): J,
     (C, J, Pong): J,
     (C, J, Quit): L,
-    **{(C, J, request): J for request in (Nick, Away, Back, SetTopic, Help, Moderate)},
+    **{
+        (C, J, request): J
+        for request in (Nick, Away, Back, SetTopic, Help, Moderate, ListRooms, JoinRoom)
+    },
     (S, J, Message): J,
     (S, J, Join): J,
     (S, J, Leave): J,
@@ -97,7 +103,12 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, J, Pong): J,
     (S, J, Error): J,  # a bad frame is answered and the session goes on
     (S, J, Shutdown): X,
-    **{(S, J, news): J for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList, Gap)},
+    # A member that moved to another room (`join`) is welcomed there: it is still joined.
+    (S, J, Welcome): J,
+    **{
+        (S, J, news): J
+        for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList, Gap, RoomList)
+    },
     # After `quit` the server still sends what it had queued (echoes of the last lines), then
     # closes; the client sends nothing more.
     (S, L, Message): L,
@@ -108,7 +119,8 @@ _TRANSITIONS: dict[tuple[Role, State, type[Event]], State] = {
     (S, L, Pong): L,
     (S, L, Error): L,
     (S, L, Shutdown): X,
-    **{(S, L, news): L for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList)},
+    (S, L, Welcome): L,  # a move asked for before the quit
+    **{(S, L, news): L for news in (Renamed, WentAway, CameBack, Topic, Notice, BanList, RoomList)},
 }
 
 # Plain-text mode asks for the password first, then the name, and asks again for a name that

@@ -27,6 +27,7 @@ from .events import (
     Pong,
     Quit,
     Renamed,
+    RoomList,
     Say,
     Shutdown,
     Status,
@@ -78,6 +79,12 @@ def render(event: Event) -> bytes:
             return f"* {name} is back\n".encode()
         case Topic(text, by):
             return f"* {by} set the topic: {text}\n".encode() if text else b"* no topic\n"
+        case RoomList(rooms):
+            lines = [f"* Rooms ({len(rooms)}):\n"]
+            for info in rooms:
+                about = f": {info.topic}" if info.topic else ""
+                lines.append(f"*   {info.name} ({info.members} online){about}\n")
+            return "".join(lines).encode()
         case Gap(missed):
             return f"* {missed} earlier messages left out\n".encode()
         case Notice(text):

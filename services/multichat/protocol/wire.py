@@ -28,7 +28,9 @@ from .events import (
     InviteIssued,
     InviteList,
     Join,
+    JoinRoom,
     Leave,
+    ListRooms,
     Members,
     Message,
     MessageId,
@@ -40,6 +42,8 @@ from .events import (
     Pong,
     Quit,
     Renamed,
+    RoomInfo,
+    RoomList,
     Say,
     SetTopic,
     Shutdown,
@@ -181,6 +185,28 @@ def _invite_json(invite: Invite) -> dict[str, Any]:
     return {"id": invite.id, "name": invite.name, "uses": invite.uses, "expires": invite.expires}
 
 
+def _room(value: object) -> RoomInfo:
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("a room must be an object")
+    return RoomInfo(
+        _str(value, "name"),
+        _int(value, "members"),
+        _str(value, "topic", ""),
+        _names(value, "names", []),
+    )
+
+
+def _rooms(obj: dict[str, Any]) -> tuple[RoomInfo, ...]:
+    return tuple(_room(r) for r in _list(obj, "rooms"))
+
+
+def _room_json(room: RoomInfo) -> dict[str, Any]:
+    obj: dict[str, Any] = {"name": room.name, "members": room.members, "topic": room.topic}
+    if room.names:
+        obj["names"] = list(room.names)
+    return obj
+
+
 def _list(obj: dict[str, Any], key: str) -> list[object]:
     value = obj.get(key)
     if not isinstance(value, list):
@@ -214,6 +240,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
         _int(o, "version"),
         _opt_str(o, "invite"),
         _since(o),
+        _opt_str(o, "room"),
     ),
     "control": lambda o: Control(
         _str(o, "token", limit=_F),
@@ -244,13 +271,22 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
         _opt_str(o, "to"),
         _bool(o, "action"),
     ),
-    "join": lambda o: Join(_str(o, "name"), _num(o, "ts", 0.0)),
+    # A member's request names the room it goes to; the server's news names who came.
+    "join": lambda o: (
+        Join(_str(o, "name"), _num(o, "ts", 0.0))
+        if "name" in o
+        else JoinRoom(_str(o, "room", limit=_F))
+    ),
     "leave": lambda o: Leave(
         _str(o, "name"), _str(o, "reason", "disconnected"), _num(o, "ts", 0.0)
     ),
     "members": lambda o: Members(_names(o, "names"), _away(o), _names(o, "ops", [])),
     "status": lambda o: Status(
-        _str(o, "room"), _names(o, "members"), _num(o, "uptime"), _str(o, "version")
+        _str(o, "room"),
+        _names(o, "members"),
+        _num(o, "uptime"),
+        _str(o, "version"),
+        _rooms(o) if "rooms" in o else (),
     ),
     "shutdown": lambda o: Shutdown(_str(o, "reason", "")),
     "nick": _nick,
@@ -267,6 +303,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "notice": lambda o: Notice(_str(o, "text"), _num(o, "ts", 0.0)),
     "bans": lambda o: _bans(o) if "bans" in o else Moderate("bans"),
     "gap": lambda o: Gap(_int(o, "missed")),
+    "rooms": lambda o: RoomList(_rooms(o)) if "rooms" in o else ListRooms(),
     "invite": lambda o: InviteIssued(_invite(o), _str(o, "token")),
     "invites": lambda o: InviteList(tuple(_invite(i) for i in _list(o, "invites"))),
     "kick": _moderate("kick"),
@@ -306,12 +343,14 @@ def to_json(event: Event) -> dict[str, Any]:
     """The JSON object of one event."""
     obj: dict[str, Any]
     match event:
-        case Hello(name, password, version, invite, since):
+        case Hello(name, password, version, invite, since, room):
             obj = {"type": "hello", "version": version, "name": name, "password": password}
             if invite is not None:
                 obj["invite"] = invite
             if since is not None:
                 obj["since"] = since
+            if room is not None:
+                obj["room"] = room
             return obj
         case Control(token, command, reason, args):
             obj = {
@@ -380,14 +419,23 @@ def to_json(event: Event) -> dict[str, Any]:
             if ops:
                 obj["ops"] = list(ops)
             return obj
-        case Status(room, members, uptime, version):
-            return {
+        case Status(room, members, uptime, version, rooms):
+            obj = {
                 "type": "status",
                 "room": room,
                 "members": list(members),
                 "uptime": uptime,
                 "version": version,
             }
+            if rooms:
+                obj["rooms"] = [_room_json(r) for r in rooms]
+            return obj
+        case ListRooms():
+            return {"type": "rooms"}
+        case RoomList(rooms):
+            return {"type": "rooms", "rooms": [_room_json(r) for r in rooms]}
+        case JoinRoom(room):
+            return {"type": "join", "room": room}
         case Shutdown(reason):
             return {"type": "shutdown", "reason": reason}
         case Nick(name):

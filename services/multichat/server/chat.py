@@ -1,7 +1,8 @@
 """What a member asks of the room beyond a public message: private messages, a new name, away
 and back, the topic, help, and moderation commands. Each request gets at most one answer, for
 the asker alone (an error, a notice, a ban list); what the room should see, the room appends
-itself. Sync: the room never waits.
+itself. Each acts in the member's own room (its moderation, its topic). Sync: the room never
+waits.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from ..protocol.events import (
     WentAway,
 )
 from ..protocol.sanitize import clean_for_terminal
-from .context import ServerContext
 from .moderation import BROADCAST, help_text
 from .room import Member, Refused
+from .rooms import HostedRoom, Rooms
 
 # One rename per 10 s: enough to fix a typo, too slow to flood the room with renames (IRC
 # servers throttle NICK the same way: InspIRCd's nickflood, ergo's nick-change limit).
@@ -43,16 +44,22 @@ def _line(text: str, limit: int) -> str:
     return clean_for_terminal(text, single_line=True).strip()[:limit]
 
 
-def answer(ctx: ServerContext, member: Member, request: Request, now: float) -> Answer | None:
-    """Carry out `request` from `member` (flood control already charged); its answer."""
-    room = ctx.room
+def answer(
+    rooms: Rooms, hosted: HostedRoom, member: Member, request: Request, now: float
+) -> Answer | None:
+    """Carry out `request` from `member` of `hosted` (flood control already charged); its
+    answer."""
+    room = hosted.room
     match request:
         case Say(text, id, to, action) if to is not None:
-            refusal = ctx.moderation.muted(member)
+            refusal = hosted.moderation.muted(member)
             if refusal is not None:
                 return refusal
             recipient = room.find(to)
             if recipient is None:
+                elsewhere = rooms.where(to)
+                if elsewhere is not None:
+                    return Error("no_such_member", f"{to!r} is in {elsewhere.name}, not this room")
                 return Error("no_such_member", f"nobody called {to!r} is in the room")
             try:
                 room.post_private(member, recipient, text, id, action=action)
@@ -68,7 +75,8 @@ def answer(ctx: ServerContext, member: Member, request: Request, now: float) -> 
                 room.rename(member, name)
             except Refused as exc:
                 return Error(exc.code, exc.message)
-            ctx.moderation.renamed(old_key, member.key)
+            for each in rooms:  # a mute in any room goes with the name
+                each.moderation.renamed(old_key, member.key)
             member.renamed_at = now
         case Away(text):
             member.away = _line(text, MAX_AWAY_CHARS)
@@ -85,7 +93,7 @@ def answer(ctx: ServerContext, member: Member, request: Request, now: float) -> 
         case Help():
             return Notice(help_text(member.op), room.now())
         case Moderate(command):
-            answer = ctx.moderation.command(member.name, request)
+            answer = hosted.moderation.command(member.name, request)
             if isinstance(answer, Notice) and command in BROADCAST:
                 return None  # the room's copy of the notice says it
             return answer

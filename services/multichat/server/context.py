@@ -1,7 +1,8 @@
 """What every connection of one server shares, and the checks it makes of what they ask.
 
 A session asks; this decides whether a password or a control token is right, counting wrong
-ones per source and in all, and what to answer. No I/O.
+ones per source and in all, and what to answer. The rooms (rooms.py) are shared too: each
+keeps its own members, moderation and history. No I/O.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from typing import Protocol
 
 from ..protocol import commands
 from ..protocol.errors import ProtocolError
-from ..protocol.events import BanList, Error, InviteIssued, InviteList, Notice, Status
+from ..protocol.events import BanList, Error, InviteIssued, InviteList, Moderate, Notice, Status
 from ..protocol.names import check_name, name_key
 from .auth import Gate, Secret, Throttle
-from .fanout import Fanout
-from .history import HistoryStore
 from .invites import InviteBook, InviteError
 from .limits import Limits
-from .moderation import HOST, Moderation
-from .room import Room
+from .moderation import HOST
+from .room import Refused
+from .rooms import HostedRoom, Rooms
 
 log = logging.getLogger("multichat.server")
 
@@ -40,18 +40,15 @@ class OpenConnection(Protocol):
 class ServerContext:
     """What every connection of one server shares."""
 
-    room: Room
+    rooms: Rooms
     password: Secret
     limits: Limits
     version: str
     control_token: Secret | None = None
-    tls: ssl.SSLContext | None = None  # the room's certificate, for clients that open with TLS
-    history: HistoryStore | None = None  # the room's data directory's, if it keeps one
+    tls: ssl.SSLContext | None = None  # the server's certificate, for clients that open with TLS
     request_shutdown: Callable[[str], None] = lambda reason: None
     failures: Throttle = field(init=False)
     gate: Gate = field(init=False)
-    fanout: Fanout = field(init=False)
-    moderation: Moderation = field(init=False)
     invites: InviteBook = field(init=False)
     sessions: set[OpenConnection] = field(init=False, default_factory=set)
 
@@ -63,10 +60,9 @@ class ServerContext:
         self.gate = Gate(
             lim.connections_per_source, lim.unauthenticated_per_source, lim.unauthenticated_total
         )
-        self.fanout = Fanout(self.room)
-        self.invites = InviteBook(clock=self.room.now)
-        self.room.reserved = lambda key: self.invites.reserved(key, name_key)
-        self.moderation = Moderation(self.room, clock=self.room.now, monotonic=self.room.monotonic)
+        self.invites = InviteBook(clock=self.rooms.default.room.now)
+        # A personal invite keeps its name in every room: names are the server's.
+        self.rooms.reserved = lambda key: self.invites.reserved(key, name_key)
 
     def check_password(self, source: str, attempt: str, now: float) -> Error | None:
         """None if `attempt` is the room's password; otherwise the error to answer with."""
@@ -113,7 +109,8 @@ class ServerContext:
         """The answer to a control command; a right `shutdown` also starts closing the room.
 
         Moderation commands (`kick NAME REASON...`) come with their words in `args` and act as
-        the host.
+        the host, in the room `--room NAME` names, else the room of the member they name,
+        else the default room.
         """
         if self.control_token is None or not self.failures.allowed(source, now):
             return Error("bad_token", "control commands are not available")
@@ -124,16 +121,33 @@ class ServerContext:
             return self._invite_command(command, args)
         if command not in ("status", "shutdown"):
             try:
-                request = commands.moderation(command, list(args))
+                words = list(args)
+                room = commands.take_room(words)
+                request = commands.moderation(command, words)
+                hosted = self.room_for(room, request)
             except ProtocolError as exc:
                 return Error(exc.code, str(exc))
-            return self.moderation.command(HOST, request, by_host=True)
-        room = self.room
-        status = Status(room.name, room.names(), room.uptime(), self.version)
+            except Refused as exc:
+                return Error(exc.code, exc.message)
+            return hosted.moderation.command(HOST, request, by_host=True)
+        default = self.rooms.default.room
+        rooms = tuple(hosted.info(names=True) for hosted in self.rooms)
+        status = Status(default.name, self.rooms.names(), default.uptime(), self.version, rooms)
         if command == "shutdown":
             log.info("shutdown requested by the control token: %s", reason or "(no reason)")
             self.request_shutdown(reason or "the host closed the room")
         return status
+
+    def room_for(self, room: str | None, request: Moderate) -> HostedRoom:
+        """Where a host's moderation command acts: the room it names, else the room of the
+        member it names (names are the server's), else the default room. Raises Refused."""
+        if room is not None:
+            return self.rooms.find(room)
+        if request.target:
+            found = self.rooms.where(request.target)
+            if found is not None:
+                return found
+        return self.rooms.default
 
     def _invite_command(
         self, command: str, args: tuple[str, ...]
@@ -146,7 +160,7 @@ class ServerContext:
                 if len(args) != 1:
                     return Error("bad_command", "usage: revoke ID")
                 gone = self.invites.revoke(args[0])
-                return Notice(f"revoked invite {gone.id}", self.room.now())
+                return Notice(f"revoked invite {gone.id}", self.rooms.default.room.now())
             options = dict(arg.partition("=")[::2] for arg in args)
             name = options.pop("name", "")
             if name:

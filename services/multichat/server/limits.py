@@ -42,6 +42,11 @@ FLOOD_PER_SECOND = 2.0
 FLOOD_KICK_SECONDS = 60.0
 # How many members one room holds; each costs a few KiB.
 MAX_MEMBERS = 10_000
+# How many rooms one server holds, whoever made them. A room with history keeps an SQLite file
+# open and a writer thread of its own, and `open_rooms` lets any member make one: a hundred
+# is a large community (Discord caps a server at 500 channels; IRC networks at 20 to 120
+# channels per user), and small enough that a member making rooms cannot exhaust the host.
+MAX_ROOMS = 100
 # A new member sees the last few entries of the room, so a conversation has context.
 HISTORY_ENTRIES = 20
 # After `shutdown`, members get this long to receive what is queued for them.
@@ -71,6 +76,7 @@ class Limits:
     flood_per_second: float = FLOOD_PER_SECOND
     flood_kick_seconds: float = FLOOD_KICK_SECONDS
     max_members: int = MAX_MEMBERS
+    max_rooms: int = MAX_ROOMS
     history_entries: int = HISTORY_ENTRIES
     shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS
     resume_max: int = RESUME_MAX
@@ -116,15 +122,19 @@ def parse_table(
     return dataclasses.replace(base, **changes)  # type: ignore[type-var]
 
 
-def read_table(path: Path, name: str, error: type[LimitsError]) -> dict[str, object]:
-    """The `[name]` table of the TOML file at `path` (empty if it has none)."""
+def read_document(path: Path, error: type[LimitsError]) -> dict[str, object]:
+    """The TOML file at `path`, or `error` saying in one line why it cannot be read."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{path} is not valid TOML: {exc}") from None
-    table = document.get(name, {})
+
+
+def read_table(path: Path, name: str, error: type[LimitsError]) -> dict[str, object]:
+    """The `[name]` table of the TOML file at `path` (empty if it has none)."""
+    table = read_document(path, error).get(name, {})
     if not isinstance(table, dict):
         raise error(f"{path}: [{name}] must be a table")
     return table
@@ -133,3 +143,12 @@ def read_table(path: Path, name: str, error: type[LimitsError]) -> dict[str, obj
 def load_limits(path: Path) -> Limits:
     """The limits in the `[limits]` table of the TOML file at `path`."""
     return parse_limits(read_table(path, "limits", LimitsError))
+
+
+def load_open_rooms(path: Path) -> bool:
+    """The config file's top-level `open_rooms` (default false): whether a member who asks for
+    a room that does not exist makes it, or is told there is none."""
+    value = read_document(path, LimitsError).get("open_rooms", False)
+    if not isinstance(value, bool):
+        raise LimitsError(f"{path}: open_rooms must be true or false, not {value!r}")
+    return value

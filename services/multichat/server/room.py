@@ -123,6 +123,9 @@ class Room:
         self.topic = ""
         # Whether a name (by key) is kept for the bearer of a personal invite.
         self.reserved: Callable[[str], bool] = lambda key: False
+        # Whether a name (by key) is in use in another room of the server: names are the
+        # server's, not one room's, so nobody is "alice" in two rooms at once (rooms.py).
+        self.elsewhere: Callable[[str], bool] = lambda key: False
         # Members' writers take their share from the log itself (`log.take_nowait`): that call
         # runs once per member per flush, millions of times a second, and even an attribute of
         # ours in between measurably slows it.
@@ -213,7 +216,7 @@ class Room:
         except ProtocolError as exc:
             raise Refused("bad_name", str(exc)) from None
         key = name_key(display)
-        if key in self._members or (not invited and self.reserved(key)):
+        if key in self._members or self.elsewhere(key) or (not invited and self.reserved(key)):
             raise Refused("name_taken", f"the name {display!r} is taken; pick another")
         return display, key
 
@@ -265,6 +268,10 @@ class Room:
 
     def __len__(self) -> int:
         return len(self._members)
+
+    def holds(self, key: str) -> bool:
+        """Whether a member with the name key `key` is in the room."""
+        return key in self._members
 
     def __contains__(self, member: Member) -> bool:
         return self._members.get(member.key) is member
@@ -368,7 +375,9 @@ class Room:
             raise Refused("bad_name", str(exc)) from None
         key = name_key(display)
         holder = self._members.get(key)
-        if (holder is not None and holder is not member) or (holder is None and self.reserved(key)):
+        if (holder is not None and holder is not member) or (
+            holder is None and (self.reserved(key) or self.elsewhere(key))
+        ):
             raise Refused("name_taken", f"the name {display!r} is taken; pick another")
         old = member.name
         # Rebuilt, not re-inserted: the member list keeps its join order.

@@ -26,6 +26,8 @@ from ..protocol.events import (
     Event,
     Hello,
     Help,
+    JoinRoom,
+    ListRooms,
     MessageId,
     Moderate,
     NeedData,
@@ -47,6 +49,7 @@ from .context import ServerContext
 from .delivery import Delivery
 from .flood import Fakelag
 from .room import Member, Refused
+from .rooms import HostedRoom
 from .tls import TlsLayer, looks_like_tls
 from .transport import Transport
 
@@ -74,6 +77,7 @@ class Session:
         "conn",
         "ctx",
         "delivery",
+        "hosted",
         "leave_reason",
         "member",
         "name_tries",
@@ -96,10 +100,12 @@ class Session:
         self.source = source
         self.conn = ServerConnection()
         self.member: Member | None = None
+        self.hosted: HostedRoom | None = None  # the room `member` is in
         self.leave_reason = "disconnected"
         self._finished = False  # nothing more will be queued: flush and close
         self._kicked = False  # dropped: close at once, without a lingering close
-        self.delivery = Delivery(transport, ctx.room, self.finish_nowait)
+        # Its room is set on joining (and on moving): until then, nothing goes through one.
+        self.delivery = Delivery(transport, ctx.rooms.default.room, self.finish_nowait)
         self.name_tries = 0  # names refused so far (login.py)
         self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
@@ -163,10 +169,10 @@ class Session:
 
     def _leave(self) -> None:
         """Out of the room at once, so nothing new is queued while the last bytes go out."""
-        member = self.member
-        if member is not None and member in self.ctx.room:
-            log.info("%s left (%s)", member.name, self.leave_reason)
-            self.ctx.room.remove(member, self.leave_reason)
+        member, hosted = self.member, self.hosted
+        if member is not None and hosted is not None and member in hosted.room:
+            log.info("%s left %s (%s)", member.name, hosted.name, self.leave_reason)
+            hosted.room.remove(member, self.leave_reason)
 
     def _who(self) -> str:
         return self.member.name if self.member else "a visitor"
@@ -208,8 +214,8 @@ class Session:
                     await self.transport.linger_close()
             finally:
                 self.transport.close()
-                if self.member is not None:
-                    self.ctx.room.log.forget(self.member)
+                if self.member is not None and self.hosted is not None:
+                    self.hosted.room.log.forget(self.member)
 
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
@@ -382,7 +388,16 @@ class Session:
                 # counts them like messages.
                 if not await self._throttle():
                     return False
-                self.send_nowait(self.ctx.room.who())
+                assert self.hosted is not None
+                self.send_nowait(self.hosted.room.who())
+            case ListRooms():
+                if not await self._throttle():
+                    return False
+                self.send_nowait(self.ctx.rooms.listing())
+            case JoinRoom(room):
+                if not await self._throttle():
+                    return False
+                return await login.move(self, room)
             case Ping(data):
                 if not await self._throttle():
                     return False
@@ -398,8 +413,8 @@ class Session:
                 if not login.check_password(self, password):
                     return False
                 self.send_nowait(AskName())
-            case Hello(name, password, _, invite, since):
-                return await login.hello(self, name, password, invite, since)
+            case Hello(name, password, _, invite, since, room):
+                return await login.hello(self, name, password, invite, since, room)
             case Control(token, command, reason, args):
                 now = trio.current_time()
                 answer = self.ctx.control(self.source, token, command, reason, now, args)
@@ -423,29 +438,30 @@ class Session:
         return True
 
     async def _say(self, text: str, id: MessageId | None, action: bool) -> bool:
-        ctx = self.ctx
-        assert self.member is not None
         # Charged before posting, so the burst is exactly `flood_burst` messages at once.
         if not await self._throttle():
             return False
-        refusal = ctx.moderation.muted(self.member)
+        member, hosted = self.member, self.hosted
+        assert member is not None and hosted is not None
+        refusal = hosted.moderation.muted(member)
         if refusal is not None:
             self.send_nowait(refusal)
             return True
         try:
-            ctx.room.post(self.member, text, id, action=action)
+            hosted.room.post(member, text, id, action=action)
         except Refused as exc:
             self.send_nowait(Error(exc.code, exc.message))
         else:
-            ctx.fanout.posted_nowait()
+            hosted.fanout.posted_nowait()
         return True
 
     async def _request(self, request: chat.Request) -> bool:
         """Anything but a public message: flood control counts it the same."""
-        assert self.member is not None
         if not await self._throttle():
             return False
-        answer = chat.answer(self.ctx, self.member, request, trio.current_time())
-        if answer is not None and self.member in self.ctx.room:
+        member, hosted = self.member, self.hosted
+        assert member is not None and hosted is not None
+        answer = chat.answer(self.ctx.rooms, hosted, member, request, trio.current_time())
+        if answer is not None and member in hosted.room:
             self.send_nowait(answer)
         return True

@@ -46,7 +46,9 @@
   // A private line to someone who is not there; requests (`/kick bob`) get the same code, so
   // the error is matched to a line by the name it quotes.
   const NO_SUCH_MEMBER = "no_such_member";
-  const FATAL_LOGIN = new Set(["bad_password", "bad_name", "unsupported_version", "bad_invite"]);
+  // A room gone after a restart (the host no longer makes it) is one too.
+  const FATAL_LOGIN = new Set(["bad_password", "bad_name", "unsupported_version", "bad_invite",
+    "no_such_room", "bad_room"]);
   const KICKS = new Set(["flooding", "kicked", "banned"]); // coming back would not be welcome
   const QUIT_WORDS = new Set(["tata", "/quit"]);
   // Frames that are entries of the room's log: after a rejoin the room replays them, and they
@@ -65,6 +67,8 @@
     ["/nick NAME", "change your name"],
     ["/away [TEXT]", "say you are away (and why); /back when you return"],
     ["/who", "who is online, who is away, who are operators"],
+    ["/rooms", "the rooms here: how many are in each, and its topic"],
+    ["/join ROOM", "move to another room"],
     ["/help", "this list"],
     ["/quit or tata", "leave the room"],
     ["//TEXT", "a message that starts with '/'"],
@@ -318,6 +322,13 @@
         return { type: "topic", text: rest };
       case "who": case "names":
         return { type: "who" };
+      case "rooms": case "list":
+        return { type: "rooms" };
+      case "join": case "j": {
+        const room = strip(rest.replace(/^"+|"+$/g, ""));
+        if (!room) throw new CommandError("usage: /join ROOM (/rooms lists them)");
+        return { type: "join", room };
+      }
       case "help": case "?":
         return { type: "help" };
       case "quit": case "exit":
@@ -618,6 +629,19 @@
     addRow("bans", undefined, [table], true);
   }
 
+  // The answer to /rooms: one line a room, the one we are in marked.
+  function showRooms(frame) {
+    const rooms = Array.isArray(frame.rooms) ? frame.rooms.filter((r) => r && typeof r === "object")
+      : [];
+    system(`Rooms (${rooms.length}):`);
+    for (const room of rooms) {
+      const name = str(room.name);
+      const here = name === session.room ? " (you are here)" : "";
+      const topic = cleanLine(str(room.topic));
+      system(`  ${cleanLine(name)}${here}, ${num(room.members)} online${topic ? `: ${topic}` : ""}`);
+    }
+  }
+
   function showState() {
     const state = $("state");
     let shown = "connected";
@@ -691,6 +715,7 @@
       (b) => b.toString(16).padStart(2, "0")).join("");
     return {
       name, password, invite: token, room: "", members: [], topic: "",
+      joining: null, // a "join" typed: sent after the lines typed before it
       ops: [], away: new Map(), // as of the last member list, and away and back since
       ws: null, // the current socket; events from older ones are ignored
       welcomed: false, // this socket got its welcome
@@ -732,7 +757,8 @@
   function hello() {
     const frame = { type: "hello", version: 1, name: session.name, password: session.password };
     if (session.invite) Object.assign(frame, { password: "", invite: session.invite });
-    if (session.everJoined) frame.since = session.lastSeq;
+    // A rejoin goes back to the room we were in (a /join may have moved us from the first).
+    if (session.everJoined) Object.assign(frame, { since: session.lastSeq, room: session.room });
     return frame;
   }
 
@@ -811,6 +837,24 @@
     showState();
   }
 
+  // The room moved us (/join): the other room's welcome, then its recent history, whose joins
+  // and leaves are not news for the member list (the answer to "who" is).
+  function moved(frame) {
+    Object.assign(session, {
+      room: String(frame.room ?? ""), name: String(frame.name ?? session.name),
+      members: Array.isArray(frame.members) ? frame.members.map(String) : [],
+      topic: str(frame.topic), ops: [], away: new Map(),
+      lastSeq: num(frame.seq), // the room's own numbers: a rejoin resumes after its newest
+      holding: "join",
+    });
+    send({ type: "who" });
+    showRoom();
+    system(`Welcome to ${session.room}, ${session.name}! Online: ${session.members.join(", ")}`);
+    if (session.topic) system(`Topic: ${session.topic}`);
+    showTopic();
+    showMembers();
+  }
+
   // Send what is queued, unless the room is still replaying. A quit waits for every echo: once
   // it is sent, the server reads nothing more from us.
   function flush() {
@@ -822,6 +866,10 @@
       if (line.to) frame.to = line.to;
       if (line.action) frame.action = true;
       send(frame);
+    }
+    if (session.joining) {
+      send(session.joining);
+      session.joining = null;
     }
     if (session.quitting && session.unacked.size === 0) {
       send({ type: "quit", reason: "quit" });
@@ -929,6 +977,12 @@
       }
       case "bans":
         showBans(frame);
+        break;
+      case "rooms":
+        showRooms(frame);
+        break;
+      case "welcome":
+        moved(frame);
         break;
       case "ping":
         send({ type: "pong", data: str(frame.data) });
@@ -1049,6 +1103,7 @@
     session.welcomed = false;
     session.holding = false;
     session.replay = [];
+    session.joining = null; // a request is not kept for the next connection
     stopTimers();
     requeue();
     if (!session.everJoined) {
@@ -1184,6 +1239,12 @@
     if (!session.welcomed) {
       system("Not connected; try again once reconnected.", "error");
       return false;
+    }
+    if (frame.type === "join") {
+      // Lines typed before it are said in the room they were typed in: it waits for them.
+      session.joining = frame;
+      flush();
+      return true;
     }
     send(frame);
     return true;
