@@ -754,3 +754,24 @@ def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(HistorySettingsError, match="cannot read") as caught:
         load_history_settings(tmp_path / "nope.toml")
     one_line(caught.value)
+
+
+@pytest.mark.parametrize("sizes", [[1, 2, 3], [512, 513], [1000, 7, 1]])
+def test_a_batch_of_any_size_is_stored_whole_and_in_order(
+    store: HistoryStore, sizes: list[int]
+) -> None:
+    seq = 0
+    for size in sizes:
+        batch = [
+            say(seq + i + 1, f"m{seq + i + 1}", to="bob" if i % 3 == 0 else None)
+            for i in range(size)
+        ]
+        store.append(batch)
+        seq += size
+    stored = list(store.entries(include_private=True))
+    assert [e.seq for e in stored] == list(range(1, seq + 1))
+    assert [e.text for e in stored] == [f"m{n}" for n in range(1, seq + 1)]
+    assert store.last_seq() == seq
+    with pytest.raises(HistoryError):  # seq 1 again: the whole batch is refused
+        store.append([say(seq + 1), say(1)])
+    assert store.last_seq() == seq

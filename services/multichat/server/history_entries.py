@@ -7,8 +7,7 @@ set) is shown to its two parties only, matched by name key as the room matches m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..protocol.events import CameBack, Join, Leave, Message, Notice, Renamed, Topic, WentAway
 from ..protocol.names import name_key
@@ -27,9 +26,12 @@ BACK = "back"
 HistoryEvent = Message | Join | Leave | Renamed | Topic | Notice | WentAway | CameBack
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """One entry of the room's history as the store keeps it."""
+class StoredEntry(NamedTuple):
+    """One entry of the room's history as the store keeps it.
+
+    A named tuple, not a frozen dataclass: the room makes one for every message it stores, and
+    `from_event` took 2.1 µs with the dataclass against 1.2 with the tuple on the test machine.
+    """
 
     seq: int  # a message's own; anything else's, the newest message's before it
     ts: float

@@ -47,7 +47,7 @@ class HistoryWriter:
     Run it with `await nursery.start(writer.run)`; then `append_nowait(entry, on_done)` queues
     an entry, and `on_done(saved)` is called in trio's thread once the entry's transaction
     committed (`saved` True), or once saving failed (`saved` False; see `failing`). Callbacks
-    run in the order the entries were appended, and `on_flushed()` after each group of them.
+    run in the order the entries were appended, and `on_flushed(how many)` after each group.
     `set_ban_nowait` queues a ban the same way (its signature is `Moderation.on_ban`'s).
 
     Commits are grouped the way a kernel corks a socket: with none running, what is queued goes
@@ -65,13 +65,13 @@ class HistoryWriter:
         store: HistoryStore,
         *,
         on_failing: Callable[[str | None], None] | None = None,
-        on_flushed: Callable[[], None] | None = None,
+        on_flushed: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.failing: str | None = None
         self.given_up = 0  # entries dropped from memory before the disk took them
         self._on_failing = on_failing or (lambda reason: None)
-        self._on_flushed = on_flushed or (lambda: None)
+        self._on_flushed = on_flushed or (lambda count: None)
         self._queue: list[tuple[StoredEntry, OnDone | None]] = []
         self._bans: dict[str, BanEntry | None] = {}  # by address, in the order set
         self._ban_changes = 0  # queued in `_bans`, counting each one a later one replaced
@@ -279,7 +279,7 @@ class HistoryWriter:
         for _, on_done in pending:
             if on_done is not None:
                 on_done(saved)
-        self._on_flushed()
+        self._on_flushed(len(pending))
         self._progress.set()
         self._progress = trio.Event()
 

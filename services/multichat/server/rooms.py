@@ -85,7 +85,7 @@ class HostedRoom:
         writer = HistoryWriter(
             store,
             on_failing=lambda reason: archive.failing(reason) if archive else None,
-            on_flushed=lambda: archive.flushed() if archive else None,
+            on_flushed=lambda count: archive.flushed(count) if archive else None,
         )
         archive = Archive(self.room, writer)
         await keeper.start(writer.run)
