@@ -1,0 +1,582 @@
+"""Several servers, one room: the room's log goes through Redis, and every server reads it back.
+
+Without a backplane a room's log is appended to by its one server. With one, a server asks
+Redis to append (`publish`, `join`, `rename`, `leave_nowait`), and Redis decides the order and
+the numbering, once, for everyone (backplane_scripts.py). Every server reads each room's
+stream from where it left off and hands what comes, in order, to `on_entries`: its members'
+own posts too, so the echo that acknowledges a message is the stream's, in the stream's order.
+An entry names its origin (the server's node id, the member's token there, the client's
+message id), which is how a server finds its member's echo among everyone's entries.
+
+    backplane = Backplane(parse_address("redis://127.0.0.1:6379/0"), on_entries=...)
+    await nursery.start(backplane.run)
+    snapshot = await backplane.open_room(room, history=20)   # then on_entries from there
+    seat = await backplane.join(room, "alice")               # NameTaken: on some server
+    seq = await backplane.publish(room, entry, seat=seat, id="42")
+    backplane.leave_nowait(seat, "quit")
+
+Redis away: `publish`, `join` and `rename` raise BackplaneUnavailable at once (members stay
+connected, and are told `unavailable`), a leave waits for Redis, and the reader carries on
+from the last entry it saw once Redis is back: nothing skipped, nothing twice. Servers that
+die are reaped by the others (backplane_nodes.py); one that stops cleanly (`run` cancelled)
+makes its members leave itself. docs/backplane.md says what each failure costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from ..protocol.events import MessageId
+from ..protocol.names import name_key
+from .backplane_address import BackplaneAddress, BackplaneError, parse_address
+from .backplane_codec import (
+    NAMESPACE,
+    PRESENCE_TYPES,
+    BackplaneEntry,
+    CorruptEntry,
+    Keys,
+    Origin,
+    RemoteMember,
+    Seat,
+    decode_member,
+    decode_topic,
+    encode_fields,
+    encode_topic,
+    member_order,
+    parse_id,
+    stream_id,
+)
+from .backplane_link import (
+    COMMAND_SECONDS,
+    LINK_ERRORS,
+    READ_BLOCK_SECONDS,
+    REFUSALS,
+    START_ERRORS,
+    BackplaneUnavailable,
+    Link,
+    RedisClient,
+    describe,
+    open_client,
+    quiet_coredis,
+    unless_cancelled,
+)
+from .backplane_nodes import (
+    NODE_TIMEOUT_SECONDS,
+    Liveness,
+    check_node,
+    check_password,
+    retire,
+)
+from .backplane_reader import (
+    Reader,
+    decode_script_entries,
+    decode_stream,
+    pairs,
+    sequence,
+)
+from .backplane_scripts import since_script, snapshot_script
+from .backplane_writer import Op, Writer
+from .history_entries import JOIN, LEAVE, NICK, TOPIC, StoredEntry
+
+log = logging.getLogger("multichat.backplane")
+
+T = TypeVar("T")
+
+# Each room's stream keeps about this many entries (XADD MAXLEN ~): the history's own default
+# `keep_entries`, about 15 MB of a busy room in Redis's memory (150 bytes an entry, measured).
+# Members resuming, and newcomers, are served from it; what is older is gone from Redis.
+RETENTION_ENTRIES = 100_000
+# A server that stops waits this long for its members' leaves to reach Redis; past it, the
+# others reap them after node_timeout anyway.
+RETIRE_SECONDS = 2.0
+# A resume asks for the newest N messages; the joins and leaves between them come too, up to
+# this many entries beyond N, so that a room's churn cannot make one answer unbounded.
+REPLAY_SLACK_ENTRIES = 1_000
+# Exclusive ranges in XRANGE (`(41-0`) came in 6.2; Debian 12 ships 7.0.
+MIN_REDIS = (6, 2)
+# Node ids and namespaces go into key and client names: nothing that needs quoting.
+_PLAIN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# What the others see when a member whose join was never confirmed to it is taken out again.
+ABANDONED_REASON = "disconnected"
+
+
+class NameTaken(Exception):
+    """A member on some server of the backplane has this name (or one that looks like it)."""
+
+
+class NotJoined(Exception):
+    """The seat is no longer in its room: it left, or its server was taken for dead."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSnapshot:
+    """A room at one moment: `on_entries` then delivers everything after `position`."""
+
+    entries: list[BackplaneEntry]  # the newest ones asked for, oldest first
+    members: list[RemoteMember]  # on every server, in the order they joined
+    seq: int  # the newest message's number
+    position: str  # the newest entry's stream ID ("0-0" while there is none)
+    topic: str
+    topic_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a member resuming is sent: the newest entries after its seq, and how many messages
+    in between it misses (beyond the limit, or gone from the stream)."""
+
+    entries: list[BackplaneEntry]
+    missed: int
+
+
+class Backplane:
+    """This server's node of a backplane. Run it with `await nursery.start(backplane.run)`.
+
+    `on_entries(room, entries)` gets every entry of every open room, in stream order, each
+    once (sync: it must not wait). `on_seats_lost(seats)` gets the members this server still
+    serves that the backplane no longer has (Redis lost its data, or the others took this
+    server for dead and made them leave): close their connections, and they join again.
+    `on_availability(up)` hears Redis go and come back.
+    """
+
+    def __init__(
+        self,
+        address: BackplaneAddress,
+        *,
+        on_entries: Callable[[str, Sequence[BackplaneEntry]], None],
+        on_seats_lost: Callable[[list[Seat]], None] = lambda seats: None,
+        on_availability: Callable[[bool], None] = lambda up: None,
+        password: str | None = None,
+        node_id: str | None = None,
+        retention: int = RETENTION_ENTRIES,
+        node_timeout: float = NODE_TIMEOUT_SECONDS,
+        namespace: str = NAMESPACE,
+    ) -> None:
+        if retention < 0:
+            raise ValueError("retention must be 0 (no cap) or more")
+        for what, value in (("node id", node_id), ("namespace", namespace)):
+            if value is not None and not _PLAIN.fullmatch(value):
+                raise ValueError(f"a {what} is 1 to 64 letters, digits, '.', '_' or '-'")
+        self.address = address
+        self.node_id = node_id or secrets.token_hex(6)
+        self._password = password
+        self._on_seats_lost = on_seats_lost
+        self._keys = Keys(namespace)
+        self._retention = retention
+        self._link = Link(address, on_availability)
+        self._floors: dict[str, tuple[int, int]] = {}
+        self._writer = Writer(
+            self._link,
+            node=self.node_id,
+            keys=self._keys,
+            retention=retention,
+            floors=self._floors,
+        )
+        self._liveness = Liveness(
+            self._link,
+            node=self.node_id,
+            keys=self._keys,
+            timeout=node_timeout,
+            retention=retention,
+            floors=self._floors,
+            recover=self._recover,
+            seats_held=lambda: len(self._seats),
+        )
+        self._reader = Reader(
+            self._link,
+            self._keys,
+            on_entries=on_entries,
+            advance=self._writer.advance,
+            answered=self._liveness.poke,
+        )
+        self._seats: dict[str, Seat] = {}  # by token: this server's members, as Redis has them
+        self._client: RedisClient | None = None
+        self._closing = trio.Event()
+        self._refs = 0
+        quiet_coredis()
+
+    @property
+    def available(self) -> bool:
+        """Whether Redis answers, as far as this server knows."""
+        return self._link.up
+
+    def seats(self) -> list[Seat]:
+        """This server's members, as the backplane has them."""
+        return list(self._seats.values())
+
+    # -- running --
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join the backplane, then keep the node alive, read the open rooms and apply this
+        server's changes until cancelled; then make its members leave (RETIRE_SECONDS at most).
+
+        Raises BackplaneError, with a one-line message, if Redis cannot be reached or refuses
+        this server (another password) at start: a caller that starts it with `nursery.start`
+        catches it around that call, or it arrives wrapped in the nursery's ExceptionGroup.
+        """
+        failure: BackplaneError | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self._hold)
+            except BackplaneError as exc:
+                # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
+                failure = exc
+            else:
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._closing.set()
+        if failure is not None:
+            raise failure
+
+    async def _hold(self, *, task_status: trio.TaskStatus[None]) -> None:
+        # The clients and the node's tasks live in a shielded scope, so that when `run` is
+        # cancelled the node can still tell Redis its members are leaving; `_closing` ends it.
+        failure: BackplaneError | None = None
+        with trio.CancelScope(shield=True):
+            async with (
+                open_client(self.address, self.node_id, stream_timeout=COMMAND_SECONDS) as client,
+                open_client(
+                    self.address,
+                    self.node_id,
+                    stream_timeout=READ_BLOCK_SECONDS + COMMAND_SECONDS,
+                ) as reader,
+            ):
+                try:
+                    await self._register(client)
+                except BackplaneError as exc:
+                    # Raised in here, it would leave coredis's task group in an ExceptionGroup.
+                    failure = exc
+                else:
+                    await self._work(client, reader, task_status)
+        if failure is not None:
+            raise failure
+
+    async def _work(
+        self, client: RedisClient, reader: RedisClient, task_status: trio.TaskStatus[None]
+    ) -> None:
+        self._client = client
+        try:
+            async with trio.open_nursery() as work:
+                await work.start(self._writer.run, client)
+                await work.start(self._liveness.run, client)
+                await work.start(self._reader.run, reader)
+                task_status.started()
+                await self._closing.wait()
+                with trio.move_on_after(RETIRE_SECONDS) as retiring:
+                    await self._retire(client)
+                if retiring.cancelled_caught:
+                    self._not_retired(f"no answer within {RETIRE_SECONDS:.0f} s")
+                work.cancel_scope.cancel()
+        finally:
+            self._client = None
+
+    async def _register(self, client: RedisClient) -> None:
+        with trio.move_on_after(4 * COMMAND_SECONDS) as scope:
+            try:
+                await client.ping()
+                version = client.server_version
+                if version is not None and version.release[:2] < MIN_REDIS:
+                    raise BackplaneError(
+                        f"the backplane at {self.address} is Redis {version}; multichat needs "
+                        f"{'.'.join(map(str, MIN_REDIS))} or later"
+                    )
+                if self._password is not None:
+                    await check_password(client, self._keys, self._password)
+                await self._liveness.register(client)
+            except START_ERRORS as exc:
+                raise BackplaneError(
+                    f"cannot use the backplane at {self.address}: {describe(exc)}"
+                ) from None
+        if scope.cancelled_caught:
+            raise BackplaneError(f"cannot use the backplane at {self.address}: no answer")
+        self._link.back(quiet=True)
+        log.info("joined the backplane at %s as node %s", self.address, self.node_id)
+
+    async def _retire(self, client: RedisClient) -> None:
+        try:
+            await self._writer.flush()
+            left = await retire(
+                client,
+                self._keys,
+                node=self.node_id,
+                retention=self._retention,
+                floors=self._floors,
+            )
+        except (*LINK_ERRORS, *REFUSALS) as exc:
+            await unless_cancelled()
+            self._not_retired(describe(exc))
+        else:
+            if left:
+                log.info("%d members of this server left the backplane", left)
+
+    def _not_retired(self, why: str) -> None:
+        log.warning(
+            "could not take this server's members out of the backplane (%s); the other servers "
+            "will, once it has been silent for %.0f s",
+            why,
+            self._liveness.timeout,
+        )
+
+    async def _recover(self, lost_data: bool) -> None:
+        """Redis answers again (or took this server for dead): check what it still holds of
+        this server before anything else is sent (backplane_nodes.check_node)."""
+        client = self._require_client()
+        if lost_data and self._password is not None:
+            try:
+                await check_password(client, self._keys, self._password)  # it was lost too
+            except BackplaneError as exc:
+                log.error("%s", exc)
+        lost = await check_node(
+            client,
+            self._keys,
+            node=self.node_id,
+            seats=list(self._seats.values()),
+            # While the link is down the writer sends nothing, so a seat Redis has that this
+            # server does not know is a join whose answer was lost, not one being made now.
+            known=set(self._seats) | self._writer.queued_tokens() if not self._link.up else None,
+            reason=ABANDONED_REASON,
+            retention=self._retention,
+            floors=self._floors,
+        )
+        lost = [seat for seat in lost if self._seats.pop(seat.token, None) is not None]
+        if lost:
+            why = "Redis lost its data" if lost_data else "the backplane no longer has them"
+            log.warning("%d members of this server must join again: %s", len(lost), why)
+            self._on_seats_lost(lost)
+
+    # -- reading the open rooms --
+
+    async def open_room(self, room: str, *, history: int) -> RoomSnapshot:
+        """Start reading `room` (its key): its newest `history` entries, members and topic now,
+        then everything after them through `on_entries`. Raises BackplaneUnavailable."""
+        keys = self._keys
+        reply: object = await self._ask(
+            lambda client: snapshot_script(
+                keys=[keys.log(room), keys.meta(room), keys.members(room)],
+                args=[str(history)],
+                client=client,
+            )
+        )
+        try:
+            raw_entries, raw_members, seq, sub, topic = sequence(reply, 5)
+            members = [decode_member(k, v) for k, v in pairs(sequence(raw_members))]
+            text, by = decode_topic(str(topic))
+        except (CorruptEntry, TypeError, ValueError) as exc:
+            raise BackplaneError(f"room {room!r} is damaged in the backplane: {exc}") from None
+        entries = decode_script_entries(raw_entries)
+        position = stream_id(int(str(seq)), int(str(sub)))
+        self._writer.advance(room, position)
+        self._reader.watch(room, position)
+        members.sort(key=member_order)
+        return RoomSnapshot(entries, members, int(str(seq)), position, text, by)
+
+    def close_room(self, room: str) -> None:
+        """Stop reading `room`."""
+        self._reader.unwatch(room)
+
+    # -- history --
+
+    async def recent(self, room: str, limit: int) -> list[BackplaneEntry]:
+        """The newest `limit` entries of `room`, oldest first."""
+        log_key = self._keys.log(room)
+        raw = await self._ask(lambda client: client.xrevrange(log_key, count=limit))
+        return decode_stream(reversed(raw))[0]
+
+    async def since(
+        self, room: str, after: int, limit: int, *, before: str | None = None
+    ) -> Replay:
+        """What a member that saw message `after` missed: the entries after it (before the
+        stream ID `before`, if given, where the caller's own log takes over), at most the
+        newest `limit` messages with what came between them, oldest first."""
+        if before is None:
+            bound, upper = "", ""
+        else:
+            seq, sub = parse_id(before)
+            bound, upper = before, str(seq if sub else seq - 1)
+        keys = self._keys
+        cap = limit + REPLAY_SLACK_ENTRIES
+        reply: object = await self._ask(
+            lambda client: since_script(
+                keys=[keys.log(room), keys.meta(room)],
+                args=[str(after), str(limit), str(cap), bound, upper],
+                client=client,
+            )
+        )
+        raw, newest = sequence(reply, 2)
+        entries = decode_script_entries(raw)
+        replayed = sum(e.is_message for e in entries)
+        return Replay(entries, max(0, int(str(newest)) - after - replayed))
+
+    async def members(self, room: str) -> list[RemoteMember]:
+        """Everyone in `room`, on every server, in the order they joined."""
+        members_key = self._keys.members(room)
+        records = await self._ask(lambda client: client.hgetall(members_key))
+        members = [decode_member(k, v) for k, v in records.items()]
+        return sorted(members, key=member_order)
+
+    # -- changing rooms --
+
+    async def publish(
+        self,
+        room: str,
+        entry: StoredEntry,
+        *,
+        seat: Seat | None = None,
+        id: MessageId | None = None,
+    ) -> int:
+        """Append `entry` (a message, topic, notice, away or back; its seq is ignored) to
+        `room`, from `seat` if a member's, with its client's message `id`. Returns the seq
+        Redis gave it (a message's own; anything else's, the newest message's).
+
+        Raises BackplaneUnavailable, or NotJoined if the seat is no longer in the room.
+        """
+        if entry.type in PRESENCE_TYPES:
+            raise ValueError(f"{entry.type} entries are made by join, leave and rename")
+        token = key = ""
+        if seat is not None:
+            current = self._seats.get(seat.token)
+            if current is None:
+                raise NotJoined(f"{seat.name} is not in the room")
+            token, key = current.token, current.key
+        self._refs += 1
+        ref = self._refs
+        op = Op(
+            "P",
+            room,
+            key=key,
+            token=token,
+            arg1=entry.type,
+            arg2=encode_topic(entry.text, entry.sender) if entry.type == TOPIC else "",
+            fields=encode_fields(entry, Origin(self.node_id, token, id, ref)),
+            ref=ref,
+        )
+        status, seq, _ = await self._writer.apply(op)
+        if status != "ok":
+            self._seats.pop(token, None)
+            raise NotJoined("you are no longer in the room")
+        return seq
+
+    async def join(self, room: str, name: str, *, ts: float | None = None) -> Seat:
+        """Claim `name` on every server and announce the join in `room`; the member's seat.
+        Raises NameTaken or BackplaneUnavailable."""
+        key = name_key(name)
+        # 64 random bits: a token only has to differ from every other member's.
+        seat = Seat(room, key, name, secrets.token_hex(8))
+        entry = StoredEntry(0, time.time() if ts is None else ts, JOIN, name)
+
+        def landed(op: Op) -> None:
+            if op.outcome is not None and op.outcome[0] == "ok":
+                self._seats[seat.token] = seat
+                if op.abandoned:
+                    self.leave_nowait(seat, ABANDONED_REASON)
+
+        op = Op(
+            "J",
+            room,
+            key=key,
+            token=seat.token,
+            arg1=name,
+            fields=encode_fields(entry, Origin(self.node_id, seat.token)),
+            on_outcome=landed,
+        )
+        try:
+            status, _, _ = await self._writer.apply(op)
+        except trio.Cancelled:
+            if op.outcome is not None and op.outcome[0] == "ok":
+                self.leave_nowait(seat, ABANDONED_REASON)
+            raise
+        if status == "taken":
+            raise NameTaken(f"the name {name!r} is taken")
+        return seat
+
+    async def rename(self, seat: Seat, name: str, *, ts: float | None = None) -> Seat:
+        """Call `seat`'s member `name` on every server from now on, announced in its room; the
+        renamed seat. Raises NameTaken, NotJoined or BackplaneUnavailable."""
+        current = self._seats.get(seat.token)
+        if current is None:
+            raise NotJoined(f"{seat.name} is not in the room")
+        key = name_key(name)
+        renamed = Seat(current.room, key, name, current.token)
+        entry = StoredEntry(0, time.time() if ts is None else ts, NICK, current.name, name)
+
+        def landed(op: Op) -> None:
+            if op.outcome is not None and op.outcome[0] == "ok" and renamed.token in self._seats:
+                self._seats[renamed.token] = renamed
+
+        op = Op(
+            "R",
+            current.room,
+            key=current.key,
+            token=current.token,
+            arg1=key,
+            arg2=name,
+            fields=encode_fields(entry, Origin(self.node_id, current.token)),
+            on_outcome=landed,
+        )
+        status, _, _ = await self._writer.apply(op)
+        if status == "taken":
+            raise NameTaken(f"the name {name!r} is taken")
+        if status != "ok":
+            self._seats.pop(current.token, None)
+            raise NotJoined(f"{current.name} is not in the room")
+        return renamed
+
+    def leave_nowait(self, seat: Seat, reason: str, *, ts: float | None = None) -> None:
+        """`seat`'s member leaves, saying `reason`: its name is free on every server once Redis
+        has it, which may be later (while Redis is away). Never blocks; leaving twice is
+        harmless."""
+        current = self._seats.pop(seat.token, None)
+        if current is None:
+            return
+        entry = StoredEntry(0, time.time() if ts is None else ts, LEAVE, current.name, reason)
+        fields = encode_fields(entry, Origin(self.node_id, current.token))
+        op = Op("L", current.room, key=current.key, token=current.token, fields=fields, retry=True)
+        self._writer.submit_nowait(op)
+
+    # -- one-off questions --
+
+    def _require_client(self) -> RedisClient:
+        if self._client is None:
+            raise RuntimeError("the backplane is not running")
+        return self._client
+
+    async def _ask(self, question: Callable[[RedisClient], Awaitable[T]]) -> T:
+        """Ask Redis something outside the writer's order (reads); raises BackplaneUnavailable."""
+        client = self._require_client()
+        self._link.check()
+        try:
+            return await question(client)
+        except LINK_ERRORS as exc:
+            await unless_cancelled()
+            self._link.lost(exc)
+            raise BackplaneUnavailable(f"the backplane did not answer: {describe(exc)}") from None
+        except REFUSALS as exc:
+            raise BackplaneUnavailable(f"the backplane refused: {describe(exc)}") from None
+
+
+__all__ = [
+    "NODE_TIMEOUT_SECONDS",
+    "Backplane",
+    "BackplaneAddress",
+    "BackplaneEntry",
+    "BackplaneError",
+    "BackplaneUnavailable",
+    "NameTaken",
+    "NotJoined",
+    "Origin",
+    "RemoteMember",
+    "Replay",
+    "RoomSnapshot",
+    "Seat",
+    "parse_address",
+]

@@ -1,0 +1,274 @@
+"""The backplane's data model in Redis, and its codec: keys, stream IDs, entry fields. No I/O.
+
+Every room is one Redis Stream (`NS:{room}:log`) whose entries are the room's log, in the one
+order every server reads it. An entry's stream ID is its place: `SEQ-N`, where SEQ is the
+room's `seq` as history_entries.py defines it (a message's own; anything else's, the newest
+message's before it) and N is 0 for a message and counts the entries after it (1, 2, ...).
+So IDs only grow, every entry has one, and a message's ID is `SEQ-0`: "everything after
+message 41" is the range after `41-0`. The IDs are assigned in Redis by the Lua scripts of
+backplane_scripts.py, never by a server.
+
+Beside the stream, each room has a hash `NS:{room}:meta` (the numbering, `seq` and `sub`, and
+the topic) and `NS:{room}:members` (name key -> who, on which server). The namespace holds
+the names in use on every server (`NS:names`, name key -> the member's token), the servers
+alive (`NS:nodes`, node id -> when Redis last heard from it), each server's members
+(`NS:node:{id}:seats`, token -> room, key, name), the data epoch and the password digest.
+
+A stream entry is a flat list of short fields (a room of chat keeps up to RETENTION entries
+of them in memory, so their names are one letter): `t` type, `ts` time, `f` who, `x` text,
+`r` private recipient, `e` extra JSON; and where it came from: `o` the origin server's node
+id, `m` the member's token there, `i` the client's message id (as JSON, so `"42"` stays a
+string and `42` a number), `p` the publish's number on its server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from ..protocol.events import MessageId
+from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
+
+# The prefix of every key, so one Redis can hold other data (or several backplanes) too.
+NAMESPACE = "multichat"
+# A message's ID ends in -0; the entries after it count up from 1 (see the docstring).
+_ID = re.compile(r"(\d{1,19})-(\d{1,19})")
+# Entry types that change who is in the room: they go through join, leave and rename, which
+# claim and release names in the same script, never through a plain publish.
+PRESENCE_TYPES = frozenset({JOIN, LEAVE, NICK})
+
+
+class CorruptEntry(ValueError):
+    """A stream entry, or a record beside it, that this version cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The Redis keys of one backplane. A room is named by its key (protocol.names.room_key);
+    it is percent-encoded in key names, so `{`, `}` and `:` in a room's name stay inside it."""
+
+    namespace: str = NAMESPACE
+
+    @property
+    def names(self) -> str:
+        return f"{self.namespace}:names"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.namespace}:nodes"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.namespace}:epoch"
+
+    @property
+    def password(self) -> str:
+        return f"{self.namespace}:password"
+
+    def seats(self, node: str) -> str:
+        return f"{self.namespace}:node:{{{quote(node, safe='')}}}:seats"
+
+    def log(self, room: str) -> str:
+        return f"{self.namespace}:{{{quote(room, safe='')}}}:log"
+
+    def meta(self, room: str) -> str:
+        return f"{self.namespace}:{{{quote(room, safe='')}}}:meta"
+
+    def members(self, room: str) -> str:
+        return f"{self.namespace}:{{{quote(room, safe='')}}}:members"
+
+
+# -- stream IDs --
+
+
+def stream_id(seq: int, sub: int) -> str:
+    """The stream ID of the entry `sub` after message `seq` (`sub` 0: the message itself)."""
+    return f"{seq}-{sub}"
+
+
+def parse_id(text: str) -> tuple[int, int]:
+    """(seq, sub) of a stream ID; raises CorruptEntry for anything else."""
+    match = _ID.fullmatch(text)
+    if match is None:
+        raise CorruptEntry(f"not a stream ID: {text!r}")
+    return int(match[1]), int(match[2])
+
+
+# -- entries --
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an entry was published: the server, and the member whose it is there."""
+
+    node: str  # the publishing server's node id
+    member: str = ""  # the member's token on that server ("" for the server's own notices)
+    id: MessageId | None = None  # the client's message id, for the sender's echo
+    ref: int = 0  # the publish's number on its server (BackplaneUnavailable.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class BackplaneEntry:
+    """One entry of a room's stream, as every server reads it."""
+
+    id: str  # its stream ID, "SEQ-N"
+    entry: StoredEntry  # its seq is the ID's
+    origin: Origin
+
+    @property
+    def is_message(self) -> bool:
+        return self.entry.type == MESSAGE
+
+
+def encode_fields(entry: StoredEntry, origin: Origin) -> list[str]:
+    """The stream fields of `entry` from `origin`, as flat name, value pairs (its seq is not
+    among them: the stream ID carries it)."""
+    if not math.isfinite(entry.ts):
+        raise ValueError(f"an entry's time must be finite, not {entry.ts!r}")
+    fields = ["t", entry.type, "ts", repr(entry.ts), "o", origin.node]
+    if entry.sender:
+        fields += ["f", entry.sender]
+    if entry.text:
+        fields += ["x", entry.text]
+    if entry.recipient is not None:
+        fields += ["r", entry.recipient]
+    if entry.extra:
+        fields += ["e", json.dumps(entry.extra, separators=(",", ":"), ensure_ascii=False)]
+    if origin.member:
+        fields += ["m", origin.member]
+    if type(origin.id) is int:
+        fields += ["i", str(origin.id)]  # json.dumps' answer, without its cost on every post
+    elif origin.id is not None:
+        fields += ["i", json.dumps(origin.id, ensure_ascii=False)]
+    if origin.ref:
+        fields += ["p", str(origin.ref)]
+    return fields
+
+
+def decode_entry(id: str, fields: Mapping[str, str]) -> BackplaneEntry:
+    """The entry a stream holds at `id`; raises CorruptEntry if it is not one. Fields this
+    version does not know are ignored, as frames' are."""
+    seq, _ = parse_id(id)
+    try:
+        kind = fields["t"]
+        ts = float(fields["ts"])
+        node = fields["o"]
+    except KeyError as exc:
+        raise CorruptEntry(f"entry {id} has no {exc.args[0]!r} field") from None
+    except ValueError:
+        raise CorruptEntry(f"entry {id} has a bad time {fields['ts']!r}") from None
+    if not math.isfinite(ts):
+        raise CorruptEntry(f"entry {id} has a bad time {fields['ts']!r}")
+    extra = _json_field(id, fields, "e")
+    if extra is not None and not isinstance(extra, dict):
+        raise CorruptEntry(f"entry {id} has extra data that is not an object")
+    client_id = _json_field(id, fields, "i")
+    if client_id is not None and (
+        isinstance(client_id, bool) or not isinstance(client_id, str | int)
+    ):
+        raise CorruptEntry(f"entry {id} has a message id that is neither a string nor a number")
+    try:
+        ref = int(fields.get("p", "0"))
+    except ValueError:
+        raise CorruptEntry(f"entry {id} has a bad publish number") from None
+    entry = StoredEntry(
+        seq,
+        ts,
+        kind,
+        fields.get("f", ""),
+        fields.get("x", ""),
+        fields.get("r"),
+        extra or None,
+    )
+    return BackplaneEntry(id, entry, Origin(node, fields.get("m", ""), client_id, ref))
+
+
+def _json_field(id: str, fields: Mapping[str, str], name: str) -> Any:
+    raw = fields.get(name)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise CorruptEntry(f"entry {id} has a bad {name!r} field") from None
+
+
+# -- who is where --
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """A member of a room as the backplane knows it: its name's key is claimed for it on every
+    server, and `token` (random, never reused) tells its entries apart from anyone else's."""
+
+    room: str  # the room's key
+    key: str  # its name's key (protocol.names.name_key)
+    name: str  # its name as shown
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteMember:
+    """A member of a room on any server, as `NS:{room}:members` lists it."""
+
+    name: str
+    key: str
+    node: str
+    token: str
+    since: str  # the stream ID of its join: members are listed in the order they joined
+
+
+def encode_seat(seat: Seat) -> str:
+    """A seat's record in its server's `seats` hash (the Lua scripts write the same shape)."""
+    return json.dumps({"room": seat.room, "key": seat.key, "name": seat.name})
+
+
+def decode_seat(token: str, value: str) -> Seat:
+    record = _record(value, ("room", "key", "name"), "seat")
+    return Seat(record["room"], record["key"], record["name"], token)
+
+
+def decode_member(key: str, value: str) -> RemoteMember:
+    record = _record(value, ("name", "node", "token", "since"), "member")
+    return RemoteMember(record["name"], key, record["node"], record["token"], record["since"])
+
+
+def member_order(member: RemoteMember) -> tuple[int, int]:
+    """Sort key: the order members joined in (their join entries' IDs)."""
+    try:
+        return parse_id(member.since)
+    except CorruptEntry:
+        return (0, 0)
+
+
+def decode_topic(value: str | None) -> tuple[str, str]:
+    """(text, by) of a room's topic as its meta hash keeps it; ("", "") for none."""
+    if not value:
+        return "", ""
+    try:
+        text, by = json.loads(value)
+    except (ValueError, TypeError):
+        raise CorruptEntry("the room's topic record is damaged") from None
+    if not isinstance(text, str) or not isinstance(by, str):
+        raise CorruptEntry("the room's topic record is damaged")
+    return text, by
+
+
+def encode_topic(text: str, by: str) -> str:
+    return json.dumps([text, by], ensure_ascii=False)
+
+
+def _record(value: str, names: tuple[str, ...], what: str) -> dict[str, str]:
+    try:
+        record = json.loads(value)
+    except ValueError:
+        raise CorruptEntry(f"a {what} record is damaged: {value!r}") from None
+    # cjson writes an empty Lua table as {} and a string as a string; anything else is damage.
+    if not isinstance(record, dict) or not all(isinstance(record.get(n), str) for n in names):
+        raise CorruptEntry(f"a {what} record is damaged: {value!r}")
+    return record

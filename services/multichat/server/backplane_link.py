@@ -1,0 +1,187 @@
+"""The backplane's link to Redis: its clients, whether Redis answers now, and how long to wait
+before asking again.
+
+Redis going away is an expected state, not an error: the link says so in one line when it is
+lost and one when it is back, and everything that needs Redis meanwhile either fails at once
+(`BackplaneUnavailable`: a member's `say` is refused with `unavailable`) or waits for it (a
+leave, which must reach the other servers in the end). Only the tasks that keep the node alive
+decide that Redis is back (backplane_nodes.py), after checking what it still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis.retry import NoRetryPolicy
+from coredis.typing import RedisError
+
+from .backplane_address import BackplaneAddress, BackplaneError
+
+log = logging.getLogger("multichat.backplane")
+
+# A script runs in well under a millisecond; a Redis that has not answered in this long is
+# gone or stuck, and a member waiting longer for `unavailable` would think the room froze.
+COMMAND_SECONDS = 2.0
+# Connecting on a LAN takes a millisecond; a host that drops packets would otherwise hold a
+# publish for the kernel's SYN retries (over two minutes on Linux).
+CONNECT_SECONDS = 2.0
+# A blocked XREAD returns this often even when nothing is said, so a reader notices a dead
+# connection within about this long plus COMMAND_SECONDS (Redis itself sends nothing while
+# a client blocks).
+READ_BLOCK_SECONDS = 5.0
+# Retrying a lost Redis: the first retry at once (a blip), then doubling up to a second, so a
+# Redis that is back is noticed within a second, and a dead one costs one attempt a second.
+FIRST_RETRY_SECONDS = 0.05
+MAX_RETRY_SECONDS = 1.0
+
+# What a lost or unreachable Redis raises through coredis (TimeoutError for COMMAND_SECONDS
+# without an answer; OSError for what a TLS handshake or a resolver raise as they are).
+LINK_ERRORS: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,
+    TimeoutError,
+    OSError,
+)
+# What a Redis that answers may refuse with (out of memory, a failed disk save, a replica):
+# the operation fails, the link stays up.
+REFUSALS: tuple[type[BaseException], ...] = (coredis.exceptions.ResponseError,)
+# Anything coredis raises: at start, each is a reason not to start, in one line.
+START_ERRORS: tuple[type[BaseException], ...] = (*LINK_ERRORS, RedisError)
+
+RedisClient = coredis.Redis[str]
+
+
+class BackplaneUnavailable(BackplaneError):
+    """Redis cannot take this now (the server answers `error unavailable`).
+
+    `maybe_published` is True when the request had been sent and its answer was lost: the
+    entry may be in the stream after all, and if it is, it reaches every server (its sender's
+    too) as any other; its `Origin.ref` is `ref`.
+    """
+
+    def __init__(self, message: str, *, maybe_published: bool = False, ref: int = 0) -> None:
+        super().__init__(message)
+        self.maybe_published = maybe_published
+        self.ref = ref
+
+
+async def unless_cancelled() -> None:
+    """Raise Cancelled if the caller is being cancelled. coredis reports a connection it was
+    still setting up when a cancel came as lost (ConnectionError): that is no news about Redis,
+    so every handler of LINK_ERRORS asks this first."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the log: coredis wraps the reason (refused, reset) as the cause."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text.splitlines()[0]
+
+
+def open_client(address: BackplaneAddress, node: str, *, stream_timeout: float) -> RedisClient:
+    """A client (a pool of connections, opened with `async with`) for `address`.
+
+    coredis retries a failed command twice by default; not here: a retried script could
+    append an entry twice, and the link retries what may be retried itself.
+    """
+    return coredis.Redis(
+        host=address.host,
+        port=address.port,
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        ssl_context=ssl.create_default_context() if address.tls else None,
+        decode_responses=True,
+        stream_timeout=stream_timeout,
+        connect_timeout=CONNECT_SECONDS,
+        retry_policy=NoRetryPolicy(),
+        client_name=f"multichat-{node}",
+    )
+
+
+class Link:
+    """Whether Redis answers, as the backplane last found out; logs each change once."""
+
+    def __init__(self, address: BackplaneAddress, on_change: Callable[[bool], None]) -> None:
+        self.address = address
+        self.up = False
+        self.reason = "not connected yet"
+        self._on_change = on_change
+        self._back = trio.Event()
+        self.changed = trio.Event()  # set at each change, then replaced
+
+    def check(self, ref: int = 0) -> None:
+        """Raise BackplaneUnavailable unless Redis is up."""
+        if not self.up:
+            raise BackplaneUnavailable(f"the backplane is unreachable: {self.reason}", ref=ref)
+
+    def lost(self, exc: BaseException) -> None:
+        """A command failed for want of Redis: say so, once."""
+        self.reason = describe(exc)
+        if not self.up:
+            return
+        self.up = False
+        self._back = trio.Event()
+        log.warning("backplane %s lost: %s", self.address, self.reason)
+        self._changed(False)
+
+    def back(self, *, quiet: bool = False) -> None:
+        """Redis answers again and holds what the node needs (the first time: quietly)."""
+        if self.up:
+            return
+        self.up = True
+        self._back.set()
+        if not quiet:
+            log.info("backplane %s is back", self.address)
+            self._changed(True)
+
+    def _changed(self, up: bool) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+        self._on_change(up)
+
+    async def wait_up(self) -> None:
+        await self._back.wait()
+
+
+class Backoff:
+    """The pauses between retries: FIRST_RETRY_SECONDS, doubling up to MAX_RETRY_SECONDS."""
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+    def next(self) -> float:
+        """The next pause, counting it as taken."""
+        delay = self._next
+        self._next = min(MAX_RETRY_SECONDS, max(FIRST_RETRY_SECONDS, delay * 2))
+        return delay
+
+    async def sleep(self) -> None:
+        await trio.sleep(self.next())
+
+
+def quiet_coredis() -> None:
+    """coredis logs every dropped connection with a traceback at INFO; the link says it in one
+    line instead. Its errors stay, in one line each."""
+    logger = logging.getLogger("coredis")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+
+
+class _OneLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return False
+        record.exc_info = None
+        record.exc_text = None
+        return True

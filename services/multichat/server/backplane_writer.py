@@ -1,0 +1,307 @@
+"""The backplane's one way into Redis: every change a server makes goes through one queue.
+
+A member's post, join, rename and leave are each an `Op`; the writer applies them with the
+APPLY script (backplane_scripts.py) in the order they were asked for, so a member's last
+message is in the stream before its leave, as it is in the room's log today. Batches are
+corked the way the history writer's commits are: with no script running, what is queued goes
+at once; while one runs, what comes meanwhile waits and goes in the next. A quiet room pays
+one round trip, and a busy one one script per batch rather than one per message.
+
+While Redis is away, an op that only makes sense now (a post, a join, a rename) fails at once
+with `BackplaneUnavailable`; a leave waits, and goes when Redis is back: the other servers
+must see the member go, and leaving twice is harmless (the second finds no seat).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+import trio
+
+from .backplane_codec import Keys, parse_id
+from .backplane_link import (
+    LINK_ERRORS,
+    REFUSALS,
+    Backoff,
+    BackplaneUnavailable,
+    Link,
+    RedisClient,
+    describe,
+    unless_cancelled,
+)
+from .backplane_scripts import apply_script
+
+log = logging.getLogger("multichat.backplane")
+
+# Redis runs one script at a time and nothing else meanwhile; at about 10 us an operation,
+# this many keep a batch within a couple of milliseconds of Redis's time (its own latency
+# monitor flags anything over 100 ms as an event worth reporting).
+MAX_BATCH = 128
+
+# What an op came to: its status ('ok', 'taken', 'gone', 'alive'), the room's seq after it,
+# and the stream ID of the entry it appended ("" for none).
+Outcome = tuple[str, int, str]
+
+
+class Op:
+    """One operation of the APPLY script (its docstring lists the kinds)."""
+
+    __slots__ = (
+        "abandoned",
+        "arg1",
+        "arg2",
+        "error",
+        "fields",
+        "finished",
+        "key",
+        "kind",
+        "on_outcome",
+        "outcome",
+        "ref",
+        "retry",
+        "room",
+        "sent",
+        "token",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        room: str,
+        *,
+        key: str = "",
+        token: str = "",
+        arg1: str = "",
+        arg2: str = "",
+        fields: Sequence[str] = (),
+        retry: bool = False,
+        ref: int = 0,
+        on_outcome: Callable[[Op], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.room = room
+        self.key = key
+        self.token = token
+        self.arg1 = arg1
+        self.arg2 = arg2
+        self.fields = fields
+        self.retry = retry  # kept until Redis takes it (a leave), instead of failing
+        self.ref = ref
+        # Run by the writer as soon as the outcome is known, whether or not anyone still
+        # waits for it (the backplane keeps its seats up to date there).
+        self.on_outcome = on_outcome
+        self.outcome: Outcome | None = None
+        self.error: BackplaneUnavailable | None = None
+        self.sent = False
+        self.abandoned = False  # whoever asked stopped waiting after it was sent
+        self.finished = trio.Event()
+
+
+def script_call(
+    ops: Sequence[Op],
+    *,
+    node: str,
+    keys: Keys,
+    retention: int,
+    floors: Mapping[str, tuple[int, int]],
+) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of one APPLY run of `ops`, as `node` (whose seats they change)."""
+    rooms: dict[str, int] = {}
+    for op in ops:
+        rooms.setdefault(op.room, len(rooms) + 1)
+    key_list = [keys.names, keys.seats(node), keys.nodes]
+    floor_list = []
+    for room in rooms:
+        key_list += [keys.log(room), keys.meta(room), keys.members(room)]
+        floor_list.append([room, *floors.get(room, (0, 0))])
+    op_list = [
+        [op.kind, rooms[op.room], op.key, op.token, op.arg1, op.arg2, op.fields] for op in ops
+    ]
+    argv = [node, str(retention), _json(floor_list), _json(op_list)]
+    return key_list, argv
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_outcomes(reply: object, count: int) -> list[Outcome]:
+    """The APPLY script's answer, checked: one (status, seq, id) per op."""
+    if not isinstance(reply, list | tuple) or len(reply) != count:
+        raise TypeError(f"APPLY answered {reply!r} for {count} operations")
+    outcomes = []
+    for item in reply:
+        if not isinstance(item, list | tuple) or len(item) != 3:
+            raise TypeError(f"APPLY answered {item!r} for an operation")
+        status, seq, id = item
+        if not isinstance(status, str) or not isinstance(seq, int) or not isinstance(id, str):
+            raise TypeError(f"APPLY answered {item!r} for an operation")
+        outcomes.append((status, seq, id))
+    return outcomes
+
+
+async def apply_ops(
+    client: RedisClient,
+    ops: Sequence[Op],
+    *,
+    node: str,
+    keys: Keys,
+    retention: int,
+    floors: Mapping[str, tuple[int, int]],
+) -> list[Outcome]:
+    """Run `ops` in one APPLY script; raises what coredis raises."""
+    key_list, argv = script_call(ops, node=node, keys=keys, retention=retention, floors=floors)
+    reply: object = await apply_script(keys=key_list, args=argv, client=client)
+    return parse_outcomes(reply, len(ops))
+
+
+class Writer:
+    """Applies this node's ops in order, in batches. Run it with `nursery.start(writer.run,
+    client)`; `apply` waits for an op's outcome, `submit_nowait` does not."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        node: str,
+        keys: Keys,
+        retention: int,
+        floors: dict[str, tuple[int, int]],
+    ) -> None:
+        self.link = link
+        self.node = node
+        self.keys = keys
+        self.retention = retention
+        # The newest stream ID this node knows of each room (shared with the reader): the
+        # scripts never number a room's entries behind it.
+        self.floors = floors
+        self._queue: deque[Op] = deque()
+        self._wakeup = trio.Event()
+        self._in_flight = 0
+        self._progress = trio.Event()  # set (and replaced) whenever ops are done with
+
+    def submit_nowait(self, op: Op) -> None:
+        """Queue `op`; raises BackplaneUnavailable at once while Redis is away, unless it is
+        an op to retry (a leave)."""
+        if not op.retry:
+            self.link.check(op.ref)
+        self._queue.append(op)
+        self._wakeup.set()
+
+    async def apply(self, op: Op) -> Outcome:
+        """Queue `op` and wait for its outcome; raises BackplaneUnavailable. Cancelled before
+        it is sent, it is never sent; after, it runs to its end all the same."""
+        self.submit_nowait(op)
+        try:
+            await op.finished.wait()
+        except BaseException:
+            if op.sent:
+                op.abandoned = True
+            elif op in self._queue:
+                self._queue.remove(op)
+            raise
+        if op.error is not None:
+            raise op.error
+        assert op.outcome is not None
+        return op.outcome
+
+    def queued_tokens(self) -> set[str]:
+        """The members with an op waiting (a leave, while Redis is away)."""
+        return {op.token for op in self._queue}
+
+    async def flush(self) -> None:
+        """Wait until every op queued so far is done with (applied, or failed)."""
+        while self._queue or self._in_flight:
+            await self._progress.wait()
+
+    async def run(
+        self, client: RedisClient, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        backoff = Backoff()
+        while True:
+            if not self._queue:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+            elif not self.link.up:
+                self._fail_queued("the backplane is unreachable: " + self.link.reason)
+                if self._queue:
+                    await self.link.wait_up()  # only leaves are left: they go when it is back
+            elif await self._apply_batch(client):
+                backoff.reset()
+            else:
+                await backoff.sleep()
+
+    async def _apply_batch(self, client: RedisClient) -> bool:
+        """Apply the next batch; False if Redis refused it (the link stays up: not so fast
+        again) or was lost."""
+        batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+        for op in batch:
+            op.sent = True
+        self._in_flight = len(batch)
+        try:
+            outcomes = await apply_ops(
+                client,
+                batch,
+                node=self.node,
+                keys=self.keys,
+                retention=self.retention,
+                floors=self.floors,
+            )
+        except LINK_ERRORS as exc:
+            self._failed(batch, describe(exc))
+            await unless_cancelled()
+            self.link.lost(exc)
+            return False
+        except REFUSALS as exc:
+            log.warning("the backplane refused %d operations: %s", len(batch), describe(exc))
+            self._failed(batch, describe(exc))
+            return False
+        finally:
+            self._in_flight = 0
+            self._progressed()
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if outcome[2]:
+                self.advance(op.room, outcome[2])
+            op.outcome = outcome
+            if op.on_outcome is not None:
+                op.on_outcome(op)
+            op.finished.set()
+        return True
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def advance(self, room: str, id: str) -> None:
+        """The node has seen `room`'s stream up to `id`: never number behind it."""
+        position = parse_id(id)
+        if position > self.floors.get(room, (0, 0)):
+            self.floors[room] = position
+
+    def _failed(self, batch: list[Op], reason: str) -> None:
+        """A batch that may or may not have run: leaves go again, the rest fail."""
+        for op in reversed(batch):
+            if op.retry:
+                op.sent = False
+                self._queue.appendleft(op)
+        for op in batch:
+            if not op.retry:
+                op.error = BackplaneUnavailable(
+                    f"the backplane did not answer: {reason}", maybe_published=True, ref=op.ref
+                )
+                op.finished.set()
+
+    def _fail_queued(self, reason: str) -> None:
+        kept: deque[Op] = deque()
+        for op in self._queue:
+            if op.retry:
+                kept.append(op)
+            else:
+                op.error = BackplaneUnavailable(reason, ref=op.ref)
+                op.finished.set()
+        self._queue = kept
+        self._progressed()
