@@ -129,14 +129,13 @@ class HistoryWriter:
 
     def _kick(self) -> None:
         """Start a commit of what is queued, unless one runs (its end starts the next)."""
-        if self._in_flight or self._token is None:
+        if self._in_flight or self._token is None or self._submit_soon:
             return
-        if self.failing is None:
-            self._submit()  # nothing is called back before the commit ends
-        elif not self._submit_soon:
-            # Failing, `_submit` acknowledges at once: not inside the caller's own change.
-            self._submit_soon = True
-            self._token.run_sync_soon(self._submit)
+        # At the end of this turn of the loop, not now: everything appended in the same turn
+        # (5,000 members joining, a reader's whole buffer of lines) goes in one commit, and a
+        # failing disk's at-once acknowledgement never runs inside the caller's own change.
+        self._submit_soon = True
+        self._token.run_sync_soon(self._submit)
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is done with (`on_done` ran)."""
