@@ -268,7 +268,8 @@ def test_server_publishes_the_room_and_reads_the_password_from_a_secret(
     assert option(command, "--password-file") == secret["target"]
     assert deployment.model["secrets"][secret["source"]]["file"] == str(deployment.secret)
     assert option(command, "--room") == "multichat"
-    assert "environment" not in server, "the password is a secret, never an env variable"
+    # The password is a secret, never an environment variable; the backplane, unset, is empty.
+    assert server["environment"] == {"MULTICHAT_BACKPLANE": ""}
 
 
 def test_server_health_check_is_multichat_status(deployment: Deployment) -> None:
@@ -316,6 +317,47 @@ def test_both_services_share_the_state_directory_the_tunnel_read_only(
     uid, _, gid = image_config()["user"].partition(":")
     assert volume["driver_opts"]["type"] == "tmpfs", "the control token never touches disk"
     assert f"uid={uid},gid={gid}," in volume["driver_opts"]["o"], "writable by the app user"
+
+
+def test_the_scale_profile_adds_redis_and_a_second_server_for_the_same_rooms(
+    compose_files: tuple[Path, Path],
+) -> None:
+    env_file, secret = compose_files
+    scaled = env_file.with_name("scale.env")
+    scaled.write_text(
+        env_file.read_text(encoding="utf-8").replace(
+            "MULTICHAT_BACKPLANE=\n", "MULTICHAT_BACKPLANE=redis://redis:6379/0\n"
+        ),
+        encoding="utf-8",
+    )
+    result = compose(scaled, secret, "--profile", "scale", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    model = Deployment(json.loads(result.stdout), secret)
+    assert set(model.model["services"]) == {"server", "tunnel", "redis", "server-b"}
+    redis, server, second = (model.service(n) for n in ("redis", "server", "server-b"))
+    # Acknowledged messages survive a Redis restart only with its append-only file.
+    assert redis["image"].startswith("redis:") and "ports" not in redis
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert [m["target"] for m in redis["volumes"]] == ["/data"]
+    url = "redis://redis:6379/0"
+    assert server["environment"] == {"MULTICHAT_BACKPLANE": url}
+    assert option(second["command"], "--backplane") == url
+    for service in (server, second):
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Same image, room and password; its own port, state and data.
+    assert second["image"] == server["image"] and second["command"][0] == "serve"
+    assert option(second["command"], "--room") == option(server["command"], "--room")
+    assert second["secrets"] == server["secrets"]
+    (port,) = second["ports"]
+    assert port["published"] == "5012" and port["target"] == int(
+        option(second["command"], "--port")
+    )
+    sources = {
+        name: {m["source"] for m in model.service(name)["volumes"]}
+        for name in ("server", "server-b")
+    }
+    assert not sources["server"] & sources["server-b"], "each server its own state and data"
+    assert "--proxy-port" not in second["command"], "no tunnel: the public link is server's"
 
 
 def test_env_example_documents_every_variable_with_compose_defaults() -> None:
