@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from .backplane import BACKPLANE_SCENARIOS, BACKPLANE_SUFFIX, compare_with_one_server
 from .report import (
     compare_with_json,
     compare_with_memory,
@@ -99,12 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         help="before each run, wait up to this long for other processes to go idle "
         "(default 60, or 0 with --quick)",
     )
+    parser.add_argument(
+        "--backplane",
+        action="store_true",
+        help="each mode also on two servers sharing the room through a Redis of their own "
+        "(mode/bp), judged against one server (issue 16); by default the paced and steady "
+        "scenarios only",
+    )
     args = parser.parse_args(argv)
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else 0 if args.quick else 60
 
     scenarios = quick_scenarios() if args.quick else full_scenarios()
     if args.scenario:
         scenarios = [s for s in scenarios if s.name in args.scenario]
+    elif args.backplane:
+        scenarios = [s for s in scenarios if s.name in BACKPLANE_SCENARIOS]
     if args.procs:
         scenarios = [replace(s, procs=args.procs) for s in scenarios]
     if args.rounds:
@@ -121,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             # does meanwhile weighs on each mode alike, so they compare fairly within one run.
             storages = STORAGES[args.storage]
             variants = [(mode, memory) for mode in modes for memory in storages]
+            if args.backplane:
+                variants += [(mode + BACKPLANE_SUFFIX, memory) for mode, memory in variants]
             if tools.reference is not None:
                 variants.append((REF_MODE, False))
             runs: dict[tuple[str, bool], list[dict[str, Any]]] = {v: [] for v in variants}
@@ -140,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             if len(storages) == 2:
                 for mode in modes:
                     compare_with_memory(sc, by_mode[mode], by_mode[f"{mode}/mem"])
+            if args.backplane:
+                for mode in modes:
+                    alone = by_mode[label(mode, storages[0], storages)]
+                    shared = by_mode[label(mode + BACKPLANE_SUFFIX, storages[0], storages)]
+                    compare_with_one_server(sc, shared, alone)
             if REF_MODE in by_mode:
                 for name, report in by_mode.items():
                     if name != REF_MODE:

@@ -67,7 +67,7 @@ typedef struct {
     int fd;
     int gidx;        /* global member index: the name is "u<gidx>" */
     int state;
-    int sender;      /* sender index (== gidx when gidx < senders), or -1 */
+    int sender;      /* sender index (gidx when gidx < senders; see `spread`), or -1 */
     int stalled;     /* never reads after its welcome */
     int complete;
     int want_out;    /* EPOLLOUT is on */
@@ -88,6 +88,7 @@ typedef struct {
 static int port = 5002, first = 0, count = 1, total = 1, senders = 0, mode = MODE_JSON;
 static int scenario = SC_BURST, stalled_idx = -1, window = 256, text_len = 64;
 static uint64_t per_sender = 0;
+static int spread = 0; /* senders spread over all members, not the first ones */
 static double rate = 0, deadline_s = 60, idle_s = 5;
 static const char *password = "bench";
 static size_t bufsize = 64 * 1024;
@@ -975,6 +976,7 @@ static void arg(const char *kv) {
     else if (IS("scenario"))
         scenario = !strcmp(v, "join") ? SC_JOIN : !strcmp(v, "burst") ? SC_BURST : SC_RATE;
     else if (IS("stalled")) stalled_idx = atoi(v);
+    else if (IS("spread")) spread = atoi(v);
     else if (IS("window")) window = atoi(v);
     else if (IS("text_len")) text_len = atoi(v);
     else if (IS("deadline")) deadline_s = atof(v);
@@ -1058,7 +1060,15 @@ int main(int argc, char **argv) {
         conn_t *c = &conns[i];
         c->gidx = first + i;
         c->fd = -1;
-        c->sender = c->gidx < senders ? c->gidx : -1;
+        if (spread && senders > 0) {
+            /* Senders every total/senders members, so that each slice (each server, with a
+               backplane) has its share of them, not all in the first. */
+            int stride = total / senders > 0 ? total / senders : 1;
+            int index = c->gidx / stride;
+            c->sender = c->gidx % stride == 0 && index < senders ? index : -1;
+        } else {
+            c->sender = c->gidx < senders ? c->gidx : -1;
+        }
         c->stalled = c->gidx == stalled_idx;
         c->incap = bufsize;
         c->in = xrealloc(NULL, c->incap);

@@ -277,9 +277,18 @@ def headline(r: dict[str, Any]) -> str:
             rate += f" ({r['vs_memory']:.0%} of /mem)"
         return rate + (f", {r['lost']} lost" if r["lost"] else "")
     if name == "paced":
-        return f"{r['server_cpu_cores']:.2f} cores"
+        cores = f"{r['server_cpu_cores']:.2f} cores"
+        if r.get("redis_cpu_cores") is not None:
+            cores += f" + Redis {r['redis_cpu_cores']:.2f}"
+        if r.get("vs_one_server_cpu") is not None:
+            verdict = "yes" if r.get("met_backplane") else "NO"
+            cores += f" ({r['vs_one_server_cpu']:.2f}x one server per delivery: {verdict})"
+        return cores
     if name == "steady":
         versus = f" ({r['vs_memory']:.2f}x /mem)" if r.get("vs_memory") is not None else ""
+        if r.get("vs_one_server_p99") is not None:
+            verdict = "yes" if r.get("met_backplane") else "NO"
+            versus += f" ({r['vs_one_server_p99']:.2f}x one server: {verdict})"
         return f"p99 {r['p99_ms']} ms{versus}"
     if name == "join":
         took = (

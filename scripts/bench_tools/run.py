@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
@@ -30,6 +30,7 @@ from typing import Any
 
 from multichat.server.limits import OUTBOX_BYTES
 
+from .backplane import BACKPLANE_SUFFIX, SERVERS, RedisError, running_redis
 from .scenarios import REF_DIALECT, REF_MODE, Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,11 +196,15 @@ def write_config(folder: Path, extra: dict[str, int | float]) -> Path:
 
 
 @contextmanager
-def running_server(folder: Path, config: Path, *, ephemeral: bool = False) -> Iterator[Server]:
+def running_server(
+    folder: Path, config: Path, *, ephemeral: bool = False, backplane: str | None = None
+) -> Iterator[Server]:
     """`multichat serve` on 127.0.0.1 and a free port, stopped (SIGTERM) afterwards.
 
     Everything it keeps (history, certificate) lives in `folder`, which goes with the run.
+    With `backplane` (a redis:// URL) it shares its room with every server on that Redis.
     """
+    folder.mkdir(exist_ok=True)
     password_file = folder / "password"
     password_file.write_text(PASSWORD + "\n", encoding="utf-8")
     log_path = folder / "server.log"
@@ -219,6 +224,7 @@ def running_server(folder: Path, config: Path, *, ephemeral: bool = False) -> It
         # last run's messages to every member, two benchmarks at once would refuse each other,
         # and the user's own room would fill with benchmark traffic.
         *(["--ephemeral"] if ephemeral else ["--data-dir", str(folder / "data")]),
+        *(["--backplane", backplane] if backplane else []),
     ]
     if not Path(command[0]).exists():
         raise BenchError(f"{command[0]} is missing: run scripts/bench, which installs it")
@@ -339,20 +345,72 @@ def slices(total: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
+@dataclass
+class Setup:
+    """What a run is measured on: its servers (two with a backplane) and Redis, if any."""
+
+    servers: list[Server]
+    redis: subprocess.Popen[bytes] | None = None
+
+
 @contextmanager
 def running(
     folder: Path, mode: str, tools: Tools, limits: dict[str, int | float], *, ephemeral: bool
-) -> Iterator[Server]:
-    """The server a mode is measured on: the reference for "ref", else `multichat serve`."""
+) -> Iterator[Setup]:
+    """The servers a mode is measured on: the reference for "ref"; `multichat serve`, or two
+    of them on a Redis of their own for a mode ending in "/bp"."""
     if mode == REF_MODE:
         if tools.reference is None:
             raise BenchError("the reference server was not built (--no-ref)")
         with running_reference(folder, tools.reference, limits) as server:
-            yield server
-    else:
-        config = write_config(folder, limits)
+            yield Setup([server])
+        return
+    config = write_config(folder, limits)
+    if not mode.endswith(BACKPLANE_SUFFIX):
         with running_server(folder, config, ephemeral=ephemeral) as server:
-            yield server
+            yield Setup([server])
+        return
+    try:
+        with running_redis(folder) as (redis, url), ExitStack() as stack:
+            folders = [folder / f"server{i}" for i in range(SERVERS)]
+            servers = [
+                stack.enter_context(running_server(f, config, ephemeral=ephemeral, backplane=url))
+                for f in folders
+            ]
+            yield Setup(servers, redis)
+    except RedisError as exc:
+        raise BenchError(str(exc)) from None
+
+
+class SamplerGroup:
+    """Several processes' Samplers read as one: CPU and memory summed."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.samplers = [Sampler(pid) for pid in pids]
+
+    def start(self) -> None:
+        for sampler in self.samplers:
+            sampler.start()
+
+    def stop(self) -> None:
+        for sampler in self.samplers:
+            sampler.stop()
+
+    def sample(self) -> tuple[int, int, int] | None:
+        samples = [sampler.sample() for sampler in self.samplers]
+        if not samples or any(sample is None for sample in samples):
+            return None
+        return (
+            max(s[0] for s in samples if s),
+            sum(s[1] for s in samples if s),
+            sum(s[2] for s in samples if s),
+        )
+
+    def cpu_cores(self, t0: int, t1: int) -> float:
+        return sum(sampler.cpu_cores(t0, t1) for sampler in self.samplers)
+
+    def rss_peak(self, t0: int, t1: int) -> int:
+        return sum(sampler.rss_peak(t0, t1) for sampler in self.samplers)
 
 
 def run_once(
@@ -363,19 +421,23 @@ def run_once(
     *,
     ephemeral: bool = False,
 ) -> dict[str, Any]:
-    """One run on a fresh server: the generators' results merged, and the server's numbers."""
+    """One run on fresh servers: the generators' results merged, and the servers' numbers."""
     stalled = sc.members - 1 if sc.stalled else -1
-    dialect = REF_DIALECT if mode == REF_MODE else mode
+    dialect = REF_DIALECT if mode == REF_MODE else mode.removesuffix(BACKPLANE_SUFFIX)
     with tempfile.TemporaryDirectory(prefix="multichat-bench-") as tmp:
         folder = Path(tmp)
-        with running(folder, mode, tools, limits, ephemeral=ephemeral) as server:
-            sampler = Sampler(server.process.pid)
+        with running(folder, mode, tools, limits, ephemeral=ephemeral) as setup:
+            servers = setup.servers
+            sampler = SamplerGroup([server.process.pid for server in servers])
             sampler.start()
+            redis = SamplerGroup([setup.redis.pid] if setup.redis is not None else [])
+            redis.start()
             generators: list[Generator] = []
             try:
-                for first, count in slices(sc.members, sc.procs):
+                # With two servers, each generator's members go to one of them, in turn.
+                for i, (first, count) in enumerate(slices(sc.members, sc.procs)):
                     args = {
-                        "port": server.port,
+                        "port": servers[i % len(servers)].port,
                         "password": PASSWORD,
                         "mode": dialect,
                         "scenario": sc.kind,
@@ -391,6 +453,7 @@ def run_once(
                         "deadline": sc.deadline,
                         "idle": sc.idle,
                         "bufsize": 16384 if sc.kind == "join" else 65536,
+                        "spread": int(len(servers) > 1),
                     }
                     command = [str(tools.loadgen), *(f"{k}={v}" for k, v in args.items())]
                     generators.append(Generator(command))
@@ -398,27 +461,42 @@ def run_once(
                 joined = sum(int(g.expect("READY", give_up)) for g in generators)
                 if sc.kind != "join" and joined != sc.members:
                     raise BenchError(f"only {joined} of {sc.members} members could join")
-                time.sleep(0.05)  # let the last join notices go out before the clock starts
+                # Let the last join notices go out before the clock starts (through Redis, too).
+                time.sleep(0.05 if len(servers) == 1 else 0.5)
                 before = sampler.sample()
+                redis_before = redis.sample()
                 busy_before = busy_cpu_seconds()
                 start = time.monotonic_ns() + 20_000_000
                 for g in generators:
                     g.say(f"GO {start}")
                 results = [json.loads(g.expect("RESULT", give_up)) for g in generators]
                 after = sampler.sample()
+                redis_after = redis.sample()
                 busy = busy_cpu_seconds() - busy_before
                 # Read before the generators close their connections, which the log reports too.
-                log_text = server.log_path.read_text(encoding="utf-8", errors="replace")
+                log_text = "".join(
+                    server.log_path.read_text(encoding="utf-8", errors="replace")
+                    for server in servers
+                )
             finally:
                 for g in generators:
                     g.finish()
                 sampler.stop()
+                redis.stop()
             if before is None or after is None:
                 raise BenchError("the server died during the run")
     out = summarize_run(sc, results, sampler, start, before, after, log_text)
     # Whatever else ran on the machine meanwhile (other people's tests, say) skews the numbers.
     seconds = (after[0] - before[0]) / 1e9
     own = (after[1] - before[1]) / 1e9 + sum(r["cpu_s"] for r in results)
+    if setup.redis is not None and redis_before is not None and redis_after is not None:
+        redis_cpu = (redis_after[1] - redis_before[1]) / 1e9
+        own += redis_cpu
+        out["redis_cpu_cores"] = (
+            redis.cpu_cores(start, start + int(sc.duration * 1e9))
+            if sc.kind == "rate"
+            else redis_cpu / seconds
+        )
     out["other_cpu_cores"] = max(0.0, busy - own) / seconds if seconds > 0 else 0.0
     return out
 
@@ -426,7 +504,7 @@ def run_once(
 def summarize_run(
     sc: Scenario,
     results: list[dict[str, Any]],
-    sampler: Sampler,
+    sampler: SamplerGroup,
     start: int,
     before: tuple[int, int, int],
     after: tuple[int, int, int],
