@@ -152,6 +152,32 @@ def test_quick_benchmark_weighs_the_history_against_memory_in_one_run() -> None:
     assert "of /mem)" in output and "x /mem)" in output
 
 
+def test_quick_benchmark_weighs_two_servers_on_redis_against_one() -> None:
+    """`--backplane`: paced and steady on one server, then on two sharing the room through a
+    Redis of their own (members split between them, senders on both), judged in one run."""
+    reports, output = run_bench("--quick", "--no-ref", "--backplane", "--mode", "json", timeout=180)
+    assert [(r["scenario"], r["mode"]) for r in reports] == [
+        ("paced", "json"),
+        ("paced", "json/bp"),
+        ("steady", "json"),
+        ("steady", "json/bp"),
+    ]
+    for r in reports:
+        # Every member on either server got every message from every sender, once, in order.
+        assert r["clean"] and r["lost"] == 0 and r["deliveries"] == r["expected"] > 0, r
+        assert r["cpu_us_per_delivery"] > 0, r
+    paced, steady = reports[1], reports[3]
+    assert paced["redis_cpu_cores"] > 0 and steady["redis_cpu_cores"] > 0
+    assert paced["vs_one_server_cpu"] == pytest.approx(
+        paced["cpu_us_per_delivery"] / reports[0]["cpu_us_per_delivery"], rel=0.01
+    )
+    assert steady["vs_one_server_p99"] == pytest.approx(
+        steady["p99_ms"] / reports[2]["p99_ms"], rel=0.01
+    )
+    assert isinstance(paced["met_backplane"], bool) and isinstance(steady["met_backplane"], bool)
+    assert "x one server per delivery" in output and "+ Redis" in output
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_full_benchmark_runs() -> None:

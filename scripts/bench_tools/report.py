@@ -116,6 +116,10 @@ def scenario_report(sc: Scenario, mode: str, runs: list[dict[str, Any]]) -> dict
         "other_cpu_cores": rounded(max(run["other_cpu_cores"] for run in runs), 2),
         "elapsed_s": rounded(statistics.median(run["elapsed_s"] for run in runs)),
     }
+    if all("redis_cpu_cores" in run for run in runs):
+        report["redis_cpu_cores"] = rounded(
+            statistics.median(run["redis_cpu_cores"] for run in runs)
+        )
     if sc.rounds > 1:
         report["rounds_deliveries_per_s"] = [round(rate) for rate in rates]
     if sc.kind == "rate":

@@ -7,6 +7,7 @@ person can fix are printed as one line with no traceback, and a non-zero exit.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -28,7 +29,9 @@ from .hosting.statefile import RoomState
 from .hosting.tunnel import TunnelSettings
 from .protocol.events import DEFAULT_PORT
 from .server.auth import new_token
-from .server.limits import Limits, LimitsError, load_limits, load_open_rooms
+from .server.backplane import NODE_TIMEOUT_SECONDS, BackplaneAddress, BackplaneError
+from .server.backplane import parse_address as parse_backplane
+from .server.limits import Limits, LimitsError, load_limits, load_node_timeout, load_open_rooms
 from .server.listeners import ChatServer
 
 if TYPE_CHECKING:
@@ -89,6 +92,17 @@ ConfigOpt = Annotated[
     typer.Option("--config", help="A TOML file with a \\[limits] table (see docs/limits.md)."),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")]
+BackplaneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backplane",
+        envvar="MULTICHAT_BACKPLANE",
+        help="redis://HOST:PORT\\[/DB] (rediss:// for TLS): serve the same rooms as every other "
+        "server started with this Redis and the same password (docs/backplane.md). History and "
+        "resume then come from Redis, not the data directory.",
+        show_default=False,
+    ),
+]
 
 # Variables read without an option of their own; typer shows `[env var: ...]` for the others.
 _PASSWORD_ENV = "MULTICHAT_PASSWORD (the room password, when no option or file gives it)"
@@ -119,6 +133,26 @@ def room_names(rooms: list[str] | None, limits: Limits) -> list[str]:
     if len(names) > limits.max_rooms:
         raise fail(f"{len(names)} rooms, but max_rooms is {limits.max_rooms} (see --config)", 2)
     return names
+
+
+@dataclass(frozen=True)
+class BackplaneSettings:
+    address: BackplaneAddress
+    node_timeout: float
+
+
+def backplane_setting(url: str | None, config: Path | None) -> BackplaneSettings | None:
+    """`--backplane`, parsed, with the config file's `[backplane] node_timeout`; or exit."""
+    if not url:
+        return None
+    try:
+        address = parse_backplane(url)
+        timeout = NODE_TIMEOUT_SECONDS
+        if config is not None:
+            timeout = load_node_timeout(config, NODE_TIMEOUT_SECONDS)
+    except (BackplaneError, LimitsError) as exc:
+        raise fail(str(exc), 2) from None
+    return BackplaneSettings(address, timeout)
 
 
 def open_rooms_setting(config: Path | None) -> bool:
@@ -192,6 +226,7 @@ def room_server(
     data: RoomData,
     *,
     open_rooms: bool = False,
+    backplane: BackplaneSettings | None = None,
 ) -> ChatServer:
     """The server of `rooms` (the first is the default), with their histories and certificate;
     invites restored and kept."""
@@ -208,6 +243,8 @@ def room_server(
         history=data.history,
         room_history=data.open_room_history,
         history_settings=data.settings,
+        backplane=backplane.address if backplane else None,
+        node_timeout=backplane.node_timeout if backplane else NODE_TIMEOUT_SECONDS,
     )
     try:
         data.serve(server)
@@ -238,6 +275,7 @@ def serve(
     ephemeral: EphemeralOpt = False,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    backplane: BackplaneOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the chat server alone (no tunnel). Type `shutdown` here to close the room.
@@ -247,6 +285,7 @@ def serve(
     limits = load_config(config)
     rooms = room_names(room, limits)
     open_rooms = open_rooms_setting(config)
+    shared = backplane_setting(backplane, config)
     try:
         password = password_from(None, password_file, prompt=True)
     except HostError as exc:
@@ -260,7 +299,9 @@ def serve(
     certificate = data.certificate
     setup_logging(verbose)
     token = new_token()
-    server = room_server(password, rooms, limits, token, data, open_rooms=open_rooms)
+    server = room_server(
+        password, rooms, limits, token, data, open_rooms=open_rooms, backplane=shared
+    )
 
     async def announce(nursery: trio.Nursery, state: RoomState) -> None:
         launcher.announce_invites(state, certificate.where, sys.stderr)
@@ -328,6 +369,7 @@ def up(
     ephemeral: EphemeralOpt = False,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    backplane: BackplaneOpt = None,
     no_qr: Annotated[
         bool,
         typer.Option("--no-qr", help="Leave the QR code (drawn with text, for a phone) out."),
@@ -345,6 +387,7 @@ def up(
     limits = load_config(config)
     rooms = room_names(room, limits)
     open_rooms = open_rooms_setting(config)
+    shared = backplane_setting(backplane, config)
     try:
         chosen = password_from(password, password_file, prompt=False)
     except HostError as exc:
@@ -365,7 +408,9 @@ def up(
     banner.identity = certificate.where
     setup_logging(verbose)
     token = new_token()
-    server = room_server(chosen, rooms, limits, token, data, open_rooms=open_rooms)
+    server = room_server(
+        chosen, rooms, limits, token, data, open_rooms=open_rooms, backplane=shared
+    )
     freeze_startup_objects()
     try:
         trio.run(

@@ -2,7 +2,8 @@
 and back, the topic, help, and moderation commands. Each request gets at most one answer, for
 the asker alone (an error, a notice, a ban list); what the room should see, the room appends
 itself. Each acts in the member's own room (its moderation, its topic). Sync: the room never
-waits.
+waits. With a backplane, renames and private messages wait for Redis in the member's own task
+(`answer_relayed`, relay.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,45 @@ Answer = Error | Notice | BanList | WentAway
 def _line(text: str, limit: int) -> str:
     """One line of at most `limit` characters, safe on every terminal."""
     return clean_for_terminal(text, single_line=True).strip()[:limit]
+
+
+async def answer_relayed(
+    rooms: Rooms, hosted: HostedRoom, member: Member, request: Request, now: float
+) -> Answer | None:
+    """`answer`, for a room served through the backplane: what must go through Redis does,
+    and changes nothing here unless Redis took it (the topic: once it comes back)."""
+    relay = hosted.relay
+    if relay is None:
+        return answer(rooms, hosted, member, request, now)
+    match request:
+        case SetTopic(text):
+            if not member.op:
+                return Error("not_allowed", "only operators set the topic; ask the host")
+            return await relay.notify(member, Topic(_line(text, MAX_TOPIC_CHARS), member.name))
+        case Away(text):
+            away = _line(text, MAX_AWAY_CHARS)
+            error = await relay.notify(member, WentAway(member.name, away))
+            if error is None:
+                member.away = away
+            return error
+        case Back():
+            if member.away is None:
+                return None
+            error = await relay.notify(member, CameBack(member.name))
+            if error is None:
+                member.away = None
+            return error
+    if not relay.handles(request):
+        return answer(rooms, hosted, member, request, now)
+    assert isinstance(request, Nick | Say)
+    old_key = member.key
+    wait = member.renamed_at + NICK_INTERVAL_SECONDS - now
+    error = await relay.answer(member, request, wait)
+    if isinstance(request, Nick) and error is None:
+        for each in rooms:  # a mute in any room goes with the name
+            each.moderation.renamed(old_key, member.key)
+        member.renamed_at = now
+    return error
 
 
 def answer(

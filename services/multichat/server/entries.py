@@ -70,11 +70,12 @@ class Entry:
         cls,
         message: Message,
         end: int,
-        sender: Member,
-        recipient: Member,
+        sender: Member | None,
+        recipient: Member | None,
         id: MessageId | None,
     ) -> Entry:
-        """A private message: its two parties see it, everyone else nothing at all."""
+        """A private message: its two parties see it, everyone else nothing at all (with a
+        backplane, a party on another server is None here)."""
         entry = cls(message, b"", end, message.seq)
         entry.text = entry.ws = b""
         full = wire.encode(message)

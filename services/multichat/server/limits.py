@@ -152,3 +152,13 @@ def load_open_rooms(path: Path) -> bool:
     if not isinstance(value, bool):
         raise LimitsError(f"{path}: open_rooms must be true or false, not {value!r}")
     return value
+
+
+def load_node_timeout(path: Path, default: float) -> float:
+    """The config file's `[backplane] node_timeout` (seconds; `default` without one): how
+    long a server of the backplane may be silent before the others show its members leaving
+    (docs/backplane.md)."""
+    value = read_table(path, "backplane", LimitsError).get("node_timeout", default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise LimitsError(f"{path}: [backplane] node_timeout must be a number of seconds > 0")
+    return float(value)

@@ -21,6 +21,7 @@ from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import DEFAULT_PORT, Error, NeedData
 from ..protocol.proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .auth import Secret
+from .backplane import NODE_TIMEOUT_SECONDS, Backplane, BackplaneAddress, BackplaneError
 from .context import ServerContext
 from .history import HistoryStore
 from .history_settings import HistorySettings
@@ -114,7 +115,10 @@ class ChatServer:
     `room` is the default room (where a hello that names none goes), `rooms` more rooms the
     host makes; `history` is the default room's store, and `room_history` opens any other
     room's (None: they keep none). With `open_rooms`, a member may make a room by joining it.
-    Raises ValueError for a room name that is not allowed, or too many rooms.
+    With `backplane`, every room is served with every other server started with the same
+    Redis and password (relay.py): history and resume come from Redis, and `history` and
+    `room_history` are not used. Raises ValueError for a room name that is not allowed, or
+    too many rooms.
     """
 
     def __init__(
@@ -130,7 +134,20 @@ class ChatServer:
         history: HistoryStore | None = None,
         room_history: OpenHistory | None = None,
         history_settings: HistorySettings = HistorySettings(),
+        backplane: BackplaneAddress | None = None,
+        node_timeout: float = NODE_TIMEOUT_SECONDS,
     ) -> None:
+        self.backplane: Backplane | None = None
+        if backplane is not None:
+            self.backplane = Backplane(
+                backplane,
+                on_entries=lambda key, entries: self.rooms.receive(key, entries),
+                on_seats_lost=lambda seats: self.rooms.seats_lost(seats),
+                on_availability=lambda up: self.rooms.availability(up),
+                password=password,
+                node_timeout=node_timeout,
+            )
+            history = room_history = None
         self.rooms = Rooms(
             room,
             limits=limits,
@@ -138,6 +155,7 @@ class ChatServer:
             open_history=room_history,
             history_settings=history_settings,
             open_rooms=open_rooms,
+            backplane=self.backplane,
         )
         for name in rooms:
             try:
@@ -176,17 +194,30 @@ class ChatServer:
         Reports the bound port through `task_status`, so `port=0` works in tests. With
         `proxy_port`, also listen on 127.0.0.1 for a tunnel that sends PROXY headers (v1 or
         v2) naming each friend's real address; `self.proxy_port` is the bound port.
+        Raises OSError (the port) or BackplaneError (the backplane cannot be used).
         """
+        failure: BackplaneError | None = None
         try:
             # Listening first: a port in use is a plain OSError for the caller, not a group.
             listeners = await self._listen(port, host, proxy_port)
             async with trio.open_nursery() as keeper:
-                # The history writers outlive the listeners and the sessions: the last echoes
-                # and the shutdown notice wait for them. Cancelled, they commit what they hold.
-                await self._serve(keeper, *listeners, task_status)
+                # The history writers (and the backplane) outlive the listeners and the
+                # sessions: the last echoes and leaves wait for them. Cancelled, they commit
+                # what they hold (the backplane: its members' leaves).
+                try:
+                    if self.backplane is not None:
+                        await keeper.start(self.backplane.run)
+                    await self._serve(keeper, *listeners, task_status)
+                except BackplaneError as exc:
+                    # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
+                    failure = exc
+                    for listener in listeners[0] + listeners[1]:
+                        await listener.aclose()
                 keeper.cancel_scope.cancel()
         finally:
             self.stopped.set()
+        if failure is not None:
+            raise failure
 
     async def _listen(
         self, port: int, host: str | None, proxy_port: int | None
@@ -215,30 +246,48 @@ class ChatServer:
         others = [repr(hosted.name) for hosted in self.rooms if hosted is not self.rooms.default]
         if others:
             log.info("and rooms %s", ", ".join(others))
+        failure: BackplaneError | None = None
         async with trio.open_nursery() as sessions:
             # Each room's history is loaded before anyone may join it; its fan-out runs in the
             # sessions' nursery: it delivers the shutdown notice, then returns.
-            await self.rooms.start(keeper, sessions)
-            async with trio.open_nursery() as acceptors:
-                for listener in listeners:
-                    acceptors.start_soon(self._accept_loop, listener, sessions, False)
-                for listener in tunnel_listeners:
-                    acceptors.start_soon(self._accept_loop, listener, sessions, True)
-                acceptors.start_soon(self._sweep)
-                task_status.started(listeners[0].socket.getsockname()[1])
-                await self._shutdown.wait()
-                acceptors.cancel_scope.cancel()
-            for listener in listeners + tunnel_listeners:
-                await listener.aclose()
-            reason = self.shutdown_reason or "the room closed"
-            log.info("shutting down: %s", reason)
-            self.rooms.close(reason)
-            for session in list(self._sessions):
-                session.shutdown_nowait(reason)
-            sessions.cancel_scope.deadline = (
-                trio.current_time() + self.limits.shutdown_grace_seconds
-            )
+            try:
+                await self.rooms.start(keeper, sessions)
+            except BackplaneError as exc:
+                failure = exc  # raised in here, it would be wrapped in an ExceptionGroup
+                sessions.cancel_scope.cancel()
+            else:
+                await self._accept(keeper, sessions, listeners, tunnel_listeners, task_status)
+        if failure is not None:
+            raise failure
         log.info("stopped")
+
+    async def _accept(
+        self,
+        keeper: trio.Nursery,
+        sessions: trio.Nursery,
+        listeners: list[trio.SocketListener],
+        tunnel_listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[int],
+    ) -> None:
+        """Take connections until shutdown; then close every room, give every connection its
+        grace, and return (the sessions' nursery ends them)."""
+        async with trio.open_nursery() as acceptors:
+            for listener in listeners:
+                acceptors.start_soon(self._accept_loop, listener, sessions, False)
+            for listener in tunnel_listeners:
+                acceptors.start_soon(self._accept_loop, listener, sessions, True)
+            acceptors.start_soon(self._sweep)
+            task_status.started(listeners[0].socket.getsockname()[1])
+            await self._shutdown.wait()
+            acceptors.cancel_scope.cancel()
+        for listener in listeners + tunnel_listeners:
+            await listener.aclose()
+        reason = self.shutdown_reason or "the room closed"
+        log.info("shutting down: %s", reason)
+        self.rooms.close(reason)
+        for session in list(self._sessions):
+            session.shutdown_nowait(reason)
+        sessions.cancel_scope.deadline = trio.current_time() + self.limits.shutdown_grace_seconds
 
     async def _sweep(self) -> None:
         while True:

@@ -249,6 +249,10 @@ class Log:
 
     # -- appending --
 
+    def carry_seq(self, seq: int) -> None:
+        """With a backplane, Redis numbers the entries: what comes next carries `seq`."""
+        self._seq = seq
+
     def next_seq(self) -> int:
         """The number of a new message: each is one more than the last."""
         self._seq += 1
@@ -264,11 +268,18 @@ class Log:
         return self._add(entry)
 
     def append_private(
-        self, message: Message, sender: Member, recipient: Member, id: MessageId | None
+        self,
+        message: Message,
+        sender: Member | None,
+        recipient: Member | None,
+        id: MessageId | None,
     ) -> None:
-        """Append a private message: its two parties see it, everyone else nothing at all."""
+        """Append a private message: its two parties see it, everyone else nothing at all.
+        With a backplane, a party on another server is None."""
         entry = Entry.private(message, self._head_end(), sender, recipient, id)
-        sender.owned = recipient.owned = self.head
+        for party in (sender, recipient):
+            if party is not None:
+                party.owned = self.head
         self._add(entry)
 
     def _add(self, entry: Entry) -> Entry:

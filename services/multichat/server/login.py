@@ -89,6 +89,30 @@ async def hello(
     if refusal is not None:
         session.send_nowait(refusal)
         return False
+    try:
+        if hosted.relay is not None:
+            member = await _join_relayed(session, hosted, name, since, invited=invite is not None)
+        else:
+            member = await _join_here(session, hosted, name, since, invited=invite is not None)
+    except Refused as exc:
+        session.send_nowait(_error(exc))
+        session.name_tries += 1
+        return session.conn.state is not State.CLOSED and session.name_tries < NAME_TRIES
+    session.delivery.room = hosted.room
+    session.delivery.joined(member)
+    session.authenticated = True
+    ctx.gate.authenticated(session.source)
+    mode = session.conn.mode.value
+    log.info("%s joined from %s (%s), room %r", member.name, session.source, mode, hosted.name)
+    return True
+
+
+async def _join_here(
+    session: Session, hosted: HostedRoom, name: str, since: int | None, *, invited: bool
+) -> Member:
+    """Join a room this server alone serves, resuming from its history and log. Raises
+    Refused."""
+    ctx = session.ctx
     stored: list[Event] = []
     missed = 0
     if since is not None and hosted.history is not None:
@@ -102,19 +126,37 @@ async def hello(
         start, more = hosted.room.resume_point(since, ctx.limits.resume_max)
         missed += 0 if stored else more
     resumed: list[Event] = [*([Gap(missed)] if missed else []), *stored]
+    return _join(session, hosted, name, resumed, invited=invited, start=start)
+
+
+async def _join_relayed(
+    session: Session, hosted: HostedRoom, name: str, since: int | None, *, invited: bool
+) -> Member:
+    """Join a room served through the backplane: claim the name on every server, resume from
+    Redis, then join here, announced by the join entry Redis sends back. Raises Refused."""
+    relay = hosted.relay
+    assert relay is not None
+    display, _ = hosted.room.check_join(name, invited=invited)
+    seat = await relay.claim(display)
     try:
-        member = _join(session, hosted, name, resumed, invited=invite is not None, start=start)
-    except Refused as exc:
-        session.send_nowait(_error(exc))
-        session.name_tries += 1
-        return session.conn.state is not State.CLOSED and session.name_tries < NAME_TRIES
-    session.delivery.room = hosted.room
-    session.delivery.joined(member)
-    session.authenticated = True
-    ctx.gate.authenticated(session.source)
-    mode = session.conn.mode.value
-    log.info("%s joined from %s (%s), room %r", member.name, session.source, mode, hosted.name)
-    return True
+        resumed: list[Event] = []
+        start = None
+        if since is not None:
+            missed, events = await relay.replay(since, display, session.ctx.limits.resume_max)
+            resumed = [*([Gap(missed)] if missed else []), *events]
+            # Sync from here to the join: the log brings everything after the replay.
+            start = hosted.room.log.head
+        refusal = _refusal(session, hosted)
+        if refusal is not None:
+            raise Refused(refusal.code, refusal.message)
+        member = _join(
+            session, hosted, display, resumed, invited=invited, start=start, announce=False
+        )
+    except BaseException:
+        relay.release(seat, "disconnected")
+        raise
+    relay.seated(member, seat)
+    return member
 
 
 def _error(refused: Refused) -> Error:
@@ -143,6 +185,7 @@ def _join(
     *,
     invited: bool,
     start: int | None = None,
+    announce: bool = True,
 ) -> Member:
     """`name` into `hosted`'s room; its welcome, then `resumed`, are the first it reads there.
     Sets the session's member and room. Raises Refused."""
@@ -163,6 +206,7 @@ def _join(
         source=session.source,
         invited=invited,
         start=start,
+        announce=announce,
     )
     session.member, session.hosted = member, hosted
     return member
@@ -189,11 +233,17 @@ async def move(session: Session, name: str) -> bool:
     if refusal is not None:
         session.send_nowait(refusal)
         return True
-    # Sync from the leave to the join: the name is never free for anyone else to take.
+    # Sync from the leave to the join: the name is never free for anyone else to take. With
+    # a backplane, the leave goes to Redis before the join (one queue, in order); if the join
+    # is refused even so (Redis went away just then), the member is in no room: it is told
+    # why and the connection closes, and the client reconnects.
     here.room.remove(member, f"went to {there.name}")
     try:
-        moved = _join(session, there, member.name, [], invited=True)
-    except Refused as exc:  # pragma: no cover - checked above, and nothing awaited since
+        if there.relay is not None:
+            moved = await _join_relayed(session, there, member.name, None, invited=True)
+        else:
+            moved = _join(session, there, member.name, [], invited=True)
+    except Refused as exc:  # without a backplane: checked above, and nothing awaited since
         session.send_nowait(_error(exc))
         return False
     moved.away, moved.renamed_at = member.away, member.renamed_at

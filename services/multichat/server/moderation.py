@@ -28,6 +28,8 @@ log = logging.getLogger("multichat.server")
 HOST = "host"
 # Commands whose notice everyone sees: an operator who typed one is not told twice.
 BROADCAST = frozenset({"mute", "unmute", "lock", "unlock", "op", "deop"})
+# The commands that name a member (with a backplane, it may be on another server).
+ON_MEMBERS = frozenset({"kick", "ban", "mute", "unmute", "op", "deop"})
 # A room with more bans than this is under attack from a botnet, not a troll: ban tables of
 # IRC servers hold thousands; the oldest are forgotten first.
 MAX_BANS = 10_000
@@ -124,6 +126,13 @@ class Moderation:
         handler = handlers.get(command.command)
         if handler is None:
             return Error("bad_command", f"unknown command {command.command!r}")
+        if command.command in ON_MEMBERS and self.room.on_another_server(command.target):
+            # With a backplane: bans, mutes and operators are each server's own for now.
+            return Error(
+                "not_here",
+                f"{command.target} is on another server; this server cannot "
+                f"/{command.command} them",
+            )
         answer = handler(actor, command)
         if isinstance(answer, Notice):
             log.info("moderation by %s: %s", actor, answer.text)

@@ -126,6 +126,11 @@ class Room:
         # Whether a name (by key) is in use in another room of the server: names are the
         # server's, not one room's, so nobody is "alice" in two rooms at once (rooms.py).
         self.elsewhere: Callable[[str], bool] = lambda key: False
+        # With a backplane (relay.py): the members on the other servers (key -> name), and
+        # where leaves and notices go instead of the log: they come back, numbered, from Redis.
+        self.remote: dict[str, str] = {}
+        self.on_leave: Callable[[Member, str], None] | None = None
+        self.on_broadcast: Callable[[Event], None] | None = None
         # Members' writers take their share from the log itself (`log.take_nowait`): that call
         # runs once per member per flush, millions of times a second, and even an attribute of
         # ours in between measurably slows it.
@@ -232,12 +237,13 @@ class Room:
         source: str = "",
         invited: bool = False,
         start: int | None = None,
+        announce: bool = True,
     ) -> Member:
         """Add a member, queue its welcome (built by `welcome(name, members)`), tell the room.
 
         It reads the log from `start` (see `resume_point`), else from the last
         `history_entries` entries. Raises Refused with `bad_name`, `name_taken` or
-        `shutting_down`.
+        `shutting_down`. Without `announce`, no join notice: a backplane brings it (relay.py).
         """
         display, key = self.check_join(name, invited=invited)
         member = Member(
@@ -248,8 +254,9 @@ class Room:
         if start is None:
             start = log.start_of_newest(self.limits.history_entries)
         log.add_reader(member, start, welcome(display, self.names()))
-        # The joiner's own copy of its join notice is empty: its welcome says it all.
-        log.append(Join(display, self._clock()), owner=member)
+        if announce:
+            # The joiner's own copy of its join notice is empty: its welcome says it all.
+            log.append(Join(display, self._clock()), owner=member)
         return member
 
     def now(self) -> float:
@@ -264,7 +271,11 @@ class Room:
         return self._clock() - self.started
 
     def names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self._members.values())
+        """Everyone in the room: its members here, then those on other servers (remote)."""
+        local = tuple(m.name for m in self._members.values())
+        if not self.remote:
+            return local
+        return local + tuple(name for key, name in self.remote.items() if key not in self._members)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -276,7 +287,8 @@ class Room:
     def __contains__(self, member: Member) -> bool:
         return self._members.get(member.key) is member
 
-    def _checked_text(self, member: Member, text: str) -> str:
+    def check_text(self, member: Member, text: str) -> str:
+        """`text` as `member` may post it (cleaned), or raise Refused."""
         if member not in self:
             raise Refused("not_joined", "you are not in the room")
         if self.closed:
@@ -295,15 +307,23 @@ class Room:
         self, member: Member, text: str, id: MessageId | None = None, *, action: bool = False
     ) -> int:
         """Broadcast `text` from `member`; returns its `seq`, or raises Refused."""
-        text = self._checked_text(member, text)
+        text = self.check_text(member, text)
         log = self.log
         seq = log.next_seq()
-        event = Message(seq, self._clock(), member.name, text, action=action)
-        entry = log.append(event, owner=member)
-        # The sender's copy carries its id: that echo is its acknowledgement.
-        entry.owner_json = entry.json if id is None else wire.add_id(entry.json, id)
-        entry.owner_text = None  # the same line as everyone's, rendered only if needed
+        self.append_message(
+            Message(seq, self._clock(), member.name, text, action=action), member, id
+        )
         return seq
+
+    def append_message(
+        self, message: Message, owner: Member | None = None, id: MessageId | None = None
+    ) -> None:
+        """Append a public message numbered already; `owner`'s echo carries its `id`."""
+        entry = self.log.append(message, owner=owner)
+        if owner is not None:
+            # The sender's copy carries its id: that echo is its acknowledgement.
+            entry.owner_json = entry.json if id is None else wire.add_id(entry.json, id)
+            entry.owner_text = None  # the same line as everyone's, rendered only if needed
 
     def send_nowait(self, member: Member, data: bytes) -> None:
         """Queue a frame for `member` alone, after everything already queued for it.
@@ -339,7 +359,7 @@ class Room:
         It takes the next `seq` like any message, so each member's numbers still only grow;
         the others simply never see this one's: for them its log entry is empty.
         """
-        text = self._checked_text(member, text)
+        text = self.check_text(member, text)
         seq = self.log.next_seq()
         event = Message(seq, self._clock(), member.name, text, to=recipient.name, action=action)
         self.log.append_private(event, member, recipient, id)
@@ -354,7 +374,11 @@ class Room:
 
     def broadcast(self, event: Event) -> None:
         """Append a notice for everyone (a rename, away and back, the topic, moderation)."""
-        if not self.closed:
+        if self.closed:
+            return
+        if self.on_broadcast is not None:
+            self.on_broadcast(event)
+        else:
             self.log.append(event)
 
     def find(self, name: str) -> Member | None:
@@ -364,7 +388,17 @@ class Room:
         except ProtocolError:
             return None
 
-    def rename(self, member: Member, name: str) -> str:
+    def on_another_server(self, name: str) -> bool:
+        """Whether `name` means a member of this room on another server (a backplane's)."""
+        if not self.remote:
+            return False
+        try:
+            key = name_key(check_name(name))
+        except ProtocolError:
+            return False
+        return key in self.remote and key not in self._members
+
+    def rename(self, member: Member, name: str, *, announce: bool = True) -> str:
         """Call `member` `name` from now on and tell the room; the new display form.
 
         Raises Refused with `bad_name` or `name_taken`; its own name in another case is fine.
@@ -383,7 +417,8 @@ class Room:
         # Rebuilt, not re-inserted: the member list keeps its join order.
         self._members = {(key if k == member.key else k): m for k, m in self._members.items()}
         member.name, member.key = display, key
-        self.broadcast(Renamed(old, display, self._clock()))
+        if announce:
+            self.broadcast(Renamed(old, display, self._clock()))
         return display
 
     def who(self) -> Members:
@@ -397,7 +432,9 @@ class Room:
         if self._members.get(member.key) is not member:
             return
         del self._members[member.key]
-        if not self.closed:
+        if self.on_leave is not None:
+            self.on_leave(member, reason)
+        elif not self.closed:
             # The leaver's own copy is empty: it may still be flushing its last frames.
             self.log.append(Leave(member.name, reason, self._clock()), owner=member)
         # What it is still owed (its last echoes, why it was kicked) may wait for the history.

@@ -11,14 +11,15 @@ Rooms are made by the host (`--room`, again and again; the console's `room add`)
 lasts until the server stops. A room is told apart from another as names are: "Den", "den"
 and a Cyrillic "D\u0435n" are one room (`protocol.names.room_key`).
 
-The registry is where a future source of a room's entries (a backplane, one stream per room)
-plugs in: everything the rest of the server asks of a room goes through its `HostedRoom`.
+With a backplane (`backplane`), every room is also a room of every other server of it: its
+`HostedRoom.relay` (relay.py) feeds its log from Redis, and its history and resume come from
+there, not from a store of its own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 import trio
@@ -27,12 +28,14 @@ from ..protocol.errors import ProtocolError
 from ..protocol.events import RoomInfo, RoomList
 from ..protocol.names import check_room_name, room_key
 from .archive import Archive
+from .backplane import Backplane, BackplaneEntry, BackplaneError, Seat
 from .fanout import Fanout
 from .history import HistoryError, HistoryStore
 from .history_settings import HistorySettings
 from .history_writer import HistoryWriter, prune_periodically
 from .limits import Limits
 from .moderation import Moderation
+from .relay import Relay
 from .room import Refused, Room
 
 log = logging.getLogger("multichat.server")
@@ -49,7 +52,13 @@ class HostedRoom:
     """
 
     def __init__(
-        self, name: str, *, limits: Limits, history: HistoryStore | None = None, made_by: str = ""
+        self,
+        name: str,
+        *,
+        limits: Limits,
+        history: HistoryStore | None = None,
+        made_by: str = "",
+        backplane: Backplane | None = None,
     ) -> None:
         self.name = name
         self.key = room_key(name)
@@ -57,7 +66,9 @@ class HostedRoom:
         self.room = Room(name, limits=limits, monotonic=trio.current_time)
         self.fanout = Fanout(self.room)
         self.moderation = Moderation(self.room, clock=self.room.now, monotonic=self.room.monotonic)
-        self.history = history
+        self.history = None if backplane is not None else history
+        # With a backplane: the room's log comes from Redis, and so do history and resume.
+        self.relay = Relay(self.room, self.key, backplane) if backplane is not None else None
         self.ready = trio.Event()
         self.failed: str | None = None  # why it could not be opened (then it is not listed)
 
@@ -67,11 +78,17 @@ class HostedRoom:
     def info(self, *, names: bool = False) -> RoomInfo:
         """The room as `rooms` lists it; with `names`, who is in it too (the host's `status`)."""
         room = self.room
-        return RoomInfo(room.name, len(room), room.topic, room.names() if names else ())
+        # With a backplane, the members of every server (`Room.remote`: the others).
+        count = len(room) + len(room.remote)
+        return RoomInfo(room.name, count, room.topic, room.names() if names else ())
 
     async def open(self, keeper: trio.Nursery, settings: HistorySettings) -> None:
         """Carry on from the stored history (its last entries, its seq, its bans), and keep
-        storing: the writer and the pruner run in `keeper`, which outlives every session."""
+        storing: the writer and the pruner run in `keeper`, which outlives every session.
+        With a backplane, carry on from Redis instead. Raises BackplaneError."""
+        if self.relay is not None:
+            await self.relay.open(keeper)
+            return
         store = self.history
         if store is None:
             return
@@ -106,8 +123,10 @@ class Rooms:
         open_history: OpenHistory | None = None,
         history_settings: HistorySettings = HistorySettings(),
         open_rooms: bool = False,
+        backplane: Backplane | None = None,
     ) -> None:
         self.limits = limits
+        self.backplane = backplane
         self.open_rooms = open_rooms
         self.history_settings = history_settings
         self._open_history = open_history
@@ -122,7 +141,9 @@ class Rooms:
             display = check_room_name(default)
         except ProtocolError as exc:
             raise ValueError(str(exc)) from None
-        self.default = self._register(HostedRoom(display, limits=limits, history=history))
+        self.default = self._register(
+            HostedRoom(display, limits=limits, history=history, backplane=backplane)
+        )
 
     def __iter__(self) -> Iterator[HostedRoom]:
         return iter(list(self._rooms.values()))
@@ -199,7 +220,9 @@ class Rooms:
         if room_key(display) in self._rooms:
             raise Refused("room_exists", f"there is a room called {display!r} already")
         self._check_new(display, by_member=bool(by))
-        hosted = self._register(HostedRoom(display, limits=self.limits, made_by=by))
+        hosted = self._register(
+            HostedRoom(display, limits=self.limits, made_by=by, backplane=self.backplane)
+        )
         log.info("room %r made by %s", display, by or "the host")
         if self._keeper is not None:
             self._keeper.start_soon(self._open, hosted)
@@ -231,6 +254,26 @@ class Rooms:
         self._rooms[hosted.key] = hosted
         return hosted
 
+    # -- the backplane's callbacks --
+
+    def receive(self, key: str, entries: Sequence[BackplaneEntry]) -> None:
+        """The backplane's `on_entries`: the room with the key `key` reads them."""
+        hosted = self._rooms.get(key)
+        if hosted is not None and hosted.relay is not None:
+            hosted.relay.receive(entries)
+
+    def seats_lost(self, seats: list[Seat]) -> None:
+        """The backplane's `on_seats_lost`: those members' rooms close their connections."""
+        for hosted in self._rooms.values():
+            if hosted.relay is not None:
+                hosted.relay.seats_lost([seat for seat in seats if seat.room == hosted.key])
+
+    def availability(self, up: bool) -> None:
+        """The backplane's `on_availability`: every room tells its members."""
+        for hosted in self._rooms.values():
+            if hosted.relay is not None:
+                hosted.relay.availability(up)
+
     def _elsewhere(self, asking: HostedRoom, key: str) -> bool:
         return any(h.room.holds(key) for h in self._rooms.values() if h is not asking)
 
@@ -246,11 +289,16 @@ class Rooms:
 
     async def _open(self, hosted: HostedRoom, *, at_start: bool = False) -> None:
         try:
-            if hosted.history is None and hosted is not self.default and self._open_history:
+            if (
+                hosted.history is None
+                and hosted.relay is None
+                and hosted is not self.default
+                and self._open_history
+            ):
                 hosted.history = await trio.to_thread.run_sync(self._open_history, hosted.name)
             assert self._keeper is not None
             await hosted.open(self._keeper, self.history_settings)
-        except (HistoryError, OSError) as exc:
+        except (HistoryError, OSError, BackplaneError) as exc:
             if at_start:
                 raise
             log.error("cannot open room %r: %s", hosted.name, exc)

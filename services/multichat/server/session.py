@@ -447,6 +447,12 @@ class Session:
         if refusal is not None:
             self.send_nowait(refusal)
             return True
+        if hosted.relay is not None:
+            # Through Redis: the echo comes back with everyone's entries (relay.py).
+            error = await hosted.relay.say(member, text, id, action)
+            if error is not None and member in hosted.room:
+                self.send_nowait(error)
+            return True
         try:
             hosted.room.post(member, text, id, action=action)
         except Refused as exc:
@@ -461,7 +467,11 @@ class Session:
             return False
         member, hosted = self.member, self.hosted
         assert member is not None and hosted is not None
-        answer = chat.answer(self.ctx.rooms, hosted, member, request, trio.current_time())
+        now = trio.current_time()
+        if hosted.relay is not None:
+            answer = await chat.answer_relayed(self.ctx.rooms, hosted, member, request, now)
+        else:
+            answer = chat.answer(self.ctx.rooms, hosted, member, request, now)
         if answer is not None and member in hosted.room:
             self.send_nowait(answer)
         return True

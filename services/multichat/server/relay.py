@@ -1,0 +1,359 @@
+"""A room served through the backplane: one `HostedRoom` whose log is fed by Redis.
+
+Without a backplane, a room's log is appended to by the room itself (room.py). With one, every
+change goes to Redis first (`Backplane.publish`, `join`, `rename`, `leave_nowait`), and the
+room's log is fed, in the stream's order and with the stream's numbering, by what every server
+reads back (`receive`): members here get the entries of members anywhere from the fan-out they
+have today. A message from a member here comes back as its echo, with the client's `id`, found
+by its origin (this server's node id and the member's token): the echo is the acknowledgement,
+so an echo means the message is in Redis. The members of other servers are kept in
+`Room.remote`, from the room's snapshot and from the join, leave and rename entries, so `who`,
+`members` and the welcome list everyone on every server.
+
+The room stays synchronous: what must wait for Redis (a post, a join, a rename) waits here, in
+the member's own session task, and a leave or a notice never waits (`Room.on_leave`,
+`Room.on_broadcast` hand them to the backplane). Redis away: `unavailable`, and the member
+stays connected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import trio
+
+from ..protocol.errors import ProtocolError
+from ..protocol.events import (
+    CameBack,
+    Error,
+    Event,
+    Message,
+    MessageId,
+    Nick,
+    Notice,
+    Say,
+    Topic,
+    WentAway,
+)
+from ..protocol.names import check_name, name_key
+from .backplane import (
+    Backplane,
+    BackplaneEntry,
+    BackplaneError,
+    BackplaneUnavailable,
+    NameTaken,
+    NotJoined,
+    Seat,
+)
+from .backplane_codec import parse_id
+from .entries import Entry
+from .history_entries import (
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NICK,
+    TOPIC,
+    StoredEntry,
+)
+from .room import Member, Refused, Room
+
+log = logging.getLogger("multichat.server")
+
+# What a member is told when Redis does not answer: the client keeps the line and resends it.
+UNAVAILABLE = "the chat backplane is unreachable for now; your line was not sent, send it again"
+
+
+# ... and what a visitor is told when its hello cannot be carried out.
+UNAVAILABLE_JOIN = "the chat backplane is unreachable for now; try again in a moment"
+
+
+def _unavailable(exc: BackplaneUnavailable) -> Error:
+    if exc.maybe_published:
+        return Error("unavailable", f"{UNAVAILABLE} (it may have gone through: wait for its echo)")
+    return Error("unavailable", UNAVAILABLE)
+
+
+class Relay:
+    """`room` (its key `key`) as one of the rooms every server of `backplane` serves."""
+
+    def __init__(self, room: Room, key: str, backplane: Backplane) -> None:
+        self.room = room
+        self.key = key
+        self.backplane = backplane
+        self.position = "0-0"  # the stream ID of the newest entry in the room's log
+        self._seats: dict[Member, Seat] = {}
+        self._by_token: dict[str, Member] = {}
+        # Joins of this server read back before their member was seated (the reader can be
+        # quicker than the joining session): by token, the log entry and its index.
+        self._early: dict[str, tuple[Entry, int]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- opening, and reading what every server appends --
+
+    async def open(self, keeper: trio.Nursery) -> None:
+        """Load the room from Redis (its newest entries, members and topic) and read on from
+        there; notices are published from tasks in `keeper`. Raises BackplaneError."""
+        room = self.room
+        snapshot = await self.backplane.open_room(self.key, history=room.limits.history_entries)
+        for entry in snapshot.entries:
+            self._append(entry, bookkeeping=False)
+        room.log.carry_seq(snapshot.seq)
+        room.preload([], snapshot.seq)
+        node = self.backplane.node_id
+        room.remote = {m.key: m.name for m in snapshot.members if m.node != node}
+        room.topic = snapshot.topic
+        self.position = snapshot.position
+        self._nursery = keeper
+        room.on_leave = self._left
+        room.on_broadcast = self._broadcast
+
+    def receive(self, entries: Sequence[BackplaneEntry]) -> None:
+        """The backplane's `on_entries` for this room: append them to the log, in order."""
+        for entry in entries:
+            self.position = entry.id
+            self._append(entry)
+
+    def _append(self, item: BackplaneEntry, *, bookkeeping: bool = True) -> None:
+        room, entry, origin = self.room, item.entry, item.origin
+        room.log.carry_seq(entry.seq)
+        mine = origin.node == self.backplane.node_id
+        owner = self._by_token.get(origin.member) if mine and origin.member else None
+        kind = entry.type
+        # A leave may come from any server: a dead server's members are made to leave by
+        # whichever server reaps them, this one included.
+        if bookkeeping and (not mine or kind == LEAVE):
+            self._track(entry)
+        if room.closed:
+            return  # the shutdown notice is the last entry
+        if kind == MESSAGE:
+            message = entry.to_event()
+            assert isinstance(message, Message)
+            if entry.recipient is None:
+                room.append_message(message, owner, origin.id)
+                return
+            recipient = room.find(entry.recipient)
+            if owner is not None or recipient is not None:
+                room.log.append_private(message, owner, recipient, origin.id)
+                if owner is not None and recipient is not None and recipient.away is not None:
+                    room.send_event_nowait(owner, WentAway(recipient.name, recipient.away))
+            return
+        if kind == TOPIC:
+            room.topic = entry.text
+        event = entry.to_event()
+        if event is None:
+            return
+        # A joiner's own copy of its join notice is empty, as without a backplane.
+        appended = room.log.append(event, owner=owner if kind == JOIN else None)
+        if kind == JOIN and mine and owner is None and origin.member:
+            self._early[origin.member] = (appended, room.log.head - 1)
+        elif kind == LEAVE and mine:
+            self._early.pop(origin.member, None)
+
+    def _track(self, entry: StoredEntry) -> None:
+        """Keep `Room.remote` up to date with an entry from another server."""
+        remote = self.room.remote
+        if entry.type == JOIN:
+            remote[name_key(entry.sender)] = entry.sender
+        elif entry.type == LEAVE:
+            remote.pop(name_key(entry.sender), None)
+        elif entry.type == NICK:
+            old, new = name_key(entry.sender), name_key(entry.text)
+            self.room.remote = {
+                (new if key == old else key): (entry.text if key == old else name)
+                for key, name in remote.items()
+            }
+
+    # -- members of this server --
+
+    async def claim(self, name: str) -> Seat:
+        """Claim `name` (checked already) on every server. Raises Refused: `name_taken`,
+        `unavailable`."""
+        try:
+            return await self.backplane.join(self.key, name)
+        except NameTaken:
+            raise Refused("name_taken", f"the name {name!r} is taken; pick another") from None
+        except BackplaneUnavailable:
+            raise Refused("unavailable", UNAVAILABLE_JOIN) from None
+
+    def seated(self, member: Member, seat: Seat) -> None:
+        """`member` joined the room here with `seat` (from `claim`)."""
+        self._seats[member] = seat
+        self._by_token[seat.token] = member
+        early = self._early.pop(seat.token, None)
+        if early is not None:
+            entry, index = early
+            entry.owner = member
+            member.owned = max(member.owned, index)
+
+    def release(self, seat: Seat, reason: str) -> None:
+        """A seat claimed for a member that did not join after all."""
+        self.backplane.leave_nowait(seat, reason)
+
+    async def replay(self, after: int, name: str, limit: int) -> tuple[int, list[Event]]:
+        """What a member resuming after message `after` missed, from Redis, up to the room's
+        log here: how many messages it leaves out, and the events. Join it right after this
+        returns, reading from the log's head: nothing twice, nothing missed at the seam."""
+        try:
+            replay = await self.backplane.since(self.key, after, limit)
+        except BackplaneUnavailable:
+            raise Refused("unavailable", UNAVAILABLE_JOIN) from None
+        upto = parse_id(self.position)
+        events: list[Event] = []
+        for item in replay.entries:
+            if parse_id(item.id) > upto:
+                break  # the log here brings it
+            if item.entry.visible_to(name):
+                event = item.entry.to_event()
+                if event is not None:
+                    events.append(event)
+        return replay.missed, events
+
+    def availability(self, up: bool) -> None:
+        """The backplane's `on_availability`: tell this server's members, once each way (a
+        notice of this server's alone: Redis cannot carry it)."""
+        if self.room.closed or self._nursery is None:
+            return
+        if up:
+            text = "The chat backplane is back: lines go through again."
+        else:
+            text = "The chat backplane is unreachable: lines are refused until it is back."
+        self.room.log.append(Notice(text, self.room.now()))
+
+    def _left(self, member: Member, reason: str) -> None:
+        """The room's `on_leave`: its leave notice comes back from Redis."""
+        seat = self._seats.pop(member, None)
+        if seat is not None:
+            self._by_token.pop(seat.token, None)
+            self.backplane.leave_nowait(seat, reason)
+
+    def seats_lost(self, seats: Sequence[Seat]) -> None:
+        """The backplane no longer has these members (this server was taken for dead, or
+        Redis lost its data): the others saw them leave; close their connections."""
+        for seat in seats:
+            member = self._by_token.pop(seat.token, None)
+            if member is None or member not in self.room:
+                continue
+            self._seats.pop(member, None)
+            self.room.send_event_nowait(
+                member,
+                Error(
+                    "seat_lost",
+                    "this server lost touch with the others, which saw you leave; join again",
+                ),
+            )
+            self.room.remove(member, "server lost")
+            member.finish()
+
+    # -- what members ask --
+
+    async def say(
+        self, member: Member, text: str, id: MessageId | None, action: bool
+    ) -> Error | None:
+        """Post `text` from `member` through Redis; its echo comes back with the others'."""
+        try:
+            text = self.room.check_text(member, text)
+        except Refused as exc:
+            return Error(exc.code, exc.message)
+        entry = StoredEntry(
+            0,
+            self.room.now(),
+            MESSAGE,
+            member.name,
+            text,
+            None,
+            {"action": True} if action else None,
+        )
+        return await self._publish(member, entry, id)
+
+    async def _publish(
+        self, member: Member, entry: StoredEntry, id: MessageId | None
+    ) -> Error | None:
+        seat = self._seats.get(member)
+        if seat is None:
+            return Error("not_joined", "you are not in the room")
+        try:
+            await self.backplane.publish(self.key, entry, seat=seat, id=id)
+        except BackplaneUnavailable as exc:
+            return _unavailable(exc)
+        except NotJoined:
+            return Error("not_joined", "you are no longer in the room; join again")
+        return None
+
+    def handles(self, request: object) -> bool:
+        """Whether `answer` (not chat.py) carries out `request`: renames and private messages
+        go through Redis."""
+        return isinstance(request, Nick) or (isinstance(request, Say) and request.to is not None)
+
+    async def answer(self, member: Member, request: Nick | Say, wait: float) -> Error | None:
+        """Carry out what `handles` took (`wait`: seconds before `member` may rename)."""
+        room = self.room
+        match request:
+            case Nick(name):
+                if wait > 0:
+                    return Error("too_fast", f"one new name per 10 s; wait {wait:.0f} s")
+                return await self._rename(member, name)
+            case Say(text, id, to, action):
+                assert to is not None
+                recipient = room.find(to)
+                if recipient is None and not room.on_another_server(to):
+                    return Error("no_such_member", f"nobody called {to!r} is in the room")
+                try:
+                    text = room.check_text(member, text)
+                except Refused as exc:
+                    return Error(exc.code, exc.message)
+                to_name = recipient.name if recipient else room.remote[name_key(check_name(to))]
+                extra = {"action": True} if action else None
+                entry = StoredEntry(0, room.now(), MESSAGE, member.name, text, to_name, extra)
+                return await self._publish(member, entry, id)
+        return None
+
+    async def _rename(self, member: Member, name: str) -> Error | None:
+        room = self.room
+        try:
+            display = check_name(name)
+        except ProtocolError as exc:
+            return Error("bad_name", str(exc))
+        key = name_key(display)
+        if key != member.key and (room.reserved(key) or room.elsewhere(key)):
+            return Error("name_taken", f"the name {display!r} is taken; pick another")
+        seat = self._seats.get(member)
+        if seat is None:
+            return Error("not_joined", "you are not in the room")
+        try:
+            renamed = await self.backplane.rename(seat, display)
+        except NameTaken:
+            return Error("name_taken", f"the name {display!r} is taken; pick another")
+        except BackplaneUnavailable as exc:
+            return _unavailable(exc)
+        except NotJoined:
+            return Error("not_joined", "you are no longer in the room; join again")
+        if member in room:
+            self._seats[member] = renamed
+            try:
+                room.rename(member, display, announce=False)
+            except Refused as exc:  # taken here meanwhile, by a name reserved for an invite
+                return Error(exc.code, exc.message)
+        return None
+
+    async def notify(self, member: Member, event: Topic | WentAway | CameBack) -> Error | None:
+        """Publish `member`'s topic, away or back; it takes effect when it comes back."""
+        return await self._publish(
+            member, StoredEntry.from_event(event, seq=0, ts=self.room.now()), None
+        )
+
+    def _broadcast(self, event: Event) -> None:
+        """The room's `on_broadcast`: a notice (the topic, away and back, moderation) goes
+        through Redis like a message, and appears when it comes back."""
+        if not isinstance(event, Topic | Notice | WentAway | CameBack):
+            self.room.log.append(event)  # nothing Redis keeps: this server's alone
+            return
+        entry = StoredEntry.from_event(event, seq=0, ts=self.room.now())
+        if self._nursery is not None:
+            self._nursery.start_soon(self._publish_notice, entry)
+
+    async def _publish_notice(self, entry: StoredEntry) -> None:
+        try:
+            await self.backplane.publish(self.key, entry)
+        except BackplaneError as exc:
+            log.warning("a notice in %s was not sent: %s", self.room.name, exc)

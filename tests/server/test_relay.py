@@ -1,0 +1,236 @@
+"""Two servers, one room, in this process: `ChatServer(backplane=...)` on a real redis-server
+(the `redis_server` fixture, a database of its own per test). One order on both, names unique
+across servers, `who` and the welcome list everyone, joins and leaves cross, resume from Redis,
+private messages across servers, and moderation of another server's member refused."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from chatpeer import PASSWORD, RELAXED, Peer, host_command
+from multichat.protocol.events import (
+    Away,
+    ConnectionClosed,
+    Error,
+    Hello,
+    Join,
+    JoinRoom,
+    Leave,
+    Members,
+    Message,
+    Nick,
+    Notice,
+    Renamed,
+    Say,
+    SetTopic,
+    Topic,
+    Welcome,
+    WentAway,
+    Who,
+)
+from multichat.server.backplane import parse_address
+from multichat.server.listeners import ChatServer
+from redisserver import RedisServer
+
+STEP = 10
+TOKEN = "host-token"
+# Databases 1 to 15 of the shared Redis (Redis has 16), one per test; 0 is test_backplane's.
+_DATABASES = itertools.count(1)
+
+
+@pytest.fixture
+def backplane_url(redis_server: RedisServer) -> str:
+    database = next(_DATABASES)
+    assert database < 16, "test_relay.py has more tests than databases: add a namespace"
+    return redis_server.url.rsplit("/", 1)[0] + f"/{database}"
+
+
+@asynccontextmanager
+async def servers(
+    url: str, count: int = 2, rooms: tuple[str, ...] = ()
+) -> AsyncIterator[list[int]]:
+    """`count` servers of one backplane (host token TOKEN, more `rooms`); their ports."""
+    async with trio.open_nursery() as nursery:
+        started = [
+            ChatServer(
+                PASSWORD,
+                limits=RELAXED,
+                backplane=parse_address(url),
+                control_token=TOKEN,
+                rooms=rooms,
+            )
+            for _ in range(count)
+        ]
+        ports = [await nursery.start(server.serve, 0, "127.0.0.1") for server in started]
+        yield ports
+        for server in started:
+            server.shutdown_nowait("test over")
+
+
+async def said(peer: Peer, text: str) -> Message:
+    while True:
+        message = await peer.expect(Message)
+        assert isinstance(message, Message)
+        if message.text == text:
+            return message
+
+
+async def test_members_of_two_servers_chat_in_one_order(backplane_url: str) -> None:
+    async with servers(backplane_url) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            bob = await Peer.join(b, "bob")
+            assert bob.welcome is not None and bob.welcome.members == ("bob", "ann")
+            joined = await ann.expect(Join)
+            assert isinstance(joined, Join) and joined.name == "bob"
+            await ann.say("hello from a", "a1")
+            mine = await said(ann, "hello from a")
+            theirs = await said(bob, "hello from a")
+            await bob.say("hello from b", "b1")
+            reply_b = await said(bob, "hello from b")
+            reply_a = await said(ann, "hello from b")
+            await ann.send(Who())
+            who = await ann.expect(Members)
+    assert mine.id == "a1" and theirs.id is None and mine.seq == theirs.seq
+    assert reply_b.id == "b1" and reply_b.seq == reply_a.seq == mine.seq + 1
+    assert isinstance(who, Members) and set(who.names) == {"ann", "bob"}
+
+
+async def test_names_are_unique_across_servers(backplane_url: str) -> None:
+    async with servers(backplane_url) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            other = await Peer.open(b)
+            await other.send(Hello("ANN", PASSWORD))
+            taken = await other.expect(Error)
+            await ann.aclose()
+    assert isinstance(taken, Error) and taken.code == "name_taken"
+
+
+async def test_a_leave_and_a_join_on_one_server_are_seen_on_the_other(backplane_url: str) -> None:
+    async with servers(backplane_url) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            bob = await Peer.join(b, "bob")
+            joined = await ann.expect(Join)
+            await bob.aclose()
+            left = await ann.expect(Leave)
+            await ann.send(Who())
+            who = await ann.expect(Members)
+    assert isinstance(joined, Join) and joined.name == "bob"
+    assert isinstance(left, Leave) and left.name == "bob"
+    assert isinstance(who, Members) and who.names == ("ann",)
+
+
+async def test_a_member_resumes_on_another_server_from_redis(backplane_url: str) -> None:
+    async with servers(backplane_url) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            for i in range(3):
+                await ann.say(f"line {i}", f"a{i}")
+                await said(ann, f"line {i}")
+            back = await Peer.open(b)
+            await back.send(Hello("bob", PASSWORD, since=1))
+            welcome = await back.next_event()
+            replayed = [await back.expect(Message) for _ in range(2)]
+            await ann.say("after", "a3")
+            after = await said(back, "after")
+    assert isinstance(welcome, Welcome) and welcome.seq == 3
+    assert [m.text for m in replayed if isinstance(m, Message)] == ["line 1", "line 2"]
+    assert isinstance(after, Message) and after.seq == 4
+
+
+async def test_private_messages_cross_servers(backplane_url: str) -> None:
+    async with servers(backplane_url, 3) as (a, b, c):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            bob = await Peer.join(b, "bob")
+            cat = await Peer.join(c, "cat")
+            await ann.expect(Join)
+            await ann.send(Say("psst", "p1", to="bob"))
+            echo = await said(ann, "psst")
+            got = await said(bob, "psst")
+            await ann.say("public", "a2")
+            public = await said(cat, "public")
+            await ann.send(Say("nobody", "p2", to="dan"))
+            unknown = await ann.expect(Error)
+    assert echo.id == "p1" and echo.to == got.to == "bob" and got.seq == echo.seq
+    assert public.seq == echo.seq + 1  # cat never saw the private one, and no Gap for it
+    assert isinstance(unknown, Error) and unknown.code == "no_such_member"
+
+
+async def test_renames_topics_and_kicks_cross_servers(backplane_url: str) -> None:
+    async with servers(backplane_url) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            bob = await Peer.join(b, "bob")
+            await ann.expect(Join)
+            await bob.send(Nick("ann"))
+            taken = await bob.expect(Error)
+            await bob.send(Nick("rob"))
+            renamed = await ann.expect(Renamed)
+            await host_command(a, TOKEN, "op", "ann")
+            await ann.send(SetTopic("board games"))
+            topic = await bob.expect(Topic)
+            await bob.send(Away("lunch"))
+            away = await ann.expect(WentAway)
+            # Moderation is each server's own: a member of another server is refused.
+            refused = await host_command(a, TOKEN, "kick", "rob")
+            kicked = await host_command(b, TOKEN, "kick", "rob", "spam")
+            left = await ann.expect(Leave)
+            await ann.send(Who())
+            who = await ann.expect(Members)
+    assert isinstance(taken, Error) and taken.code == "name_taken"
+    assert isinstance(renamed, Renamed) and (renamed.old, renamed.new) == ("bob", "rob")
+    assert isinstance(topic, Topic) and (topic.text, topic.by) == ("board games", "ann")
+    assert isinstance(away, WentAway) and (away.name, away.text) == ("rob", "lunch")
+    assert isinstance(refused, Error) and refused.code == "not_here"
+    assert refused.message == "rob is on another server; this server cannot /kick them"
+    assert isinstance(kicked, Notice)
+    assert isinstance(left, Leave) and (left.name, left.reason) == ("rob", "kicked: spam")
+    assert isinstance(who, Members) and who.names == ("ann",)
+
+
+async def test_members_the_backplane_lost_are_told_and_closed(backplane_url: str) -> None:
+    """`on_seats_lost` (this server was taken for dead, or Redis lost its data): the others
+    saw them leave, so their connections close with a clear error; they join again."""
+    async with trio.open_nursery() as nursery:
+        server = ChatServer(PASSWORD, limits=RELAXED, backplane=parse_address(backplane_url))
+        port = await nursery.start(server.serve, 0, "127.0.0.1")
+        with trio.fail_after(STEP):
+            ann = await Peer.join(port, "ann")
+            assert server.backplane is not None
+            server.rooms.seats_lost(server.backplane.seats())
+            error = await ann.expect(Error)
+            closed = await ann.next_event()
+            again = await Peer.join(port, "dan")
+        server.shutdown_nowait("test over")
+    assert isinstance(error, Error) and error.code == "seat_lost"
+    assert isinstance(closed, ConnectionClosed)
+    assert again.welcome is not None and again.welcome.members == ("dan",)
+
+
+async def test_a_member_moves_rooms_on_the_backplane(backplane_url: str) -> None:
+    async with servers(backplane_url, rooms=("games",)) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            bob = await Peer.join(b, "bob")
+            cat = await Peer.join(b, "cat", room="games")
+            await ann.expect(Join)
+            await ann.send(JoinRoom("games"))
+            welcome = await ann.expect(Welcome)
+            left = await bob.expect(Leave)
+            joined = await cat.expect(Join)
+            await ann.say("in games", "g1")
+            echo = await said(ann, "in games")
+            heard = await said(cat, "in games")
+    assert isinstance(welcome, Welcome) and welcome.room == "games"
+    assert set(welcome.members) == {"ann", "cat"}
+    assert isinstance(left, Leave) and (left.name, left.reason) == ("ann", "went to games")
+    assert isinstance(joined, Join) and joined.name == "ann"
+    assert echo.id == "g1" and heard.seq == echo.seq == 1
