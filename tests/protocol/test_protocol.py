@@ -82,6 +82,8 @@ ALL_EVENTS: list[Event] = [
     Pong("x"),
     Welcome("alice", "room", ("alice", "bob")),
     Error("bad_frame", "oops"),
+    Error("unavailable", "later", "a-7"),
+    Error("muted", "hush", 12),
     Message(1, 1.5, "alice", "hi\nthere", "7"),
     Message(2, 1.5, "bob", "hi"),
     Join("bob", 2.0),
@@ -103,6 +105,15 @@ def test_every_event_round_trips(event: Event) -> None:
     frame = wire.encode(event)
     assert frame.endswith(b"\n") and frame.count(b"\n") == 1
     assert wire.decode(frame[:-1]) == event
+
+
+def test_an_error_names_the_line_it_refuses_and_only_then() -> None:
+    assert wire.encode(Error("unavailable", "later", "a-7")) == (
+        b'{"type":"error","code":"unavailable","message":"later","id":"a-7"}\n'
+    )
+    assert wire.encode(Error("bad_frame", "oops")) == (
+        b'{"type":"error","code":"bad_frame","message":"oops"}\n'
+    )
 
 
 def test_message_uses_from_on_the_wire() -> None:

@@ -18,6 +18,8 @@ import pytest
 import trio
 
 from chatpeer import PASSWORD, Peer
+from multichat.client.address import Address
+from multichat.client.connection import ChatClient
 from multichat.protocol.events import Error, Hello, Leave, Members, Message, Say, Who
 from redisserver import RedisServer
 
@@ -288,3 +290,44 @@ async def test_a_bad_node_timeout_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.decode() == (
         f"multichat: {bad}: [backplane] node_timeout must be a number of seconds > 0\n"
     )
+
+
+async def test_the_terminal_client_sends_a_line_refused_as_unavailable_again(
+    tmp_path: Path,
+) -> None:
+    """The issue's promise for clients: a line refused while Redis is away is kept, shown as
+    waiting, and sent again; once Redis is back it is said once, and acknowledged."""
+    (tmp_path / "s0").mkdir()
+    seen: list[object] = []
+    refused = trio.Event()
+
+    def listener(event: object) -> None:
+        seen.append(event)
+        if isinstance(event, Error) and event.code == "unavailable":
+            refused.set()
+
+    with RedisServer(tmp_path / "redis", appendonly=True) as redis:
+        async with serve(tmp_path / "s0", redis.url, node_timeout=15) as server:
+            with trio.fail_after(40):
+                client = ChatClient(Address("127.0.0.1", server.port), "ann", PASSWORD, listener)
+                await client.join()
+                bob = await Peer.join(server.port, "bob")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client.run)
+                    await trio.to_thread.run_sync(redis.stop)
+                    client.say_nowait("through the outage")
+                    await refused.wait()
+                    assert client.pending == 1  # kept, not given up on
+                    await trio.to_thread.run_sync(redis.start)
+                    heard = [await said(bob, "through the outage")]
+                    await client.wait_acknowledged()
+                    client.say_nowait("after")
+                    while heard[-1].text != "after":
+                        event = await bob.expect(Message)
+                        assert isinstance(event, Message)
+                        heard.append(event)
+                    nursery.cancel_scope.cancel()
+    echoes = [e for e in seen if isinstance(e, Message) and e.text == "through the outage"]
+    assert len(echoes) == 1 and echoes[0].id is not None  # its own echo, once
+    # Bob heard it once: nothing between it and the next line.
+    assert [m.text for m in heard] == ["through the outage", "after"]

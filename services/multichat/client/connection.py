@@ -27,6 +27,7 @@ room the member was in. Lines typed before a `/join` are said in the room they w
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import secrets
 from collections import deque
@@ -96,6 +97,11 @@ LINE_REFUSALS = frozenset({"too_long", "empty", "muted"})
 NO_SUCH_MEMBER = "no_such_member"
 # Refusals of a line because the session is ending; it may go again after a rejoin.
 LINE_DEFERRALS = frozenset({"shutting_down", "not_joined"})
+# Refusals of a line while the room's backplane (Redis) is away: sent again on this connection.
+LINE_RETRIES = frozenset({"unavailable"})
+# How long a line refused as `unavailable` waits before it goes again: a Redis restart takes
+# seconds, and trying sooner only collects more refusals (a reconnect waits as long at first).
+RETRY_UNAVAILABLE_SECONDS = 2.0
 # Login refusals that retrying cannot fix; others (a name still held by our old connection, a
 # room restarting or full) may clear up while reconnecting.
 # A room gone after a restart (the host no longer makes it) is one too.
@@ -198,6 +204,8 @@ class ChatClient:
         self._outbox: deque[Line] = deque()  # typed, not sent on this connection yet
         self._unacked: dict[str, Line] = {}  # sent on this connection, echo not seen yet
         self._deferred: list[Line] = []  # refused while the room was closing
+        self._retrying: list[Line] = []  # refused as unavailable: sent again at `_retry_at`
+        self._retry_at = math.inf
         self._maybe_delivered: set[str] = set()  # ids sent on a connection that broke
         self._control: list[Event] = []  # pongs and requests, sent ahead of lines
         self._holding = False  # after a rejoin, lines wait for the history to end
@@ -223,7 +231,7 @@ class ChatClient:
     @property
     def pending(self) -> int:
         """Lines typed and not yet acknowledged."""
-        return len(self._outbox) + len(self._unacked) + len(self._deferred)
+        return len(self._outbox) + len(self._unacked) + len(self._deferred) + len(self._retrying)
 
     def say_nowait(self, text: str, *, to: str | None = None, action: bool = False) -> Line:
         """Queue `text` for the room (for `to` alone if given); it is sent as soon as there is
@@ -323,9 +331,11 @@ class ChatClient:
 
     def _requeue(self) -> None:
         """Lines not acknowledged go back to the front of the queue, in the order typed."""
-        back = [*self._deferred, *self._unacked.values()]
+        back = [*self._retrying, *self._deferred, *self._unacked.values()]
         self._maybe_delivered.update(line.id for line in self._unacked.values())
         self._outbox.extendleft(reversed(back))
+        self._retrying.clear()
+        self._retry_at = math.inf
         self._deferred.clear()
         self._unacked.clear()
 
@@ -419,7 +429,12 @@ class ChatClient:
                 if self._quit_sent:
                     return
                 self._wakeup = trio.Event()
-                await self._wakeup.wait()
+                with trio.move_on_at(self._retry_at):
+                    await self._wakeup.wait()
+                if trio.current_time() >= self._retry_at:
+                    self._outbox.extendleft(reversed(self._retrying))
+                    self._retrying.clear()
+                    self._retry_at = math.inf
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             broken.append(f"connection lost ({exc or type(exc).__name__})")
             done.cancel()
@@ -500,6 +515,8 @@ class ChatClient:
                 self._last_seq, self._last_ts = seq, max(self._last_ts, ts)
                 if isinstance(id, str):  # ours are strings; another client's are not ours
                     self._unacked.pop(id, None)
+                    # Refused as "may have gone through", and it did: not to be sent again.
+                    self._retrying = [line for line in self._retrying if line.id != id]
                     self._maybe_delivered.discard(id)
                     self._check_acknowledged()
             case Members(names, away, ops):
@@ -536,6 +553,13 @@ class ChatClient:
                     if code in LINE_REFUSALS or code == NO_SUCH_MEMBER:
                         self._maybe_delivered.discard(line.id)
                         self.listener(NotSent(line, event))
+                    elif code in LINE_RETRIES:
+                        self._retrying.append(line)
+                        self._retry_at = min(
+                            self._retry_at, trio.current_time() + RETRY_UNAVAILABLE_SECONDS
+                        )
+                        self._wakeup.set()  # the writer waits again, until `_retry_at`
+                        self.listener(event)  # the member sees why its line waits
                     else:
                         self._deferred.append(line)
                     self._check_acknowledged()
@@ -598,6 +622,10 @@ class ChatClient:
     def _refused_line(self, error: Error) -> Line | None:
         """The line `error` refuses, taken off the unacknowledged ones; None if it is no
         line's (a refused request, a notice of the session's end)."""
+        if error.id is not None:
+            # The server names the line: with a backplane, a refusal comes at once and the
+            # echoes of earlier lines later, so "the oldest" would be the wrong one.
+            return self._unacked.pop(error.id, None) if isinstance(error.id, str) else None
         if not self._unacked:
             return None
         if error.code in LINE_REFUSALS or error.code in LINE_DEFERRALS:

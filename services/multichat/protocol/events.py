@@ -103,10 +103,12 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """Something went wrong; `code` is stable, `message` is for people."""
+    """Something went wrong; `code` is stable, `message` is for people; `id` is the refused
+    `say`'s, when the error refuses one that carried an id."""
 
     code: str
     message: str
+    id: MessageId | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
         _str(o, "topic", ""),
         _int(o, "seq", 0),
     ),
-    "error": lambda o: Error(_str(o, "code"), _str(o, "message", "")),
+    "error": lambda o: Error(_str(o, "code"), _str(o, "message", ""), _id(o, "id")),
     "message": lambda o: Message(
         _int(o, "seq"),
         _num(o, "ts"),
@@ -391,8 +391,11 @@ def to_json(event: Event) -> dict[str, Any]:
             if topic:
                 obj["topic"] = topic
             return obj
-        case Error(code, message):
-            return {"type": "error", "code": code, "message": message}
+        case Error(code, message, id):
+            error: dict[str, Any] = {"type": "error", "code": code, "message": message}
+            if id is not None:
+                error["id"] = id
+            return error
         case Message(seq, ts, sender, text, id, to, action):
             obj = {
                 "type": "message",

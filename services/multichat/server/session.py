@@ -9,6 +9,7 @@ web.py, and one upgraded to a WebSocket carries the same events in WebSocket mes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import trio
@@ -445,18 +446,19 @@ class Session:
         assert member is not None and hosted is not None
         refusal = hosted.moderation.muted(member)
         if refusal is not None:
-            self.send_nowait(refusal)
+            self.send_nowait(dataclasses.replace(refusal, id=id))
             return True
         if hosted.relay is not None:
             # Through Redis: the echo comes back with everyone's entries (relay.py).
             error = await hosted.relay.say(member, text, id, action)
             if error is not None and member in hosted.room:
-                self.send_nowait(error)
+                # With the line's id: a refusal comes at once, echoes of earlier lines later.
+                self.send_nowait(dataclasses.replace(error, id=id))
             return True
         try:
             hosted.room.post(member, text, id, action=action)
         except Refused as exc:
-            self.send_nowait(Error(exc.code, exc.message))
+            self.send_nowait(Error(exc.code, exc.message, id))
         else:
             hosted.fanout.posted_nowait()
         return True
@@ -472,6 +474,8 @@ class Session:
             answer = await chat.answer_relayed(self.ctx.rooms, hosted, member, request, now)
         else:
             answer = chat.answer(self.ctx.rooms, hosted, member, request, now)
+        if isinstance(answer, Error) and isinstance(request, Say):
+            answer = dataclasses.replace(answer, id=request.id)  # a private line's refusal
         if answer is not None and member in hosted.room:
             self.send_nowait(answer)
         return True

@@ -43,6 +43,10 @@
 
   const LINE_REFUSALS = new Set(["too_long", "empty", "muted"]); // sending again cannot help
   const LINE_DEFERRALS = new Set(["shutting_down", "not_joined"]); // may go after a rejoin
+  // The room's backplane (Redis) is away: the line goes again on this connection, this much
+  // later (a Redis restart takes seconds), as the terminal client does.
+  const LINE_RETRIES = new Set(["unavailable"]);
+  const RETRY_UNAVAILABLE_MS = 2000;
   // A private line to someone who is not there; requests (`/kick bob`) get the same code, so
   // the error is matched to a line by the name it quotes.
   const NO_SUCH_MEMBER = "no_such_member";
@@ -727,6 +731,7 @@
       outbox: [], // typed, not sent on this connection yet
       unacked: new Map(), // sent on this connection, echo not seen yet, by id
       deferred: [], // refused while the room was closing
+      retrying: new Map(), // refused as unavailable, sent again soon, by id
       maybeDelivered: new Set(), // ids sent on a connection that broke
       // "join" while the room shows its recent history, "rejoin" while it replays what was
       // missed (held in `replay`), until the answer to the "who" sent after the welcome.
@@ -741,7 +746,12 @@
     };
   }
 
-  const pending = () => [...session.deferred, ...session.unacked.values(), ...session.outbox];
+  const pending = () => [
+    ...session.retrying.values(),
+    ...session.deferred,
+    ...session.unacked.values(),
+    ...session.outbox,
+  ];
 
   function wsUrl() {
     return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
@@ -890,9 +900,11 @@
       case "message": {
         session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
         seen(frame);
-        const line = typeof frame.id === "string" ? session.unacked.get(frame.id) : undefined;
+        const id = typeof frame.id === "string" ? frame.id : undefined;
+        const line = id && (session.unacked.get(id) || session.retrying.get(id));
         if (line) {
           session.unacked.delete(line.id);
+          session.retrying.delete(line.id);
           session.maybeDelivered.delete(line.id);
           showConfirmed(line, frame);
         } else {
@@ -1010,9 +1022,19 @@
       end("kicked", message); // the room closes on us next: coming back would not be welcome
       return;
     }
-    const line = refusedLine(code, message);
+    const line = refusedLine(code, message, frame.id);
     if (!line) {
       system(message, "error");
+    } else if (LINE_RETRIES.has(code)) {
+      system(message, "error");
+      const current = session;
+      current.retrying.set(line.id, line);
+      setTimeout(() => {
+        // Not if its echo came meanwhile ("it may have gone through").
+        if (!current.retrying.delete(line.id)) return;
+        current.outbox.unshift(line);
+        if (current === session) flush();
+      }, RETRY_UNAVAILABLE_MS);
     } else if (LINE_DEFERRALS.has(code)) {
       session.deferred.push(line);
     } else {
@@ -1022,9 +1044,13 @@
   }
 
   // The line an error refuses, taken off the unacknowledged ones; none if it is no line's.
-  function refusedLine(code, message) {
+  function refusedLine(code, message, id) {
     let line;
-    if (LINE_REFUSALS.has(code) || LINE_DEFERRALS.has(code)) {
+    if (typeof id === "string") {
+      // The server names the line: with a backplane, a refusal comes at once and the echoes
+      // of earlier lines later, so "the oldest" would be the wrong one.
+      line = session.unacked.get(id);
+    } else if (LINE_REFUSALS.has(code) || LINE_DEFERRALS.has(code)) {
       // The room answers in order: the oldest line not yet echoed is the one.
       line = session.unacked.values().next().value;
     } else if (code === NO_SUCH_MEMBER) {
