@@ -21,6 +21,7 @@ from .hosting import control, launcher
 from .hosting.process import (
     HostError,
     freeze_startup_objects,
+    hand_the_gil_over_quickly,
     host_room,
     password_from,
     setup_logging,
@@ -308,6 +309,7 @@ def serve(
 
     try:
         freeze_startup_objects()
+        hand_the_gil_over_quickly()
         trio.run(
             partial(
                 host_room,
@@ -412,6 +414,7 @@ def up(
         chosen, rooms, limits, token, data, open_rooms=open_rooms, backplane=shared
     )
     freeze_startup_objects()
+    hand_the_gil_over_quickly()
     try:
         trio.run(
             partial(
