@@ -775,3 +775,26 @@ def test_a_batch_of_any_size_is_stored_whole_and_in_order(
     with pytest.raises(HistoryError):  # seq 1 again: the whole batch is refused
         store.append([say(seq + 1), say(1)])
     assert store.last_seq() == seq
+
+
+async def test_a_commit_takes_at_most_max_batch_and_the_rest_follow(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readable a commit at a time: a huge commit would make one huge fan-out."""
+    monkeypatch.setattr(history_writer, "MAX_BATCH", 4)
+    store = RecordingStore.open(db)
+    assert isinstance(store, RecordingStore)
+    writer = HistoryWriter(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        with trio.fail_after(10):
+            for seq in range(1, 11):
+                writer.append_nowait(say(seq))
+            await writer.flush()
+            # Cancelled with more than a batch queued: every one is still committed.
+            for seq in range(11, 21):
+                writer.append_nowait(say(seq))
+        nursery.cancel_scope.cancel()
+    assert store.transactions[:3] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    assert all(len(t) <= 4 for t in store.transactions)
+    assert [e.seq for e in store.recent(100)] == list(range(1, 21))
