@@ -16,6 +16,7 @@ from multichat.protocol.events import (
     Control,
     Event,
     Hello,
+    Message,
     NeedData,
     Say,
     Welcome,
@@ -86,6 +87,14 @@ class Peer:
             assert not isinstance(event, ConnectionClosed), f"closed while waiting for {kind}"
             if isinstance(event, kind):
                 return event
+
+    async def heard(self, text: str) -> Message:
+        """The next message saying `text`, skipping the others."""
+        while True:
+            message = await self.expect(Message)
+            assert isinstance(message, Message)
+            if message.text == text:
+                return message
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import trio
 import trio.lowlevel
-from test_sigterm import serve
 
 from chatpeer import PASSWORD, Peer
 from multichat.protocol.events import ConnectionClosed, Hello, Message, Welcome
+from servecli import serve
 
 CLI = Path(sys.executable).parent / "multichat"
 STEP = 20

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import trio
-from test_sigterm import RELAXED_TOML, serve
 
 from chatpeer import PASSWORD, Peer
 from multichat.hosting.datadir import room_dir
@@ -22,6 +21,7 @@ from multichat.protocol.events import (
     Shutdown,
     Welcome,
 )
+from servecli import RELAXED_TOML, serve
 
 CLI = Path(sys.executable).parent / "multichat"
 STEP = 20

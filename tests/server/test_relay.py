@@ -72,14 +72,6 @@ async def servers(
             server.shutdown_nowait("test over")
 
 
-async def said(peer: Peer, text: str) -> Message:
-    while True:
-        message = await peer.expect(Message)
-        assert isinstance(message, Message)
-        if message.text == text:
-            return message
-
-
 async def test_members_of_two_servers_chat_in_one_order(backplane_url: str) -> None:
     async with servers(backplane_url) as (a, b):
         with trio.fail_after(STEP):
@@ -89,11 +81,11 @@ async def test_members_of_two_servers_chat_in_one_order(backplane_url: str) -> N
             joined = await ann.expect(Join)
             assert isinstance(joined, Join) and joined.name == "bob"
             await ann.say("hello from a", "a1")
-            mine = await said(ann, "hello from a")
-            theirs = await said(bob, "hello from a")
+            mine = await ann.heard("hello from a")
+            theirs = await bob.heard("hello from a")
             await bob.say("hello from b", "b1")
-            reply_b = await said(bob, "hello from b")
-            reply_a = await said(ann, "hello from b")
+            reply_b = await bob.heard("hello from b")
+            reply_a = await ann.heard("hello from b")
             await ann.send(Who())
             who = await ann.expect(Members)
     assert mine.id == "a1" and theirs.id is None and mine.seq == theirs.seq
@@ -133,13 +125,13 @@ async def test_a_member_resumes_on_another_server_from_redis(backplane_url: str)
             ann = await Peer.join(a, "ann")
             for i in range(3):
                 await ann.say(f"line {i}", f"a{i}")
-                await said(ann, f"line {i}")
+                await ann.heard(f"line {i}")
             back = await Peer.open(b)
             await back.send(Hello("bob", PASSWORD, since=1))
             welcome = await back.next_event()
             replayed = [await back.expect(Message) for _ in range(2)]
             await ann.say("after", "a3")
-            after = await said(back, "after")
+            after = await back.heard("after")
     assert isinstance(welcome, Welcome) and welcome.seq == 3
     assert [m.text for m in replayed if isinstance(m, Message)] == ["line 1", "line 2"]
     assert isinstance(after, Message) and after.seq == 4
@@ -153,10 +145,10 @@ async def test_private_messages_cross_servers(backplane_url: str) -> None:
             cat = await Peer.join(c, "cat")
             await ann.expect(Join)
             await ann.send(Say("psst", "p1", to="bob"))
-            echo = await said(ann, "psst")
-            got = await said(bob, "psst")
+            echo = await ann.heard("psst")
+            got = await bob.heard("psst")
             await ann.say("public", "a2")
-            public = await said(cat, "public")
+            public = await cat.heard("public")
             await ann.send(Say("nobody", "p2", to="dan"))
             unknown = await ann.expect(Error)
     assert echo.id == "p1" and echo.to == got.to == "bob" and got.seq == echo.seq
@@ -227,8 +219,8 @@ async def test_a_member_moves_rooms_on_the_backplane(backplane_url: str) -> None
             left = await bob.expect(Leave)
             joined = await cat.expect(Join)
             await ann.say("in games", "g1")
-            echo = await said(ann, "in games")
-            heard = await said(cat, "in games")
+            echo = await ann.heard("in games")
+            heard = await cat.heard("in games")
     assert isinstance(welcome, Welcome) and welcome.room == "games"
     assert set(welcome.members) == {"ann", "cat"}
     assert isinstance(left, Leave) and (left.name, left.reason) == ("ann", "went to games")

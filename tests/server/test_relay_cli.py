@@ -6,12 +6,8 @@ traffic costs `unavailable` meanwhile and nothing acknowledged; a bad backplane 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,74 +18,24 @@ from multichat.client.address import Address
 from multichat.client.connection import ChatClient
 from multichat.protocol.events import Error, Hello, Leave, Members, Message, Say, Who
 from redisserver import RedisServer
+from servecli import CLI, Server
+from servecli import serve as serving
 
-CLI = Path(sys.executable).parent / "multichat"
-SERVING = re.compile(rb"serving room .* on port (\d+)")
-STEP = 20
 NODE_TIMEOUT = 1.5  # seconds: a killed server's members leave within about 2 of these
-RELAXED_TOML = {
-    "connections_per_source": 100_000,
-    "unauthenticated_per_source": 100_000,
-    "unauthenticated_total": 100_000,
-    "flood_per_second": 0,
-    "failed_passwords_per_minute": 1000,
-    "failed_passwords_global_per_minute": 1000,
-}
+STEP = 20
 
 
-@dataclass
-class Server:
-    process: trio.Process
-    port: int
-    log: bytearray = field(default_factory=bytearray)
-
-
-def config(tmp_path: Path, node_timeout: float) -> Path:
-    path = tmp_path / "backplane.toml"
-    limits = "".join(f"{k} = {v!r}\n" for k, v in RELAXED_TOML.items())
-    path.write_text(f"[limits]\n{limits}\n[backplane]\nnode_timeout = {node_timeout}\n")
-    return path
-
-
-@asynccontextmanager
-async def serve(
+def serve(
     tmp_path: Path, url: str, *, node_timeout: float = NODE_TIMEOUT
-) -> AsyncIterator[Server]:
-    """`multichat serve --backplane URL` on a loopback port the kernel picks (found in its
-    log); killed, by its pid, if still running at the end."""
-    env = os.environ | {"MULTICHAT_PASSWORD": PASSWORD, "MULTICHAT_STATE_DIR": str(tmp_path)}
-    env["MULTICHAT_BACKPLANE"] = url  # the variable, as a container would set it
-    command = [str(CLI), "serve", "--host", "127.0.0.1", "--port", "0", "--ephemeral"]
-    command += ["--config", str(config(tmp_path, node_timeout))]
-    process = await trio.lowlevel.open_process(
-        command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+) -> AbstractAsyncContextManager[Server]:
+    """`multichat serve --backplane URL`, the URL in the variable as a container would set it."""
+    return serving(
+        tmp_path,
+        "--ephemeral",
+        config_name="backplane.toml",
+        more_config=f"\n[backplane]\nnode_timeout = {node_timeout}\n",
+        env={"MULTICHAT_BACKPLANE": url},
     )
-    log = bytearray()
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stderr is not None
-            stderr = process.stderr
-
-            async def read_log(task_status: trio.TaskStatus[int]) -> None:
-                started = False
-                while chunk := await stderr.receive_some(65536):
-                    log.extend(chunk)
-                    if not started and (match := SERVING.search(log)):
-                        started = True
-                        task_status.started(int(match.group(1)))
-                assert started, log.decode()
-
-            with trio.fail_after(STEP):
-                port = await nursery.start(read_log)
-            try:
-                yield Server(process, port, log)
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()  # this process only, by its pid
-            with trio.move_on_after(5):
-                await process.wait()
 
 
 @asynccontextmanager
@@ -103,14 +49,6 @@ async def several(
             )
             for i in range(count)
         ]
-
-
-async def said(peer: Peer, text: str) -> Message:
-    while True:
-        message = await peer.expect(Message)
-        assert isinstance(message, Message)
-        if message.text == text:
-            return message
 
 
 async def test_three_servers_one_room_and_one_killed(tmp_path: Path) -> None:
@@ -319,7 +257,7 @@ async def test_the_terminal_client_sends_a_line_refused_as_unavailable_again(
                     await refused.wait()
                     assert client.pending == 1  # kept, not given up on
                     await trio.to_thread.run_sync(redis.start)
-                    heard = [await said(bob, "through the outage")]
+                    heard = [await bob.heard("through the outage")]
                     await client.wait_acknowledged()
                     client.say_nowait("after")
                     while heard[-1].text != "after":
