@@ -69,18 +69,15 @@ def test_each_kind_of_entry_round_trips_through_its_fields(entry: StoredEntry) -
     assert decoded.is_message == (entry.type == MESSAGE)
 
 
-def test_a_client_id_keeps_its_type_and_an_empty_origin_adds_no_fields() -> None:
+def test_a_client_id_keeps_its_type_and_an_entry_is_one_json_record() -> None:
     entry = StoredEntry(1, 1.0, MESSAGE, "a", "x")
     as_number = decode_entry("1-0", pairs(encode_fields(entry, Origin("n", "t", 42))))
     as_string = decode_entry("1-0", pairs(encode_fields(entry, Origin("n", "t", "42"))))
     assert as_number.origin.id == 42 and as_string.origin.id == "42"
-    assert pairs(encode_fields(entry, Origin("n"))) == {
-        "t": "message",
-        "ts": "1.0",
-        "o": "n",
-        "f": "a",
-        "x": "x",
-    }
+    assert encode_fields(entry, Origin("n")) == [
+        "d",
+        '["message",1.0,"n","a","x",null,null,"",null,0]',
+    ]
 
 
 def test_the_seq_comes_from_the_stream_id_not_the_fields() -> None:
@@ -88,9 +85,11 @@ def test_the_seq_comes_from_the_stream_id_not_the_fields() -> None:
     assert decode_entry("41-3", fields).entry.seq == 41
 
 
-def test_fields_this_version_does_not_know_are_ignored() -> None:
+def test_fields_and_parts_this_version_does_not_know_are_ignored() -> None:
     fields = pairs(encode_fields(StoredEntry(1, 1.0, MESSAGE, "a", "x"), Origin("n")))
     assert decode_entry("1-0", {**fields, "zz": "later"}).entry.text == "x"
+    longer = fields["d"][:-1] + ',"a later part",{"and":"another"}]'
+    assert decode_entry("1-0", {"d": longer}).entry.text == "x"
 
 
 texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=50)
@@ -131,11 +130,13 @@ def test_any_entry_and_origin_round_trip(
     assert parse_id(decoded.id) == (seq, sub)
 
 
+parts = st.lists(json_values | st.floats(), max_size=12)
+
+
 @given(
     st.text(max_size=30),
-    st.dictionaries(
-        st.sampled_from(["t", "ts", "o", "f", "x", "r", "e", "m", "i", "p", "zz"]) | texts, texts
-    ),
+    st.dictionaries(st.sampled_from(["d", "zz"]) | texts, texts)
+    | parts.map(lambda record: {"d": json.dumps(record)}),
 )
 def test_garbage_is_refused_with_corrupt_entry_only(id: str, fields: dict[str, str]) -> None:
     try:
@@ -145,19 +146,38 @@ def test_garbage_is_refused_with_corrupt_entry_only(id: str, fields: dict[str, s
     assert decoded.id == id
 
 
+GOOD = ["message", 1, "n", "a", "x", None, None, "", None, 0]
+
+
+def damaged(position: int, value: object) -> dict[str, str]:
+    record = list(GOOD)
+    record[position] = value
+    return {"d": json.dumps(record)}
+
+
 @pytest.mark.parametrize(
     "fields",
     [
-        {"ts": "1", "o": "n"},
-        {"t": "message", "o": "n"},
-        {"t": "message", "ts": "1"},
-        {"t": "message", "ts": "soon", "o": "n"},
-        {"t": "message", "ts": "inf", "o": "n"},
-        {"t": "message", "ts": "1", "o": "n", "e": "[1]"},
-        {"t": "message", "ts": "1", "o": "n", "e": "{"},
-        {"t": "message", "ts": "1", "o": "n", "i": "true"},
-        {"t": "message", "ts": "1", "o": "n", "i": "1.5"},
-        {"t": "message", "ts": "1", "o": "n", "p": "x"},
+        {},
+        {"t": "message", "ts": "1", "o": "n"},  # the ten-field form of an earlier build
+        {"d": "["},
+        {"d": "[" * 100_000},
+        {"d": '{"t": "message"}'},
+        {"d": json.dumps(GOOD[:-1])},
+        damaged(0, 1),
+        damaged(1, "soon"),
+        damaged(1, True),
+        damaged(1, 1e400),
+        damaged(2, None),
+        damaged(3, ["a"]),
+        damaged(4, 5),
+        damaged(5, 5),
+        damaged(6, [1]),
+        damaged(7, None),
+        damaged(8, True),
+        damaged(8, 1.5),
+        damaged(9, "x"),
+        damaged(9, -1),
     ],
 )
 def test_a_damaged_entry_says_what_is_wrong(fields: dict[str, str]) -> None:

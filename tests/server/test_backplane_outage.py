@@ -30,18 +30,6 @@ ROOM = "den"
 
 
 @pytest.fixture
-def own_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server for this test alone, with an append-only file (`redis_server` is asked
-    for only for its check that redis-server is installed)."""
-    server = RedisServer(tmp_path / "redis", appendonly=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def forgetful_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server that keeps nothing across a restart (no append-only file)."""
     server = RedisServer(tmp_path / "redis", appendonly=False)

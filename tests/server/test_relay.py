@@ -6,6 +6,8 @@ private messages across servers, and moderation of another server's member refus
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +37,7 @@ from multichat.protocol.events import (
 )
 from multichat.server.backplane import parse_address
 from multichat.server.listeners import ChatServer
+from multichat.server.relay import PUBLISH_WINDOW
 from redisserver import RedisServer
 
 STEP = 10
@@ -226,3 +229,43 @@ async def test_a_member_moves_rooms_on_the_backplane(backplane_url: str) -> None
     assert isinstance(left, Leave) and (left.name, left.reason) == ("ann", "went to games")
     assert isinstance(joined, Join) and joined.name == "ann"
     assert echo.id == "g1" and heard.seq == echo.seq == 1
+
+
+async def test_a_fast_senders_lines_are_pipelined_up_to_the_window(own_redis: RedisServer) -> None:
+    """A sender does not wait a round trip per line: up to PUBLISH_WINDOW of its lines are on
+    their way to Redis at once, its session waits past that, and every line comes back once,
+    in order, with its id."""
+    server = ChatServer(PASSWORD, limits=RELAXED, backplane=parse_address(own_redis.url))
+    count = PUBLISH_WINDOW + 8
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, 0, "127.0.0.1")
+        with trio.fail_after(STEP):
+            ann = await Peer.join(port, "ann")
+            hosted = server.rooms.get(None)
+            assert hosted is not None and hosted.relay is not None
+            relay = hosted.relay
+            assert own_redis.process is not None
+            pid = own_redis.process.pid
+            os.kill(pid, signal.SIGSTOP)  # well under COMMAND_SECONDS: nothing times out
+            try:
+                for i in range(count):
+                    await ann.say(f"line {i}", f"id{i}")
+                for _ in range(200):
+                    if relay.in_flight() >= PUBLISH_WINDOW:
+                        break
+                    await trio.sleep(0.005)
+                await trio.sleep(0.1)
+                held = relay.in_flight()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            echoes = [await ann.heard(f"line {i}") for i in range(count)]
+            for _ in range(200):
+                if relay.in_flight() == 0:
+                    break
+                await trio.sleep(0.005)
+            drained = relay.in_flight()
+        server.shutdown_nowait("test over")
+    assert held == PUBLISH_WINDOW
+    assert drained == 0
+    assert [echo.id for echo in echoes] == [f"id{i}" for i in range(count)]
+    assert [echo.seq for echo in echoes] == list(range(echoes[0].seq, echoes[0].seq + count))

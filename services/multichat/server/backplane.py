@@ -57,7 +57,6 @@ from .backplane_codec import (
 from .backplane_link import (
     COMMAND_SECONDS,
     LINK_ERRORS,
-    READ_BLOCK_SECONDS,
     REFUSALS,
     START_ERRORS,
     BackplaneUnavailable,
@@ -82,6 +81,7 @@ from .backplane_reader import (
     pairs,
     sequence,
 )
+from .backplane_resp import RespConnection
 from .backplane_scripts import since_script, snapshot_script
 from .backplane_writer import Op, Writer
 from .history_entries import JOIN, LEAVE, NICK, TOPIC, StoredEntry
@@ -243,33 +243,30 @@ class Backplane:
         # cancelled the node can still tell Redis its members are leaving; `_closing` ends it.
         failure: BackplaneError | None = None
         with trio.CancelScope(shield=True):
-            async with (
-                open_client(self.address, self.node_id, stream_timeout=COMMAND_SECONDS) as client,
-                open_client(
-                    self.address,
-                    self.node_id,
-                    stream_timeout=READ_BLOCK_SECONDS + COMMAND_SECONDS,
-                ) as reader,
-            ):
+            async with open_client(
+                self.address, self.node_id, stream_timeout=COMMAND_SECONDS
+            ) as client:
                 try:
                     await self._register(client)
                 except BackplaneError as exc:
                     # Raised in here, it would leave coredis's task group in an ExceptionGroup.
                     failure = exc
                 else:
-                    await self._work(client, reader, task_status)
+                    await self._work(client, task_status)
         if failure is not None:
             raise failure
 
-    async def _work(
-        self, client: RedisClient, reader: RedisClient, task_status: trio.TaskStatus[None]
-    ) -> None:
+    async def _work(self, client: RedisClient, task_status: trio.TaskStatus[None]) -> None:
         self._client = client
+        # The hot path, a post's APPLY and the stream's XREAD, each on a lean connection of its
+        # own (backplane_resp.py): the reader's blocks it.
+        writing = RespConnection(self.address, self.node_id)
+        reading = RespConnection(self.address, self.node_id)
         try:
             async with trio.open_nursery() as work:
-                await work.start(self._writer.run, client)
+                await work.start(self._writer.run, writing)
                 await work.start(self._liveness.run, client)
-                await work.start(self._reader.run, reader)
+                await work.start(self._reader.run, reading)
                 task_status.started()
                 await self._closing.wait()
                 with trio.move_on_after(RETIRE_SECONDS) as retiring:
@@ -279,6 +276,8 @@ class Backplane:
                 work.cancel_scope.cancel()
         finally:
             self._client = None
+            await writing.aclose()
+            await reading.aclose()
 
     async def _register(self, client: RedisClient) -> None:
         with trio.move_on_after(4 * COMMAND_SECONDS) as scope:
@@ -440,6 +439,45 @@ class Backplane:
 
         Raises BackplaneUnavailable, or NotJoined if the seat is no longer in the room.
         """
+        status, seq, _ = await self._writer.apply(self._post(room, entry, seat, id, None))
+        if status != "ok":
+            raise NotJoined("you are no longer in the room")
+        return seq
+
+    def publish_nowait(
+        self,
+        room: str,
+        entry: StoredEntry,
+        *,
+        seat: Seat,
+        id: MessageId | None,
+        on_done: Callable[[BackplaneUnavailable | NotJoined | None], None],
+    ) -> None:
+        """`publish` without waiting: `on_done` gets None once Redis has the entry, or what
+        `publish` would have raised. Posts are applied in the order they were made, so a
+        member's lines can go one after another without waiting for each round trip.
+
+        Raises BackplaneUnavailable or NotJoined at once, without calling `on_done`, when it
+        knows already."""
+
+        def done(op: Op) -> None:
+            if op.error is not None:
+                on_done(op.error)
+            elif op.outcome is not None and op.outcome[0] != "ok":
+                on_done(NotJoined("you are no longer in the room"))
+            else:
+                on_done(None)
+
+        self._writer.submit_nowait(self._post(room, entry, seat, id, done))
+
+    def _post(
+        self,
+        room: str,
+        entry: StoredEntry,
+        seat: Seat | None,
+        id: MessageId | None,
+        on_done: Callable[[Op], None] | None,
+    ) -> Op:
         if entry.type in PRESENCE_TYPES:
             raise ValueError(f"{entry.type} entries are made by join, leave and rename")
         token = key = ""
@@ -448,23 +486,25 @@ class Backplane:
             if current is None:
                 raise NotJoined(f"{seat.name} is not in the room")
             token, key = current.token, current.key
+
+        def landed(op: Op) -> None:
+            if op.outcome is not None and op.outcome[0] != "ok":
+                self._seats.pop(token, None)  # the script found no such seat
+            if on_done is not None:
+                on_done(op)
+
         self._refs += 1
-        ref = self._refs
-        op = Op(
+        return Op(
             "P",
             room,
             key=key,
             token=token,
             arg1=entry.type,
             arg2=encode_topic(entry.text, entry.sender) if entry.type == TOPIC else "",
-            fields=encode_fields(entry, Origin(self.node_id, token, id, ref)),
-            ref=ref,
+            fields=encode_fields(entry, Origin(self.node_id, token, id, self._refs)),
+            ref=self._refs,
+            on_done=landed,
         )
-        status, seq, _ = await self._writer.apply(op)
-        if status != "ok":
-            self._seats.pop(token, None)
-            raise NotJoined("you are no longer in the room")
-        return seq
 
     async def join(self, room: str, name: str, *, ts: float | None = None) -> Seat:
         """Claim `name` on every server and announce the join in `room`; the member's seat.
@@ -487,7 +527,7 @@ class Backplane:
             token=seat.token,
             arg1=name,
             fields=encode_fields(entry, Origin(self.node_id, seat.token)),
-            on_outcome=landed,
+            on_done=landed,
         )
         try:
             status, _, _ = await self._writer.apply(op)
@@ -521,7 +561,7 @@ class Backplane:
             arg1=key,
             arg2=name,
             fields=encode_fields(entry, Origin(self.node_id, current.token)),
-            on_outcome=landed,
+            on_done=landed,
         )
         status, _, _ = await self._writer.apply(op)
         if status == "taken":

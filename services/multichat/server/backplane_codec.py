@@ -14,11 +14,13 @@ the names in use on every server (`NS:names`, name key -> the member's token), t
 alive (`NS:nodes`, node id -> when Redis last heard from it), each server's members
 (`NS:node:{id}:seats`, token -> room, key, name), the data epoch and the password digest.
 
-A stream entry is a flat list of short fields (a room of chat keeps up to RETENTION entries
-of them in memory, so their names are one letter): `t` type, `ts` time, `f` who, `x` text,
-`r` private recipient, `e` extra JSON; and where it came from: `o` the origin server's node
-id, `m` the member's token there, `i` the client's message id (as JSON, so `"42"` stays a
-string and `42` a number), `p` the publish's number on its server.
+A stream entry has one field, `d`: a JSON array of the entry's parts, in this order: type,
+time, the origin server's node id, who, text, private recipient (or null), extra (an object
+or null), the member's token on the origin server, the client's message id (a string, a
+number or null: its type is kept) and the publish's number on its server. One field rather
+than one per part, because every server reads every entry: with ten fields, Redis's reply
+parsing and the client's field dictionaries were most of what reading the stream cost, and
+one JSON array is read in C. A later version adds parts at the end; readers ignore them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from ..protocol.events import MessageId
@@ -38,6 +39,9 @@ from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
 NAMESPACE = "multichat"
 # A message's ID ends in -0; the entries after it count up from 1 (see the docstring).
 _ID = re.compile(r"(\d{1,19})-(\d{1,19})")
+# The one field of a stream entry, and how many parts its record has (see the docstring).
+RECORD_FIELD = "d"
+RECORD_PARTS = 10
 # Entry types that change who is in the room: they go through join, leave and rename, which
 # claim and release names in the same script, never through a plain publish.
 PRESENCE_TYPES = frozenset({JOIN, LEAVE, NICK})
@@ -130,72 +134,57 @@ def encode_fields(entry: StoredEntry, origin: Origin) -> list[str]:
     among them: the stream ID carries it)."""
     if not math.isfinite(entry.ts):
         raise ValueError(f"an entry's time must be finite, not {entry.ts!r}")
-    fields = ["t", entry.type, "ts", repr(entry.ts), "o", origin.node]
-    if entry.sender:
-        fields += ["f", entry.sender]
-    if entry.text:
-        fields += ["x", entry.text]
-    if entry.recipient is not None:
-        fields += ["r", entry.recipient]
-    if entry.extra:
-        fields += ["e", json.dumps(entry.extra, separators=(",", ":"), ensure_ascii=False)]
-    if origin.member:
-        fields += ["m", origin.member]
-    if type(origin.id) is int:
-        fields += ["i", str(origin.id)]  # json.dumps' answer, without its cost on every post
-    elif origin.id is not None:
-        fields += ["i", json.dumps(origin.id, ensure_ascii=False)]
-    if origin.ref:
-        fields += ["p", str(origin.ref)]
-    return fields
+    record = [
+        entry.type,
+        entry.ts,
+        origin.node,
+        entry.sender,
+        entry.text,
+        entry.recipient,
+        entry.extra or None,
+        origin.member,
+        origin.id,
+        origin.ref,
+    ]
+    return [RECORD_FIELD, _pack(record)]
 
 
-def decode_entry(id: str, fields: Mapping[str, str]) -> BackplaneEntry:
-    """The entry a stream holds at `id`; raises CorruptEntry if it is not one. Fields this
-    version does not know are ignored, as frames' are."""
+_pack = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def decode_entry(id: str, fields: Mapping[str, object]) -> BackplaneEntry:
+    """The entry a stream holds at `id`; raises CorruptEntry if it is not one. Fields, and
+    parts at the end of the record, that this version does not know are ignored."""
     seq, _ = parse_id(id)
+    raw = fields.get(RECORD_FIELD)
+    if not isinstance(raw, str):
+        raise CorruptEntry(f"entry {id} has no {RECORD_FIELD!r} field")
     try:
-        kind = fields["t"]
-        ts = float(fields["ts"])
-        node = fields["o"]
-    except KeyError as exc:
-        raise CorruptEntry(f"entry {id} has no {exc.args[0]!r} field") from None
-    except ValueError:
-        raise CorruptEntry(f"entry {id} has a bad time {fields['ts']!r}") from None
-    if not math.isfinite(ts):
-        raise CorruptEntry(f"entry {id} has a bad time {fields['ts']!r}")
-    extra = _json_field(id, fields, "e")
-    if extra is not None and not isinstance(extra, dict):
-        raise CorruptEntry(f"entry {id} has extra data that is not an object")
-    client_id = _json_field(id, fields, "i")
-    if client_id is not None and (
-        isinstance(client_id, bool) or not isinstance(client_id, str | int)
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CorruptEntry(f"entry {id} is not a JSON record") from None
+    if not isinstance(record, list) or len(record) < RECORD_PARTS:
+        raise CorruptEntry(f"entry {id} is not a record of {RECORD_PARTS} parts")
+    kind, ts, node, sender, text, recipient, extra, member, client_id, ref = record[:RECORD_PARTS]
+    if not (
+        type(kind) is str
+        and type(node) is str
+        and type(sender) is str
+        and type(text) is str
+        and type(member) is str
+        and (recipient is None or type(recipient) is str)
     ):
+        raise CorruptEntry(f"entry {id} has a name or text that is not a string")
+    if type(ts) not in (float, int) or not math.isfinite(ts):
+        raise CorruptEntry(f"entry {id} has a bad time {ts!r}")
+    if extra is not None and type(extra) is not dict:
+        raise CorruptEntry(f"entry {id} has extra data that is not an object")
+    if client_id is not None and type(client_id) not in (str, int):
         raise CorruptEntry(f"entry {id} has a message id that is neither a string nor a number")
-    try:
-        ref = int(fields.get("p", "0"))
-    except ValueError:
-        raise CorruptEntry(f"entry {id} has a bad publish number") from None
-    entry = StoredEntry(
-        seq,
-        ts,
-        kind,
-        fields.get("f", ""),
-        fields.get("x", ""),
-        fields.get("r"),
-        extra or None,
-    )
-    return BackplaneEntry(id, entry, Origin(node, fields.get("m", ""), client_id, ref))
-
-
-def _json_field(id: str, fields: Mapping[str, str], name: str) -> Any:
-    raw = fields.get(name)
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise CorruptEntry(f"entry {id} has a bad {name!r} field") from None
+    if type(ref) is not int or ref < 0:
+        raise CorruptEntry(f"entry {id} has a bad publish number {ref!r}")
+    entry = StoredEntry(seq, float(ts), kind, sender, text, recipient, extra or None)
+    return BackplaneEntry(id, entry, Origin(node, member, client_id, ref))
 
 
 # -- who is where --

@@ -1,7 +1,8 @@
 """The backplane's reader: every open room's stream, from where this server left off, in order.
 
 One task reads every open room with one blocked `XREAD` (one connection, however many rooms),
-and hands what comes to `on_entries`, room by room, in stream order. A room's position moves
+and hands what comes to `on_entries`, room by room, in stream order. Under load it reads at
+most every LINGER_SECONDS, so that each read brings many entries. A room's position moves
 on only once its entries are handed on, so after any outage the reader asks again from the
 last entry it handed on: nothing skipped, nothing twice. Opening or closing a room cancels the
 blocked read, and the reader asks again with the new set.
@@ -10,21 +11,26 @@ blocked read, and the reader asks again with the new set.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import trio
 
 from .backplane_codec import BackplaneEntry, CorruptEntry, Keys, decode_entry, parse_id
 from .backplane_link import (
+    COMMAND_SECONDS,
+    LINGER_AFTER,
+    LINGER_SECONDS,
     LINK_ERRORS,
     READ_BLOCK_SECONDS,
     REFUSALS,
     Backoff,
     Link,
-    RedisClient,
+    answer_within,
     describe,
     unless_cancelled,
 )
+from .backplane_resp import RespConnection
 
 log = logging.getLogger("multichat.backplane")
 
@@ -35,8 +41,8 @@ READ_COUNT = 1_000
 
 
 class Reader:
-    """Reads the rooms it is told to `watch`. Run it with `nursery.start(reader.run, client)`,
-    on a client of its own: its read blocks a connection."""
+    """Reads the rooms it is told to `watch`. Run it with `nursery.start(reader.run,
+    connection)`, on a connection of its own: its read blocks it."""
 
     def __init__(
         self,
@@ -70,24 +76,40 @@ class Reader:
             self._scope.cancel()
 
     async def run(
-        self, client: RedisClient, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        client: RespConnection,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         task_status.started()
         backoff = Backoff()
         never = trio.Event()
+        read, read_at = 0, -math.inf  # entries the last read brought, and when it went
         while True:
             if not self.positions:
                 with trio.CancelScope() as self._scope:
                     await never.wait()  # until a room opens (`_poke`)
                 continue
+            if read >= LINGER_AFTER:
+                await trio.sleep_until(read_at + LINGER_SECONDS)
+            read, read_at = 0, trio.current_time()
             asked = dict(self.positions)
-            streams = {self.keys.log(room): position for room, position in asked.items()}
             rooms = {self.keys.log(room): room for room in asked}
             reply = None
             with trio.CancelScope() as self._scope:
                 try:
-                    reply = await client.xread(
-                        streams, count=READ_COUNT, block=int(READ_BLOCK_SECONDS * 1000)
+                    reply = await answer_within(
+                        READ_BLOCK_SECONDS + COMMAND_SECONDS,
+                        client.call(
+                            "XREAD",
+                            "COUNT",
+                            READ_COUNT,
+                            "BLOCK",
+                            int(READ_BLOCK_SECONDS * 1000),
+                            "STREAMS",
+                            *rooms,
+                            *asked.values(),
+                        ),
                     )
                 except LINK_ERRORS as exc:
                     await unless_cancelled()  # a room opened or closed: read again
@@ -104,11 +126,12 @@ class Reader:
             backoff.reset()
             if not self.link.up:
                 self.answered()
-            for key, raw in (reply or {}).items():
+            for key, raw in streams_read(reply):
                 room = rooms[key]
                 # (closed, or closed and opened again, while the read was out: not these)
                 if self.positions.get(room) == asked[room] and raw:
                     self._deliver(room, asked[room], raw)
+                    read += len(raw)
 
     def _deliver(self, room: str, after: str, raw: Sequence[object]) -> None:
         entries, newest = decode_stream(raw)
@@ -131,14 +154,26 @@ class Reader:
 # -- the shapes Redis answers in --
 
 
+def streams_read(reply: object) -> list[tuple[str, Sequence[object]]]:
+    """XREAD's answer, [[stream key, entries], ...] or nil: (key, entries) pairs."""
+    if reply is None:
+        return []
+    return [
+        (str(key), sequence(raw)) for key, raw in (sequence(pair, 2) for pair in sequence(reply))
+    ]
+
+
 def decode_stream(raw: Iterable[object]) -> tuple[list[BackplaneEntry], str]:
-    """Entries as coredis reads them from a stream (its StreamEntry tuples, oldest first), and
+    """Entries as Redis answers XREAD or XRANGE, [id, [field, value, ...]] oldest first (or
+    coredis's StreamEntry tuples), and
     the newest one's ID (entries this version cannot read are skipped, the ID counts them)."""
     entries = []
     newest = ""
     for item in raw:
-        id, fields = sequence(item)[:2]
+        id, flat = sequence(item)[:2]
         newest = str(id)
+        # (coredis's XRANGE gives the fields as a dict already)
+        fields = flat if isinstance(flat, dict) or flat is None else dict(pairs(sequence(flat)))
         entry = decode_logged(newest, fields)
         if entry is not None:
             entries.append(entry)
@@ -150,7 +185,7 @@ def decode_script_entries(raw: object) -> list[BackplaneEntry]:
     first: oldest first."""
     entries = []
     for item in reversed(sequence(raw)):
-        id, flat = sequence(item, 2)
+        id, flat = sequence(item)[:2]
         entry = decode_logged(str(id), dict(pairs(sequence(flat))))
         if entry is not None:
             entries.append(entry)
@@ -163,7 +198,7 @@ def decode_logged(id: str, fields: object) -> BackplaneEntry | None:
     try:
         if not isinstance(fields, dict):
             raise CorruptEntry(f"entry {id} is not a set of fields")
-        return decode_entry(id, {str(k): str(v) for k, v in fields.items()})
+        return decode_entry(id, fields)
     except CorruptEntry as exc:
         log.warning("skipped an entry of the backplane: %s", exc)
         return None

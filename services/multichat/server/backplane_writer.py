@@ -5,7 +5,8 @@ APPLY script (backplane_scripts.py) in the order they were asked for, so a membe
 message is in the stream before its leave, as it is in the room's log today. Batches are
 corked the way the history writer's commits are: with no script running, what is queued goes
 at once; while one runs, what comes meanwhile waits and goes in the next. A quiet room pays
-one round trip, and a busy one one script per batch rather than one per message.
+one round trip, and a busy one one script per batch rather than one per message; under load
+(the last batch was LINGER_AFTER ops or more) a batch goes at most every LINGER_SECONDS.
 
 While Redis is away, an op that only makes sense now (a post, a join, a rename) fails at once
 with `BackplaneUnavailable`; a leave waits, and goes when Redis is back: the other servers
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
@@ -23,16 +25,21 @@ import trio
 
 from .backplane_codec import Keys, parse_id
 from .backplane_link import (
+    COMMAND_SECONDS,
+    LINGER_AFTER,
+    LINGER_SECONDS,
     LINK_ERRORS,
     REFUSALS,
     Backoff,
     BackplaneUnavailable,
     Link,
     RedisClient,
+    answer_within,
     describe,
     unless_cancelled,
 )
-from .backplane_scripts import apply_script
+from .backplane_resp import RespConnection
+from .backplane_scripts import APPLY, apply_script
 
 log = logging.getLogger("multichat.backplane")
 
@@ -58,7 +65,7 @@ class Op:
         "finished",
         "key",
         "kind",
-        "on_outcome",
+        "on_done",
         "outcome",
         "ref",
         "retry",
@@ -79,7 +86,7 @@ class Op:
         fields: Sequence[str] = (),
         retry: bool = False,
         ref: int = 0,
-        on_outcome: Callable[[Op], None] | None = None,
+        on_done: Callable[[Op], None] | None = None,
     ) -> None:
         self.kind = kind
         self.room = room
@@ -90,14 +97,25 @@ class Op:
         self.fields = fields
         self.retry = retry  # kept until Redis takes it (a leave), instead of failing
         self.ref = ref
-        # Run by the writer as soon as the outcome is known, whether or not anyone still
-        # waits for it (the backplane keeps its seats up to date there).
-        self.on_outcome = on_outcome
+        # Run by the writer as soon as the op is done with (its outcome, or its error), whether
+        # or not anyone waits for it: the backplane keeps its seats up to date there, and a
+        # post nobody waits for (`Backplane.publish_nowait`) reports back through it.
+        self.on_done = on_done
         self.outcome: Outcome | None = None
         self.error: BackplaneUnavailable | None = None
         self.sent = False
         self.abandoned = False  # whoever asked stopped waiting after it was sent
         self.finished = trio.Event()
+
+    def finish(
+        self, outcome: Outcome | None = None, error: BackplaneUnavailable | None = None
+    ) -> None:
+        """Done with: `outcome` if it ran, else `error`."""
+        self.outcome = outcome
+        self.error = error
+        if self.on_done is not None:
+            self.on_done(self)
+        self.finished.set()
 
 
 def script_call(
@@ -144,7 +162,7 @@ def parse_outcomes(reply: object, count: int) -> list[Outcome]:
 
 
 async def apply_ops(
-    client: RedisClient,
+    client: RedisClient | RespConnection,
     ops: Sequence[Op],
     *,
     node: str,
@@ -152,15 +170,21 @@ async def apply_ops(
     retention: int,
     floors: Mapping[str, tuple[int, int]],
 ) -> list[Outcome]:
-    """Run `ops` in one APPLY script; raises what coredis raises."""
+    """Run `ops` in one APPLY script; raises LINK_ERRORS and REFUSALS."""
     key_list, argv = script_call(ops, node=node, keys=keys, retention=retention, floors=floors)
-    reply: object = await apply_script(keys=key_list, args=argv, client=client)
+    reply: object
+    if isinstance(client, RespConnection):
+        reply = await answer_within(
+            COMMAND_SECONDS, client.script(apply_script.sha, APPLY, key_list, argv)
+        )
+    else:
+        reply = await apply_script(keys=key_list, args=argv, client=client)
     return parse_outcomes(reply, len(ops))
 
 
 class Writer:
     """Applies this node's ops in order, in batches. Run it with `nursery.start(writer.run,
-    client)`; `apply` waits for an op's outcome, `submit_nowait` does not."""
+    connection)`; `apply` waits for an op's outcome, `submit_nowait` does not."""
 
     def __init__(
         self,
@@ -182,6 +206,8 @@ class Writer:
         self._wakeup = trio.Event()
         self._in_flight = 0
         self._progress = trio.Event()  # set (and replaced) whenever ops are done with
+        self._last_batch = 0  # how many ops the last batch had, and when it went
+        self._sent_at = -math.inf
 
     def submit_nowait(self, op: Op) -> None:
         """Queue `op`; raises BackplaneUnavailable at once while Redis is away, unless it is
@@ -218,7 +244,10 @@ class Writer:
             await self._progress.wait()
 
     async def run(
-        self, client: RedisClient, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        client: RespConnection,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         task_status.started()
         backoff = Backoff()
@@ -230,15 +259,20 @@ class Writer:
                 self._fail_queued("the backplane is unreachable: " + self.link.reason)
                 if self._queue:
                     await self.link.wait_up()  # only leaves are left: they go when it is back
+            elif self._last_batch >= LINGER_AFTER and trio.current_time() < self._sent_at + (
+                LINGER_SECONDS
+            ):
+                await trio.sleep_until(self._sent_at + LINGER_SECONDS)
             elif await self._apply_batch(client):
                 backoff.reset()
             else:
                 await backoff.sleep()
 
-    async def _apply_batch(self, client: RedisClient) -> bool:
+    async def _apply_batch(self, client: RespConnection) -> bool:
         """Apply the next batch; False if Redis refused it (the link stays up: not so fast
         again) or was lost."""
         batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+        self._last_batch, self._sent_at = len(batch), trio.current_time()
         for op in batch:
             op.sent = True
         self._in_flight = len(batch)
@@ -266,10 +300,7 @@ class Writer:
         for op, outcome in zip(batch, outcomes, strict=True):
             if outcome[2]:
                 self.advance(op.room, outcome[2])
-            op.outcome = outcome
-            if op.on_outcome is not None:
-                op.on_outcome(op)
-            op.finished.set()
+            op.finish(outcome)
         return True
 
     def _progressed(self) -> None:
@@ -290,10 +321,11 @@ class Writer:
                 self._queue.appendleft(op)
         for op in batch:
             if not op.retry:
-                op.error = BackplaneUnavailable(
-                    f"the backplane did not answer: {reason}", maybe_published=True, ref=op.ref
+                op.finish(
+                    error=BackplaneUnavailable(
+                        f"the backplane did not answer: {reason}", maybe_published=True, ref=op.ref
+                    )
                 )
-                op.finished.set()
 
     def _fail_queued(self, reason: str) -> None:
         kept: deque[Op] = deque()
@@ -301,7 +333,6 @@ class Writer:
             if op.retry:
                 kept.append(op)
             else:
-                op.error = BackplaneUnavailable(reason, ref=op.ref)
-                op.finished.set()
+                op.finish(error=BackplaneUnavailable(reason, ref=op.ref))
         self._queue = kept
         self._progressed()

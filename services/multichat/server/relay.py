@@ -10,14 +10,17 @@ so an echo means the message is in Redis. The members of other servers are kept 
 `Room.remote`, from the room's snapshot and from the join, leave and rename entries, so `who`,
 `members` and the welcome list everyone on every server.
 
-The room stays synchronous: what must wait for Redis (a post, a join, a rename) waits here, in
-the member's own session task, and a leave or a notice never waits (`Room.on_leave`,
-`Room.on_broadcast` hand them to the backplane). Redis away: `unavailable`, and the member
-stays connected.
+The room stays synchronous: what must wait for Redis (a join, a rename) waits here, in the
+member's own session task, and a leave or a notice never waits (`Room.on_leave`,
+`Room.on_broadcast` hand them to the backplane). A member's public lines are pipelined: the
+session goes on reading while up to `PUBLISH_WINDOW` of them are on their way, since waiting a
+round trip per line held a fast sender to one line per round trip and left Redis a few lines
+per script. Redis away: `unavailable`, and the member stays connected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -64,6 +67,13 @@ log = logging.getLogger("multichat.server")
 UNAVAILABLE = "the chat backplane is unreachable for now; your line was not sent, send it again"
 
 
+# Public lines a member may have on their way to Redis before its session waits for the oldest:
+# at a millisecond's round trip, 32 carry 32,000 lines a second, far above any flood limit,
+# while a Redis that stalls holds at most this many of a member's lines (Kafka's producer
+# stops at 5 requests in flight per connection; its requests are batches of many records).
+PUBLISH_WINDOW = 32
+
+
 # ... and what a visitor is told when its hello cannot be carried out.
 UNAVAILABLE_JOIN = "the chat backplane is unreachable for now; try again in a moment"
 
@@ -72,6 +82,12 @@ def _unavailable(exc: BackplaneUnavailable) -> Error:
     if exc.maybe_published:
         return Error("unavailable", f"{UNAVAILABLE} (it may have gone through: wait for its echo)")
     return Error("unavailable", UNAVAILABLE)
+
+
+def _refusal(exc: BackplaneUnavailable | NotJoined) -> Error:
+    if isinstance(exc, NotJoined):
+        return Error("not_joined", "you are no longer in the room; join again")
+    return _unavailable(exc)
 
 
 class Relay:
@@ -87,6 +103,9 @@ class Relay:
         # Joins of this server read back before their member was seated (the reader can be
         # quicker than the joining session): by token, the log entry and its index.
         self._early: dict[str, tuple[Entry, int]] = {}
+        # Each member's public lines on their way to Redis, and whoever waits for fewer.
+        self._unacked: dict[Member, int] = {}
+        self._window: dict[Member, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
 
     # -- opening, and reading what every server appends --
@@ -247,14 +266,25 @@ class Relay:
 
     # -- what members ask --
 
+    def in_flight(self) -> int:
+        """How many of this room's public lines are on their way to Redis."""
+        return sum(self._unacked.values())
+
     async def say(
         self, member: Member, text: str, id: MessageId | None, action: bool
     ) -> Error | None:
-        """Post `text` from `member` through Redis; its echo comes back with the others'."""
+        """Post `text` from `member` through Redis: its echo comes back with the others', and
+        a refusal Redis gives later is sent to the member as an `error` with `id`. Waits only
+        while `PUBLISH_WINDOW` of the member's lines are on their way."""
+        while self._unacked.get(member, 0) >= PUBLISH_WINDOW:
+            await self._window.setdefault(member, trio.Event()).wait()
         try:
             text = self.room.check_text(member, text)
         except Refused as exc:
             return Error(exc.code, exc.message)
+        seat = self._seats.get(member)
+        if seat is None:
+            return Error("not_joined", "you are not in the room")
         entry = StoredEntry(
             0,
             self.room.now(),
@@ -264,7 +294,25 @@ class Relay:
             None,
             {"action": True} if action else None,
         )
-        return await self._publish(member, entry, id)
+
+        def done(exc: BackplaneUnavailable | NotJoined | None) -> None:
+            left = self._unacked[member] - 1
+            if left:
+                self._unacked[member] = left
+            else:
+                del self._unacked[member]
+            waiting = self._window.pop(member, None)
+            if waiting is not None:
+                waiting.set()
+            if exc is not None and member in self.room:
+                self.room.send_event_nowait(member, dataclasses.replace(_refusal(exc), id=id))
+
+        try:
+            self.backplane.publish_nowait(self.key, entry, seat=seat, id=id, on_done=done)
+        except (BackplaneUnavailable, NotJoined) as exc:
+            return _refusal(exc)
+        self._unacked[member] = self._unacked.get(member, 0) + 1
+        return None
 
     async def _publish(
         self, member: Member, entry: StoredEntry, id: MessageId | None
@@ -274,10 +322,8 @@ class Relay:
             return Error("not_joined", "you are not in the room")
         try:
             await self.backplane.publish(self.key, entry, seat=seat, id=id)
-        except BackplaneUnavailable as exc:
-            return _unavailable(exc)
-        except NotJoined:
-            return Error("not_joined", "you are no longer in the room; join again")
+        except (BackplaneUnavailable, NotJoined) as exc:
+            return _refusal(exc)
         return None
 
     def handles(self, request: object) -> bool:
