@@ -449,13 +449,14 @@ class Backplane:
         room: str,
         entry: StoredEntry,
         *,
-        seat: Seat,
-        id: MessageId | None,
+        seat: Seat | None = None,
+        id: MessageId | None = None,
         on_done: Callable[[BackplaneUnavailable | NotJoined | None], None],
     ) -> None:
         """`publish` without waiting: `on_done` gets None once Redis has the entry, or what
         `publish` would have raised. Posts are applied in the order they were made, so a
-        member's lines can go one after another without waiting for each round trip.
+        member's lines can go one after another without waiting for each round trip, and a
+        server's notices keep the order they were made in.
 
         Raises BackplaneUnavailable or NotJoined at once, without calling `on_done`, when it
         knows already."""

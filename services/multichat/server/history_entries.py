@@ -21,6 +21,9 @@ TOPIC = "topic"  # `sender` set the topic to `text`
 NOTICE = "notice"  # moderation and other notices; `text` says it all
 AWAY = "away"  # `sender` is away, saying `text`
 BACK = "back"
+# With a backplane only: `sender` typed the moderation command `text` (extra: target, reason,
+# seconds), for the servers of the members it names to carry out. Nothing a member is shown.
+MODERATE = "moderate"
 
 # What the room's log holds that history keeps.
 HistoryEvent = Message | Join | Leave | Renamed | Topic | Notice | WentAway | CameBack

@@ -3,7 +3,9 @@
 The host is the room's operator (its console and `multichat kick ...` act as `host`); it can
 make members operators for the room's lifetime. A ban keeps an address out (the real one,
 behind the tunnel too) and is checked before any password; a ban by name bans the address the
-member came from. Every action is logged with who did it. Sync and pure but for the clock:
+member came from. Every action is logged with who did it. With a backplane, a command naming a
+member of another server, and bans and the lock, go to the other servers (`on_shared`), which
+`apply` them. Sync and pure but for the clock:
 the room never waits.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from ..protocol.commands import HELP, OPERATOR_HELP, format_duration
 from ..protocol.errors import ProtocolError
 from ..protocol.events import BanEntry, BanList, Error, Moderate, Notice
-from ..protocol.names import name_key
+from ..protocol.names import check_name, name_key
 from ..protocol.textmode import describe_ban
 from .room import Member, Room
 
@@ -62,6 +64,9 @@ class Moderation:
         self._clock = clock  # ban times people read (and that outlive a restart)
         self._monotonic = monotonic  # mute deadlines
         self.on_ban: Callable[[BanEntry | None, str], None] = lambda ban, address: None
+        # With a backplane (relay.py): hands a command to the other servers, which `apply` it.
+        self.on_shared: Callable[[str, Moderate], None] | None = None
+        self._applying = False  # carrying out another server's command: not handed on again
 
     # -- checks the session makes --
 
@@ -126,17 +131,72 @@ class Moderation:
         handler = handlers.get(command.command)
         if handler is None:
             return Error("bad_command", f"unknown command {command.command!r}")
-        if command.command in ON_MEMBERS and self.room.on_another_server(command.target):
-            # With a backplane: bans, mutes and operators are each server's own for now.
-            return Error(
-                "not_here",
-                f"{command.target} is on another server; this server cannot "
-                f"/{command.command} them",
-            )
-        answer = handler(actor, command)
+        shared = self.on_shared
+        if shared and command.command in ON_MEMBERS and self.room.on_another_server(command.target):
+            # Their server carries it out (`apply`), and tells the room what a notice says.
+            shared(actor, command)
+            answer: Notice | BanList | Error = self._handed_on(actor, command)
+        else:
+            answer = handler(actor, command)
         if isinstance(answer, Notice):
             log.info("moderation by %s: %s", actor, answer.text)
         return answer
+
+    def apply(self, actor: str, command: Moderate) -> None:
+        """Carry out a command another server handed on (`on_shared`), to this server's own
+        members and door. A command on a member of this server runs as if typed here (its
+        notice goes to the room from here); a room-wide one changes this server's door
+        quietly, as the server it was typed on told the room."""
+        name = command.command
+        if name in ON_MEMBERS and not _is_address(command.target):
+            if self.room.find(command.target) is None:
+                return  # not here (or gone meanwhile): nothing to do
+            # A ban by name is by the member's address, which only this server knows: it is
+            # handed on again as a ban of that address.
+            on_member: dict[str, Callable[[str, Moderate], Notice | Error]] = {
+                "kick": self._kick,
+                "ban": self._ban,
+                "mute": self._mute,
+                "unmute": self._unmute,
+                "op": self._op,
+                "deop": self._deop,
+            }
+            answer: Notice | Error = on_member[name](actor, command)
+        else:
+            self._applying = True
+            try:
+                if name == "ban":
+                    answer = self._ban(actor, command)
+                elif name == "unban":
+                    answer = self._unban(actor, command)
+                elif name in ("lock", "unlock"):
+                    self.locked = name == "lock"
+                    answer = Notice(f"{actor} {name}ed the room", self._clock())
+                else:
+                    return
+            finally:
+                self._applying = False
+        if isinstance(answer, Notice):
+            log.info("moderation by %s on another server: %s", actor, answer.text)
+
+    def _share(self, actor: str, command: Moderate) -> None:
+        if self.on_shared is not None and not self._applying:
+            self.on_shared(actor, command)
+
+    def _handed_on(self, actor: str, command: Moderate) -> Notice:
+        """The answer to a command on a member of another server, which carries it out."""
+        target = self.room.remote.get(name_key(check_name(command.target)), command.target)
+        why = command.reason or "no reason given"
+        span = f" for {format_duration(command.seconds)}" if command.seconds else ""
+        texts = {
+            "kick": f"{actor} kicked {target} ({why})",
+            "ban": f"{actor} banned {target}{span} ({why})",
+            "mute": f"{actor} muted {target}{span}",
+            "unmute": f"{actor} unmuted {target}",
+            "op": f"{actor} made {target} an operator",
+            "deop": f"{actor} took operator rights from {target}",
+        }
+        return Notice(texts[command.command], self._clock())
 
     def _target(self, actor: str, name: str, verb: str) -> Member | Error:
         member = self.room.find(name)
@@ -179,6 +239,7 @@ class Moderation:
             self._banned.pop(next(iter(self._banned)))
         self._banned[address] = ban
         self.on_ban(ban, address)
+        self._share(actor, Moderate("ban", address, command.reason, command.seconds))
         why = command.reason or "no reason given"
         for victim in [m for m in self.room.members() if m.source == address]:
             self._remove(victim, "banned", f"you were banned by {actor}: {why}", f"banned: {why}")
@@ -198,6 +259,7 @@ class Moderation:
         for address in found:
             del self._banned[address]
             self.on_ban(None, address)
+            self._share(actor, Moderate("unban", address))
         return Notice(f"{actor} lifted the ban on {target}", self._clock())
 
     def _mute(self, actor: str, command: Moderate) -> Notice | Error:
@@ -218,10 +280,12 @@ class Moderation:
 
     def _lock(self, actor: str, command: Moderate) -> Notice:
         self.locked = True
+        self._share(actor, command)
         return self._notice(f"{actor} locked the room: nobody new can join")
 
     def _unlock(self, actor: str, command: Moderate) -> Notice:
         self.locked = False
+        self._share(actor, command)
         return self._notice(f"{actor} unlocked the room")
 
     def _op(self, actor: str, command: Moderate) -> Notice | Error:

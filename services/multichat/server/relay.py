@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -33,6 +33,7 @@ from ..protocol.events import (
     Event,
     Message,
     MessageId,
+    Moderate,
     Nick,
     Notice,
     Say,
@@ -43,7 +44,6 @@ from ..protocol.names import check_name, name_key
 from .backplane import (
     Backplane,
     BackplaneEntry,
-    BackplaneError,
     BackplaneUnavailable,
     NameTaken,
     NotJoined,
@@ -55,6 +55,7 @@ from .history_entries import (
     JOIN,
     LEAVE,
     MESSAGE,
+    MODERATE,
     NICK,
     TOPIC,
     StoredEntry,
@@ -106,24 +107,28 @@ class Relay:
         # Each member's public lines on their way to Redis, and whoever waits for fewer.
         self._unacked: dict[Member, int] = {}
         self._window: dict[Member, trio.Event] = {}
-        self._nursery: trio.Nursery | None = None
+        self._open = False  # loaded from Redis: notices may go
+        # Carries out a moderation command another server handed on (Moderation.apply).
+        self.on_moderate: Callable[[str, Moderate], None] = lambda actor, command: None
 
     # -- opening, and reading what every server appends --
 
-    async def open(self, keeper: trio.Nursery) -> None:
+    async def open(self) -> None:
         """Load the room from Redis (its newest entries, members and topic) and read on from
-        there; notices are published from tasks in `keeper`. Raises BackplaneError."""
+        there. Raises BackplaneError."""
         room = self.room
         snapshot = await self.backplane.open_room(self.key, history=room.limits.history_entries)
         for entry in snapshot.entries:
             self._append(entry, bookkeeping=False)
+            if entry.entry.type == MODERATE:
+                self._moderate(entry.entry)  # the bans and the lock it can still see
         room.log.carry_seq(snapshot.seq)
         room.preload([], snapshot.seq)
         node = self.backplane.node_id
         room.remote = {m.key: m.name for m in snapshot.members if m.node != node}
         room.topic = snapshot.topic
         self.position = snapshot.position
-        self._nursery = keeper
+        self._open = True
         room.on_leave = self._left
         room.on_broadcast = self._broadcast
 
@@ -145,6 +150,10 @@ class Relay:
             self._track(entry)
         if room.closed:
             return  # the shutdown notice is the last entry
+        if kind == MODERATE:
+            if bookkeeping and not mine:
+                self._moderate(entry)
+            return
         if kind == MESSAGE:
             message = entry.to_event()
             assert isinstance(message, Message)
@@ -168,6 +177,23 @@ class Relay:
             self._early[origin.member] = (appended, room.log.head - 1)
         elif kind == LEAVE and mine:
             self._early.pop(origin.member, None)
+
+    def _moderate(self, entry: StoredEntry) -> None:
+        extra = entry.extra or {}
+        target, reason, seconds = extra.get("target"), extra.get("reason"), extra.get("seconds")
+        if not (isinstance(target, str) and isinstance(reason, str)):
+            log.warning("a moderation entry of the backplane is damaged: %r", entry)
+            return
+        if seconds is not None and (type(seconds) not in (int, float) or seconds <= 0):
+            seconds = None
+        self.on_moderate(entry.sender, Moderate(entry.text, target, reason, seconds))
+
+    def share_moderation(self, actor: str, command: Moderate) -> None:
+        """Moderation's `on_shared`: hand `command` to every other server, through Redis."""
+        extra = {"target": command.target, "reason": command.reason, "seconds": command.seconds}
+        entry = StoredEntry(0, self.room.now(), MODERATE, actor, command.command, None, extra)
+        if self._open:
+            self._publish_notice(entry)
 
     def _track(self, entry: StoredEntry) -> None:
         """Keep `Room.remote` up to date with an entry from another server."""
@@ -231,7 +257,7 @@ class Relay:
     def availability(self, up: bool) -> None:
         """The backplane's `on_availability`: tell this server's members, once each way (a
         notice of this server's alone: Redis cannot carry it)."""
-        if self.room.closed or self._nursery is None:
+        if self.room.closed or not self._open:
             return
         if up:
             text = "The chat backplane is back: lines go through again."
@@ -395,11 +421,16 @@ class Relay:
             self.room.log.append(event)  # nothing Redis keeps: this server's alone
             return
         entry = StoredEntry.from_event(event, seq=0, ts=self.room.now())
-        if self._nursery is not None:
-            self._nursery.start_soon(self._publish_notice, entry)
+        if self._open:
+            self._publish_notice(entry)
 
-    async def _publish_notice(self, entry: StoredEntry) -> None:
+    def _publish_notice(self, entry: StoredEntry) -> None:
+        """Publish a notice of this server's (a topic, away, moderation) in the order made."""
         try:
-            await self.backplane.publish(self.key, entry)
-        except BackplaneError as exc:
+            self.backplane.publish_nowait(self.key, entry, on_done=self._notice_landed)
+        except (BackplaneUnavailable, NotJoined) as exc:
+            self._notice_landed(exc)
+
+    def _notice_landed(self, exc: BackplaneUnavailable | NotJoined | None) -> None:
+        if exc is not None:
             log.warning("a notice in %s was not sent: %s", self.room.name, exc)

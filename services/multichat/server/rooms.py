@@ -69,6 +69,11 @@ class HostedRoom:
         self.history = None if backplane is not None else history
         # With a backplane: the room's log comes from Redis, and so do history and resume.
         self.relay = Relay(self.room, self.key, backplane) if backplane is not None else None
+        if self.relay is not None:
+            # Moderation holds across servers: a command on a member of another server, a ban
+            # or the lock go through Redis to every server.
+            self.moderation.on_shared = self.relay.share_moderation
+            self.relay.on_moderate = self.moderation.apply
         self.ready = trio.Event()
         self.failed: str | None = None  # why it could not be opened (then it is not listed)
 
@@ -87,7 +92,7 @@ class HostedRoom:
         storing: the writer and the pruner run in `keeper`, which outlives every session.
         With a backplane, carry on from Redis instead. Raises BackplaneError."""
         if self.relay is not None:
-            await self.relay.open(keeper)
+            await self.relay.open()
             return
         store = self.history
         if store is None:

@@ -58,6 +58,11 @@ log = logging.getLogger("multichat.server")
 
 # A closing connection may take this long to receive its last frames (an error, the notice).
 FLUSH_SECONDS = 5.0
+# A member's session handles at most this many frames before the other tasks get a turn. One
+# 16 KiB read holds about 200 chat lines: handled at once by five senders, they held the loop
+# for tens of milliseconds in a burst, and the history's landed commits and every member's
+# flush waited for it (trio checkpoints per operation; hypercorn yields per request).
+FRAMES_PER_TURN = 32
 
 
 class Session:
@@ -258,6 +263,7 @@ class Session:
         # frame of a waiting task is memory that 5,000 members hold at once.
         conn = self.conn
         transport = self.transport
+        handled = 0  # frames handled since this task last let the others run
         while True:
             try:
                 event = conn.next_event()
@@ -287,6 +293,10 @@ class Session:
                 continue
             if isinstance(event, ConnectionClosed) or not await self._handle(event):
                 return
+            handled += 1
+            if handled >= FRAMES_PER_TURN:
+                handled = 0
+                await trio.lowlevel.checkpoint()
 
     async def _step(self) -> bool:
         """Handle one event (reading more first if needed); False when the session is over."""
