@@ -319,27 +319,37 @@ def test_both_services_share_the_state_directory_the_tunnel_read_only(
     assert f"uid={uid},gid={gid}," in volume["driver_opts"]["o"], "writable by the app user"
 
 
-def test_the_scale_profile_adds_redis_and_a_second_server_for_the_same_rooms(
-    compose_files: tuple[Path, Path],
-) -> None:
+# The backplane's address inside the compose project (the `redis` service's default port).
+SCALE_BACKPLANE = "redis://redis:6379/0"
+
+
+@pytest.fixture(scope="module")
+def scaled(compose_files: tuple[Path, Path]) -> Deployment:
+    """The model with the `scale` profile, as .env.example says to turn it on."""
     env_file, secret = compose_files
-    scaled = env_file.with_name("scale.env")
-    scaled.write_text(
+    scaled_env = env_file.with_name("scale.env")
+    scaled_env.write_text(
         env_file.read_text(encoding="utf-8").replace(
-            "MULTICHAT_BACKPLANE=\n", "MULTICHAT_BACKPLANE=redis://redis:6379/0\n"
+            "MULTICHAT_BACKPLANE=\n", f"MULTICHAT_BACKPLANE={SCALE_BACKPLANE}\n"
         ),
         encoding="utf-8",
     )
-    result = compose(scaled, secret, "--profile", "scale", "config", "--format", "json")
+    result = compose(scaled_env, secret, "--profile", "scale", "config", "--format", "json")
     assert result.returncode == 0, result.stderr
-    model = Deployment(json.loads(result.stdout), secret)
+    return Deployment(json.loads(result.stdout), secret)
+
+
+def test_the_scale_profile_adds_redis_and_a_second_server_for_the_same_rooms(
+    scaled: Deployment,
+) -> None:
+    model = scaled
     assert set(model.model["services"]) == {"server", "tunnel", "redis", "server-b"}
     redis, server, second = (model.service(n) for n in ("redis", "server", "server-b"))
     # Acknowledged messages survive a Redis restart only with its append-only file.
     assert redis["image"].startswith("redis:") and "ports" not in redis
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
     assert [m["target"] for m in redis["volumes"]] == ["/data"]
-    url = "redis://redis:6379/0"
+    url = SCALE_BACKPLANE
     assert server["environment"] == {"MULTICHAT_BACKPLANE": url}
     assert option(second["command"], "--backplane") == url
     for service in (server, second):
@@ -399,12 +409,13 @@ class Local:
     tls: ngrok_standin.StandinTLS
     processes: list[trio.Process] = field(default_factory=list)
 
-    def environ(self, service: dict[str, Any]) -> dict[str, str]:
-        """The image's environment, then the service's, as a container would get them."""
+    def environ(self, service: dict[str, Any], state_dir: Path | None = None) -> dict[str, str]:
+        """The image's environment, then the service's, as a container would get them (each
+        service its own state volume: `state_dir`, else the server's)."""
         env = clean_environ()
         image_env = dict(image_config()["env"])
         image_env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-        image_env["MULTICHAT_STATE_DIR"] = str(self.state_dir)
+        image_env["MULTICHAT_STATE_DIR"] = str(state_dir or self.state_dir)
         image_env["PYNGROK_NGROK_PATH"] = ngrok_standin.ngrok_path()
         env.update(image_env)
         env.update(service.get("environment") or {})
@@ -469,22 +480,44 @@ async def local(tmp_path: Path) -> AsyncIterator[Local]:
 
 async def start_healthy_server(deployment: Deployment, local: Local) -> trio.Process:
     """The server's command from the model, on loopback ports, once its health check passes."""
-    server = deployment.service("server")
-    command = with_option(server["command"], "--port", str(local.server_port))
-    command = with_option(command, "--proxy-port", str(local.proxy_port))
-    (secret,) = server["secrets"]
+    return await start_healthy(deployment, local, "server", local.server_port, local.state_dir)
+
+
+async def start_healthy(
+    deployment: Deployment,
+    local: Local,
+    name: str,
+    port: int,
+    state_dir: Path,
+    backplane: str | None = None,
+) -> trio.Process:
+    """A multichat service's command from the model, on loopback `port` (and the proxy port),
+    its backplane (if any) at `backplane`, once its health check passes."""
+    service = deployment.service(name)
+    command = with_option(service["command"], "--port", str(port))
+    if "--proxy-port" in command:
+        command = with_option(command, "--proxy-port", str(local.proxy_port))
+    (secret,) = service["secrets"]
     assert option(command, "--password-file") == secret["target"]
     command = with_option(command, "--password-file", str(deployment.secret))
-    assert {"target": "/var/lib/multichat", "source": "data", "type": "volume"}.items() <= next(
-        v for v in server["volumes"] if v["target"] == option(command, "--data-dir")
-    ).items(), "the data directory is the named volume"
-    command = with_option(command, "--data-dir", str(local.tmp / "data"))
-    env = local.environ(server)
+    data = next(v for v in service["volumes"] if v["target"] == option(command, "--data-dir"))
+    assert data["type"] == "volume" and data["source"] in deployment.model["volumes"], (
+        "the data directory is a named volume"
+    )
+    command = with_option(command, "--data-dir", str(local.tmp / f"data-{name}"))
+    env = local.environ(service, state_dir)
+    if backplane is not None:
+        if "--backplane" in command:
+            assert option(command, "--backplane") == SCALE_BACKPLANE
+            command = with_option(command, "--backplane", backplane)
+        else:
+            assert env["MULTICHAT_BACKPLANE"] == SCALE_BACKPLANE
+            env["MULTICHAT_BACKPLANE"] = backplane
     assert "NGROK_AUTHTOKEN" not in env
-    process = await local.start("server", [*command, "--host", "127.0.0.1"], env)
+    process = await local.start(name, [*command, "--host", "127.0.0.1"], env)
 
     # depends_on: service_healthy. Compose polls the health check; so do we.
-    check = server["healthcheck"]
+    check = service["healthcheck"]
     assert check["test"][0] == "CMD"
     with trio.fail_after(seconds(check["start_period"])):
         while True:
@@ -493,7 +526,7 @@ async def start_healthy_server(deployment: Deployment, local: Local) -> trio.Pro
             )
             if probe.returncode == 0:
                 break
-            assert process.returncode is None, local.log("server")
+            assert process.returncode is None, local.log(name)
             await trio.sleep(seconds(check["start_interval"]))
     assert b"Room 'multichat' is up" in probe.stdout
     return process
@@ -624,3 +657,52 @@ async def test_lan_only_down_is_sigterm_to_the_server(deployment: Deployment, lo
             assert await stop(server_proc, seconds(server["stop_grace_period"])) == 0
     assert Shutdown(SHUTDOWN_REASON) in events, events
     assert list(local.state_dir.glob("room-*.json")) == []
+
+
+async def test_the_scale_profile_as_local_processes(scaled: Deployment, local: Local) -> None:
+    """`docker compose --profile scale up`, each service's command a local process: Redis as
+    its command says (on a loopback port), then both servers once it is healthy, each once
+    its own health check passes; a member of each is in one room. Then `down`."""
+    redis = scaled.service("redis")
+    redis_port = free_port()
+    (local.tmp / "redis").mkdir()
+    redis_command = [*redis["command"], "--port", str(redis_port), "--bind", "127.0.0.1"]
+    redis_command += ["--dir", str(local.tmp / "redis")]
+    redis_proc = await trio.lowlevel.open_process(
+        local.argv(redis_command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    local.processes.append(redis_proc)
+    check = redis["healthcheck"]
+    assert check["test"][:1] == ["CMD"]
+    with trio.fail_after(seconds(check["start_period"])):
+        while True:
+            probe = await trio.run_process(
+                local.argv([check["test"][1], "-p", str(redis_port), *check["test"][2:]]),
+                capture_stdout=True,
+                check=False,
+            )
+            if probe.stdout.strip() == b"PONG":
+                break
+            assert redis_proc.returncode is None, "redis-server stopped at start"
+            await trio.sleep(seconds(check["start_interval"]))
+
+    backplane = f"redis://127.0.0.1:{redis_port}/0"
+    b_port = free_port()
+    server = await start_healthy(
+        scaled, local, "server", local.server_port, local.state_dir, backplane
+    )
+    second = await start_healthy(
+        scaled, local, "server-b", b_port, local.tmp / "state-b", backplane
+    )
+    with trio.fail_after(STEP_LIMIT):
+        ann = await Peer.join(local.server_port, "ann", PASSWORD)
+        bob = await Peer.join(b_port, "bob", PASSWORD)
+        await ann.say("one room, two servers", "a1")
+        echo = await ann.heard("one room, two servers")
+        heard = await bob.heard("one room, two servers")
+    assert echo.id == "a1" and heard.seq == echo.seq
+
+    for name, process in (("server-b", second), ("server", server)):
+        grace = seconds(scaled.service(name)["stop_grace_period"])
+        assert await stop(process, grace) == 0, local.log(name)
+    assert await stop(redis_proc, STEP_LIMIT) == 0

@@ -50,6 +50,7 @@ from multichat.protocol.events import (
     Control,
     Error,
     Hello,
+    Leave,
     Message,
     Shutdown,
     Welcome,
@@ -62,6 +63,7 @@ from ngrok_standin import (
     SKIP_WARNING_HEADER,
     pid_alive,
 )
+from redisserver import RedisServer
 
 MULTICHAT = Path(sys.executable).parent / "multichat"
 TOKEN = "2qUpTestAuthtoken_7hJk3WxQ9pLmR4tZ"  # looks like a real one; must never be printed
@@ -900,6 +902,45 @@ async def test_no_tunnel_with_the_password_from_the_environment(cli: Cli) -> Non
     finally:
         await friend.aclose()
     assert await up.wait() == 0, up
+
+
+async def test_up_with_a_backplane_shares_its_room_with_another_server(
+    cli: Cli, own_redis: RedisServer
+) -> None:
+    """`up --backplane` (issue 16): its room is the room of every server on that Redis; when
+    it stops, the members of the others see its members leave."""
+    url = own_redis.url
+    up, banner = await cli.up("--no-tunnel", "--backplane", url, MULTICHAT_PASSWORD=PASSWORD)
+    port = free_port()
+    serve = await cli.start(
+        "serve",
+        "--port",
+        str(port),
+        "--backplane",
+        url,
+        "--data-dir",
+        str(cli.tmp / "data-b"),
+        MULTICHAT_PASSWORD=PASSWORD,
+        MULTICHAT_STATE_DIR=str(cli.tmp / "state-b"),
+    )
+    await serve.wait_for("serving room", err=True)
+    ann = await join(banner.lan_address(), "ann")
+    bob = await join(("127.0.0.1", port), "bob")
+    try:
+        with trio.fail_after(STEP):
+            assert bob.welcome is not None and set(bob.welcome.members) == {"ann", "bob"}
+            await chat(ann, bob, "through redis")
+            await chat(bob, ann, "and back")
+            up.signal(signal.SIGTERM)
+            await expect_shutdown(ann, "the host stopped the room")
+            left = await bob.expect(Leave)
+    finally:
+        await ann.aclose()
+        await bob.aclose()
+    assert isinstance(left, Leave) and left.name == "ann"
+    assert await up.wait() == 0, up
+    serve.signal(signal.SIGTERM)
+    assert await serve.wait() == 0, serve
 
 
 async def test_a_second_room_on_the_same_port_fails_in_one_line(cli: Cli) -> None:

@@ -286,6 +286,10 @@ async def test_moderation_holds_across_servers(backplane_url: str) -> None:
             await host_command(a, TOKEN, "op", "cat")
             await ann.expect(Notice)
             made_op = [await cat.expect(Notice) for _ in range(2)][1]  # the mute's, then its own
+            await bob.send(Away("lunch"))
+            await ann.expect(WentAway)
+            await ann.send(Who())
+            who = await ann.expect(Members)  # marks for members of b, asked on a
             # cat, an operator made from server a, kicks ann (on a) from server b.
             await cat.send(Moderate("kick", "ann", "bye"))
             kick_answer = await cat.expect(Notice)
@@ -314,6 +318,7 @@ async def test_moderation_holds_across_servers(backplane_url: str) -> None:
     assert isinstance(heard_mute, Notice) and heard_mute.text == "host muted bob for 1m"
     assert isinstance(refused, Error) and refused.code == "muted" and refused.id == "b1"
     assert isinstance(made_op, Notice) and made_op.text == "host made cat an operator"
+    assert isinstance(who, Members) and who.away == (("bob", "lunch"),) and who.ops == ("cat",)
     assert isinstance(kick_answer, Notice) and kick_answer.text == "cat kicked ann (bye)"
     assert isinstance(kicked, Error) and kicked.code == "kicked" and "cat" in kicked.message
     assert isinstance(locked_notice, Notice) and "locked" in locked_notice.text

@@ -161,7 +161,11 @@ class Moderation:
                 "op": self._op,
                 "deop": self._deop,
             }
-            answer: Notice | Error = on_member[name](actor, command)
+            self._applying = name != "ban"
+            try:
+                answer: Notice | Error = on_member[name](actor, command)
+            finally:
+                self._applying = False
         else:
             self._applying = True
             try:
@@ -293,6 +297,7 @@ class Moderation:
         if member is None:
             return Error("no_such_member", f"nobody called {command.target!r} is in the room")
         member.op = True
+        self._share(actor, command)  # every server's `who` marks it
         return self._notice(f"{actor} made {member.name} an operator")
 
     def _deop(self, actor: str, command: Moderate) -> Notice | Error:
@@ -300,6 +305,7 @@ class Moderation:
         if isinstance(member, Error):
             return member
         member.op = False
+        self._share(actor, command)
         return self._notice(f"{actor} took operator rights from {member.name}")
 
     def _list(self, actor: str, command: Moderate) -> BanList:

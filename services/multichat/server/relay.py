@@ -52,6 +52,8 @@ from .backplane import (
 from .backplane_codec import parse_id
 from .entries import Entry
 from .history_entries import (
+    AWAY,
+    BACK,
     JOIN,
     LEAVE,
     MESSAGE,
@@ -68,6 +70,10 @@ log = logging.getLogger("multichat.server")
 UNAVAILABLE = "the chat backplane is unreachable for now; your line was not sent, send it again"
 
 
+# ... and what a visitor is told when its hello cannot be carried out.
+UNAVAILABLE_JOIN = "the chat backplane is unreachable for now; try again in a moment"
+
+
 # Public lines a member may have on their way to Redis before its session waits for the oldest:
 # at a millisecond's round trip, 32 carry 32,000 lines a second, far above any flood limit,
 # while a Redis that stalls holds at most this many of a member's lines (Kafka's producer
@@ -75,8 +81,8 @@ UNAVAILABLE = "the chat backplane is unreachable for now; your line was not sent
 PUBLISH_WINDOW = 32
 
 
-# ... and what a visitor is told when its hello cannot be carried out.
-UNAVAILABLE_JOIN = "the chat backplane is unreachable for now; try again in a moment"
+# The entries that change who is on the other servers, or whether they are away.
+TRACKED = frozenset({JOIN, LEAVE, NICK, AWAY, BACK})
 
 
 def _unavailable(exc: BackplaneUnavailable) -> Error:
@@ -121,6 +127,7 @@ class Relay:
         for entry in snapshot.entries:
             self._append(entry, bookkeeping=False)
             if entry.entry.type == MODERATE:
+                self._track_operators(entry.entry)
                 self._moderate(entry.entry)  # the bans and the lock it can still see
         room.log.carry_seq(snapshot.seq)
         room.preload([], snapshot.seq)
@@ -151,8 +158,10 @@ class Relay:
         if room.closed:
             return  # the shutdown notice is the last entry
         if kind == MODERATE:
-            if bookkeeping and not mine:
-                self._moderate(entry)
+            if bookkeeping:
+                self._track_operators(entry)
+                if not mine:
+                    self._moderate(entry)
             return
         if kind == MESSAGE:
             message = entry.to_event()
@@ -196,18 +205,48 @@ class Relay:
             self._publish_notice(entry)
 
     def _track(self, entry: StoredEntry) -> None:
-        """Keep `Room.remote` up to date with an entry from another server."""
-        remote = self.room.remote
-        if entry.type == JOIN:
-            remote[name_key(entry.sender)] = entry.sender
-        elif entry.type == LEAVE:
-            remote.pop(name_key(entry.sender), None)
-        elif entry.type == NICK:
-            old, new = name_key(entry.sender), name_key(entry.text)
-            self.room.remote = {
-                (new if key == old else key): (entry.text if key == old else name)
-                for key, name in remote.items()
+        """Keep `Room.remote` (and who of them is away) up to date with an entry from another
+        server."""
+        kind = entry.type
+        if kind not in TRACKED:
+            return
+        room = self.room
+        remote, away, ops = room.remote, room.remote_away, room.remote_ops
+        key = name_key(entry.sender)
+        if kind == JOIN:
+            remote[key] = entry.sender
+        elif kind == LEAVE:
+            remote.pop(key, None)
+            away.pop(key, None)
+            ops.discard(key)
+        elif kind == NICK:
+            new = name_key(entry.text)
+            room.remote = {
+                (new if k == key else k): (entry.text if k == key else name)
+                for k, name in remote.items()
             }
+            if key in away:
+                away[new] = away.pop(key)
+            if key in ops:
+                ops.discard(key)
+                ops.add(new)
+        elif kind == AWAY:
+            away[key] = entry.text
+        else:
+            away.pop(key, None)  # back
+
+    def _track_operators(self, entry: StoredEntry) -> None:
+        """An operator made or unmade on any server, for `who` on every server."""
+        target = (entry.extra or {}).get("target")
+        if entry.text in ("op", "deop") and isinstance(target, str):
+            try:
+                key = name_key(check_name(target))
+            except ProtocolError:
+                return
+            if entry.text == "op":
+                self.room.remote_ops.add(key)
+            else:
+                self.room.remote_ops.discard(key)
 
     # -- members of this server --
 

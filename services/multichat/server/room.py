@@ -129,6 +129,9 @@ class Room:
         # With a backplane (relay.py): the members on the other servers (key -> name), and
         # where leaves and notices go instead of the log: they come back, numbered, from Redis.
         self.remote: dict[str, str] = {}
+        # ... which of them are away (key -> why) and operators (keys), for `who`.
+        self.remote_away: dict[str, str] = {}
+        self.remote_ops: set[str] = set()
         self.on_leave: Callable[[Member, str], None] | None = None
         self.on_broadcast: Callable[[Event], None] | None = None
         # Members' writers take their share from the log itself (`log.take_nowait`): that call
@@ -425,6 +428,10 @@ class Room:
         members = self._members.values()
         away = tuple((m.name, m.away) for m in members if m.away is not None)
         ops = tuple(m.name for m in members if m.op)
+        if self.remote:
+            remote = {k: name for k, name in self.remote.items() if k not in self._members}
+            away += tuple((remote[k], why) for k, why in self.remote_away.items() if k in remote)
+            ops += tuple(remote[k] for k in self.remote_ops if k in remote)
         return Members(self.names(), away, ops)
 
     def remove(self, member: Member, reason: str) -> None:
