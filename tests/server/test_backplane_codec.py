@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from multichat.protocol.events import BanEntry
 from multichat.server.backplane_address import BackplaneAddress, BackplaneError, parse_address
 from multichat.server.backplane_codec import (
     CorruptEntry,
     Keys,
     Origin,
     Seat,
+    decode_ban,
     decode_entry,
     decode_member,
     decode_seat,
@@ -22,6 +24,7 @@ from multichat.server.backplane_codec import (
     encode_fields,
     encode_seat,
     encode_topic,
+    moderation_change,
     parse_id,
     stream_id,
 )
@@ -31,6 +34,7 @@ from multichat.server.history_entries import (
     JOIN,
     LEAVE,
     MESSAGE,
+    MODERATE,
     NICK,
     NOTICE,
     TOPIC,
@@ -269,3 +273,28 @@ def test_an_address_never_shows_its_password() -> None:
     assert str(address) == "redis://***@h:1/2"
     assert "hunter2" not in repr(address) and "hunter2" not in str(address)
     assert str(parse_address("rediss://[::1]")) == "rediss://[::1]:6379/0"
+
+
+def moderate(command: str, target: str = "", seconds: float | None = None) -> StoredEntry:
+    extra = {"target": target, "reason": "why", "seconds": seconds}
+    return StoredEntry(0, 100.0, MODERATE, "host", command, None, extra)
+
+
+def test_a_moderate_entry_changes_the_rooms_bans_and_lock_only_by_address() -> None:
+    ban = json.loads(moderation_change(moderate("ban", "192.0.2.7", 60)))
+    assert ban[:2] == ["ban", "192.0.2.7"]
+    assert decode_ban("192.0.2.7", ban[2]) == BanEntry("192.0.2.7", "", 160.0, "why", "host")
+    forever = json.loads(moderation_change(moderate("ban", "2001:db8::1")))
+    assert decode_ban("2001:db8::1", forever[2]).until is None
+    assert json.loads(moderation_change(moderate("unban", "192.0.2.7"))) == ["unban", "192.0.2.7"]
+    assert json.loads(moderation_change(moderate("lock"))) == ["lock"]
+    assert json.loads(moderation_change(moderate("unlock"))) == ["unlock"]
+    # By name, or on a member: carried out by the member's server, which hands a ban on again.
+    for command, target in (("ban", "bob"), ("kick", "bob"), ("mute", "bob"), ("op", "bob")):
+        assert moderation_change(moderate(command, target)) == ""
+
+
+@pytest.mark.parametrize("value", ["{", "[]", '{"until": "soon", "reason": "", "by": "h"}', "{}"])
+def test_a_damaged_ban_record_is_refused(value: str) -> None:
+    with pytest.raises(CorruptEntry, match=r"192\.0\.2\.7"):
+        decode_ban("192.0.2.7", value)

@@ -17,6 +17,7 @@ import trio
 from chatpeer import PASSWORD, RELAXED, Peer, host_command
 from multichat.protocol.events import (
     Away,
+    BanList,
     ConnectionClosed,
     Error,
     Hello,
@@ -325,3 +326,28 @@ async def test_moderation_holds_across_servers(backplane_url: str) -> None:
     assert isinstance(locked, Error) and locked.code == "locked"
     assert isinstance(banned, Error) and banned.code == "banned" and "spam" in banned.message
     assert isinstance(answer, Error) and answer.code == "banned"
+
+
+async def test_bans_and_the_lock_are_kept_in_redis_for_servers_that_start_later(
+    backplane_url: str,
+) -> None:
+    """A server that opens the room later (or restarts) takes its bans and lock from Redis,
+    however long ago they were set."""
+    async with servers(backplane_url, count=1) as (a,):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            await host_command(a, TOKEN, "ban", "192.0.2.7", "--for", "1h", "spammer")
+            await host_command(a, TOKEN, "ban", "192.0.2.8", "gone too")
+            await host_command(a, TOKEN, "unban", "192.0.2.8")
+            await host_command(a, TOKEN, "lock")
+            await ann.expect(Notice)  # the lock's: published after the bans, in one queue
+    async with servers(backplane_url, count=1) as (c,):
+        with trio.fail_after(STEP):
+            turned_away = await Peer.open(c)
+            await turned_away.send(Hello("dan", PASSWORD))
+            locked = await turned_away.expect(Error)
+            bans = await host_command(c, TOKEN, "bans")
+    assert isinstance(locked, Error) and locked.code == "locked"
+    assert isinstance(bans, BanList) and [b.address for b in bans.bans] == ["192.0.2.7"]
+    (ban,) = bans.bans
+    assert ban.reason == "spammer" and ban.by == "host" and ban.until is not None

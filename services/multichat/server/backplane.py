@@ -34,10 +34,12 @@ from typing import TypeVar
 
 import trio
 
-from ..protocol.events import MessageId
+from ..protocol.events import BanEntry, MessageId
 from ..protocol.names import name_key
 from .backplane_address import BackplaneAddress, BackplaneError, parse_address
 from .backplane_codec import (
+    BAN_PREFIX,
+    LOCKED_FIELD,
     NAMESPACE,
     PRESENCE_TYPES,
     BackplaneEntry,
@@ -46,11 +48,13 @@ from .backplane_codec import (
     Origin,
     RemoteMember,
     Seat,
+    decode_ban,
     decode_member,
     decode_topic,
     encode_fields,
     encode_topic,
     member_order,
+    moderation_change,
     parse_id,
     stream_id,
 )
@@ -84,7 +88,7 @@ from .backplane_reader import (
 from .backplane_resp import RespConnection
 from .backplane_scripts import since_script, snapshot_script
 from .backplane_writer import Op, Writer
-from .history_entries import JOIN, LEAVE, NICK, TOPIC, StoredEntry
+from .history_entries import JOIN, LEAVE, MODERATE, NICK, TOPIC, StoredEntry
 
 log = logging.getLogger("multichat.backplane")
 
@@ -126,6 +130,8 @@ class RoomSnapshot:
     position: str  # the newest entry's stream ID ("0-0" while there is none)
     topic: str
     topic_by: str
+    bans: list[BanEntry]  # the room's bans and lock, on every server (moderation.py)
+    locked: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,17 +373,26 @@ class Backplane:
             )
         )
         try:
-            raw_entries, raw_members, seq, sub, topic = sequence(reply, 5)
+            raw_entries, raw_members, seq, sub, topic, raw_meta = sequence(reply, 6)
             members = [decode_member(k, v) for k, v in pairs(sequence(raw_members))]
             text, by = decode_topic(str(topic))
+            meta = dict(pairs(sequence(raw_meta)))
         except (CorruptEntry, TypeError, ValueError) as exc:
             raise BackplaneError(f"room {room!r} is damaged in the backplane: {exc}") from None
+        bans = []
+        for field, value in meta.items():
+            if field.startswith(BAN_PREFIX):
+                try:
+                    bans.append(decode_ban(field.removeprefix(BAN_PREFIX), value))
+                except CorruptEntry as exc:
+                    log.warning("room %r: skipped a ban in the backplane: %s", room, exc)
         entries = decode_script_entries(raw_entries)
         position = stream_id(int(str(seq)), int(str(sub)))
         self._writer.advance(room, position)
         self._reader.watch(room, position)
         members.sort(key=member_order)
-        return RoomSnapshot(entries, members, int(str(seq)), position, text, by)
+        locked = meta.get(LOCKED_FIELD) == "1"
+        return RoomSnapshot(entries, members, int(str(seq)), position, text, by, bans, locked)
 
     def close_room(self, room: str) -> None:
         """Stop reading `room`."""
@@ -501,7 +516,13 @@ class Backplane:
             key=key,
             token=token,
             arg1=entry.type,
-            arg2=encode_topic(entry.text, entry.sender) if entry.type == TOPIC else "",
+            arg2=(
+                encode_topic(entry.text, entry.sender)
+                if entry.type == TOPIC
+                else moderation_change(entry)
+                if entry.type == MODERATE
+                else ""
+            ),
             fields=encode_fields(entry, Origin(self.node_id, token, id, self._refs)),
             ref=self._refs,
             on_done=landed,

@@ -25,6 +25,7 @@ one JSON array is read in C. A later version adds parts at the end; readers igno
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -32,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..protocol.events import MessageId
+from ..protocol.events import BanEntry, MessageId
 from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
 
 # The prefix of every key, so one Redis can hold other data (or several backplanes) too.
@@ -185,6 +186,57 @@ def decode_entry(id: str, fields: Mapping[str, object]) -> BackplaneEntry:
         raise CorruptEntry(f"entry {id} has a bad publish number {ref!r}")
     entry = StoredEntry(seq, float(ts), kind, sender, text, recipient, extra or None)
     return BackplaneEntry(id, entry, Origin(node, member, client_id, ref))
+
+
+# -- the room's moderation state --
+
+# The meta hash's fields for it: `locked` ("1" or "0"), and one `ban:ADDRESS` per ban.
+LOCKED_FIELD = "locked"
+BAN_PREFIX = "ban:"
+
+
+def moderation_change(entry: StoredEntry) -> str:
+    """What a `moderate` entry changes in the room's meta hash, for the APPLY script (JSON:
+    ["ban", address, record], ["unban", address], ["lock"], ["unlock"]), or "" for nothing: a
+    command on a member is carried out by its server, and a ban by name is handed on again
+    by address (moderation.py)."""
+    command = entry.text
+    extra = entry.extra or {}
+    target = extra.get("target")
+    if command in ("lock", "unlock"):
+        return json.dumps([command])
+    if command not in ("ban", "unban") or not isinstance(target, str) or not _is_address(target):
+        return ""
+    if command == "unban":
+        return json.dumps(["unban", target])
+    seconds = extra.get("seconds")
+    until = entry.ts + seconds if isinstance(seconds, int | float) else None
+    record = {"until": until, "reason": extra.get("reason") or "", "by": entry.sender}
+    return json.dumps(["ban", target, json.dumps(record)], ensure_ascii=False)
+
+
+def decode_ban(address: str, value: str) -> BanEntry:
+    """A ban as the meta hash keeps it; raises CorruptEntry."""
+    try:
+        record = json.loads(value)
+    except ValueError:
+        raise CorruptEntry(f"the ban on {address} is damaged") from None
+    if not isinstance(record, dict):
+        raise CorruptEntry(f"the ban on {address} is damaged")
+    until, reason, by = record.get("until"), record.get("reason"), record.get("by")
+    if not (until is None or (type(until) in (int, float) and math.isfinite(until))):
+        raise CorruptEntry(f"the ban on {address} has a bad time")
+    if not isinstance(reason, str) or not isinstance(by, str):
+        raise CorruptEntry(f"the ban on {address} is damaged")
+    return BanEntry(address, "", None if until is None else float(until), reason, by)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 # -- who is where --

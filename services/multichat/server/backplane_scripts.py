@@ -45,8 +45,9 @@ end
 # and the operations, each [kind, room index, name key, token, arg1, arg2, [fields]]. (JSON,
 # because a client pays for every argument it sends, and a batch of messages has thousands:
 # one string is the cheapest thing to send, and Redis's cjson reads it back in C.)
-#   P publish (arg1 the entry type, arg2 the topic record for a topic); with a key, only for
-#     the member holding it under that token ('gone' otherwise)
+#   P publish (arg1 the entry type, arg2 the topic record for a topic, or for a moderate entry
+#     the change to the room's bans or lock); with a key, only for the member holding it
+#     under that token ('gone' otherwise)
 #   J join (arg1 the name): claims the key ('taken' if held), records the seat, appends
 #   L leave: releases the seat named by the token ('gone' if there is none), appends
 #   X reap: a leave, only while the node has been silent for arg1 ms ('alive' otherwise)
@@ -120,7 +121,18 @@ for _, op in ipairs(cjson.decode(ARGV[4])) do
       result = {'gone', 0, ''}
     else
       result = append(i, arg1 == 'message', fields)
-      if arg1 == 'topic' then redis.call('HSET', meta, 'topic', arg2) end
+      if arg1 == 'topic' then
+        redis.call('HSET', meta, 'topic', arg2)
+      elseif arg1 == 'moderate' and arg2 ~= '' then
+        local change = cjson.decode(arg2)
+        if change[1] == 'ban' then
+          redis.call('HSET', meta, 'ban:' .. change[2], change[3])
+        elseif change[1] == 'unban' then
+          redis.call('HDEL', meta, 'ban:' .. change[2])
+        else
+          redis.call('HSET', meta, 'locked', change[1] == 'lock' and '1' or '0')
+        end
+      end
     end
   elseif kind == 'J' then
     if redis.call('HSETNX', names, key, token) == 0 then
@@ -182,7 +194,8 @@ return results
 )
 
 # KEYS: log, meta, members. ARGV: how many of the newest entries.
-# Returns {newest entries (newest first), members (flat), seq, sub, topic record}: one moment,
+# Returns {newest entries (newest first), members (flat), seq, sub, topic record, the meta
+# hash (flat: its bans and lock)}: one moment,
 # so a server that preloads these and then reads the stream after (seq, sub) misses nothing
 # and sees nothing twice.
 SNAPSHOT = (
@@ -193,7 +206,7 @@ local entries = {}
 if count > 0 then entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', count) end
 local seq, sub = position(KEYS[1], KEYS[2], nil)
 local topic = redis.call('HGET', KEYS[2], 'topic') or ''
-return {entries, redis.call('HGETALL', KEYS[3]), seq, sub, topic}
+return {entries, redis.call('HGETALL', KEYS[3]), seq, sub, topic, redis.call('HGETALL', KEYS[2])}
 """
 )
 

@@ -103,10 +103,13 @@ class Moderation:
 
     # -- commands --
 
-    def restore(self, bans: list[BanEntry]) -> None:
-        """Bans kept from before a restart."""
+    def restore(self, bans: list[BanEntry], locked: bool | None = None) -> None:
+        """Bans kept from before a restart (and, with a backplane, the lock as Redis keeps
+        it: the same on every server)."""
         for ban in bans:
             self._banned[ban.address] = ban
+        if locked is not None:
+            self.locked = locked
 
     def command(
         self, actor: str, command: Moderate, *, by_host: bool = False

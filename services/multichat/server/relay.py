@@ -28,6 +28,7 @@ import trio
 
 from ..protocol.errors import ProtocolError
 from ..protocol.events import (
+    BanEntry,
     CameBack,
     Error,
     Event,
@@ -114,8 +115,10 @@ class Relay:
         self._unacked: dict[Member, int] = {}
         self._window: dict[Member, trio.Event] = {}
         self._open = False  # loaded from Redis: notices may go
-        # Carries out a moderation command another server handed on (Moderation.apply).
+        # Carries out a moderation command another server handed on (Moderation.apply), and
+        # takes the room's bans and lock as Redis keeps them, on opening (Moderation.restore).
         self.on_moderate: Callable[[str, Moderate], None] = lambda actor, command: None
+        self.on_restore: Callable[[list[BanEntry], bool], None] = lambda bans, locked: None
 
     # -- opening, and reading what every server appends --
 
@@ -128,7 +131,7 @@ class Relay:
             self._append(entry, bookkeeping=False)
             if entry.entry.type == MODERATE:
                 self._track_operators(entry.entry)
-                self._moderate(entry.entry)  # the bans and the lock it can still see
+        self.on_restore(snapshot.bans, snapshot.locked)
         room.log.carry_seq(snapshot.seq)
         room.preload([], snapshot.seq)
         node = self.backplane.node_id

@@ -74,6 +74,7 @@ class HostedRoom:
             # or the lock go through Redis to every server.
             self.moderation.on_shared = self.relay.share_moderation
             self.relay.on_moderate = self.moderation.apply
+            self.relay.on_restore = self.moderation.restore
         self.ready = trio.Event()
         self.failed: str | None = None  # why it could not be opened (then it is not listed)
 
