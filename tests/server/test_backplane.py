@@ -221,6 +221,36 @@ async def test_a_member_that_left_cannot_post(redis_server: RedisServer, namespa
             await a.backplane.publish(ROOM, StoredEntry(0, 1.0, LEAVE, "x", "quit"))
 
 
+async def test_a_post_repeated_with_its_client_id_is_appended_once(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A line resent after "it may have gone through" (same seat, same client id) is not
+    appended again: its first copy's echo is the echo of both."""
+    async with running(redis_server.url, namespace) as a:
+        alice = await a.backplane.join(ROOM, "alice")
+        first = await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice, id=7)
+        again = await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice, id=7)
+        as_text = await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice, id="7")
+        no_id = [
+            await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice) for _ in range(2)
+        ]
+        bob = await a.backplane.join(ROOM, "bob")
+        bobs = await a.backplane.publish(ROOM, message("bob", "hi"), seat=bob, id=7)
+        everything = await a.backplane.recent(ROOM, 100)
+    assert again == first  # the seq of the post it repeats
+    assert as_text == first + 1  # "7" is not 7
+    assert no_id == [first + 2, first + 3]  # without an id, nothing to tell them apart
+    assert bobs == first + 4  # ids are each seat's own
+    messages = [e for e in everything if e.is_message]
+    assert [(e.entry.sender, e.origin.id) for e in messages] == [
+        ("alice", 7),
+        ("alice", "7"),
+        ("alice", None),
+        ("alice", None),
+        ("bob", 7),
+    ]
+
+
 async def test_a_room_opened_late_gets_a_snapshot_then_everything_after_it(
     redis_server: RedisServer, namespace: str
 ) -> None:

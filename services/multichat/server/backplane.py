@@ -24,6 +24,7 @@ makes its members leave itself. docs/backplane.md says what each failure costs.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -87,8 +88,8 @@ from .backplane_reader import (
 )
 from .backplane_resp import RespConnection
 from .backplane_scripts import since_script, snapshot_script
-from .backplane_writer import Op, Writer
-from .history_entries import JOIN, LEAVE, MODERATE, NICK, TOPIC, StoredEntry
+from .backplane_writer import DONE, Op, Writer
+from .history_entries import JOIN, LEAVE, MESSAGE, MODERATE, NICK, TOPIC, StoredEntry
 
 log = logging.getLogger("multichat.backplane")
 
@@ -455,7 +456,7 @@ class Backplane:
         Raises BackplaneUnavailable, or NotJoined if the seat is no longer in the room.
         """
         status, seq, _ = await self._writer.apply(self._post(room, entry, seat, id, None))
-        if status != "ok":
+        if status not in DONE:
             raise NotJoined("you are no longer in the room")
         return seq
 
@@ -479,7 +480,7 @@ class Backplane:
         def done(op: Op) -> None:
             if op.error is not None:
                 on_done(op.error)
-            elif op.outcome is not None and op.outcome[0] != "ok":
+            elif op.outcome is not None and op.outcome[0] not in DONE:
                 on_done(NotJoined("you are no longer in the room"))
             else:
                 on_done(None)
@@ -504,7 +505,7 @@ class Backplane:
             token, key = current.token, current.key
 
         def landed(op: Op) -> None:
-            if op.outcome is not None and op.outcome[0] != "ok":
+            if op.outcome is not None and op.outcome[0] not in DONE:
                 self._seats.pop(token, None)  # the script found no such seat
             if on_done is not None:
                 on_done(op)
@@ -525,6 +526,7 @@ class Backplane:
             ),
             fields=encode_fields(entry, Origin(self.node_id, token, id, self._refs)),
             ref=self._refs,
+            dedupe=_client_id(id) if token and entry.type == MESSAGE else "",
             on_done=landed,
         )
 
@@ -642,3 +644,10 @@ __all__ = [
     "Seat",
     "parse_address",
 ]
+
+
+def _client_id(id: MessageId | None) -> str:
+    """A client's message id as a string that keeps its type ("" for none)."""
+    if id is None:
+        return ""
+    return str(id) if type(id) is int else json.dumps(id, ensure_ascii=False)

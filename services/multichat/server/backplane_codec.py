@@ -87,6 +87,10 @@ class Keys:
     def members(self, room: str) -> str:
         return f"{self.namespace}:{{{quote(room, safe='')}}}:members"
 
+    def posted(self, room: str, token: str) -> str:
+        """The client message ids a member's seat posted lately (a sorted set, by seq)."""
+        return f"{self.namespace}:{{{quote(room, safe='')}}}:posted:{quote(token, safe='')}"
+
 
 # -- stream IDs --
 

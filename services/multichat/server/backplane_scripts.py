@@ -42,7 +42,9 @@ end
 
 # KEYS: names, seats (of ARGV[1]'s node), nodes, then each room's log, meta and members.
 # ARGV: node, maxlen (0: no cap), then as JSON: the rooms, each [key, floor seq, floor sub],
-# and the operations, each [kind, room index, name key, token, arg1, arg2, [fields]]. (JSON,
+# and the operations, each [kind, room index, name key, token, arg1, arg2, [fields]] and, for
+# a post with a client id, [..., the KEYS index of its seat's `posted` set, the id]; then how
+# many ids a `posted` set keeps, and for how many seconds after the last. (JSON,
 # because a client pays for every argument it sends, and a batch of messages has thousands:
 # one string is the cheapest thing to send, and Redis's cjson reads it back in C.)
 #   P publish (arg1 the entry type, arg2 the topic record for a topic, or for a moderate entry
@@ -111,27 +113,35 @@ local function leave(i, token, fields)
   return append(i, false, fields)
 end
 
+local keep, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local results = {}
 for _, op in ipairs(cjson.decode(ARGV[4])) do
   local kind, i, key, token, arg1, arg2, fields = op[1], op[2], op[3], op[4], op[5], op[6], op[7]
+  local posted, id = op[8] or 0, op[9]
   local _, meta, members = room_keys(i)
   local result
-  if kind == 'P' then
-    if key ~= '' and redis.call('HGET', names, key) ~= token then
-      result = {'gone', 0, ''}
-    else
-      result = append(i, arg1 == 'message', fields)
-      if arg1 == 'topic' then
-        redis.call('HSET', meta, 'topic', arg2)
-      elseif arg1 == 'moderate' and arg2 ~= '' then
-        local change = cjson.decode(arg2)
-        if change[1] == 'ban' then
-          redis.call('HSET', meta, 'ban:' .. change[2], change[3])
-        elseif change[1] == 'unban' then
-          redis.call('HDEL', meta, 'ban:' .. change[2])
-        else
-          redis.call('HSET', meta, 'locked', change[1] == 'lock' and '1' or '0')
-        end
+  local seen = posted > 0 and redis.call('ZSCORE', KEYS[posted], id)
+  if kind == 'P' and key ~= '' and redis.call('HGET', names, key) ~= token then
+    result = {'gone', 0, ''}
+  elseif kind == 'P' and seen then
+    result = {'dup', tonumber(seen), ''}
+  elseif kind == 'P' then
+    result = append(i, arg1 == 'message', fields)
+    if posted > 0 then
+      redis.call('ZADD', KEYS[posted], result[2], id)
+      redis.call('ZREMRANGEBYRANK', KEYS[posted], 0, -(keep + 1))
+      redis.call('EXPIRE', KEYS[posted], ttl)
+    end
+    if arg1 == 'topic' then
+      redis.call('HSET', meta, 'topic', arg2)
+    elseif arg1 == 'moderate' and arg2 ~= '' then
+      local change = cjson.decode(arg2)
+      if change[1] == 'ban' then
+        redis.call('HSET', meta, 'ban:' .. change[2], change[3])
+      elseif change[1] == 'unban' then
+        redis.call('HDEL', meta, 'ban:' .. change[2])
+      else
+        redis.call('HSET', meta, 'locked', change[1] == 'lock' and '1' or '0')
       end
     end
   elseif kind == 'J' then

@@ -48,9 +48,17 @@ log = logging.getLogger("multichat.backplane")
 # monitor flags anything over 100 ms as an event worth reporting).
 MAX_BATCH = 128
 
-# What an op came to: its status ('ok', 'taken', 'gone', 'alive'), the room's seq after it,
-# and the stream ID of the entry it appended ("" for none).
+# What an op came to: its status ('ok', 'dup', 'taken', 'gone', 'alive'), the room's seq
+# after it (for 'dup', the seq of the post it repeats), and the stream ID of the entry it
+# appended ("" for none).
 Outcome = tuple[str, int, str]
+# A post whose id its seat posted already is a success: the first one's echo is its echo.
+DONE = frozenset({"ok", "dup"})
+# The ids of a seat's posts Redis remembers: every line a member can have on its way
+# (relay.PUBLISH_WINDOW, 32) twice over, for an hour after its last post (a line is resent
+# within seconds of Redis coming back; a seat that posts nothing for an hour has left).
+POSTED_KEEP = 64
+POSTED_SECONDS = 3600
 
 
 class Op:
@@ -60,6 +68,7 @@ class Op:
         "abandoned",
         "arg1",
         "arg2",
+        "dedupe",
         "error",
         "fields",
         "finished",
@@ -86,6 +95,7 @@ class Op:
         fields: Sequence[str] = (),
         retry: bool = False,
         ref: int = 0,
+        dedupe: str = "",
         on_done: Callable[[Op], None] | None = None,
     ) -> None:
         self.kind = kind
@@ -97,6 +107,10 @@ class Op:
         self.fields = fields
         self.retry = retry  # kept until Redis takes it (a leave), instead of failing
         self.ref = ref
+        # A post's client message id (as its entry writes it): posted twice by one seat, the
+        # second is not appended ('dup'), so a line resent after "it may have gone through"
+        # appears once.
+        self.dedupe = dedupe
         # Run by the writer as soon as the op is done with (its outcome, or its error), whether
         # or not anyone waits for it: the backplane keeps its seats up to date there, and a
         # post nobody waits for (`Backplane.publish_nowait`) reports back through it.
@@ -135,10 +149,16 @@ def script_call(
     for room in rooms:
         key_list += [keys.log(room), keys.meta(room), keys.members(room)]
         floor_list.append([room, *floors.get(room, (0, 0))])
-    op_list = [
-        [op.kind, rooms[op.room], op.key, op.token, op.arg1, op.arg2, op.fields] for op in ops
-    ]
+    op_list = []
+    for op in ops:
+        posted = 0
+        if op.dedupe:
+            key_list.append(keys.posted(op.room, op.token))
+            posted = len(key_list)
+        row = [op.kind, rooms[op.room], op.key, op.token, op.arg1, op.arg2, op.fields]
+        op_list.append([*row, posted, op.dedupe] if posted else row)
     argv = [node, str(retention), _json(floor_list), _json(op_list)]
+    argv += [str(POSTED_KEEP), str(POSTED_SECONDS)]
     return key_list, argv
 
 
