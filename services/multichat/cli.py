@@ -795,7 +795,11 @@ def export(
     ] = None,
     room: Annotated[
         str | None,
-        typer.Option("--room", help="The room's name: read its default data directory."),
+        typer.Option(
+            "--room",
+            help="The room's name: its default data directory, or with --data-dir, its own "
+            "in that server's.",
+        ),
     ] = None,
     fmt: Annotated[
         str,
@@ -822,9 +826,8 @@ def export(
     """
     import os
 
-    from .hosting.datadir import default_data_dir
+    from .hosting.datadir import DataDirError, default_data_dir, locate_room
     from .hosting.export import (
-        EXIT_USAGE,
         ExportError,
         export_to_file,
         history_lines,
@@ -832,9 +835,12 @@ def export(
         write_lines,
     )
 
-    if data_dir is not None and room is not None:
-        raise fail("give --data-dir or --room, not both", EXIT_USAGE)
-    directory = data_dir if data_dir is not None else default_data_dir(room or "multichat")
+    try:
+        directory = locate_room(room, data_dir) if room is not None else data_dir
+    except DataDirError as exc:
+        raise fail(str(exc)) from None
+    if directory is None:
+        directory = default_data_dir("multichat")
     try:
         start = parse_since(since) if since is not None else None
         lines = history_lines(directory, fmt=fmt, since=start, include_private=include_private)

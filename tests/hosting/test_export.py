@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from multichat.hosting.datadir import room_dir
+from multichat.server.history import HistoryStore
+from multichat.server.history_entries import MESSAGE, StoredEntry
+
 MULTICHAT = Path(sys.executable).parent / "multichat"
 # 2025-06-15 10:00:00 UTC; the tests run with TZ=UTC, so local time is the same.
 T0 = calendar.timegm((2025, 6, 15, 10, 0, 0))
@@ -237,12 +241,38 @@ def test_a_room_by_name_is_read_from_its_default_directory(tmp_path: Path) -> No
         room.stop()
 
 
+def games_history(directory: Path) -> None:
+    """A history for the room "Games" in `directory`, as the server writes one."""
+    directory.mkdir(parents=True)
+    store = HistoryStore.open(directory / "history.sqlite3")
+    store.append([StoredEntry(1, T0, MESSAGE, "carol", "gg")])
+    store.close()
+
+
+GAMES = ["[2025-06-15 10:00:00] carol: gg"]
+
+
+def test_a_room_other_than_a_servers_first_is_found_by_its_name(
+    tmp_path: Path, data_dir: Path, room: Room
+) -> None:
+    games_history(room_dir(data_dir, "Games"))
+    assert lines(tmp_path, "--data-dir", str(data_dir), "--room", "GAMES") == GAMES
+    # The first room's history is the directory's own: its name is not recorded there.
+    assert lines(tmp_path, "--data-dir", str(data_dir), "--room", "multichat") == TEXT
+    # Without --data-dir: among the rooms of the servers in the user's data directory.
+    default = tmp_path / "data-home" / "multichat" / "rooms" / "multichat"
+    games_history(room_dir(default, "Games"))
+    assert lines(tmp_path, "--room", "games") == GAMES
+    games_history(room_dir(default.with_name("den"), "Games"))
+    message = failure(tmp_path, 1, "--room", "Games")
+    assert message.startswith("multichat: the room 'Games' is in several data directories (")
+    assert message.endswith("): give --data-dir")
+    room.stop()
+
+
 def test_bad_options_are_one_line(tmp_path: Path, data_dir: Path, room: Room) -> None:
     assert failure(tmp_path, 2, "--data-dir", str(data_dir), "--format", "xml") == (
         "multichat: --format must be text or json, not 'xml'"
-    )
-    assert failure(tmp_path, 2, "--data-dir", str(data_dir), "--room", "x") == (
-        "multichat: give --data-dir or --room, not both"
     )
     empty = tmp_path / "empty"
     empty.mkdir()

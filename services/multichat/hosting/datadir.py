@@ -68,6 +68,30 @@ def default_data_dir(room: str) -> Path:
     return base / "rooms" / safe_dir_name(room)
 
 
+def locate_room(room: str, data_dir: Path | None = None) -> Path:
+    """The directory whose history is the room `room`'s, for `multichat export`.
+
+    With `data_dir`, a server's data directory: the room's own under `rooms/`, else the
+    directory itself (the server's first room, whose name it does not record). Without one:
+    the room's default directory if it has one, else the one room of that name among the other
+    rooms of the servers in the user's data directory. Raises DataDirError when several are.
+    """
+    if data_dir is not None:
+        own = room_dir(data_dir, room)
+        return own if _is_dir(own) else data_dir
+    default = default_data_dir(room)
+    if _is_dir(default):
+        return default
+    digest = hashlib.sha256(room_key(room).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    found = sorted(default.parent.glob(f"*/{ROOMS_DIR}/*-{digest}"))
+    if len(found) > 1:
+        places = ", ".join(str(p) for p in found)
+        raise DataDirError(
+            f"the room {room!r} is in several data directories ({places}): give --data-dir"
+        )
+    return found[0] if found else default
+
+
 def room_dir(path: Path, room: str) -> Path:
     """Where the room `room`, not the server's first, keeps its history in the data directory
     `path` (`rooms/games-1a2b3c4d`): found by the hash of its key, so the same directory for
