@@ -268,6 +268,15 @@ def test_a_personal_invite_on_the_link_rides_in_the_fragment() -> None:
     assert parse_address("https://abc.ngrok-free.app/#top").invite is None
 
 
+def test_a_link_to_one_room_names_it_in_the_fragment() -> None:
+    address = parse_address("https://abc.ngrok-free.app/#room=games")
+    assert address == Address("abc.ngrok-free.app", 443, "wss", "/ws", room="games")
+    both = parse_address(f"http://192.168.1.20:5002/#invite={TOKEN}&room=den%20club")
+    assert (both.room, both.invite, both.port) == ("den club", TOKEN, 5002)
+    assert parse_address("https://abc.ngrok-free.app/#room=").room is None
+    assert str(address) == "https://abc.ngrok-free.app"
+
+
 def test_the_token_is_never_shown() -> None:
     """An address goes into error messages and logs; the token is a password."""
     for text in (

@@ -1284,6 +1284,26 @@ def test_rooms_and_join_from_the_page(browser: Browser, tmp_path: Path) -> None:
         carol.close()
 
 
+def test_a_link_to_a_room_joins_it(browser: Browser, tmp_path: Path) -> None:
+    with serve_room(tmp_path, rooms=("games",)) as room:
+        carol = TerminalMember(room.port, "carol", room="games")
+        with open_tab(browser, f"{room.url}#room=games") as tab:
+            page = tab.page
+            expect(page.locator("#login-title")).to_have_text("Join games")
+            log_in(page, "ann")
+            expect(page.locator("#room-name")).to_have_text("games")
+            say(page, "straight in")
+            heard = carol.wait_for(Message, lambda m: m.sender == "ann")
+        with open_tab(browser, f"{room.url}#room=nowhere") as tab:
+            tab.page.get_by_label("Room password").fill(PASSWORD)
+            tab.page.get_by_label("Your name").fill("bob")
+            tab.page.get_by_label("Your name").press("Enter")
+            expect(tab.page.locator("#login-error")).to_contain_text("no room called 'nowhere'")
+            expect(tab.page.locator("#chat")).to_be_hidden()
+        carol.close()
+    assert heard.text == "straight in"
+
+
 def test_a_rejoin_after_a_move_goes_back_to_the_room_it_moved_to(
     browser: Browser, tmp_path: Path
 ) -> None:

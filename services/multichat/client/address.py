@@ -13,7 +13,8 @@ An invite (docs/invites.md): `multichat://HOST:PORT/?room=NAME&fp=SHA256`, which
 prints for the LAN and a TCP tunnel, is TCP with TLS to a room whose certificate must have that
 SHA-256 fingerprint; a personal invite adds `&invite=TOKEN`, and on an https:// link it comes
 as `#invite=TOKEN` (a fragment: browsers never send it, so no proxy logs it). The token is the
-login: no password is asked for then.
+login: no password is asked for then. A link to one room of several adds `#room=NAME` (or
+`&room=NAME` after the token), which the page reads too.
 
 Surrounding spaces and a trailing slash, which come along when copying from a browser or a chat
 message, are ignored.
@@ -247,7 +248,8 @@ def _web_address(transport: Transport, scheme: str, rest: str, original: str) ->
     authority, target = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
     host, port = _host_port(authority, original, _WEB_PORTS[transport], url=True)
     target, _, fragment = target.partition("#")
-    invite = _token(_parameters(fragment, original).get("invite"), original) if fragment else None
+    found = _parameters(fragment, original) if fragment else {}
+    invite = _token(found.get("invite"), original)
     if scheme in ("http", "https") or target in ("", "/"):
         # A page link (`https://room/`, `https://room/?from=chat`) means the room's socket.
         target = WEBSOCKET_PATH
@@ -255,7 +257,7 @@ def _web_address(transport: Transport, scheme: str, rest: str, original: str) ->
         target = "/" + target
     if not _TARGET.fullmatch(target):
         raise AddressError(f"{original!r}: the path must be plain ASCII, not {target!r}")
-    return Address(host, port, transport, target, invite=invite)
+    return Address(host, port, transport, target, room=found.get("room") or None, invite=invite)
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:

@@ -666,9 +666,10 @@
 
   // -- the login form, with a password or a personal invite --
 
-  // `https://HOST/#invite=TOKEN`: the fragment, which no server or tunnel ever sees.
-  function readInvite() {
-    const found = /^#invite=([^&]+)/.exec(location.hash);
+  // `https://HOST/#invite=TOKEN`, `#room=NAME`, or both (`#invite=TOKEN&room=NAME`): the
+  // fragment, which no server or tunnel ever sees. A link to a room joins it straight away.
+  function readFragment(key) {
+    const found = new RegExp(`(?:^#|&)${key}=([^&]+)`).exec(location.hash);
     if (!found) return null;
     try {
       return decodeURIComponent(found[1]) || null;
@@ -677,9 +678,11 @@
     }
   }
 
-  let invite = readInvite();
+  let invite = readFragment("invite");
+  const linkedRoom = readFragment("room");
 
   function showLoginForm() {
+    if (linkedRoom) $("login-title").textContent = `Join ${cleanLine(linkedRoom)}`;
     $("password-field").hidden = Boolean(invite);
     $("password").required = !invite;
     $("invite-note").hidden = !invite;
@@ -769,6 +772,7 @@
     if (session.invite) Object.assign(frame, { password: "", invite: session.invite });
     // A rejoin goes back to the room we were in (a /join may have moved us from the first).
     if (session.everJoined) Object.assign(frame, { since: session.lastSeq, room: session.room });
+    else if (linkedRoom) frame.room = linkedRoom;
     return frame;
   }
 
