@@ -41,6 +41,8 @@ from wsproto.events import Message as WebSocketMessage
 
 import ngrok_standin
 from chatpeer import Peer
+from multichat.client.address import parse_address
+from multichat.client.login import login
 from multichat.hosting import launcher
 from multichat.hosting import tunnel as tunnel_module
 from multichat.hosting.lan import lan_addresses
@@ -547,6 +549,26 @@ async def test_a_browser_opens_the_link_and_joins_over_https(
     finally:
         await tab.aclose()
         await near.aclose()
+    await closed_cleanly(cli, up, agent)
+
+
+async def test_with_several_rooms_the_banner_links_straight_into_each(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trust_standin(cli, monkeypatch)
+    rooms = ("--room", "den", "--room", "board games")
+    up, banner = await cli.up("--password", PASSWORD, *rooms, *cli.ngrok())
+    assert banner.https is not None
+    agent = standin_pid(cli)
+    assert "  More rooms: 'board games' (friends land in 'den'; /join NAME moves)" in banner.text
+    link = f"{banner.https}/#room=board%20games"
+    assert f"\n    board games: {link}\n" in banner.text
+    address = parse_address(link)
+    with trio.fail_after(STEP):
+        stream, _, welcome = await login(address, "gus", PASSWORD, room=address.room)
+        await trio.aclose_forcefully(stream)
+    assert welcome.room == "board games"
+    await up.type("shutdown")
     await closed_cleanly(cli, up, agent)
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TextIO
+from urllib.parse import quote
 
 import trio
 
@@ -118,6 +119,9 @@ class Banner:
         self.say("")
         if https:
             self.say(f"  Open in a browser: {https}")
+            for other in self.rooms:
+                # A link straight into a room (the page and `connect` read the fragment).
+                self.say(f"    {other}: {https.rstrip('/')}/#room={quote(other, safe='')}")
             self.say("  Or in a terminal:")
             self.say(f"    multichat connect {https}")
         else:
