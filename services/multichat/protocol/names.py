@@ -18,6 +18,7 @@ Rooms are named by the same rules and told apart the same way (`check_room_name`
 
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
 from functools import cache, lru_cache
 from importlib import resources
@@ -176,3 +177,12 @@ def check_room_name(raw: str) -> str:
 def room_key(name: str) -> str:
     """The uniqueness key of a room's display name: case, width and look-alikes folded."""
     return name_key(name)
+
+
+def is_address(text: str) -> bool:
+    """Whether `text` is an IP address, not a name (a ban's target may be either)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -25,7 +25,6 @@ one JSON array is read in C. A later version adds parts at the end; readers igno
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from ..protocol.events import BanEntry, MessageId
+from ..protocol.names import is_address
 from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
 
 # The prefix of every key, so one Redis can hold other data (or several backplanes) too.
@@ -209,7 +209,7 @@ def moderation_change(entry: StoredEntry) -> str:
     target = extra.get("target")
     if command in ("lock", "unlock"):
         return json.dumps([command])
-    if command not in ("ban", "unban") or not isinstance(target, str) or not _is_address(target):
+    if command not in ("ban", "unban") or not isinstance(target, str) or not is_address(target):
         return ""
     if command == "unban":
         return json.dumps(["unban", target])
@@ -233,14 +233,6 @@ def decode_ban(address: str, value: str) -> BanEntry:
     if not isinstance(reason, str) or not isinstance(by, str):
         raise CorruptEntry(f"the ban on {address} is damaged")
     return BanEntry(address, "", None if until is None else float(until), reason, by)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- who is where --

@@ -11,7 +11,6 @@ the room never waits.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from ..protocol.commands import HELP, OPERATOR_HELP, format_duration
 from ..protocol.errors import ProtocolError
 from ..protocol.events import BanEntry, BanList, Error, Moderate, Notice
-from ..protocol.names import check_name, name_key
+from ..protocol.names import check_name, is_address, name_key
 from ..protocol.textmode import describe_ban
 from .room import Member, Room
 
@@ -32,6 +31,8 @@ HOST = "host"
 BROADCAST = frozenset({"mute", "unmute", "lock", "unlock", "op", "deop"})
 # The commands that name a member (with a backplane, it may be on another server).
 ON_MEMBERS = frozenset({"kick", "ban", "mute", "unmute", "op", "deop"})
+# With a backplane, what holds on every server, each carrying it out at its own door.
+ROOM_WIDE = frozenset({"ban", "unban", "lock", "unlock"})
 # A room with more bans than this is under attack from a botnet, not a troll: ban tables of
 # IRC servers hold thousands; the oldest are forgotten first.
 MAX_BANS = 10_000
@@ -67,6 +68,18 @@ class Moderation:
         # With a backplane (relay.py): hands a command to the other servers, which `apply` it.
         self.on_shared: Callable[[str, Moderate], None] | None = None
         self._applying = False  # carrying out another server's command: not handed on again
+        self._handlers: dict[str, Callable[[str, Moderate], Notice | BanList | Error]] = {
+            "kick": self._kick,
+            "ban": self._ban,
+            "unban": self._unban,
+            "mute": self._mute,
+            "unmute": self._unmute,
+            "lock": self._lock,
+            "unlock": self._unlock,
+            "op": self._op,
+            "deop": self._deop,
+            "bans": self._list,
+        }
 
     # -- checks the session makes --
 
@@ -119,19 +132,7 @@ class Moderation:
             member = self.room.find(actor)
             if member is None or not member.op:
                 return Error("not_allowed", f"/{command.command} is for operators; ask the host")
-        handlers: dict[str, Callable[[str, Moderate], Notice | BanList | Error]] = {
-            "kick": self._kick,
-            "ban": self._ban,
-            "unban": self._unban,
-            "mute": self._mute,
-            "unmute": self._unmute,
-            "lock": self._lock,
-            "unlock": self._unlock,
-            "op": self._op,
-            "deop": self._deop,
-            "bans": self._list,
-        }
-        handler = handlers.get(command.command)
+        handler = self._handlers.get(command.command)
         if handler is None:
             return Error("bad_command", f"unknown command {command.command!r}")
         shared = self.on_shared
@@ -150,39 +151,23 @@ class Moderation:
         members and door. A command on a member of this server runs as if typed here (its
         notice goes to the room from here); a room-wide one changes this server's door
         quietly, as the server it was typed on told the room."""
-        name = command.command
-        if name in ON_MEMBERS and not _is_address(command.target):
-            if self.room.find(command.target) is None:
-                return  # not here (or gone meanwhile): nothing to do
-            # A ban by name is by the member's address, which only this server knows: it is
-            # handed on again as a ban of that address.
-            on_member: dict[str, Callable[[str, Moderate], Notice | Error]] = {
-                "kick": self._kick,
-                "ban": self._ban,
-                "mute": self._mute,
-                "unmute": self._unmute,
-                "op": self._op,
-                "deop": self._deop,
-            }
-            self._applying = name != "ban"
-            try:
-                answer: Notice | Error = on_member[name](actor, command)
-            finally:
-                self._applying = False
-        else:
-            self._applying = True
-            try:
-                if name == "ban":
-                    answer = self._ban(actor, command)
-                elif name == "unban":
-                    answer = self._unban(actor, command)
-                elif name in ("lock", "unlock"):
-                    self.locked = name == "lock"
-                    answer = Notice(f"{actor} {name}ed the room", self._clock())
-                else:
-                    return
-            finally:
-                self._applying = False
+        name, target = command.command, command.target
+        on_member = name in ON_MEMBERS and not is_address(target)
+        if (on_member and self.room.find(target) is None) or not (on_member or name in ROOM_WIDE):
+            return  # a member not here (or gone meanwhile): nothing to do
+        # A ban by name is by the member's address, which only this server knows: it is handed
+        # on again as a ban of that address. Nothing else is handed on again.
+        self._applying = not (on_member and name == "ban")
+        try:
+            if name in ("lock", "unlock"):
+                self.locked = name == "lock"  # quietly: the room was told where it was typed
+                answer: Notice | BanList | Error = Notice(
+                    f"{actor} {name}ed the room", self._clock()
+                )
+            else:
+                answer = self._handlers[name](actor, command)
+        finally:
+            self._applying = False
         if isinstance(answer, Notice):
             log.info("moderation by %s on another server: %s", actor, answer.text)
 
@@ -193,17 +178,7 @@ class Moderation:
     def _handed_on(self, actor: str, command: Moderate) -> Notice:
         """The answer to a command on a member of another server, which carries it out."""
         target = self.room.remote.get(name_key(check_name(command.target)), command.target)
-        why = command.reason or "no reason given"
-        span = f" for {format_duration(command.seconds)}" if command.seconds else ""
-        texts = {
-            "kick": f"{actor} kicked {target} ({why})",
-            "ban": f"{actor} banned {target}{span} ({why})",
-            "mute": f"{actor} muted {target}{span}",
-            "unmute": f"{actor} unmuted {target}",
-            "op": f"{actor} made {target} an operator",
-            "deop": f"{actor} took operator rights from {target}",
-        }
-        return Notice(texts[command.command], self._clock())
+        return Notice(_said(command, actor, target), self._clock())
 
     def _target(self, actor: str, name: str, verb: str) -> Member | Error:
         member = self.room.find(name)
@@ -230,7 +205,7 @@ class Moderation:
             return member
         why = command.reason or "no reason given"
         self._remove(member, "kicked", f"you were kicked by {actor}: {why}", f"kicked: {why}")
-        return Notice(f"{actor} kicked {member.name} ({why})", self._clock())
+        return Notice(_said(command, actor, member.name), self._clock())
 
     def _ban(self, actor: str, command: Moderate) -> Notice | Error:
         target = command.target
@@ -238,7 +213,7 @@ class Moderation:
         if member is not None and member.name == actor:
             return Error("not_allowed", "you cannot ban yourself")
         address = member.source if member is not None else target
-        if member is None and not _is_address(target):
+        if member is None and not is_address(target):
             return Error("no_such_member", f"nobody called {target!r} is in the room")
         until = None if command.seconds is None else self._clock() + command.seconds
         ban = BanEntry(address, member.name if member else "", until, command.reason, actor)
@@ -250,9 +225,8 @@ class Moderation:
         why = command.reason or "no reason given"
         for victim in [m for m in self.room.members() if m.source == address]:
             self._remove(victim, "banned", f"you were banned by {actor}: {why}", f"banned: {why}")
-        span = f" for {format_duration(command.seconds)}" if command.seconds else ""
         who = describe_ban(address, ban.name, None, "", "")
-        return Notice(f"{actor} banned {who}{span} ({why})", self._clock())
+        return Notice(_said(command, actor, who), self._clock())
 
     def _unban(self, actor: str, command: Moderate) -> Notice | Error:
         target = command.target
@@ -275,15 +249,14 @@ class Moderation:
             return member
         seconds = command.seconds
         self._mutes[member.key] = math.inf if seconds is None else self._monotonic() + seconds
-        span = f" for {format_duration(seconds)}" if seconds else ""
-        return self._notice(f"{actor} muted {member.name}{span}")
+        return self._notice(_said(command, actor, member.name))
 
     def _unmute(self, actor: str, command: Moderate) -> Notice | Error:
         member = self._target(actor, command.target, "unmute")
         if isinstance(member, Error):
             return member
         self._mutes.pop(member.key, None)
-        return self._notice(f"{actor} unmuted {member.name}")
+        return self._notice(_said(command, actor, member.name))
 
     def _lock(self, actor: str, command: Moderate) -> Notice:
         self.locked = True
@@ -301,7 +274,7 @@ class Moderation:
             return Error("no_such_member", f"nobody called {command.target!r} is in the room")
         member.op = True
         self._share(actor, command)  # every server's `who` marks it
-        return self._notice(f"{actor} made {member.name} an operator")
+        return self._notice(_said(command, actor, member.name))
 
     def _deop(self, actor: str, command: Moderate) -> Notice | Error:
         member = self._target(actor, command.target, "deop")
@@ -309,7 +282,7 @@ class Moderation:
             return member
         member.op = False
         self._share(actor, command)
-        return self._notice(f"{actor} took operator rights from {member.name}")
+        return self._notice(_said(command, actor, member.name))
 
     def _list(self, actor: str, command: Moderate) -> BanList:
         now = self._clock()
@@ -317,12 +290,22 @@ class Moderation:
         return BanList(tuple(live))
 
 
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+# What the notice of each command on a member says: the same from the member's own server
+# and from the one the command was typed on (with a backplane).
+_SAID = {
+    "kick": "{actor} kicked {target} ({why})",
+    "ban": "{actor} banned {target}{span} ({why})",
+    "mute": "{actor} muted {target}{span}",
+    "unmute": "{actor} unmuted {target}",
+    "op": "{actor} made {target} an operator",
+    "deop": "{actor} took operator rights from {target}",
+}
+
+
+def _said(command: Moderate, actor: str, target: str) -> str:
+    span = f" for {format_duration(command.seconds)}" if command.seconds else ""
+    why = command.reason or "no reason given"
+    return _SAID[command.command].format(actor=actor, target=target, span=span, why=why)
 
 
 def _same_name(a: str, b: str) -> bool:
