@@ -82,8 +82,7 @@ def locate_room(room: str, data_dir: Path | None = None) -> Path:
     default = default_data_dir(room)
     if _is_dir(default):
         return default
-    digest = hashlib.sha256(room_key(room).encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    found = sorted(default.parent.glob(f"*/{ROOMS_DIR}/*-{digest}"))
+    found = sorted(default.parent.glob(f"*/{ROOMS_DIR}/*-{_room_digest(room)}"))
     if len(found) > 1:
         places = ", ".join(str(p) for p in found)
         raise DataDirError(
@@ -96,13 +95,18 @@ def room_dir(path: Path, room: str) -> Path:
     """Where the room `room`, not the server's first, keeps its history in the data directory
     `path` (`rooms/games-1a2b3c4d`): found by the hash of its key, so the same directory for
     every spelling that names the same room, whichever made it."""
-    digest = hashlib.sha256(room_key(room).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    digest = _room_digest(room)
     rooms = path / ROOMS_DIR
     found = sorted(rooms.glob(f"*-{digest}")) if _is_dir(rooms) else []
     if found:
         return found[0]
     cleaned = re.sub(r"[^a-z0-9._-]+", "-", room.lower()).strip(".-")[:MAX_DIR_NAME_CHARS]
     return rooms / f"{cleaned or 'room'}-{digest}"
+
+
+def _room_digest(room: str) -> str:
+    # Of the room's key: every spelling of one room finds one directory.
+    return hashlib.sha256(room_key(room).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def make_private_dir(path: Path) -> None:

@@ -24,7 +24,6 @@ makes its members leave itself. docs/backplane.md says what each failure costs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -647,7 +646,8 @@ __all__ = [
 
 
 def _client_id(id: MessageId | None) -> str:
-    """A client's message id as a string that keeps its type ("" for none)."""
+    """A client's message id as a string that keeps its type, so 42 and "42" differ ("" for
+    none). Not JSON: this runs for every post, and nothing reads it back."""
     if id is None:
         return ""
-    return str(id) if type(id) is int else json.dumps(id, ensure_ascii=False)
+    return f"n{id}" if type(id) is int else f"s{id}"

@@ -107,7 +107,7 @@ class Op:
         self.fields = fields
         self.retry = retry  # kept until Redis takes it (a leave), instead of failing
         self.ref = ref
-        # A post's client message id (as its entry writes it): posted twice by one seat, the
+        # A post's client message id (typed: `n42`, `s42`): posted twice by one seat, the
         # second is not appended ('dup'), so a line resent after "it may have gone through"
         # appears once.
         self.dedupe = dedupe
@@ -150,11 +150,14 @@ def script_call(
         key_list += [keys.log(room), keys.meta(room), keys.members(room)]
         floor_list.append([room, *floors.get(room, (0, 0))])
     op_list = []
+    seats: dict[tuple[str, str], int] = {}  # each seat's `posted` set, once however many posts
     for op in ops:
         posted = 0
         if op.dedupe:
-            key_list.append(keys.posted(op.room, op.token))
-            posted = len(key_list)
+            posted = seats.get((op.room, op.token), 0)
+            if not posted:
+                key_list.append(keys.posted(op.room, op.token))
+                posted = seats[op.room, op.token] = len(key_list)
         row = [op.kind, rooms[op.room], op.key, op.token, op.arg1, op.arg2, op.fields]
         op_list.append([*row, posted, op.dedupe] if posted else row)
     argv = [node, str(retention), _json(floor_list), _json(op_list)]

@@ -156,16 +156,10 @@ class Relay:
         kind = entry.type
         # A leave may come from any server: a dead server's members are made to leave by
         # whichever server reaps them, this one included.
-        if bookkeeping and (not mine or kind == LEAVE):
+        if bookkeeping and kind in TRACKED and (not mine or kind == LEAVE):
             self._track(entry)
         if room.closed:
             return  # the shutdown notice is the last entry
-        if kind == MODERATE:
-            if bookkeeping:
-                self._track_operators(entry)
-                if not mine:
-                    self._moderate(entry)
-            return
         if kind == MESSAGE:
             message = entry.to_event()
             assert isinstance(message, Message)
@@ -177,6 +171,12 @@ class Relay:
                 room.log.append_private(message, owner, recipient, origin.id)
                 if owner is not None and recipient is not None and recipient.away is not None:
                     room.send_event_nowait(owner, WentAway(recipient.name, recipient.away))
+            return
+        if kind == MODERATE:
+            if bookkeeping:
+                self._track_operators(entry)
+                if not mine:
+                    self._moderate(entry)
             return
         if kind == TOPIC:
             room.topic = entry.text
@@ -209,10 +209,8 @@ class Relay:
 
     def _track(self, entry: StoredEntry) -> None:
         """Keep `Room.remote` (and who of them is away) up to date with an entry from another
-        server."""
+        server (one of the TRACKED kinds)."""
         kind = entry.type
-        if kind not in TRACKED:
-            return
         room = self.room
         remote, away, ops = room.remote, room.remote_away, room.remote_ops
         key = name_key(entry.sender)
