@@ -95,7 +95,7 @@ class Reader:
             read, read_at = 0, trio.current_time()
             asked = dict(self.positions)
             rooms = {self.keys.log(room): room for room in asked}
-            reply = None
+            reply, failed = None, False
             with trio.CancelScope() as self._scope:
                 try:
                     reply = await answer_within(
@@ -114,15 +114,14 @@ class Reader:
                 except LINK_ERRORS as exc:
                     await unless_cancelled()  # a room opened or closed: read again
                     self.link.lost(exc)
-                    self._scope = None
-                    await backoff.sleep()
-                    continue
+                    failed = True
                 except REFUSALS as exc:
                     log.warning("the backplane refused a read: %s", describe(exc))
-                    self._scope = None
-                    await backoff.sleep()
-                    continue
+                    failed = True
             self._scope = None
+            if failed:
+                await backoff.sleep()
+                continue
             backoff.reset()
             if not self.link.up:
                 self.answered()

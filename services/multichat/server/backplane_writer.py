@@ -229,8 +229,8 @@ class Writer:
         self._wakeup = trio.Event()
         self._in_flight = 0
         self._progress = trio.Event()  # set (and replaced) whenever ops are done with
-        self._last_batch = 0  # how many ops the last batch had, and when it went
-        self._sent_at = -math.inf
+        self._last_batch = 0  # how many ops the last batch had, and when the next may go
+        self._linger_until = -math.inf
 
     def submit_nowait(self, op: Op) -> None:
         """Queue `op`; raises BackplaneUnavailable at once while Redis is away, unless it is
@@ -282,10 +282,8 @@ class Writer:
                 self._fail_queued("the backplane is unreachable: " + self.link.reason)
                 if self._queue:
                     await self.link.wait_up()  # only leaves are left: they go when it is back
-            elif self._last_batch >= LINGER_AFTER and trio.current_time() < self._sent_at + (
-                LINGER_SECONDS
-            ):
-                await trio.sleep_until(self._sent_at + LINGER_SECONDS)
+            elif self._last_batch >= LINGER_AFTER and trio.current_time() < self._linger_until:
+                await trio.sleep_until(self._linger_until)
             elif await self._apply_batch(client):
                 backoff.reset()
             else:
@@ -295,7 +293,8 @@ class Writer:
         """Apply the next batch; False if Redis refused it (the link stays up: not so fast
         again) or was lost."""
         batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
-        self._last_batch, self._sent_at = len(batch), trio.current_time()
+        self._last_batch = len(batch)
+        self._linger_until = trio.current_time() + LINGER_SECONDS
         for op in batch:
             op.sent = True
         self._in_flight = len(batch)
