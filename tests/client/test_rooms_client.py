@@ -134,3 +134,22 @@ async def test_connect_to_a_room_that_is_not_there_exits_3_in_one_line() -> None
         )
     assert done.returncode == 3
     assert done.stderr == b"multichat: there is no room called 'nowhere' here; /rooms lists them\n"
+
+
+async def test_a_link_to_a_room_joins_it_and_one_not_there_exits_3() -> None:
+    """`connect https://HOST/#room=NAME`, as the page reads it: asked for as --room is."""
+    async with start_room(RELAXED, room="den", rooms=("games",)) as room:
+        link = f"http://{LOCAL}:{room.port}/"
+        with trio.fail_after(30):
+            joined = await run(
+                f"{link}#room=GAMES", "--name", "ann", "--plain", MULTICHAT_PASSWORD=PASSWORD
+            )
+            missing = await run(
+                f"{link}#room=nowhere", "--name", "bob", "--plain", MULTICHAT_PASSWORD=PASSWORD
+            )
+    assert joined.returncode == 0, joined
+    assert joined.stdout.decode().startswith("* Welcome to games, ann! Online (1): ann\n")
+    assert missing.returncode == 3
+    assert (
+        missing.stderr == b"multichat: there is no room called 'nowhere' here; /rooms lists them\n"
+    )

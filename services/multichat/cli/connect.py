@@ -44,8 +44,8 @@ def connect(
         str | None,
         typer.Option(
             "--room",
-            help="Which room of the server to join (default: the one an invite names, else "
-            "the server's first); /rooms lists them, /join NAME moves.",
+            help="Which room of the server to join (default: the one an invite or a link "
+            "names, else the server's first); /rooms lists them, /join NAME moves.",
             show_default=False,
         ),
     ] = None,
@@ -62,6 +62,10 @@ def connect(
         target = parse_address(address)
     except AddressError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    if room is None and target.fingerprint is None:
+        # A link's `#room=` is asked for as --room is: a room that is not there is an error.
+        # (An invite's room falls back to the first room: it may have been renamed since.)
+        room = target.room
     try:
         code = run_connect(target, name, password, plain=plain, bell=not no_bell, room=room)
     except ConnectExit as exc:
