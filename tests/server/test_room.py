@@ -29,16 +29,46 @@ def join(room: Room, name: str, woken: list[str]) -> Member:
     )
 
 
-def test_every_append_is_reported_to_the_fan_out_with_whether_it_is_presence() -> None:
+def test_every_append_is_reported_to_the_fan_out_with_how_many_posts_it_holds() -> None:
     clock, woken = Clock(), []
     room = make_room(clock)
-    appended: list[bool] = []
+    appended: list[int] = []
     room.on_append = appended.append
     alice = join(room, "alice", woken)
     room.post(alice, "hi")
     room.remove(alice, "quit")
-    assert appended == [True, False, True]
+    assert appended == [0, 1, 0]
     assert woken == []  # broadcasts wake nobody: the fan-out decides when to flush
+
+
+def test_entries_stored_together_are_reported_once_with_every_post_counted() -> None:
+    # The fan-out's busy-room rate counts messages, however many a commit makes readable.
+    room = make_room(Clock())
+    stored: list[int] = []
+    room.persist = lambda entry, index: stored.append(index)
+    appended: list[int] = []
+    room.on_append = appended.append
+    alice = join(room, "alice", [])
+    for text in ("one", "two", "three"):
+        room.post(alice, text)
+    join(room, "bob", [])
+    assert appended == []  # nothing is readable before it is stored
+    room.stored_nowait(stored[-1])
+    assert appended == [3]
+    assert room.log.seq == 3
+
+
+def test_entries_appended_while_held_become_readable_together_at_the_end() -> None:
+    room = make_room(Clock())
+    appended: list[int] = []
+    room.on_append = appended.append
+    alice = join(room, "alice", [])
+    with room.log.held():
+        room.post(alice, "one")
+        room.post(alice, "two")
+        assert appended == [0] and room.log.seq == 0  # alice's join alone, so far
+    assert appended == [0, 2]
+    assert room.log.seq == 2
 
 
 def test_the_fan_out_bookkeeping_tells_presence_from_messages() -> None:

@@ -21,6 +21,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+import orjson
 import trio
 
 from .backplane_codec import Keys, parse_id
@@ -166,7 +167,10 @@ def script_call(
 
 
 def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:  # what orjson will not write (backplane_codec._pack): the old way
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_outcomes(reply: object, count: int) -> list[Outcome]:

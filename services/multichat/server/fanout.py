@@ -51,15 +51,15 @@ class Fanout:
         self._posts = 0  # messages since `_counting_since`
         self._counting_since = -math.inf
 
-    def _appended(self, presence: bool) -> None:
+    def _appended(self, posts: int) -> None:
         self._appended_event.set()
-        if not presence:
-            self._count_post()
+        if posts:
+            self._count_posts(posts)
             self._hurry.set()
         elif self.room.unflushed() >= FLUSH_BYTES:
             self._hurry.set()
 
-    def _count_post(self) -> None:
+    def _count_posts(self, posts: int) -> None:
         now = trio.current_time()
         if now - self._counting_since >= RATE_SECONDS:
             # A whole period has passed: it was busy if it had enough (a longer gap: not).
@@ -67,7 +67,7 @@ class Fanout:
             self._busy = recent and self._posts >= BUSY_POSTS
             self._posts = 0
             self._counting_since = now
-        self._posts += 1
+        self._posts += posts
 
     def posted_nowait(self) -> None:
         """A reader has posted: with a flush's worth waiting, flush now rather than later."""

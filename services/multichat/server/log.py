@@ -14,7 +14,8 @@ readable; `on_check` has the room check its members' backlogs every `CHECK_EVERY
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..protocol import wire
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 CHECK_EVERY = 8 * 1024
 # Trimming the log copies it; doing it only once this many entries are dead keeps it cheap.
 TRIM_AFTER = 1024
+# The entries that are presence, not posts (a type check, read once per entry made readable).
+_PRESENCE = frozenset({Join, Leave})
 
 
 class Log:
@@ -40,6 +43,7 @@ class Log:
         "_entries",
         "_flushed",
         "_flushed_end",
+        "_held",
         "_last_post",
         "_readable",
         "_readable_end",
@@ -76,9 +80,10 @@ class Log:
         # The same stretch of the log rendered once per flush: (start, dialect) -> bytes.
         self._shared: dict[tuple[int, Dialect], bytes] = {}
         self._shared_head = -1
-        # Called as entries become readable (without a history: at every append), with whether
-        # they are only join and leave notices.
-        self.on_append: Callable[[bool], None] = lambda presence: None
+        # Called as entries become readable (without a history: at every append), with how
+        # many of them are posts (not join and leave notices).
+        self.on_append: Callable[[int], None] = lambda posts: None
+        self._held = False  # inside `held`: entries become readable at its end
 
     # -- reading the log (each member's writer) --
 
@@ -197,11 +202,18 @@ class Log:
         """The history has stored every entry up to log index `index`: they may be read."""
         if index < self._readable:
             return
-        entries = self._entries[self._readable - self._base : index + 1 - self._base]
+        posts: int
+        if index == self._readable:  # one entry: every append, without a history
+            last = self._entries[index - self._base]
+            posts = type(last.event) not in _PRESENCE
+        else:
+            entries = self._entries[self._readable - self._base : index + 1 - self._base]
+            last = entries[-1]
+            posts = sum(type(e.event) not in _PRESENCE for e in entries)
         self._readable = index + 1
-        self._readable_end = entries[-1].end
-        self._readable_seq = entries[-1].seq
-        self.on_append(all(isinstance(e.event, Join | Leave) for e in entries))
+        self._readable_end = last.end
+        self._readable_seq = last.seq
+        self.on_append(posts)
         if self.departed:
             # Members out of the room are no longer flushed by the fan-out: wake them here.
             for member in list(self.departed):
@@ -282,6 +294,18 @@ class Log:
                 party.owned = self.head
         self._add(entry)
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Entries appended inside become readable together at the end (without a history):
+        a batch read from the backplane wakes the fan-out once, not once per entry."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            if self.persist is None and self.head > self._readable:
+                self.stored_nowait(self.head - 1)
+
     def _add(self, entry: Entry) -> Entry:
         presence = isinstance(entry.event, Join | Leave)
         if not presence:
@@ -290,10 +314,10 @@ class Log:
         self._entries.append(entry)
         # Stored (or readable) before the backlog check: a member it drops appends its leave,
         # which must follow this entry in the history as it does in the log.
-        if self.persist is None:
-            self.stored_nowait(index)
-        else:
+        if self.persist is not None:
             self.persist(entry, index)
+        elif not self._held:
+            self.stored_nowait(index)
         self._unchecked += len(entry.json)
         if self._unchecked >= CHECK_EVERY:
             self.check_nowait()

@@ -143,10 +143,12 @@ class Relay:
         room.on_broadcast = self._broadcast
 
     def receive(self, entries: Sequence[BackplaneEntry]) -> None:
-        """The backplane's `on_entries` for this room: append them to the log, in order."""
-        for entry in entries:
-            self.position = entry.id
-            self._append(entry)
+        """The backplane's `on_entries` for this room: append them to the log, in order, and
+        make them readable together (one wake-up of the fan-out for a read)."""
+        with self.room.log.held():
+            for entry in entries:
+                self.position = entry.id
+                self._append(entry)
 
     def _append(self, item: BackplaneEntry, *, bookkeeping: bool = True) -> None:
         room, entry, origin = self.room, item.entry, item.origin

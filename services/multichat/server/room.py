@@ -164,13 +164,13 @@ class Room:
         self.log.persist = persist
 
     @property
-    def on_append(self) -> Callable[[bool], None]:
-        """Called as entries become readable, with whether they are only join and leave
-        notices (the fan-out's cue)."""
+    def on_append(self) -> Callable[[int], None]:
+        """Called as entries become readable, with how many of them are posts, not join and
+        leave notices (the fan-out's cue)."""
         return self.log.on_append
 
     @on_append.setter
-    def on_append(self, on_append: Callable[[bool], None]) -> None:
+    def on_append(self, on_append: Callable[[int], None]) -> None:
         self.log.on_append = on_append
 
     def members(self) -> list[Member]:
