@@ -19,6 +19,7 @@ from multichat.server.backplane_codec import (
     decode_ban,
     decode_entry,
     decode_member,
+    decode_mute,
     decode_seat,
     decode_topic,
     encode_fields,
@@ -286,12 +287,31 @@ def test_a_moderate_entry_changes_the_rooms_bans_and_lock_only_by_address() -> N
     assert decode_ban("192.0.2.7", ban[2]) == BanEntry("192.0.2.7", "", 160.0, "why", "host")
     forever = json.loads(moderation_change(moderate("ban", "2001:db8::1")))
     assert decode_ban("2001:db8::1", forever[2]).until is None
+    by_name = moderate("ban", "192.0.2.9")
+    by_name.extra["name"] = "Bob"  # a ban by name, handed on by its address
+    assert decode_ban("192.0.2.9", json.loads(moderation_change(by_name))[2]).name == "Bob"
     assert json.loads(moderation_change(moderate("unban", "192.0.2.7"))) == ["unban", "192.0.2.7"]
     assert json.loads(moderation_change(moderate("lock"))) == ["lock"]
     assert json.loads(moderation_change(moderate("unlock"))) == ["unlock"]
     # By name, or on a member: carried out by the member's server, which hands a ban on again.
-    for command, target in (("ban", "bob"), ("kick", "bob"), ("mute", "bob"), ("op", "bob")):
+    for command, target in (("ban", "bob"), ("kick", "bob"), ("op", "bob")):
         assert moderation_change(moderate(command, target)) == ""
+
+
+def test_a_mute_is_kept_by_the_name_key_it_names_until_a_wall_clock_time() -> None:
+    mute = json.loads(moderation_change(moderate("mute", "Bob", 60)))
+    assert mute[:2] == ["mute", "bob"]
+    assert decode_mute("bob", mute[2]) == 160.0
+    forever = json.loads(moderation_change(moderate("mute", "bob")))
+    assert decode_mute("bob", forever[2]) is None
+    assert json.loads(moderation_change(moderate("unmute", "BOB"))) == ["unmute", "bob"]
+    assert moderation_change(moderate("mute", "")) == ""  # no name: nothing to keep
+
+
+@pytest.mark.parametrize("value", ["{", "[]", '{"until": "soon"}', '{"until": NaN}'])
+def test_a_damaged_mute_record_is_refused(value: str) -> None:
+    with pytest.raises(CorruptEntry, match="bob"):
+        decode_mute("bob", value)
 
 
 @pytest.mark.parametrize("value", ["{", "[]", '{"until": "soon", "reason": "", "by": "h"}', "{}"])

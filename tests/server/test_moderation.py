@@ -23,8 +23,11 @@ from multichat.protocol.events import (
     Say,
 )
 from multichat.protocol.proxy import Command, Family, ProxyHeader, build_v2
+from multichat.server.entries import Dialect
 from multichat.server.limits import Limits
 from multichat.server.listeners import ChatServer
+from multichat.server.moderation import Moderation
+from multichat.server.room import Room
 
 STEP = 10
 TOKEN = "host-token"
@@ -224,3 +227,26 @@ async def test_a_mute_outlives_a_reconnect_and_a_rename(autojump_clock: object) 
     assert isinstance(refused, Error) and refused.code == "muted"
     assert isinstance(still, Error) and still.code == "muted"
     assert isinstance(echo, Message) and echo.id == "a", "same address, another friend"
+
+
+def test_mutes_taken_from_the_backplane_keep_their_time_and_expired_ones_are_dropped() -> None:
+    now, monotonic = 1_000.0, 50.0
+    room = Room("r", limits=Limits(), clock=lambda: now, monotonic=lambda: monotonic)
+    moderation = Moderation(room, clock=lambda: now, monotonic=lambda: monotonic)
+    moderation.restore([], False, {"bob": now + 60, "cat": None, "dan": now - 1})
+    members = {
+        name: room.join(
+            name,
+            dialect=Dialect.JSON,
+            wake=lambda: None,
+            kick=lambda reason: None,
+            welcome=lambda display, names: b"welcome\n",
+        )
+        for name in ("bob", "cat", "dan")
+    }
+    bob, cat, dan = (moderation.muted(members[name]) for name in ("bob", "cat", "dan"))
+    assert bob is not None and "1m more" in bob.message
+    assert cat is not None and cat.message.startswith("you are muted: you can read")
+    assert dan is None
+    monotonic += 61
+    assert moderation.muted(members["bob"]) is None

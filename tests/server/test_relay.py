@@ -315,6 +315,11 @@ async def test_moderation_holds_across_servers(backplane_url: str) -> None:
                 if isinstance(answer, Error) and answer.code == "banned":
                     break
                 await trio.sleep(0.02)
+            # a knows the ban by bob's name too, which only b could tell it.
+            bans_on_a = await host_command(a, TOKEN, "bans")
+            unbanned = await host_command(a, TOKEN, "unban", "bob")
+    assert isinstance(bans_on_a, BanList) and [b.name for b in bans_on_a.bans] == ["bob"]
+    assert isinstance(unbanned, Notice) and unbanned.text == "host lifted the ban on bob"
     assert isinstance(muted, Notice) and muted.text == "host muted bob for 1m"
     assert isinstance(heard_mute, Notice) and heard_mute.text == "host muted bob for 1m"
     assert isinstance(refused, Error) and refused.code == "muted" and refused.id == "b1"
@@ -326,6 +331,47 @@ async def test_moderation_holds_across_servers(backplane_url: str) -> None:
     assert isinstance(locked, Error) and locked.code == "locked"
     assert isinstance(banned, Error) and banned.code == "banned" and "spam" in banned.message
     assert isinstance(answer, Error) and answer.code == "banned"
+
+
+async def test_a_mute_holds_on_every_server_under_any_name_and_on_servers_started_later(
+    backplane_url: str,
+) -> None:
+    """A muted member cannot shed the mute by coming back on another server, by renaming, or
+    on a server started since: a mute is kept by name on every server, and in Redis."""
+    async with servers(backplane_url) as (a, b):
+        with trio.fail_after(STEP):
+            ann = await Peer.join(a, "ann")
+            bob = await Peer.join(b, "bob")
+            await host_command(a, TOKEN, "mute", "bob", "--for", "1h")
+            await ann.expect(Notice)
+            await bob.aclose()
+            await ann.expect(Leave)  # gone from b, and the name free again...
+            bob = await Peer.join(a, "bob")  # ...for bob to come back on a
+            await bob.say("muted on a too?", "m1")
+            on_a = await bob.expect(Error)
+            await bob.send(Nick("robert"))
+            await ann.expect(Renamed)
+            await bob.say("and as robert?", "m2")
+            renamed = await bob.expect(Error)
+            await bob.aclose()
+            await ann.expect(Leave)
+            robert = await Peer.join(b, "robert")  # b moved the mute along with the name
+            await robert.say("on b as robert?", "m3")
+            on_b = await robert.expect(Error)
+            await robert.aclose()
+            await ann.expect(Leave)
+    async with servers(backplane_url, count=1) as (c,):
+        with trio.fail_after(STEP):
+            robert = await Peer.join(c, "robert")
+            await robert.say("on a server started since?", "m4")
+            on_c = await robert.expect(Error)
+            await host_command(c, TOKEN, "unmute", "robert")
+            await robert.say("free now", "m5")
+            echo = await robert.heard("free now")
+    for refused, id in ((on_a, "m1"), (renamed, "m2"), (on_b, "m3"), (on_c, "m4")):
+        assert isinstance(refused, Error) and refused.code == "muted" and refused.id == id
+        assert "more" in refused.message  # "muted for 59m more": the time carried over too
+    assert echo.id == "m5"
 
 
 async def test_bans_and_the_lock_are_kept_in_redis_for_servers_that_start_later(

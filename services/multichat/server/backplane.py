@@ -40,6 +40,7 @@ from .backplane_address import BackplaneAddress, BackplaneError, parse_address
 from .backplane_codec import (
     BAN_PREFIX,
     LOCKED_FIELD,
+    MUTE_PREFIX,
     NAMESPACE,
     PRESENCE_TYPES,
     BackplaneEntry,
@@ -50,6 +51,7 @@ from .backplane_codec import (
     Seat,
     decode_ban,
     decode_member,
+    decode_mute,
     decode_topic,
     encode_fields,
     encode_topic,
@@ -132,6 +134,7 @@ class RoomSnapshot:
     topic_by: str
     bans: list[BanEntry]  # the room's bans and lock, on every server (moderation.py)
     locked: bool
+    mutes: dict[str, float | None]  # name key -> until when (wall clock; None: until lifted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,19 +383,25 @@ class Backplane:
         except (CorruptEntry, TypeError, ValueError) as exc:
             raise BackplaneError(f"room {room!r} is damaged in the backplane: {exc}") from None
         bans = []
+        mutes: dict[str, float | None] = {}
         for field, value in meta.items():
-            if field.startswith(BAN_PREFIX):
-                try:
+            try:
+                if field.startswith(BAN_PREFIX):
                     bans.append(decode_ban(field.removeprefix(BAN_PREFIX), value))
-                except CorruptEntry as exc:
-                    log.warning("room %r: skipped a ban in the backplane: %s", room, exc)
+                elif field.startswith(MUTE_PREFIX):
+                    key = field.removeprefix(MUTE_PREFIX)
+                    mutes[key] = decode_mute(key, value)
+            except CorruptEntry as exc:
+                log.warning("room %r: skipped damaged moderation in the backplane: %s", room, exc)
         entries = decode_script_entries(raw_entries)
         position = stream_id(int(str(seq)), int(str(sub)))
         self._writer.advance(room, position)
         self._reader.watch(room, position)
         members.sort(key=member_order)
         locked = meta.get(LOCKED_FIELD) == "1"
-        return RoomSnapshot(entries, members, int(str(seq)), position, text, by, bans, locked)
+        return RoomSnapshot(
+            entries, members, int(str(seq)), position, text, by, bans, locked, mutes
+        )
 
     def close_room(self, room: str) -> None:
         """Stop reading `room`."""

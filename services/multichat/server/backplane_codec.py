@@ -34,8 +34,9 @@ from urllib.parse import quote
 
 import orjson
 
+from ..protocol.errors import ProtocolError
 from ..protocol.events import BanEntry, MessageId
-from ..protocol.names import is_address
+from ..protocol.names import check_name, is_address, name_key
 from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
 
 # The prefix of every key, so one Redis can hold other data (or several backplanes) too.
@@ -225,29 +226,59 @@ def decode_record(id: str, raw: object) -> BackplaneEntry:
 
 # -- the room's moderation state --
 
-# The meta hash's fields for it: `locked` ("1" or "0"), and one `ban:ADDRESS` per ban.
+# The meta hash's fields for it: `locked` ("1" or "0"), one `ban:ADDRESS` per ban, and one
+# `mute:KEY` per mute (by the member's name key, as one server keeps mutes).
 LOCKED_FIELD = "locked"
 BAN_PREFIX = "ban:"
+MUTE_PREFIX = "mute:"
 
 
 def moderation_change(entry: StoredEntry) -> str:
     """What a `moderate` entry changes in the room's meta hash, for the APPLY script (JSON:
-    ["ban", address, record], ["unban", address], ["lock"], ["unlock"]), or "" for nothing: a
-    command on a member is carried out by its server, and a ban by name is handed on again
-    by address (moderation.py)."""
+    ["ban", address, record], ["unban", address], ["mute", key, record], ["unmute", key],
+    ["lock"], ["unlock"]), or "" for nothing: a command on a member is carried out by its
+    server, and a ban by name is handed on again by address (moderation.py)."""
     command = entry.text
     extra = entry.extra or {}
     target = extra.get("target")
+    seconds = extra.get("seconds")
+    until = entry.ts + seconds if isinstance(seconds, int | float) else None
     if command in ("lock", "unlock"):
         return json.dumps([command])
-    if command not in ("ban", "unban") or not isinstance(target, str) or not is_address(target):
+    if not isinstance(target, str):
+        return ""
+    if command in ("mute", "unmute"):
+        try:
+            key = name_key(check_name(target))
+        except ProtocolError:
+            return ""
+        if command == "unmute":
+            return json.dumps(["unmute", key], ensure_ascii=False)
+        return json.dumps(["mute", key, json.dumps({"until": until})], ensure_ascii=False)
+    if command not in ("ban", "unban") or not is_address(target):
         return ""
     if command == "unban":
         return json.dumps(["unban", target])
-    seconds = extra.get("seconds")
-    until = entry.ts + seconds if isinstance(seconds, int | float) else None
-    record = {"until": until, "reason": extra.get("reason") or "", "by": entry.sender}
-    return json.dumps(["ban", target, json.dumps(record)], ensure_ascii=False)
+    record = {
+        "until": until,
+        "reason": extra.get("reason") or "",
+        "by": entry.sender,
+        "name": extra.get("name") or "",
+    }
+    return json.dumps(["ban", target, json.dumps(record, ensure_ascii=False)], ensure_ascii=False)
+
+
+def decode_mute(key: str, value: str) -> float | None:
+    """Until when (wall-clock time; None: until lifted) a mute as the meta hash keeps it
+    holds; raises CorruptEntry."""
+    try:
+        record = json.loads(value)
+    except ValueError:
+        raise CorruptEntry(f"the mute of {key} is damaged") from None
+    until = record.get("until") if isinstance(record, dict) else math.nan
+    if not (until is None or (type(until) in (int, float) and math.isfinite(until))):
+        raise CorruptEntry(f"the mute of {key} is damaged")
+    return None if until is None else float(until)
 
 
 def decode_ban(address: str, value: str) -> BanEntry:
@@ -259,11 +290,12 @@ def decode_ban(address: str, value: str) -> BanEntry:
     if not isinstance(record, dict):
         raise CorruptEntry(f"the ban on {address} is damaged")
     until, reason, by = record.get("until"), record.get("reason"), record.get("by")
+    name = record.get("name", "")  # (not kept by earlier versions)
     if not (until is None or (type(until) in (int, float) and math.isfinite(until))):
         raise CorruptEntry(f"the ban on {address} has a bad time")
-    if not isinstance(reason, str) or not isinstance(by, str):
+    if not isinstance(reason, str) or not isinstance(by, str) or not isinstance(name, str):
         raise CorruptEntry(f"the ban on {address} is damaged")
-    return BanEntry(address, "", None if until is None else float(until), reason, by)
+    return BanEntry(address, name, None if until is None else float(until), reason, by)
 
 
 # -- who is where --

@@ -48,7 +48,7 @@ end
 # because a client pays for every argument it sends, and a batch of messages has thousands:
 # one string is the cheapest thing to send, and Redis's cjson reads it back in C.)
 #   P publish (arg1 the entry type, arg2 the topic record for a topic, or for a moderate entry
-#     the change to the room's bans or lock); with a key, only for the member holding it
+#     the change to the room's bans, mutes or lock); with a key, only for the member holding it
 #     under that token ('gone' otherwise)
 #   J join (arg1 the name): claims the key ('taken' if held), records the seat, appends
 #   L leave: releases the seat named by the token ('gone' if there is none), appends
@@ -140,6 +140,10 @@ for _, op in ipairs(cjson.decode(ARGV[4])) do
         redis.call('HSET', meta, 'ban:' .. change[2], change[3])
       elseif change[1] == 'unban' then
         redis.call('HDEL', meta, 'ban:' .. change[2])
+      elseif change[1] == 'mute' then
+        redis.call('HSET', meta, 'mute:' .. change[2], change[3])
+      elseif change[1] == 'unmute' then
+        redis.call('HDEL', meta, 'mute:' .. change[2])
       else
         redis.call('HSET', meta, 'locked', change[1] == 'lock' and '1' or '0')
       end
@@ -170,7 +174,14 @@ for _, op in ipairs(cjson.decode(ARGV[4])) do
     elseif arg1 ~= key and redis.call('HSETNX', names, arg1, token) == 0 then
       result = {'taken', 0, ''}
     else
-      if arg1 ~= key then redis.call('HDEL', names, key) end
+      if arg1 ~= key then
+        redis.call('HDEL', names, key)
+        local muted = redis.call('HGET', meta, 'mute:' .. key)  -- a mute goes with its name
+        if muted then
+          redis.call('HSET', meta, 'mute:' .. arg1, muted)
+          redis.call('HDEL', meta, 'mute:' .. key)
+        end
+      end
       local member = redis.call('HGET', members, key)
       local record = member and cjson.decode(member) or {node = node, token = token, since = ''}
       redis.call('HDEL', members, key)
@@ -205,7 +216,7 @@ return results
 
 # KEYS: log, meta, members. ARGV: how many of the newest entries.
 # Returns {newest entries (newest first), members (flat), seq, sub, topic record, the meta
-# hash (flat: its bans and lock)}: one moment,
+# hash (flat: its bans, mutes and lock)}: one moment,
 # so a server that preloads these and then reads the stream after (seq, sub) misses nothing
 # and sees nothing twice.
 SNAPSHOT = (

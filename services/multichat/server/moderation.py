@@ -11,6 +11,7 @@ the room never waits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -33,6 +34,9 @@ BROADCAST = frozenset({"mute", "unmute", "lock", "unlock", "op", "deop"})
 ON_MEMBERS = frozenset({"kick", "ban", "mute", "unmute", "op", "deop"})
 # With a backplane, what holds on every server, each carrying it out at its own door.
 ROOM_WIDE = frozenset({"ban", "unban", "lock", "unlock"})
+# With a backplane, what every server keeps for a member wherever it is, so that it holds on
+# whichever server the member comes back to.
+KEPT_BY_NAME = frozenset({"mute", "unmute"})
 # A room with more bans than this is under attack from a botnet, not a troll: ban tables of
 # IRC servers hold thousands; the oldest are forgotten first.
 MAX_BANS = 10_000
@@ -65,8 +69,9 @@ class Moderation:
         self._clock = clock  # ban times people read (and that outlive a restart)
         self._monotonic = monotonic  # mute deadlines
         self.on_ban: Callable[[BanEntry | None, str], None] = lambda ban, address: None
-        # With a backplane (relay.py): hands a command to the other servers, which `apply` it.
-        self.on_shared: Callable[[str, Moderate], None] | None = None
+        # With a backplane (relay.py): hands a command to the other servers, which `apply` it
+        # (with, for a ban by name handed on by address, the member's name).
+        self.on_shared: Callable[[str, Moderate, str], None] | None = None
         self._applying = False  # carrying out another server's command: not handed on again
         self._handlers: dict[str, Callable[[str, Moderate], Notice | BanList | Error]] = {
             "kick": self._kick,
@@ -116,13 +121,36 @@ class Moderation:
 
     # -- commands --
 
-    def restore(self, bans: list[BanEntry], locked: bool | None = None) -> None:
-        """Bans kept from before a restart (and, with a backplane, the lock as Redis keeps
-        it: the same on every server)."""
+    def restore(
+        self,
+        bans: list[BanEntry],
+        locked: bool | None = None,
+        mutes: dict[str, float | None] | None = None,
+    ) -> None:
+        """Bans kept from before a restart (and, with a backplane, the lock and the mutes as
+        Redis keeps them, by name key until a wall-clock time: the same on every server)."""
         for ban in bans:
             self._banned[ban.address] = ban
         if locked is not None:
             self.locked = locked
+        now = self._clock()
+        for key, until in (mutes or {}).items():
+            if until is None:
+                self._mutes[key] = math.inf
+            elif until > now:
+                self._mutes[key] = self._monotonic() + (until - now)
+
+    def _keep_mute(self, command: Moderate) -> None:
+        """Keep a mute (or lift it) by the name it names, for a member not on this server."""
+        try:
+            key = name_key(check_name(command.target))
+        except ProtocolError:
+            return
+        if command.command == "unmute":
+            self._mutes.pop(key, None)
+        else:
+            seconds = command.seconds
+            self._mutes[key] = math.inf if seconds is None else self._monotonic() + seconds
 
     def command(
         self, actor: str, command: Moderate, *, by_host: bool = False
@@ -138,7 +166,9 @@ class Moderation:
         shared = self.on_shared
         if shared and command.command in ON_MEMBERS and self.room.on_another_server(command.target):
             # Their server carries it out (`apply`), and tells the room what a notice says.
-            shared(actor, command)
+            shared(actor, command, "")
+            if command.command in KEPT_BY_NAME:
+                self._keep_mute(command)
             answer: Notice | BanList | Error = self._handed_on(actor, command)
         else:
             answer = handler(actor, command)
@@ -146,13 +176,17 @@ class Moderation:
             log.info("moderation by %s: %s", actor, answer.text)
         return answer
 
-    def apply(self, actor: str, command: Moderate) -> None:
+    def apply(self, actor: str, command: Moderate, banned_name: str = "") -> None:
         """Carry out a command another server handed on (`on_shared`), to this server's own
         members and door. A command on a member of this server runs as if typed here (its
         notice goes to the room from here); a room-wide one changes this server's door
-        quietly, as the server it was typed on told the room."""
+        quietly, as the server it was typed on told the room. `banned_name`: the member a
+        ban by address was made for, by name, on its own server."""
         name, target = command.command, command.target
         on_member = name in ON_MEMBERS and not is_address(target)
+        if name in KEPT_BY_NAME and self.room.find(target) is None:
+            self._keep_mute(command)  # for when the member comes here
+            return
         if (on_member and self.room.find(target) is None) or not (on_member or name in ROOM_WIDE):
             return  # a member not here (or gone meanwhile): nothing to do
         # A ban by name is by the member's address, which only this server knows: it is handed
@@ -168,12 +202,17 @@ class Moderation:
                 answer = self._handlers[name](actor, command)
         finally:
             self._applying = False
+        ban = self._banned.get(target) if name == "ban" and banned_name else None
+        if ban is not None and not ban.name:
+            # The member's name, which only its server knew: `/bans` shows it, `unban NAME`
+            # lifts it, here as there.
+            self._banned[target] = dataclasses.replace(ban, name=banned_name)
         if isinstance(answer, Notice):
             log.info("moderation by %s on another server: %s", actor, answer.text)
 
-    def _share(self, actor: str, command: Moderate) -> None:
+    def _share(self, actor: str, command: Moderate, name: str = "") -> None:
         if self.on_shared is not None and not self._applying:
-            self.on_shared(actor, command)
+            self.on_shared(actor, command, name)
 
     def _handed_on(self, actor: str, command: Moderate) -> Notice:
         """The answer to a command on a member of another server, which carries it out."""
@@ -221,7 +260,7 @@ class Moderation:
             self._banned.pop(next(iter(self._banned)))
         self._banned[address] = ban
         self.on_ban(ban, address)
-        self._share(actor, Moderate("ban", address, command.reason, command.seconds))
+        self._share(actor, Moderate("ban", address, command.reason, command.seconds), ban.name)
         why = command.reason or "no reason given"
         for victim in [m for m in self.room.members() if m.source == address]:
             self._remove(victim, "banned", f"you were banned by {actor}: {why}", f"banned: {why}")
@@ -249,6 +288,7 @@ class Moderation:
             return member
         seconds = command.seconds
         self._mutes[member.key] = math.inf if seconds is None else self._monotonic() + seconds
+        self._share(actor, Moderate("mute", member.name, command.reason, seconds))
         return self._notice(_said(command, actor, member.name))
 
     def _unmute(self, actor: str, command: Moderate) -> Notice | Error:
@@ -256,6 +296,7 @@ class Moderation:
         if isinstance(member, Error):
             return member
         self._mutes.pop(member.key, None)
+        self._share(actor, Moderate("unmute", member.name))
         return self._notice(_said(command, actor, member.name))
 
     def _lock(self, actor: str, command: Moderate) -> Notice:

@@ -115,10 +115,14 @@ class Relay:
         self._unacked: dict[Member, int] = {}
         self._window: dict[Member, trio.Event] = {}
         self._open = False  # loaded from Redis: notices may go
-        # Carries out a moderation command another server handed on (Moderation.apply), and
-        # takes the room's bans and lock as Redis keeps them, on opening (Moderation.restore).
-        self.on_moderate: Callable[[str, Moderate], None] = lambda actor, command: None
-        self.on_restore: Callable[[list[BanEntry], bool], None] = lambda bans, locked: None
+        # Carries out a moderation command another server handed on (Moderation.apply), takes
+        # the room's bans, lock and mutes as Redis keeps them, on opening (Moderation.restore),
+        # and moves a mute along when a member of another server renames (Moderation.renamed).
+        self.on_moderate: Callable[[str, Moderate, str], None] = lambda actor, command, name: None
+        self.on_restore: Callable[[list[BanEntry], bool, dict[str, float | None]], None] = (
+            lambda bans, locked, mutes: None
+        )
+        self.on_renamed: Callable[[str, str], None] = lambda old, new: None
 
     # -- opening, and reading what every server appends --
 
@@ -131,7 +135,7 @@ class Relay:
             self._append(entry, bookkeeping=False)
             if entry.entry.type == MODERATE:
                 self._track_operators(entry.entry)
-        self.on_restore(snapshot.bans, snapshot.locked)
+        self.on_restore(snapshot.bans, snapshot.locked, snapshot.mutes)
         room.log.carry_seq(snapshot.seq)
         room.preload([], snapshot.seq)
         node = self.backplane.node_id
@@ -200,11 +204,20 @@ class Relay:
             return
         if seconds is not None and (type(seconds) not in (int, float) or seconds <= 0):
             seconds = None
-        self.on_moderate(entry.sender, Moderate(entry.text, target, reason, seconds))
+        name = extra.get("name")
+        name = name if isinstance(name, str) else ""
+        self.on_moderate(entry.sender, Moderate(entry.text, target, reason, seconds), name)
 
-    def share_moderation(self, actor: str, command: Moderate) -> None:
-        """Moderation's `on_shared`: hand `command` to every other server, through Redis."""
-        extra = {"target": command.target, "reason": command.reason, "seconds": command.seconds}
+    def share_moderation(self, actor: str, command: Moderate, name: str = "") -> None:
+        """Moderation's `on_shared`: hand `command` to every other server, through Redis
+        (`name`: the member a ban by address was made for)."""
+        extra: dict[str, object] = {
+            "target": command.target,
+            "reason": command.reason,
+            "seconds": command.seconds,
+        }
+        if name:
+            extra["name"] = name
         entry = StoredEntry(0, self.room.now(), MODERATE, actor, command.command, None, extra)
         if self._open:
             self._publish_notice(entry)
@@ -233,6 +246,7 @@ class Relay:
             if key in ops:
                 ops.discard(key)
                 ops.add(new)
+            self.on_renamed(key, new)
         elif kind == AWAY:
             away[key] = entry.text
         else:

@@ -75,6 +75,7 @@ class HostedRoom:
             self.moderation.on_shared = self.relay.share_moderation
             self.relay.on_moderate = self.moderation.apply
             self.relay.on_restore = self.moderation.restore
+            self.relay.on_renamed = self.moderation.renamed
         self.ready = trio.Event()
         self.failed: str | None = None  # why it could not be opened (then it is not listed)
 
