@@ -14,6 +14,7 @@ from multichat.protocol.events import (
     Error,
     Join,
     Leave,
+    ListRooms,
     Members,
     Message,
     Notice,
@@ -475,6 +476,19 @@ def test_a_mention_in_the_history_shown_on_joining_rings_nothing() -> None:
     assert bell.rings == 0
     screen.on_event(message("bob", "alice, there you are", seq=6))
     assert bell.rings == 1
+
+
+def test_tab_after_join_asks_for_the_rooms_then_completes_them() -> None:
+    screen, _ = ringing_screen()
+    assert tab(screen, "/join g") == "/join g"  # no list yet: Tab asks for one...
+    assert screen.client._control == [ListRooms()]
+    screen.on_event(RoomList((RoomInfo("friends", 1), RoomInfo("Games", 2), RoomInfo("go", 0))))
+    assert tab(screen, "/join g") == "/join Games"  # ...and completes once it is shown
+    screen.keypress(SIZE, "tab")
+    assert screen.input.edit_text == "/join go"
+    assert tab(screen, "/j FR") == "/j friends"
+    assert tab(screen, "/join x") == "/join x"
+    assert screen.client._control == [ListRooms()], "asked once: the list is known"
 
 
 def test_rooms_are_listed_and_a_move_shows_the_new_room() -> None:

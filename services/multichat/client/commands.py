@@ -31,7 +31,7 @@ from ..protocol.textmode import QUIT_WORDS
 HELP = grammar.HELP
 OPERATOR_HELP = grammar.OPERATOR_HELP
 KEYS_HELP = (
-    ("Tab", "complete a name (again: the next one), or a /command"),
+    ("Tab", "complete a name (again: the next one), a /command, or a room after /join"),
     ("Up / Down", "earlier lines you typed"),
     ("PageUp / PageDown", "scroll the messages"),
     ("Ctrl-U", "clear the line"),
@@ -53,6 +53,8 @@ COMMAND_NAMES = tuple(
 NAME_COMMANDS = frozenset(
     {"msg", "m", "tell", "kick", "ban", "unban", "mute", "unmute", "op", "deop"}
 )
+# Commands whose rest is a room's name, where Tab completes one.
+JOIN_COMMANDS = frozenset({"/join", "/j"})
 
 # What a member may ask of the room besides sending a line.
 Request = Who | Nick | Away | Back | SetTopic | Help | Moderate | ListRooms | JoinRoom

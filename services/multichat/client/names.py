@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..protocol.names import name_key
-from .commands import COMMAND_NAMES, NAME_COMMANDS
+from .commands import COMMAND_NAMES, JOIN_COMMANDS, NAME_COMMANDS
 
 # What people put around a name without it being part of it: "@bob", "bob:", "(bob)", "bob!".
 EDGE_PUNCTUATION = "@,.:;!?()[]{}<>\"'`*_~"
@@ -65,16 +65,27 @@ class Completion:
     options: tuple[str, ...]
 
 
-def complete(before: str, names: Sequence[str], me: str) -> Completion | None:
+def complete(
+    before: str, names: Sequence[str], me: str, rooms: Sequence[str] = ()
+) -> Completion | None:
     """Completions of the word being typed; `before` is the line up to the cursor.
 
-    A `/command` at the start of the line completes to a command; anything else to another
-    member's name, the longest typed run of words that starts one (names may have spaces).
+    A `/command` at the start of the line completes to a command; the rest of `/join` to one
+    of `rooms`; anything else to another member's name, the longest typed run of words that
+    starts one (names may have spaces).
     """
     if before.startswith("/") and " " not in before:
         typed = before[1:].lower()
         options = tuple(f"/{c} " for c in COMMAND_NAMES if c.startswith(typed))
         return Completion(0, options) if options else None
+    command, _, rest = before.partition(" ")
+    if command.lower() in JOIN_COMMANDS:
+        start = len(before) - len(rest.lstrip())
+        typed = rest.lstrip().strip('"').casefold()
+        options = tuple(
+            r for r in sorted(rooms, key=str.casefold) if r.casefold().startswith(typed)
+        )
+        return Completion(start, options) if options else None
     others = sorted((n for n in names if n != me), key=str.casefold)
     starts = [i for i in range(len(before)) if i == 0 or before[i - 1] == " "]
     for start in starts:

@@ -28,6 +28,7 @@ from ..protocol.events import (
     Event,
     Join,
     Leave,
+    ListRooms,
     Members,
     Message,
     Notice,
@@ -256,6 +257,7 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
         self._pasting = False
         # The Tab cycle under way: its options, the one shown, and the line as Tab left it.
         self._completion: tuple[Completion, int, str] | None = None
+        self._rooms: tuple[str, ...] = ()  # as the server last listed them, for Tab
         # Messages up to this one are the history shown on joining: a mention there is
         # highlighted, but rings nothing (it may be hours old).
         self.history_seq = client.welcome_seq
@@ -365,6 +367,7 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
                 text = f"The room is closing: {_one(reason)}" if reason else "The room is closing."
                 self.system(f" {text} ", "shutdown")
             case RoomList(rooms):
+                self._rooms = tuple(info.name for info in rooms)
                 self.system(f"Rooms ({len(rooms)}):")
                 for info in rooms:
                     here = " (you are here)" if info.name == self.client.room else ""
@@ -497,8 +500,12 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
             completion, shown, _ = cycle
             index = (shown + 1) % len(completion.options)
         else:
-            found = complete(text[:cursor], self.client.members, self.client.name)
+            typed = text[:cursor]
+            found = complete(typed, self.client.members, self.client.name, self._rooms)
             if found is None:
+                if typed.partition(" ")[0].lower() in commands.JOIN_COMMANDS and not self._rooms:
+                    # Which rooms there are, the server knows: Tab asks, and shows the list.
+                    self.client.request_nowait(ListRooms())
                 return
             completion, index = found, 0
         before = text[: completion.start] + completion.options[index]
