@@ -4,8 +4,8 @@ The host is the room's operator (its console and `multichat kick ...` act as `ho
 make members operators for the room's lifetime. A ban keeps an address out (the real one,
 behind the tunnel too) and is checked before any password; a ban by name bans the address the
 member came from. Every action is logged with who did it. With a backplane, a command naming a
-member of another server, and bans and the lock, go to the other servers (`on_shared`), which
-`apply` them. Sync and pure but for the clock:
+member of another server, and bans, mutes and the lock, go to the other servers (`on_shared`),
+which `apply` them. Sync and pure but for the clock:
 the room never waits.
 """
 
@@ -143,9 +143,12 @@ class Moderation:
     def _keep_mute(self, command: Moderate) -> None:
         """Keep a mute (or lift it) by the name it names, for a member not on this server."""
         try:
-            key = name_key(check_name(command.target))
+            self._set_mute(name_key(check_name(command.target)), command)
         except ProtocolError:
             return
+
+    def _set_mute(self, key: str, command: Moderate) -> None:
+        """Mute (for `command.seconds`, or until lifted) or unmute the name `key`."""
         if command.command == "unmute":
             self._mutes.pop(key, None)
         else:
@@ -286,16 +289,15 @@ class Moderation:
         member = self._target(actor, command.target, "mute")
         if isinstance(member, Error):
             return member
-        seconds = command.seconds
-        self._mutes[member.key] = math.inf if seconds is None else self._monotonic() + seconds
-        self._share(actor, Moderate("mute", member.name, command.reason, seconds))
+        self._set_mute(member.key, command)
+        self._share(actor, Moderate("mute", member.name, command.reason, command.seconds))
         return self._notice(_said(command, actor, member.name))
 
     def _unmute(self, actor: str, command: Moderate) -> Notice | Error:
         member = self._target(actor, command.target, "unmute")
         if isinstance(member, Error):
             return member
-        self._mutes.pop(member.key, None)
+        self._set_mute(member.key, command)
         self._share(actor, Moderate("unmute", member.name))
         return self._notice(_said(command, actor, member.name))
 
