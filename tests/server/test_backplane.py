@@ -251,6 +251,31 @@ async def test_a_post_repeated_with_its_client_id_is_appended_once(
     ]
 
 
+async def test_opening_a_room_forgets_the_bans_and_mutes_that_have_run_out(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """Every server skips them, so they are deleted, or the meta hash would grow for ever."""
+    meta = Keys(namespace).meta(ROOM)
+    gone = {
+        "ban:192.0.2.1": '{"until": 1.0, "reason": "", "by": "host"}',
+        "mute:bob": '{"until": 1.0}',
+    }
+    kept = {
+        "ban:192.0.2.2": '{"until": null, "reason": "spam", "by": "host"}',
+        "mute:cat": '{"until": 4000000000.0}',
+    }
+    for field, value in {**gone, **kept}.items():
+        redis_server.command("HSET", meta, field, value)
+    async with running(redis_server.url, namespace) as a:
+        snapshot = await a.backplane.open_room(ROOM, history=0)
+    assert sorted(ban.address for ban in snapshot.bans) == ["192.0.2.1", "192.0.2.2"]
+    assert snapshot.mutes == {"bob": 1.0, "cat": 4000000000.0}
+    for field in gone:
+        assert redis_server.command("HEXISTS", meta, field) == b":0", field
+    for field, value in kept.items():
+        assert redis_server.command("HGET", meta, field) == value.encode(), field
+
+
 async def test_a_room_opened_late_gets_a_snapshot_then_everything_after_it(
     redis_server: RedisServer, namespace: str
 ) -> None:

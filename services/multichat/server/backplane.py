@@ -88,7 +88,7 @@ from .backplane_reader import (
     sequence,
 )
 from .backplane_resp import RespConnection
-from .backplane_scripts import since_script, snapshot_script
+from .backplane_scripts import expired_script, since_script, snapshot_script
 from .backplane_writer import DONE, Op, Writer
 from .history_entries import JOIN, LEAVE, MESSAGE, MODERATE, NICK, TOPIC, StoredEntry
 
@@ -384,15 +384,26 @@ class Backplane:
             raise BackplaneError(f"room {room!r} is damaged in the backplane: {exc}") from None
         bans = []
         mutes: dict[str, float | None] = {}
+        expired: list[str] = []  # fields and values of bans and mutes that have run out
+        now = time.time()
         for field, value in meta.items():
             try:
                 if field.startswith(BAN_PREFIX):
-                    bans.append(decode_ban(field.removeprefix(BAN_PREFIX), value))
+                    ban = decode_ban(field.removeprefix(BAN_PREFIX), value)
+                    until = ban.until
+                    bans.append(ban)
                 elif field.startswith(MUTE_PREFIX):
                     key = field.removeprefix(MUTE_PREFIX)
-                    mutes[key] = decode_mute(key, value)
+                    until = mutes[key] = decode_mute(key, value)
+                else:
+                    continue
             except CorruptEntry as exc:
                 log.warning("room %r: skipped damaged moderation in the backplane: %s", room, exc)
+                continue
+            if until is not None and until <= now:
+                expired += [field, value]
+        if expired:
+            await self._forget_expired(room, expired)
         entries = decode_script_entries(raw_entries)
         position = stream_id(int(str(seq)), int(str(sub)))
         self._writer.advance(room, position)
@@ -402,6 +413,17 @@ class Backplane:
         return RoomSnapshot(
             entries, members, int(str(seq)), position, text, by, bans, locked, mutes
         )
+
+    async def _forget_expired(self, room: str, expired: list[str]) -> None:
+        """Delete the bans and mutes of `room` that have run out (fields and values, flat):
+        every server skips them, but the meta hash would keep them for ever."""
+        keys = self._keys
+        try:
+            await self._ask(
+                lambda client: expired_script(keys=[keys.meta(room)], args=expired, client=client)
+            )
+        except BackplaneUnavailable as exc:
+            log.info("room %r: expired bans and mutes stay in the backplane for now: %s", room, exc)
 
     def close_room(self, room: str) -> None:
         """Stop reading `room`."""

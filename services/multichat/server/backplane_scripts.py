@@ -231,6 +231,18 @@ return {entries, redis.call('HGETALL', KEYS[3]), seq, sub, topic, redis.call('HG
 """
 )
 
+# KEYS: meta. ARGV: field, value, field, value, ...: bans and mutes that have run out. Deletes
+# each field still holding that value (not one set again since it was read). Returns how many.
+EXPIRED = """
+local gone = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    gone = gone + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return gone
+"""
+
 # KEYS: log, meta. ARGV: after (a message seq), limit (messages), cap (entries), before (a
 # stream ID, exclusive; '' for none) and the newest message before it ('' with none). Returns
 # {the newest entries after message `after` and before `before` (newest first, at most `limit`
@@ -295,6 +307,7 @@ def _script(source: str) -> Script[str]:
 
 apply_script = _script(APPLY)
 snapshot_script = _script(SNAPSHOT)
+expired_script = _script(EXPIRED)
 since_script = _script(SINCE)
 beat_script = _script(BEAT)
 dead_script = _script(DEAD)
