@@ -229,6 +229,22 @@ async def test_a_mute_outlives_a_reconnect_and_a_rename(autojump_clock: object) 
     assert isinstance(echo, Message) and echo.id == "a", "same address, another friend"
 
 
+async def test_a_mute_can_be_lifted_while_nobody_has_the_name(autojump_clock: object) -> None:
+    async with start_room(RELAXED, control_token=TOKEN) as room:
+        bob = await room.join("bob")
+        await host(room, "mute", "bob")
+        await bob.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        lifted = await host(room, "unmute", "Bob")
+        nobody = await host(room, "unmute", "bob")  # lifted already: nothing to lift
+        again = await room.join("bob")
+        await again.say("free?", "1")
+        echo = await again.expect(Message)
+    assert isinstance(lifted, Notice) and lifted.text == "host unmuted Bob"
+    assert isinstance(nobody, Error) and nobody.code == "no_such_member"
+    assert isinstance(echo, Message) and echo.id == "1"
+
+
 def test_mutes_taken_from_the_backplane_keep_their_time_and_expired_ones_are_dropped() -> None:
     now, monotonic = 1_000.0, 50.0
     room = Room("r", limits=Limits(), clock=lambda: now, monotonic=lambda: monotonic)

@@ -142,10 +142,9 @@ class Moderation:
 
     def _keep_mute(self, command: Moderate) -> None:
         """Keep a mute (or lift it) by the name it names, for a member not on this server."""
-        try:
-            self._set_mute(name_key(check_name(command.target)), command)
-        except ProtocolError:
-            return
+        key = _key_of(command.target)
+        if key is not None:
+            self._set_mute(key, command)
 
     def _set_mute(self, key: str, command: Moderate) -> None:
         """Mute (for `command.seconds`, or until lifted) or unmute the name `key`."""
@@ -296,10 +295,18 @@ class Moderation:
     def _unmute(self, actor: str, command: Moderate) -> Notice | Error:
         member = self._target(actor, command.target, "unmute")
         if isinstance(member, Error):
-            return member
-        self._set_mute(member.key, command)
-        self._share(actor, Moderate("unmute", member.name))
-        return self._notice(_said(command, actor, member.name))
+            # A mute belongs to the name: it can be lifted while nobody has it (with a
+            # backplane, Redis keeps it until then).
+            key = _key_of(command.target)
+            if key is None or key not in self._mutes or member.code != "no_such_member":
+                return member
+            self._mutes.pop(key)
+            name = command.target
+        else:
+            self._set_mute(member.key, command)
+            name = member.name
+        self._share(actor, Moderate("unmute", name))
+        return self._notice(_said(command, actor, name))
 
     def _lock(self, actor: str, command: Moderate) -> Notice:
         self.locked = True
@@ -356,3 +363,11 @@ def _same_name(a: str, b: str) -> bool:
         return name_key(a) == name_key(b)
     except ProtocolError:
         return False
+
+
+def _key_of(name: str) -> str | None:
+    """The name key of `name`, or None if it is not a name."""
+    try:
+        return name_key(check_name(name))
+    except ProtocolError:
+        return None
