@@ -53,12 +53,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             "redis-server (or: apt-get install -y --no-install-recommends redis-server)",
             pytrace=False,
         )
-    server = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=True)
-    server.start()
-    try:
+    with RedisServer(tmp_path_factory.mktemp("redis"), appendonly=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -66,9 +62,5 @@ def own_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer
     """A redis-server for one test alone, with an append-only file: for a test that stops,
     restarts, freezes or reconfigures it (`redis_server` is asked for only for its check
     that redis-server is installed)."""
-    server = RedisServer(tmp_path / "redis", appendonly=True)
-    server.start()
-    try:
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
         yield server
-    finally:
-        server.stop()

@@ -32,12 +32,8 @@ ROOM = "den"
 @pytest.fixture
 def forgetful_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server that keeps nothing across a restart (no append-only file)."""
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    server.start()
-    try:
+    with RedisServer(tmp_path / "redis", appendonly=False) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def namespace() -> str:
