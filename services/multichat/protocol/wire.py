@@ -82,13 +82,11 @@ def _parse(line: bytes) -> Any:
         return _loads(line.decode("utf-8"))
 
 
-def _frame(obj: object) -> bytes:
+def _json(obj: object) -> bytes:
     try:
-        # Joined, not OPT_APPEND_NEWLINE: orjson's own bytes object keeps a 4 KiB buffer
-        # however short the frame, and the room's log holds thousands of frames.
-        return orjson.dumps(obj) + b"\n"
+        return orjson.dumps(obj)
     except TypeError:  # orjson.JSONEncodeError: the standard library raises what it always did
-        return (_dumps(obj) + "\n").encode("utf-8")
+        return _dumps(obj).encode("utf-8")
 
 
 def _str(obj: dict[str, Any], key: str, default: str | None = None, limit: int = 0) -> str:
@@ -520,7 +518,9 @@ def to_json(event: Event) -> dict[str, Any]:
 
 def encode(event: Event) -> bytes:
     """One frame, newline included."""
-    return _frame(to_json(event))
+    # Joined, not orjson's OPT_APPEND_NEWLINE: orjson's own bytes object keeps a 4 KiB buffer
+    # however short the frame, and the room's log holds thousands of frames.
+    return _json(to_json(event)) + b"\n"
 
 
 def add_id(frame: bytes, id: MessageId) -> bytes:
@@ -528,4 +528,4 @@ def add_id(frame: bytes, id: MessageId) -> bytes:
 
     Splicing saves encoding the whole message a second time for every post.
     """
-    return frame[:-2] + b',"id":' + _frame(id)[:-1] + b"}\n"
+    return frame[:-2] + b',"id":' + _json(id) + b"}\n"

@@ -163,18 +163,19 @@ def encode_fields(entry: StoredEntry, origin: Origin) -> list[str]:
         origin.id,
         origin.ref,
     ]
-    return [RECORD_FIELD, _pack(record)]
+    return [RECORD_FIELD, pack(record)]
 
 
 _std_pack = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def _pack(record: list[object]) -> str:
-    # orjson, as wire.py: every server decodes and every publisher encodes every entry.
+def pack(value: object) -> str:
+    """`value` as compact JSON. orjson, as wire.py: every server decodes and every publisher
+    encodes every entry, and the writer every batch."""
     try:
-        return orjson.dumps(record).decode("utf-8")
+        return orjson.dumps(value).decode("utf-8")
     except TypeError:  # what orjson will not write: the standard library says why
-        return _std_pack(record)
+        return _std_pack(value)
 
 
 def _unpack(raw: str) -> object:

@@ -15,16 +15,14 @@ must see the member go, and leaving twice is harmless (the second finds no seat)
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
-import orjson
 import trio
 
-from .backplane_codec import Keys, parse_id
+from .backplane_codec import Keys, pack, parse_id
 from .backplane_link import (
     COMMAND_SECONDS,
     LINGER_AFTER,
@@ -161,16 +159,9 @@ def script_call(
                 posted = seats[op.room, op.token] = len(key_list)
         row = [op.kind, rooms[op.room], op.key, op.token, op.arg1, op.arg2, op.fields]
         op_list.append([*row, posted, op.dedupe] if posted else row)
-    argv = [node, str(retention), _json(floor_list), _json(op_list)]
+    argv = [node, str(retention), pack(floor_list), pack(op_list)]
     argv += [str(POSTED_KEEP), str(POSTED_SECONDS)]
     return key_list, argv
-
-
-def _json(value: object) -> str:
-    try:
-        return orjson.dumps(value).decode("utf-8")
-    except TypeError:  # what orjson will not write (backplane_codec._pack): the old way
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_outcomes(reply: object, count: int) -> list[Outcome]:

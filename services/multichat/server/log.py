@@ -307,7 +307,7 @@ class Log:
                 self.stored_nowait(self.head - 1)
 
     def _add(self, entry: Entry) -> Entry:
-        presence = isinstance(entry.event, Join | Leave)
+        presence = type(entry.event) in _PRESENCE
         if not presence:
             self._last_post = self.head
         index = self.head
