@@ -52,12 +52,13 @@ def clock(ts: float) -> str:
 def render(event: Event) -> bytes:
     """The text-mode bytes of one server event (empty for events plain text has no use for)."""
     match event:
-        case Message(_, ts, sender, text, _, to, action):
-            body = text.replace("\n", "\n" + _INDENT)
-            if action:
-                return f"[{clock(ts)}] * {sender} {body}\n".encode()
-            who = f"{sender} -> {to}" if to is not None else sender
-            return f"[{clock(ts)}] {who}: {body}\n".encode()
+        case Message():  # (no positional captures: see wire.to_json)
+            body = event.text.replace("\n", "\n" + _INDENT)
+            if event.action:
+                return f"[{clock(event.ts)}] * {event.sender} {body}\n".encode()
+            to = event.to
+            who = f"{event.sender} -> {to}" if to is not None else event.sender
+            return f"[{clock(event.ts)}] {who}: {body}\n".encode()
         case Join(name):
             return f"* {name} joined\n".encode()
         case Leave(name, reason):

@@ -363,6 +363,23 @@ def to_json(event: Event) -> dict[str, Any]:
     """The JSON object of one event."""
     obj: dict[str, Any]
     match event:
+        # First, and without positional captures (each costs a lookup through __match_args__:
+        # together three times the rest of this case): every post is encoded on every server.
+        case Message():
+            obj = {
+                "type": "message",
+                "seq": event.seq,
+                "ts": event.ts,
+                "from": event.sender,
+                "text": event.text,
+            }
+            if event.id is not None:
+                obj["id"] = event.id
+            if event.to is not None:
+                obj["to"] = event.to
+            if event.action:
+                obj["action"] = True
+            return obj
         case Hello(name, password, version, invite, since, room):
             obj = {"type": "hello", "version": version, "name": name, "password": password}
             if invite is not None:
@@ -416,21 +433,6 @@ def to_json(event: Event) -> dict[str, Any]:
             if id is not None:
                 error["id"] = id
             return error
-        case Message(seq, ts, sender, text, id, to, action):
-            obj = {
-                "type": "message",
-                "seq": seq,
-                "ts": ts,
-                "from": sender,
-                "text": text,
-            }
-            if id is not None:
-                obj["id"] = id
-            if to is not None:
-                obj["to"] = to
-            if action:
-                obj["action"] = True
-            return obj
         case Join(name, ts):
             return {"type": "join", "name": name, "ts": ts}
         case Leave(name, reason, ts):

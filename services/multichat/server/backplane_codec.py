@@ -201,9 +201,11 @@ def decode_record(id: str, raw: object) -> BackplaneEntry:
         record = _unpack(raw)
     except (ValueError, RecursionError):
         raise CorruptEntry(f"entry {id} is not a JSON record") from None
-    if not isinstance(record, list) or len(record) < RECORD_PARTS:
+    if type(record) is not list or len(record) < RECORD_PARTS:
         raise CorruptEntry(f"entry {id} is not a record of {RECORD_PARTS} parts")
-    kind, ts, node, sender, text, recipient, extra, member, client_id, ref = record[:RECORD_PARTS]
+    if len(record) > RECORD_PARTS:  # a later version's parts: ignored
+        record = record[:RECORD_PARTS]
+    kind, ts, node, sender, text, recipient, extra, member, client_id, ref = record
     if not (
         type(kind) is str
         and type(node) is str

@@ -177,8 +177,9 @@ def decode_stream(raw: Iterable[object]) -> tuple[list[BackplaneEntry], str]:
     entries = []
     newest = ""
     for item in raw:
-        id, flat = sequence(item)[:2]
-        newest = str(id)
+        # (hiredis's shape taken as it is: `sequence` copies, and this runs for every entry)
+        id, flat = item if type(item) is list and len(item) == 2 else sequence(item)[:2]
+        newest = id if type(id) is str else str(id)
         if type(flat) is list and len(flat) == 2 and flat[0] == RECORD_FIELD:
             # The one field every entry has (hiredis's shape): every server reads every
             # entry, and the general path's copies were a third of decoding one.

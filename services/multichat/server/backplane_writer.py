@@ -118,7 +118,8 @@ class Op:
         self.error: BackplaneUnavailable | None = None
         self.sent = False
         self.abandoned = False  # whoever asked stopped waiting after it was sent
-        self.finished = trio.Event()
+        # Made only for an op someone waits for (`Writer.apply`): most posts nobody does.
+        self.finished: trio.Event | None = None
 
     def finish(
         self, outcome: Outcome | None = None, error: BackplaneUnavailable | None = None
@@ -128,7 +129,8 @@ class Op:
         self.error = error
         if self.on_done is not None:
             self.on_done(self)
-        self.finished.set()
+        if self.finished is not None:
+            self.finished.set()
 
 
 def script_call(
@@ -238,9 +240,10 @@ class Writer:
     async def apply(self, op: Op) -> Outcome:
         """Queue `op` and wait for its outcome; raises BackplaneUnavailable. Cancelled before
         it is sent, it is never sent; after, it runs to its end all the same."""
+        op.finished = finished = trio.Event()
         self.submit_nowait(op)
         try:
-            await op.finished.wait()
+            await finished.wait()
         except BaseException:
             if op.sent:
                 op.abandoned = True
@@ -314,9 +317,13 @@ class Writer:
         finally:
             self._in_flight = 0
             self._progressed()
-        for op, outcome in zip(batch, outcomes, strict=True):
-            if outcome[2]:
-                self.advance(op.room, outcome[2])
+        # An outcome's ID is always one the batch appended, in order: each room's last is its
+        # newest (parsed once a batch, not once an op).
+        done = list(zip(batch, outcomes, strict=True))
+        newest = {op.room: outcome[2] for op, outcome in done if outcome[2]}
+        for room, id in newest.items():
+            self.advance(room, id)
+        for op, outcome in done:
             op.finish(outcome)
         return True
 

@@ -273,10 +273,12 @@ class Log:
     def append(self, event: Event, owner: Member | None = None) -> Entry:
         """Append `event` for everyone; `owner`'s own copy is its entry's `owner_json`."""
         data = wire.encode(event)
-        entry = Entry(event, data, self._head_end() + len(data), self._seq)
+        entries = self._entries
+        end = entries[-1].end if entries else self._base_end  # (_head_end, inlined: per post)
+        entry = Entry(event, data, end + len(data), self._seq)
         if owner is not None:
             entry.owner = owner
-            owner.owned = self.head
+            owner.owned = self._base + len(entries)
         return self._add(entry)
 
     def append_private(
@@ -307,10 +309,9 @@ class Log:
                 self.stored_nowait(self.head - 1)
 
     def _add(self, entry: Entry) -> Entry:
-        presence = type(entry.event) in _PRESENCE
-        if not presence:
-            self._last_post = self.head
         index = self.head
+        if type(entry.event) not in _PRESENCE:
+            self._last_post = index
         self._entries.append(entry)
         # Stored (or readable) before the backlog check: a member it drops appends its leave,
         # which must follow this entry in the history as it does in the log.

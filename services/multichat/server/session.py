@@ -390,8 +390,10 @@ class Session:
 
     async def _handle(self, event: Event) -> bool:
         match event:
-            case Say(text, id, None, action):
-                return await self._say(text, id, action)
+            # (attributes, not positional captures: this case runs for every line a member
+            # sends, and each capture is a lookup through __match_args__)
+            case Say(to=None):
+                return await self._say(event.text, event.id, event.action)
             case Say() | Nick() | Away() | Back() | SetTopic() | Help() | Moderate():
                 return await self._request(event)
             case Who():
