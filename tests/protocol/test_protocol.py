@@ -121,6 +121,31 @@ def test_a_frame_takes_the_memory_its_bytes_need() -> None:
     assert len(frames[0]) < 50 and used / len(frames) < 200
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"hello","name":"a","password":"p","version":1,"since":18446744073709551616}',
+        b'{"type":"hello","name":"a","password":"p","version":1,"since":-9223372036854775809}',
+        b'{"type":"say","text":"x","id":18446744073709551616}',
+        b'{"type":"say","text":"x","id":1e300}',
+        b'{"type":"ping","data":"x","n":[18446744073709551616]}',
+    ],
+)
+def test_integers_past_64_bits_read_as_the_standard_library_reads_them(
+    line: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # orjson reads them as floats: a `since` past 64 bits was refused as "not an integer".
+    def decoded() -> Event | str:
+        try:
+            return wire.decode(line)
+        except RemoteProtocolError as exc:
+            return str(exc)
+
+    with_orjson = decoded()
+    monkeypatch.setattr(wire, "_parse", json.loads)
+    assert with_orjson == decoded()
+
+
 def test_an_error_names_the_line_it_refuses_and_only_then() -> None:
     assert wire.encode(Error("unavailable", "later", "a-7")) == (
         b'{"type":"error","code":"unavailable","message":"later","id":"a-7"}\n'

@@ -98,8 +98,9 @@ def test_fields_and_parts_this_version_does_not_know_are_ignored() -> None:
 
 
 texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=50)
+# Integers of any size: orjson reads those past 64 bits as floats, and the codec must not.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | texts,
+    st.none() | st.booleans() | st.integers() | texts,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
     max_leaves=6,
 )
@@ -117,8 +118,8 @@ origins = st.builds(
     Origin,
     node=texts,
     member=texts,
-    id=st.none() | texts | st.integers(-(2**53), 2**53),
-    ref=st.integers(0, 2**63),
+    id=st.none() | texts | st.integers(),
+    ref=st.integers(min_value=0),
 )
 
 

@@ -69,17 +69,28 @@ MAX_SECONDS = 366 * 24 * 3600.0
 
 # orjson writes what the standard library writes with these settings (compact, UTF-8) in a
 # ninth of the time. What it refuses and the standard library takes (a lone surrogate, from a
-# broken encoder, which sanitize.py strips; an integer past 64 bits; NaN) goes the old way, so
-# what is accepted and how it is refused do not depend on which parser read it.
+# broken encoder, which sanitize.py strips; an integer past 64 bits; NaN) goes the old way, and
+# what it reads otherwise than the standard library (see _parse) is read again, so what is
+# accepted and how it is refused do not depend on which parser read it.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _loads = json.JSONDecoder().decode
 
 
+# orjson reads an integer past 64 bits as a float where the standard library keeps it: every
+# number the protocol reads is a frame's own field, so a frame with such a float is read again.
+_EXACT_BELOW = 2.0**63
+
+
 def _parse(line: bytes) -> Any:
     try:
-        return orjson.loads(line)
+        obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return _loads(line.decode("utf-8"))
+    if type(obj) is dict:
+        for value in obj.values():
+            if type(value) is float and abs(value) >= _EXACT_BELOW:
+                return _loads(line.decode("utf-8"))
+    return obj
 
 
 def _json(obj: object) -> bytes:

@@ -180,9 +180,43 @@ def pack(value: object) -> str:
 
 def _unpack(raw: str) -> object:
     try:
-        return orjson.loads(raw)
+        record = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)
+    # orjson reads an integer past 64 bits as a float, where the standard library (which
+    # `pack` falls back on to write one) keeps it exact: such a record is read again.
+    if type(record) is list and _maybe_inexact(record):
+        return json.loads(raw)
+    return record
+
+
+# Below this, a float orjson made is not an integer it could not hold (2**63 and up are).
+_EXACT_BELOW = 2.0**63
+
+
+def _maybe_inexact(record: list[object]) -> bool:
+    """Whether orjson may have read an integer of `record` as a float. Looked at where one can
+    be: the time, the client's id and the publish number, and the extra data (None for
+    nearly every entry, so this costs a message three type checks)."""
+    if len(record) < RECORD_PARTS:
+        return False
+    ts, extra = record[1], record[6]
+    return (
+        (type(ts) is float and abs(ts) >= _EXACT_BELOW)
+        or type(record[8]) is float
+        or type(record[9]) is float
+        or (extra is not None and _has_big_float(extra))
+    )
+
+
+def _has_big_float(value: object) -> bool:
+    if type(value) is float:
+        return abs(value) >= _EXACT_BELOW
+    if type(value) is dict:
+        return any(_has_big_float(item) for item in value.values())
+    if type(value) is list:
+        return any(_has_big_float(item) for item in value)
+    return False
 
 
 def decode_entry(id: str, fields: Mapping[str, object]) -> BackplaneEntry:
