@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,16 +37,19 @@ CONNECT_SECONDS = 2.0
 # connection within about this long plus COMMAND_SECONDS (Redis itself sends nothing while
 # a client blocks).
 READ_BLOCK_SECONDS = 5.0
-# Under load, a read or a batch of writes goes at most this often. Each command costs this
-# client about 0.4 ms of CPU whatever its size (coredis's request path on trio: three tasks and
-# a memory stream per command, measured at 8x a bare socket's round trip), so at thousands of
-# messages a second the number of commands, not of messages, is the backplane's cost. Kafka's
-# producer waits 5 ms to fill a batch by default (`linger.ms`, since 4.0) for the same reason.
-LINGER_SECONDS = 0.005
-# ... and "under load" is the last read or batch having carried this many entries: at 1,600
-# messages a second or more, lingering fills batches at least this big, and below that batches
-# shrink and the lingering stops by itself. A room of people talking never gets near it.
-LINGER_AFTER = 8
+# Under load, a read or a batch of writes goes at most this often. A command costs this
+# client 0.07 to 0.1 ms of CPU on the test machine whatever its size (a round trip: two system
+# calls and a wake-up each way), and Redis's time besides, so at thousands of messages a second
+# the number of commands is what lingering saves. At 4,900 messages a second into one room
+# (docs/benchmarks.md), 5 ms cost 1.4x to 1.55x one server's CPU per delivery, 10 ms 1.2x to
+# 1.3x with the same latency (the servers no longer saturate), 20 ms 1.15x with twice the p50.
+# Kafka's producer lingers 5 ms by default (`linger.ms`, since 4.0) and is raised for
+# throughput as here.
+LINGER_SECONDS = 0.010
+# ... and "under load" is this many entries read, or ops sent, within the last LINGER_SECONDS:
+# 1,600 a second or more. Below that the lingering stops by itself: a room of people talking,
+# or one at 1,000 messages a second, pays no wait.
+LINGER_AFTER = 16
 # Retrying a lost Redis: the first retry at once (a blip), then doubling up to a second, so a
 # Redis that is back is noticed within a second, and a dead one costs one attempt a second.
 FIRST_RETRY_SECONDS = 0.05
@@ -66,6 +70,31 @@ REFUSALS: tuple[type[BaseException], ...] = (coredis.exceptions.ResponseError, R
 START_ERRORS: tuple[type[BaseException], ...] = (*LINK_ERRORS, RedisError)
 
 RedisClient = coredis.Redis[str]
+
+
+class Pace:
+    """How many entries a reader read, or a writer sent, lately: whether it is under load.
+
+    Counted over a window, not read by read: unlingered, a blocked read answers as soon as one
+    entry comes, so a flood on a fast machine is many reads of one entry each.
+    """
+
+    def __init__(self) -> None:
+        self._recent: deque[tuple[float, int]] = deque()  # (when, how many), oldest first
+        self._count = 0
+
+    def record(self, now: float, entries: int) -> None:
+        self._recent.append((now, entries))
+        self._count += entries
+
+    def under_load(self, now: float) -> bool:
+        """LINGER_AFTER entries or more within the last LINGER_SECONDS."""
+        recent = self._recent
+        while recent and recent[0][0] <= now - LINGER_SECONDS:
+            self._count -= recent.popleft()[1]
+        return self._count >= LINGER_AFTER
+
+
 T = TypeVar("T")
 
 

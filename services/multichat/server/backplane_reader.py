@@ -27,13 +27,13 @@ from .backplane_codec import (
 )
 from .backplane_link import (
     COMMAND_SECONDS,
-    LINGER_AFTER,
     LINGER_SECONDS,
     LINK_ERRORS,
     READ_BLOCK_SECONDS,
     REFUSALS,
     Backoff,
     Link,
+    Pace,
     answer_within,
     describe,
     unless_cancelled,
@@ -92,13 +92,15 @@ class Reader:
         task_status.started()
         backoff = Backoff()
         never = trio.Event()
+        pace = Pace()
         read, read_at = 0, -math.inf  # entries the last read brought, and when it went
         while True:
             if not self.positions:
                 with trio.CancelScope() as self._scope:
                     await never.wait()  # until a room opens (`_poke`)
                 continue
-            if read >= LINGER_AFTER:
+            pace.record(trio.current_time(), read)
+            if pace.under_load(trio.current_time()):
                 await trio.sleep_until(read_at + LINGER_SECONDS)
             read, read_at = 0, trio.current_time()
             asked = dict(self.positions)

@@ -6,7 +6,7 @@ message is in the stream before its leave, as it is in the room's log today. Bat
 corked the way the history writer's commits are: with no script running, what is queued goes
 at once; while one runs, what comes meanwhile waits and goes in the next. A quiet room pays
 one round trip, and a busy one one script per batch rather than one per message; under load
-(the last batch was LINGER_AFTER ops or more) a batch goes at most every LINGER_SECONDS.
+(backplane_link.Pace) a batch goes at most every LINGER_SECONDS.
 
 While Redis is away, an op that only makes sense now (a post, a join, a rename) fails at once
 with `BackplaneUnavailable`; a leave waits, and goes when Redis is back: the other servers
@@ -25,13 +25,13 @@ import trio
 from .backplane_codec import Keys, pack, parse_id
 from .backplane_link import (
     COMMAND_SECONDS,
-    LINGER_AFTER,
     LINGER_SECONDS,
     LINK_ERRORS,
     REFUSALS,
     Backoff,
     BackplaneUnavailable,
     Link,
+    Pace,
     RedisClient,
     answer_within,
     describe,
@@ -226,7 +226,7 @@ class Writer:
         self._wakeup = trio.Event()
         self._in_flight = 0
         self._progress = trio.Event()  # set (and replaced) whenever ops are done with
-        self._last_batch = 0  # how many ops the last batch had, and when the next may go
+        self._pace = Pace()  # how many ops went lately, and when the next batch may go
         self._linger_until = -math.inf
 
     def submit_nowait(self, op: Op) -> None:
@@ -280,7 +280,9 @@ class Writer:
                 self._fail_queued("the backplane is unreachable: " + self.link.reason)
                 if self._queue:
                     await self.link.wait_up()  # only leaves are left: they go when it is back
-            elif self._last_batch >= LINGER_AFTER and trio.current_time() < self._linger_until:
+            elif trio.current_time() < self._linger_until and self._pace.under_load(
+                trio.current_time()
+            ):
                 await trio.sleep_until(self._linger_until)
             elif await self._apply_batch(client):
                 backoff.reset()
@@ -291,8 +293,9 @@ class Writer:
         """Apply the next batch; False if Redis refused it (the link stays up: not so fast
         again) or was lost."""
         batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
-        self._last_batch = len(batch)
-        self._linger_until = trio.current_time() + LINGER_SECONDS
+        now = trio.current_time()
+        self._pace.record(now, len(batch))
+        self._linger_until = now + LINGER_SECONDS
         for op in batch:
             op.sent = True
         self._in_flight = len(batch)

@@ -94,7 +94,8 @@ class StoredEntry(NamedTuple):
         kind, sender, text = self.type, self.sender, self.text
         if kind == MESSAGE:
             action = bool(self.extra and self.extra.get("action"))
-            return Message(self.seq, self.ts, sender, text, to=self.recipient, action=action)
+            # (positional: keywords cost a dataclass's __init__ a third more, once a post)
+            return Message(self.seq, self.ts, sender, text, None, self.recipient, action)
         if kind == JOIN:
             return Join(sender, self.ts)
         if kind == LEAVE:

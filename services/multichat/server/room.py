@@ -313,8 +313,9 @@ class Room:
         text = self.check_text(member, text)
         log = self.log
         seq = log.next_seq()
+        # (no id, not private; positional, as StoredEntry.to_event says why)
         self.append_message(
-            Message(seq, self._clock(), member.name, text, action=action), member, id
+            Message(seq, self._clock(), member.name, text, None, None, action), member, id
         )
         return seq
 
