@@ -41,14 +41,14 @@ READ_BLOCK_SECONDS = 5.0
 # client 0.07 to 0.1 ms of CPU on the test machine whatever its size (a round trip: two system
 # calls and a wake-up each way), and Redis's time besides, so at thousands of messages a second
 # the number of commands is what lingering saves. At 4,900 messages a second into one room
-# (docs/benchmarks.md), 5 ms cost 1.4x to 1.55x one server's CPU per delivery, 10 ms 1.2x to
-# 1.3x with the same latency (the servers no longer saturate), 20 ms 1.15x with twice the p50.
+# (docs/benchmarks.md), 5 ms cost 1.4x to 1.55x one server's CPU per delivery, 10 ms 1.25x to
+# 1.35x with the same p99 (the servers no longer saturate), 20 ms 1.15x with twice the p50.
 # Kafka's producer lingers 5 ms by default (`linger.ms`, since 4.0) and is raised for
 # throughput as here.
 LINGER_SECONDS = 0.010
 # ... and "under load" is this many entries read, or ops sent, within the last LINGER_SECONDS:
-# 1,600 a second or more. Below that the lingering stops by itself: a room of people talking,
-# or one at 1,000 messages a second, pays no wait.
+# 1,600 a second or more. Below that the lingering stops by itself: a room of people talking
+# pays no wait.
 LINGER_AFTER = 16
 # Retrying a lost Redis: the first retry at once (a blip), then doubling up to a second, so a
 # Redis that is back is noticed within a second, and a dead one costs one attempt a second.
