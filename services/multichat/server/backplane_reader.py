@@ -185,7 +185,7 @@ def decode_stream(raw: Iterable[object]) -> tuple[list[BackplaneEntry], str]:
         if type(flat) is list and len(flat) == 2 and flat[0] == RECORD_FIELD:
             # The one field every entry has (hiredis's shape): every server reads every
             # entry, and the general path's copies were a third of decoding one.
-            entry = decode_logged(newest, flat[1], record=True)
+            entry = decode_logged_record(newest, flat[1])
         else:
             # (coredis's XRANGE gives the fields as a dict already)
             fields = flat if isinstance(flat, dict) or flat is None else dict(pairs(sequence(flat)))
@@ -207,19 +207,30 @@ def decode_script_entries(raw: object) -> list[BackplaneEntry]:
     return entries
 
 
-def decode_logged(id: str, fields: object, *, record: bool = False) -> BackplaneEntry | None:
-    """An entry of a stream (`fields`, or its record alone if `record`), or None (and a line
-    in the log) if this version cannot read it: holding a room back forever for one bad entry
-    would be worse than skipping it."""
+def decode_logged(id: str, fields: object) -> BackplaneEntry | None:
+    """An entry of a stream given as its fields, or None (and a line in the log) if this
+    version cannot read it: holding a room back forever for one bad entry would be worse than
+    skipping it."""
     try:
-        if record:
-            return decode_record(id, fields)
         if not isinstance(fields, dict):
             raise CorruptEntry(f"entry {id} is not a set of fields")
         return decode_entry(id, fields)
     except CorruptEntry as exc:
-        log.warning("skipped an entry of the backplane: %s", exc)
+        _skipped(exc)
         return None
+
+
+def decode_logged_record(id: str, raw: object) -> BackplaneEntry | None:
+    """`decode_logged` for an entry given as its record alone (its one field's value)."""
+    try:
+        return decode_record(id, raw)
+    except CorruptEntry as exc:
+        _skipped(exc)
+        return None
+
+
+def _skipped(exc: CorruptEntry) -> None:
+    log.warning("skipped an entry of the backplane: %s", exc)
 
 
 def sequence(value: object, length: int | None = None) -> list[object]:
