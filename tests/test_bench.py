@@ -178,6 +178,25 @@ def test_quick_benchmark_weighs_two_servers_on_redis_against_one() -> None:
     assert "x one server per delivery" in output and "+ Redis" in output
 
 
+def test_paced_runs_at_the_rate_asked_for_as_long_as_before() -> None:
+    """`--paced-rate`: how a cost changes with the load (docs/benchmarks.md's lower rates)."""
+    reports, _ = run_bench(
+        "--quick",
+        "--no-ref",
+        "--mode",
+        "json",
+        "--scenario",
+        "paced",
+        "--paced-rate",
+        "600",
+        timeout=120,
+    )
+    (r,) = reports
+    assert r["clean"] and r["deliveries"] == r["expected"] > 0, r
+    # Quick paced: 3 senders for 1 s, 20 members. At 600 messages a second: 200 from each.
+    assert r["messages"] == 600 and r["offered_deliveries_per_s"] == 600 * 20, r
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_full_benchmark_runs() -> None:

@@ -19,7 +19,7 @@ from .report import (
     table,
 )
 from .run import BenchError, Tools, build_tool, log, run_once, wait_for_quiet
-from .scenarios import MODE_GROUPS, MODES, REF_MODE, full_scenarios, quick_scenarios
+from .scenarios import MODE_GROUPS, MODES, REF_MODE, full_scenarios, paced_at, quick_scenarios
 
 # Which servers each --storage runs: False a fresh data directory, True --ephemeral.
 STORAGES = {"disk": (False,), "memory": (True,), "both": (False, True)}
@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, help="burst rounds (median reported)")
     parser.add_argument(
+        "--paced-rate",
+        type=float,
+        metavar="MSGS",
+        help="paced at this many messages a second instead of 4,900, for as long: its "
+        "target then says nothing, while two servers against one (--backplane) still compare",
+    )
+    parser.add_argument(
         "--limit",
         action="append",
         type=parse_limit,
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [s for s in scenarios if s.name in BACKPLANE_SCENARIOS]
     if args.procs:
         scenarios = [replace(s, procs=args.procs) for s in scenarios]
+    if args.paced_rate:
+        scenarios = paced_at(scenarios, args.paced_rate)
     if args.rounds:
         scenarios = [replace(s, rounds=args.rounds) if s.kind == "burst" else s for s in scenarios]
     modes = list(MODE_GROUPS.get(args.mode, (args.mode,)))

@@ -16,7 +16,7 @@ the modes, and every multichat row is judged as a ratio to it (issue 17).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # The length of every message's text: a line of chat.
 TEXT_LEN = 64
@@ -141,6 +141,19 @@ def quick_scenarios() -> list[Scenario]:
             stalled=True,
             text_len=LONG_TEXT_LEN,
         ),
+    ]
+
+
+def paced_at(scenarios: list[Scenario], per_second: float) -> list[Scenario]:
+    """`scenarios` with paced at `per_second` messages a second (its senders together) for as
+    long as before: how a cost changes with the load (the backplane's lingering, say)."""
+    return [
+        replace(
+            s, rate=per_second / s.senders, per_sender=round(s.duration * per_second / s.senders)
+        )
+        if s.name == "paced"
+        else s
+        for s in scenarios
     ]
 
 
