@@ -92,17 +92,16 @@ class Reader:
         task_status.started()
         backoff = Backoff()
         never = trio.Event()
-        pace = Pace()
-        read, read_at = 0, -math.inf  # entries the last read brought, and when it went
+        pace = Pace()  # how many entries came lately
+        read_at = -math.inf  # when the last read went
         while True:
             if not self.positions:
                 with trio.CancelScope() as self._scope:
                     await never.wait()  # until a room opens (`_poke`)
                 continue
-            pace.record(trio.current_time(), read)
             if pace.under_load(trio.current_time()):
                 await trio.sleep_until(read_at + LINGER_SECONDS)
-            read, read_at = 0, trio.current_time()
+            read_at = trio.current_time()
             asked = dict(self.positions)
             rooms = {self.keys.log(room): room for room in asked}
             reply, failed = None, False
@@ -135,12 +134,14 @@ class Reader:
             backoff.reset()
             if not self.link.up:
                 self.answered()
+            read = 0
             for key, raw in streams_read(reply):
                 room = rooms[key]
                 # (closed, or closed and opened again, while the read was out: not these)
                 if self.positions.get(room) == asked[room] and raw:
                     self._deliver(room, asked[room], raw)
                     read += len(raw)
+            pace.record(trio.current_time(), read)
 
     def _deliver(self, room: str, after: str, raw: Sequence[object]) -> None:
         entries, newest = decode_stream(raw)
