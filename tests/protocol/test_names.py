@@ -14,6 +14,7 @@ from multichat.protocol.names import (
     MAX_NAME_CHARS,
     check_name,
     check_room_name,
+    key_of,
     name_key,
     room_key,
 )
@@ -199,3 +200,8 @@ def test_bad_room_names_say_why_with_their_own_code(raw: str, why: str) -> None:
 def test_look_alike_rooms_are_one_room() -> None:
     assert room_key("Den") == room_key("den") == room_key("ｄｅｎ") == room_key("Dеn")  # Cyrillic е
     assert room_key("den") != room_key("dan")
+
+
+def test_key_of_is_the_key_of_a_good_name_and_none_for_a_bad_one() -> None:
+    assert key_of("Ann B") == name_key(check_name("Ann B")) == key_of("annb")
+    assert key_of("") is None and key_of("a\nb") is None

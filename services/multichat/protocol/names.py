@@ -165,6 +165,14 @@ def name_key(name: str) -> str:
     return key
 
 
+def key_of(raw: str) -> str | None:
+    """The uniqueness key of `raw` if members may have it as a name, else None."""
+    try:
+        return name_key(check_name(raw))
+    except RemoteProtocolError:
+        return None
+
+
 def check_room_name(raw: str) -> str:
     """The display form of a room's name, by the rules of a member's name; or raise
     RemoteProtocolError with code "bad_room" and a short message saying what is wrong."""

@@ -34,9 +34,8 @@ from urllib.parse import quote
 
 import orjson
 
-from ..protocol.errors import ProtocolError
 from ..protocol.events import BanEntry, MessageId
-from ..protocol.names import check_name, is_address, name_key
+from ..protocol.names import is_address, key_of
 from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
 
 # The prefix of every key, so one Redis can hold other data (or several backplanes) too.
@@ -285,9 +284,8 @@ def moderation_change(entry: StoredEntry) -> str:
     if not isinstance(target, str):
         return ""
     if command in ("mute", "unmute"):
-        try:
-            key = name_key(check_name(target))
-        except ProtocolError:
+        key = key_of(target)
+        if key is None:
             return ""
         if command == "unmute":
             return json.dumps(["unmute", key], ensure_ascii=False)

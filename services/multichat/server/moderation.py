@@ -20,7 +20,7 @@ from collections.abc import Callable
 from ..protocol.commands import HELP, OPERATOR_HELP, format_duration
 from ..protocol.errors import ProtocolError
 from ..protocol.events import BanEntry, BanList, Error, Moderate, Notice
-from ..protocol.names import check_name, is_address, name_key
+from ..protocol.names import check_name, is_address, key_of, name_key
 from ..protocol.textmode import describe_ban
 from .room import Member, Room
 
@@ -142,7 +142,7 @@ class Moderation:
 
     def _keep_mute(self, command: Moderate) -> None:
         """Keep a mute (or lift it) by the name it names, for a member not on this server."""
-        key = _key_of(command.target)
+        key = key_of(command.target)
         if key is not None:
             self._set_mute(key, command)
 
@@ -297,7 +297,7 @@ class Moderation:
         if isinstance(member, Error):
             # A mute belongs to the name: it can be lifted while nobody has it (with a
             # backplane, Redis keeps it until then).
-            key = _key_of(command.target)
+            key = key_of(command.target)
             if key is None or key not in self._mutes or member.code != "no_such_member":
                 return member
             self._mutes.pop(key)
@@ -363,11 +363,3 @@ def _same_name(a: str, b: str) -> bool:
         return name_key(a) == name_key(b)
     except ProtocolError:
         return False
-
-
-def _key_of(name: str) -> str | None:
-    """The name key of `name`, or None if it is not a name."""
-    try:
-        return name_key(check_name(name))
-    except ProtocolError:
-        return None

@@ -41,7 +41,7 @@ from ..protocol.events import (
     Topic,
     WentAway,
 )
-from ..protocol.names import check_name, name_key
+from ..protocol.names import check_name, key_of, name_key
 from .backplane import (
     Backplane,
     BackplaneEntry,
@@ -256,9 +256,8 @@ class Relay:
         """An operator made or unmade on any server, for `who` on every server."""
         target = (entry.extra or {}).get("target")
         if entry.text in ("op", "deop") and isinstance(target, str):
-            try:
-                key = name_key(check_name(target))
-            except ProtocolError:
+            key = key_of(target)
+            if key is None:
                 return
             if entry.text == "op":
                 self.room.remote_ops.add(key)

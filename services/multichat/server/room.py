@@ -29,7 +29,7 @@ from ..protocol.events import (
     Shutdown,
     WentAway,
 )
-from ..protocol.names import check_name, name_key
+from ..protocol.names import check_name, key_of, name_key
 from ..protocol.sanitize import clean_text
 from .entries import Dialect, Entry
 from .limits import Limits
@@ -387,20 +387,15 @@ class Room:
 
     def find(self, name: str) -> Member | None:
         """The member `name` means, as names compare (case, width, look-alikes ignored)."""
-        try:
-            return self._members.get(name_key(check_name(name)))
-        except ProtocolError:
-            return None
+        key = key_of(name)
+        return None if key is None else self._members.get(key)
 
     def on_another_server(self, name: str) -> bool:
         """Whether `name` means a member of this room on another server (a backplane's)."""
         if not self.remote:
             return False
-        try:
-            key = name_key(check_name(name))
-        except ProtocolError:
-            return False
-        return key in self.remote and key not in self._members
+        key = key_of(name)
+        return key is not None and key in self.remote and key not in self._members
 
     def rename(self, member: Member, name: str, *, announce: bool = True) -> str:
         """Call `member` `name` from now on and tell the room; the new display form.
