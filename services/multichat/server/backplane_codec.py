@@ -36,6 +36,7 @@ import orjson
 
 from ..protocol.events import BanEntry, MessageId
 from ..protocol.names import is_address, key_of
+from ..protocol.wire import maybe_big_integer
 from .history_entries import JOIN, LEAVE, MESSAGE, NICK, StoredEntry
 
 # The prefix of every key, so one Redis can hold other data (or several backplanes) too.
@@ -189,19 +190,15 @@ def _unpack(raw: str) -> object:
     return record
 
 
-# Below this, a float orjson made is not an integer it could not hold (2**63 and up are).
-_EXACT_BELOW = 2.0**63
-
-
 def _maybe_inexact(record: list[object]) -> bool:
     """Whether orjson may have read an integer of `record` as a float. Looked at where one can
     be: the time, the client's id and the publish number, and the extra data (None for
     nearly every entry, so this costs a message three type checks)."""
     if len(record) < RECORD_PARTS:
         return False
-    ts, extra = record[1], record[6]
+    extra = record[6]
     return (
-        (type(ts) is float and abs(ts) >= _EXACT_BELOW)
+        maybe_big_integer(record[1])
         or type(record[8]) is float
         or type(record[9]) is float
         or (extra is not None and _has_big_float(extra))
@@ -210,7 +207,7 @@ def _maybe_inexact(record: list[object]) -> bool:
 
 def _has_big_float(value: object) -> bool:
     if type(value) is float:
-        return abs(value) >= _EXACT_BELOW
+        return maybe_big_integer(value)
     if type(value) is dict:
         return any(_has_big_float(item) for item in value.values())
     if type(value) is list:
