@@ -19,7 +19,8 @@ def test_under_load_is_linger_after_entries_within_the_last_linger() -> None:
 
 def test_a_steady_rate_below_the_threshold_never_counts() -> None:
     pace = Pace()
-    step = 1 / 1_000  # 1,000 entries a second, one a read
+    # One entry a read, at nine tenths of the threshold (960 a second): never under load.
+    step = LINGER_SECONDS / LINGER_AFTER / 0.9
     for k in range(5_000):
         pace.record(k * step, 1)
         assert not pace.under_load(k * step)
@@ -29,4 +30,4 @@ def test_one_big_read_counts_and_then_ages_out() -> None:
     pace = Pace()
     pace.record(1.0, 500)
     assert pace.under_load(1.0 + LINGER_SECONDS / 2)
-    assert not pace.under_load(1.0 + LINGER_SECONDS)
+    assert not pace.under_load(1.0 + LINGER_SECONDS + 1e-9)

@@ -106,7 +106,8 @@ async def test_a_flood_is_read_in_fuller_reads_each_entry_waiting_a_linger_at_mo
     assert sum(answered) == 5_000
 
 
-@pytest.mark.parametrize("per_second", [100, 1_000])
+# (three quarters of the lingering's threshold: 800 lines a second)
+@pytest.mark.parametrize("per_second", [100, round(0.75 * LINGER_AFTER / LINGER_SECONDS)])
 async def test_a_room_of_people_talking_is_read_the_moment_each_line_lands(
     autojump_clock: object, per_second: int
 ) -> None:

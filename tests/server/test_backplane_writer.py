@@ -1,6 +1,7 @@
 """The backplane's writer against a Redis that answers each APPLY after a set round trip (trio's
-autojump clock): a flood of posts goes in fuller batches 10 ms apart, each post waiting at most
-LINGER_SECONDS, and a room of people talking has each line sent the moment it is posted.
+autojump clock): a flood of posts goes in fuller batches LINGER_SECONDS apart, each post
+waiting at most LINGER_SECONDS, and a room of people talking has each line sent the moment it
+is posted.
 Against a real Redis, the writer is tested through whole servers (test_backplane.py,
 test_backplane_outage.py)."""
 

@@ -39,16 +39,18 @@ CONNECT_SECONDS = 2.0
 READ_BLOCK_SECONDS = 5.0
 # Under load, a read or a batch of writes goes at most this often. A command costs this
 # client 0.07 to 0.1 ms of CPU on the test machine whatever its size (a round trip: two system
-# calls and a wake-up each way), and Redis's time besides, so at thousands of messages a second
-# the number of commands is what lingering saves. At 4,900 messages a second into one room
-# (docs/benchmarks.md), 5 ms cost 1.4x to 1.55x one server's CPU per delivery, 10 ms 1.25x to
-# 1.35x with the same p99 (the servers no longer saturate), 20 ms 1.15x with twice the p50.
-# Kafka's producer lingers 5 ms by default (`linger.ms`, since 4.0) and is raised for
-# throughput as here.
-LINGER_SECONDS = 0.010
+# calls and a wake-up each way), and Redis's time besides, and every read wakes the fan-out
+# once more, so at thousands of messages a second the number of commands is what lingering
+# saves. At 4,900 messages a second into one room (docs/benchmarks.md), 5 ms cost 1.4x to 1.55x
+# one server's CPU per delivery, 10 ms 1.23x to 1.35x with a p50 of 15 to 17 ms, 15 ms 1.13x to
+# 1.21x with a p50 of 19 to 21 ms and the same p99, 20 ms 1.15x with a p50 of 26 ms. Nobody
+# reads a room of a thousand lines a second line by line: a few milliseconds there go unseen,
+# while the CPU they save is every member's. Kafka's producer lingers 5 ms by default
+# (`linger.ms`, since 4.0) and is raised for throughput as here.
+LINGER_SECONDS = 0.015
 # ... and "under load" is this many entries read, or ops sent, within the last LINGER_SECONDS:
-# 1,600 a second or more. Below that the lingering stops by itself: a room of people talking
-# pays no wait.
+# about 1,070 a second or more. Below that the lingering stops by itself: a room of people
+# talking pays no wait.
 LINGER_AFTER = 16
 # Retrying a lost Redis: the first retry at once (a blip), then doubling up to a second, so a
 # Redis that is back is noticed within a second, and a dead one costs one attempt a second.
