@@ -222,6 +222,21 @@ def test_a_read_only_store_sees_commits_and_writes_nothing(store: HistoryStore, 
     store.close()
 
 
+def test_a_commit_never_checkpoints_and_sync_does(store: HistoryStore, db: Path) -> None:
+    # A checkpoint fsyncs: in a commit, it would hold that commit's echoes back. SQLite's own
+    # would run once the WAL reaches 1,000 pages, well before 1,500 commits of a page or more.
+    store.append([say(1)])
+    store.sync()
+    size = db.stat().st_size
+    for seq in range(2, 1_502):
+        store.append([say(seq, "x" * 500)])
+    assert db.stat().st_size == size  # every commit only in the WAL
+    store.sync()
+    assert db.stat().st_size > size + 1_500 * 500
+    assert store.last_seq() == 1_501
+    store.close()
+
+
 def test_a_seq_stored_twice_rolls_back_the_whole_transaction(store: HistoryStore) -> None:
     store.append([say(1)])
     with pytest.raises(HistoryError) as caught:

@@ -28,8 +28,8 @@ from .worker_thread import WorkerThread
 log = logging.getLogger("multichat.history")
 
 # With NORMAL the WAL reaches the disk at a checkpoint. The writer runs one this long after a
-# commit, so a power cut costs about the last second of history instead of everything since
-# SQLite's own checkpoint (up to 1,000 pages, minutes of chat); ext4 itself commits every 5 s.
+# commit, so a power cut costs about the last second of history; SQLite's own checkpoints are
+# off (history.py), and ext4 itself commits every 5 s.
 SYNC_SECONDS = 1.0
 # How often retention is applied: an hour of extra history is harmless, and a prune scans.
 PRUNE_EVERY_SECONDS = 3600.0
