@@ -126,7 +126,7 @@ async def _serve(args: argparse.Namespace) -> None:
         for member in args.members:
             room, name = member.split("/", 1)
             await backplane.open_room(room, history=0)
-            await backplane.join(room, name)
+            await backplane.seats.join(room, name)
         print("ready", flush=True)
         await trio.sleep_forever()
 

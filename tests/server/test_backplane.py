@@ -73,15 +73,21 @@ async def test_two_servers_see_one_order_with_no_gaps(
     async with running(redis_server.url, namespace) as a, running(redis_server.url, namespace) as b:
         await a.backplane.open_room(ROOM, history=0)
         await b.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
-        bob = await b.backplane.join(ROOM, "bob")
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        bob = await b.backplane.seats.join(ROOM, "bob")
         given: dict[str, int] = {}
         for i in range(10):
-            given[f"a{i}"] = await a.backplane.publish(ROOM, message("alice", f"a{i}"), seat=alice)
-            given[f"b{i}"] = await b.backplane.publish(ROOM, message("bob", f"b{i}"), seat=bob)
+            given[f"a{i}"] = await a.backplane.seats.publish(
+                ROOM, message("alice", f"a{i}"), seat=alice
+            )
+            given[f"b{i}"] = await b.backplane.seats.publish(
+                ROOM, message("bob", f"b{i}"), seat=bob
+            )
             if i == 4:
-                await a.backplane.publish(ROOM, StoredEntry(0, 1.0, NOTICE, "", "host muted x"))
-                await b.backplane.publish(ROOM, StoredEntry(0, 1.0, TOPIC, "bob", "plans"))
+                await a.backplane.seats.publish(
+                    ROOM, StoredEntry(0, 1.0, NOTICE, "", "host muted x")
+                )
+                await b.backplane.seats.publish(ROOM, StoredEntry(0, 1.0, TOPIC, "bob", "plans"))
         seen_a = await wait_messages(a, 20)
         seen_b = await wait_messages(b, 20)
         assert seen_a == seen_b
@@ -102,13 +108,13 @@ async def test_concurrent_publishers_on_both_servers_each_entry_once_in_one_orde
         seats = []
         for node, prefix in ((a, "a"), (b, "b")):
             for n in range(3):
-                seats.append((node, await node.backplane.join(ROOM, f"{prefix}{n}")))
+                seats.append((node, await node.backplane.seats.join(ROOM, f"{prefix}{n}")))
 
         async def chat(node: Node, seat_index: int) -> None:
             seat = seats[seat_index][1]
             for i in range(per_member):
                 entry = message(seat.name, f"{seat.name}:{i}")
-                await node.backplane.publish(ROOM, entry, seat=seat, id=i)
+                await node.backplane.seats.publish(ROOM, entry, seat=seat, id=i)
 
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
@@ -134,10 +140,10 @@ async def test_the_echo_names_its_server_its_member_and_the_clients_id(
     async with running(redis_server.url, namespace) as a, running(redis_server.url, namespace) as b:
         for node in (a, b):
             await node.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
-        await a.backplane.publish(ROOM, message("alice", "one"), seat=alice, id=42)
-        await a.backplane.publish(ROOM, message("alice", "two"), seat=alice, id="42")
-        await a.backplane.publish(ROOM, message("alice", "three"), seat=alice)
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        await a.backplane.seats.publish(ROOM, message("alice", "one"), seat=alice, id=42)
+        await a.backplane.seats.publish(ROOM, message("alice", "two"), seat=alice, id="42")
+        await a.backplane.seats.publish(ROOM, message("alice", "three"), seat=alice)
         for node in (a, b):
             one, two, three = [e for e in await wait_messages(node, 3) if e.is_message]
             assert one.origin.node == a.backplane.node_id and one.origin.member == alice.token
@@ -153,7 +159,7 @@ async def test_a_name_is_held_on_every_server_until_its_member_leaves(
 
         async def claim(node: Node, name: str) -> None:
             try:
-                outcomes.append(await node.backplane.join(ROOM, name))
+                outcomes.append(await node.backplane.seats.join(ROOM, name))
             except NameTaken as exc:
                 outcomes.append(exc)
 
@@ -164,15 +170,15 @@ async def test_a_name_is_held_on_every_server_until_its_member_leaves(
                     nursery.start_soon(claim, node, name)
         (seat,) = [o for o in outcomes if not isinstance(o, NameTaken)]
         assert sum(isinstance(o, NameTaken) for o in outcomes) == 3
-        bob = await b.backplane.join(ROOM, "bob")
+        bob = await b.backplane.seats.join(ROOM, "bob")
         assert [m.name for m in await a.backplane.members(ROOM)] == [seat.name, "bob"]
-        holder = a if seat in a.backplane.seats() else b
+        holder = a if seat in a.backplane.seats.held() else b
         other = b if holder is a else a
-        holder.backplane.leave_nowait(seat, "quit")
+        holder.backplane.seats.leave_nowait(seat, "quit")
         with trio.fail_after(10):
             while True:
                 try:
-                    again = await other.backplane.join(ROOM, "Alice")
+                    again = await other.backplane.seats.join(ROOM, "Alice")
                     break
                 except NameTaken:
                     await trio.sleep(0.01)  # the leave is on its way to Redis
@@ -189,17 +195,17 @@ async def test_a_rename_moves_the_name_on_every_server(
 ) -> None:
     async with running(redis_server.url, namespace) as a, running(redis_server.url, namespace) as b:
         await b.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
-        await b.backplane.join(ROOM, "bob")
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        await b.backplane.seats.join(ROOM, "bob")
         with pytest.raises(NameTaken):
-            await a.backplane.rename(alice, "BOB")
-        al = await a.backplane.rename(alice, "al")
+            await a.backplane.seats.rename(alice, "BOB")
+        al = await a.backplane.seats.rename(alice, "al")
         assert (al.name, al.key, al.token) == ("al", name_key("al"), alice.token)
         with pytest.raises(NameTaken):
-            await b.backplane.join(ROOM, "AL")
-        await b.backplane.join(ROOM, "alice")  # free again
+            await b.backplane.seats.join(ROOM, "AL")
+        await b.backplane.seats.join(ROOM, "alice")  # free again
         # the old seat still works: the backplane follows the member by its token
-        await a.backplane.publish(ROOM, message("al", "hi"), seat=alice)
+        await a.backplane.seats.publish(ROOM, message("al", "hi"), seat=alice)
         names = [(m.name, m.key) for m in await a.backplane.members(ROOM)]
         assert sorted(names) == sorted((n, name_key(n)) for n in ("al", "alice", "bob"))
         with trio.fail_after(10):
@@ -210,15 +216,15 @@ async def test_a_rename_moves_the_name_on_every_server(
 
 async def test_a_member_that_left_cannot_post(redis_server: RedisServer, namespace: str) -> None:
     async with running(redis_server.url, namespace) as a:
-        alice = await a.backplane.join(ROOM, "alice")
-        a.backplane.leave_nowait(alice, "quit")
-        a.backplane.leave_nowait(alice, "quit")  # harmless
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        a.backplane.seats.leave_nowait(alice, "quit")
+        a.backplane.seats.leave_nowait(alice, "quit")  # harmless
         with pytest.raises(NotJoined):
-            await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice)
+            await a.backplane.seats.publish(ROOM, message("alice", "hi"), seat=alice)
         with pytest.raises(NotJoined):
-            await a.backplane.rename(alice, "al")
+            await a.backplane.seats.rename(alice, "al")
         with pytest.raises(ValueError, match="join, leave and rename"):
-            await a.backplane.publish(ROOM, StoredEntry(0, 1.0, LEAVE, "x", "quit"))
+            await a.backplane.seats.publish(ROOM, StoredEntry(0, 1.0, LEAVE, "x", "quit"))
 
 
 async def test_a_post_repeated_with_its_client_id_is_appended_once(
@@ -227,15 +233,16 @@ async def test_a_post_repeated_with_its_client_id_is_appended_once(
     """A line resent after "it may have gone through" (same seat, same client id) is not
     appended again: its first copy's echo is the echo of both."""
     async with running(redis_server.url, namespace) as a:
-        alice = await a.backplane.join(ROOM, "alice")
-        first = await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice, id=7)
-        again = await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice, id=7)
-        as_text = await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice, id="7")
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        first = await a.backplane.seats.publish(ROOM, message("alice", "hi"), seat=alice, id=7)
+        again = await a.backplane.seats.publish(ROOM, message("alice", "hi"), seat=alice, id=7)
+        as_text = await a.backplane.seats.publish(ROOM, message("alice", "hi"), seat=alice, id="7")
         no_id = [
-            await a.backplane.publish(ROOM, message("alice", "hi"), seat=alice) for _ in range(2)
+            await a.backplane.seats.publish(ROOM, message("alice", "hi"), seat=alice)
+            for _ in range(2)
         ]
-        bob = await a.backplane.join(ROOM, "bob")
-        bobs = await a.backplane.publish(ROOM, message("bob", "hi"), seat=bob, id=7)
+        bob = await a.backplane.seats.join(ROOM, "bob")
+        bobs = await a.backplane.seats.publish(ROOM, message("bob", "hi"), seat=bob, id=7)
         everything = await a.backplane.recent(ROOM, 100)
     assert again == first  # the seq of the post it repeats
     assert as_text == first + 1  # "7" is not 7
@@ -280,17 +287,17 @@ async def test_a_room_opened_late_gets_a_snapshot_then_everything_after_it(
     redis_server: RedisServer, namespace: str
 ) -> None:
     async with running(redis_server.url, namespace) as a, running(redis_server.url, namespace) as b:
-        alice = await a.backplane.join(ROOM, "alice")
-        await a.backplane.publish(ROOM, StoredEntry(0, 1.0, TOPIC, "alice", "plans"))
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        await a.backplane.seats.publish(ROOM, StoredEntry(0, 1.0, TOPIC, "alice", "plans"))
         for i in range(30):
-            await a.backplane.publish(ROOM, message("alice", f"m{i}"), seat=alice)
+            await a.backplane.seats.publish(ROOM, message("alice", f"m{i}"), seat=alice)
         snapshot = await b.backplane.open_room(ROOM, history=10)
         assert [e.entry.text for e in snapshot.entries] == [f"m{i}" for i in range(20, 30)]
         assert (snapshot.seq, snapshot.position) == (30, "30-0")
         assert (snapshot.topic, snapshot.topic_by) == ("plans", "alice")
         assert [(m.name, m.token) for m in snapshot.members] == [("alice", alice.token)]
         for i in range(30, 35):
-            await a.backplane.publish(ROOM, message("alice", f"m{i}"), seat=alice)
+            await a.backplane.seats.publish(ROOM, message("alice", f"m{i}"), seat=alice)
         later = await wait_messages(b, 5)
         assert [e.entry.text for e in later] == [f"m{i}" for i in range(30, 35)]
         everything = await b.backplane.recent(ROOM, 1000)
@@ -304,11 +311,11 @@ async def test_since_replays_the_newest_messages_and_counts_the_rest(
     redis_server: RedisServer, namespace: str
 ) -> None:
     async with running(redis_server.url, namespace) as a:
-        alice = await a.backplane.join(ROOM, "alice")
+        alice = await a.backplane.seats.join(ROOM, "alice")
         for i in range(1, 21):
-            await a.backplane.publish(ROOM, message("alice", f"m{i}"), seat=alice)
+            await a.backplane.seats.publish(ROOM, message("alice", f"m{i}"), seat=alice)
             if i == 12:
-                await a.backplane.join(ROOM, "bob")
+                await a.backplane.seats.join(ROOM, "bob")
         replay = await a.backplane.since(ROOM, 5, 10)
         assert [e.entry.text for e in replay.entries][:3] == ["m11", "m12", ""]
         assert [e.entry.seq for e in replay.entries if e.is_message] == list(range(11, 21))
@@ -331,9 +338,9 @@ async def test_the_stream_is_capped_at_the_retention(
 ) -> None:
     async with running(redis_server.url, namespace, retention=100) as a:
         await a.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
+        alice = await a.backplane.seats.join(ROOM, "alice")
         for i in range(600):
-            await a.backplane.publish(ROOM, message("alice", f"m{i}"), seat=alice)
+            await a.backplane.seats.publish(ROOM, message("alice", f"m{i}"), seat=alice)
         length = int(redis_server.command("XLEN", Keys(namespace).log(ROOM))[1:])
         assert 100 <= length <= 300  # MAXLEN ~ trims whole nodes of 100 entries
         assert len(await wait_messages(a, 600)) == 601  # readers keeping up lose nothing
@@ -345,15 +352,15 @@ async def test_a_server_that_stops_makes_its_members_leave(
     async with running(redis_server.url, namespace) as a:
         await a.backplane.open_room(ROOM, history=0)
         async with running(redis_server.url, namespace) as b:
-            await b.backplane.join(ROOM, "bob")
-            await b.backplane.join("other", "carol")
+            await b.backplane.seats.join(ROOM, "bob")
+            await b.backplane.seats.join("other", "carol")
         with trio.fail_after(10):
             await a.recorder.wait_for(ROOM, lambda es: any(e.entry.type == LEAVE for e in es))
         leave = a.recorder.entries[ROOM][-1].entry
         assert (leave.type, leave.sender, leave.text) == (LEAVE, "bob", "server closed")
         assert await a.backplane.members("other") == []
-        await a.backplane.join("other", "carol")
-        await a.backplane.join(ROOM, "bob")
+        await a.backplane.seats.join("other", "carol")
+        await a.backplane.seats.join(ROOM, "bob")
 
 
 kinds = st.sampled_from([MESSAGE, NOTICE, TOPIC, AWAY, BACK])
@@ -387,7 +394,7 @@ def test_entries_come_back_from_redis_exactly_as_published(
         async with running(redis_server.url, f"test-{secrets.token_hex(4)}") as node:
             await node.backplane.open_room(ROOM, history=0)
             for entry, id in published:
-                await node.backplane.publish(ROOM, entry, id=id)
+                await node.backplane.seats.publish(ROOM, entry, id=id)
             with trio.fail_after(10):
                 await node.recorder.wait_for(ROOM, lambda es: len(es) == len(published))
             return node.recorder.entries[ROOM]

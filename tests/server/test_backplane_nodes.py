@@ -129,8 +129,8 @@ async def test_a_server_killed_is_reaped_once_within_node_timeout(
             assert leaves(node, "other") == [("erin", "server lost")]
         assert a.recorder.entries == b.recorder.entries
         # the names are free, and the dead server is forgotten
-        await a.backplane.join("den", "carol")
-        await b.backplane.join("other", "erin")
+        await a.backplane.seats.join("den", "carol")
+        await b.backplane.seats.join("other", "erin")
         keys = Keys(namespace)
         assert redis_server.command("HEXISTS", keys.nodes, "doomed") == b":0"
         assert redis_server.command("EXISTS", keys.seats("doomed")) == b":0"
@@ -209,12 +209,12 @@ async def test_a_server_whose_members_were_reaped_while_it_beat_on_finds_out(
     # Reaped between two of its beats, and beating again before the others forget it: its
     # record never went away, but Redis holds fewer of its seats than it thinks.
     async with running(redis_server.url, namespace, node_timeout=0.6) as a:
-        alice = await a.backplane.join("den", "alice")
-        bob = await a.backplane.join("den", "bob")
+        alice = await a.backplane.seats.join("den", "alice")
+        bob = await a.backplane.seats.join("den", "bob")
         seats = Keys(namespace).seats(a.backplane.node_id)
         assert redis_server.command("HDEL", seats, alice.token) == b":1"
         with trio.fail_after(5):
             await a.wait_lost(1)
-        assert a.lost == [alice] and a.backplane.seats() == [bob]
+        assert a.lost == [alice] and a.backplane.seats.held() == [bob]
         async with running(redis_server.url, namespace) as b:
-            await b.backplane.join("den", "alice")  # its name was released with its seat
+            await b.backplane.seats.join("den", "alice")  # its name was released with its seat

@@ -57,7 +57,7 @@ class Chatter:
             i += 1
             entry = StoredEntry(0, 1.0, MESSAGE, self.seat.name, f"{self.seat.name}:{i}")
             try:
-                seq = await self.node.backplane.publish(ROOM, entry, seat=self.seat, id=i)
+                seq = await self.node.backplane.seats.publish(ROOM, entry, seat=self.seat, id=i)
             except BackplaneUnavailable as exc:
                 if self.first_refusal is None:
                     self.first_refusal = trio.current_time()
@@ -75,7 +75,7 @@ def messages(entries: list[BackplaneEntry]) -> list[BackplaneEntry]:
 async def sync_readers(*nodes: Node) -> None:
     """Post a marker and wait until every node has read it: everything before it is read."""
     marker = f"marker-{secrets.token_hex(3)}"
-    await nodes[0].backplane.publish(ROOM, StoredEntry(0, 1.0, NOTICE, "", marker))
+    await nodes[0].backplane.seats.publish(ROOM, StoredEntry(0, 1.0, NOTICE, "", marker))
     with trio.fail_after(15):
         for node in nodes:
             await node.recorder.wait_for(ROOM, lambda es: bool(es) and es[-1].entry.text == marker)
@@ -96,10 +96,10 @@ async def test_redis_stopped_and_started_again_under_traffic_loses_and_repeats_n
         for node in (a, b):
             await node.backplane.open_room(ROOM, history=0)
         chatters = [
-            Chatter(a, await a.backplane.join(ROOM, "ann")),
-            Chatter(b, await b.backplane.join(ROOM, "bea")),
+            Chatter(a, await a.backplane.seats.join(ROOM, "ann")),
+            Chatter(b, await b.backplane.seats.join(ROOM, "bea")),
         ]
-        leaver = await b.backplane.join(ROOM, "lee")
+        leaver = await b.backplane.seats.join(ROOM, "lee")
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             for chatter in chatters:
@@ -110,7 +110,7 @@ async def test_redis_stopped_and_started_again_under_traffic_loses_and_repeats_n
             with trio.fail_after(5):
                 for node in (a, b):
                     await node.wait_available(False)
-            b.backplane.leave_nowait(leaver, "quit")  # while Redis is away: it waits
+            b.backplane.seats.leave_nowait(leaver, "quit")  # while Redis is away: it waits
             await trio.sleep(0.5)
             await trio.to_thread.run_sync(own_redis.start)
             with trio.fail_after(10):
@@ -142,7 +142,7 @@ async def test_redis_stopped_and_started_again_under_traffic_loses_and_repeats_n
         assert [(e.entry.sender, e.entry.text) for e in seen if e.entry.type == LEAVE] == [
             ("lee", "quit")
         ]
-        await a.backplane.join(ROOM, "lee")  # the leave freed the name
+        await a.backplane.seats.join(ROOM, "lee")  # the leave freed the name
     lines = [r for r in caplog.records if r.name == "multichat.backplane"]
     assert sum("lost:" in r.getMessage() for r in lines) == 2  # one line per server, each way
     assert sum("is back" in r.getMessage() for r in lines) == 2
@@ -157,18 +157,21 @@ async def test_while_redis_is_away_everything_refuses_at_once_and_nothing_crashe
     ns = namespace()
     async with running(own_redis.url, ns) as a:
         await a.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
+        alice = await a.backplane.seats.join(ROOM, "alice")
         await trio.to_thread.run_sync(own_redis.stop)
         with trio.fail_after(5):
             await a.wait_available(False)
         with trio.fail_after(1):
             for ask in (
-                partial(a.backplane.publish, ROOM, StoredEntry(0, 1.0, NOTICE, "", "x")),
+                partial(a.backplane.seats.publish, ROOM, StoredEntry(0, 1.0, NOTICE, "", "x")),
                 partial(
-                    a.backplane.publish, ROOM, StoredEntry(0, 1.0, MESSAGE, "a", "x"), seat=alice
+                    a.backplane.seats.publish,
+                    ROOM,
+                    StoredEntry(0, 1.0, MESSAGE, "a", "x"),
+                    seat=alice,
                 ),
-                partial(a.backplane.join, ROOM, "bob"),
-                partial(a.backplane.rename, alice, "al"),
+                partial(a.backplane.seats.join, ROOM, "bob"),
+                partial(a.backplane.seats.rename, alice, "al"),
                 partial(a.backplane.open_room, "other", history=5),
                 partial(a.backplane.members, ROOM),
                 partial(a.backplane.recent, ROOM, 5),
@@ -183,10 +186,14 @@ async def test_while_redis_is_away_everything_refuses_at_once_and_nothing_crashe
         with trio.fail_after(10):
             await a.wait_available(True)
         assert a.availability == [False, True]
-        seq = await a.backplane.publish(ROOM, StoredEntry(0, 1.0, MESSAGE, "a", "x"), seat=alice)
+        seq = await a.backplane.seats.publish(
+            ROOM, StoredEntry(0, 1.0, MESSAGE, "a", "x"), seat=alice
+        )
         assert seq == 1
         with pytest.raises(NameTaken):
-            await a.backplane.join(ROOM, "alice")  # its seat survived, with the append-only file
+            await a.backplane.seats.join(
+                ROOM, "alice"
+            )  # its seat survived, with the append-only file
         assert a.lost == []
 
 
@@ -197,9 +204,9 @@ async def test_a_reader_cut_off_catches_up_from_the_last_entry_it_saw(
     async with running(own_redis.url, ns) as a, running(own_redis.url, ns) as b:
         for node in (a, b):
             await node.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
+        alice = await a.backplane.seats.join(ROOM, "alice")
         for i in range(10):
-            await a.backplane.publish(
+            await a.backplane.seats.publish(
                 ROOM, StoredEntry(0, 1.0, MESSAGE, "alice", f"m{i}"), seat=alice
             )
         await sync_readers(a, b)
@@ -207,7 +214,7 @@ async def test_a_reader_cut_off_catches_up_from_the_last_entry_it_saw(
         assert own_redis.command("CLIENT", "KILL", "USER", "default").startswith(b":")
         for i in range(10, 300):
             try:
-                await a.backplane.publish(
+                await a.backplane.seats.publish(
                     ROOM, StoredEntry(0, 1.0, MESSAGE, "alice", f"m{i}"), seat=alice
                 )
             except BackplaneUnavailable:
@@ -228,10 +235,10 @@ async def test_a_redis_that_lost_its_data_carries_the_numbering_on_and_seats_joi
     ):
         for node in (a, b):
             await node.backplane.open_room(ROOM, history=0)
-        alice = await a.backplane.join(ROOM, "alice")
-        bob = await b.backplane.join(ROOM, "bob")
+        alice = await a.backplane.seats.join(ROOM, "alice")
+        bob = await b.backplane.seats.join(ROOM, "bob")
         for i in range(5):
-            await a.backplane.publish(
+            await a.backplane.seats.publish(
                 ROOM, StoredEntry(0, 1.0, MESSAGE, "alice", f"m{i}"), seat=alice
             )
         await sync_readers(a, b)
@@ -241,8 +248,10 @@ async def test_a_redis_that_lost_its_data_carries_the_numbering_on_and_seats_joi
             await b.wait_lost(1)
         assert (a.lost, b.lost) == ([alice], [bob])
         assert "lost its data" in caplog.text
-        alice = await a.backplane.join(ROOM, "alice")  # its name is free again: it joins again
-        seq = await a.backplane.publish(
+        alice = await a.backplane.seats.join(
+            ROOM, "alice"
+        )  # its name is free again: it joins again
+        seq = await a.backplane.seats.publish(
             ROOM, StoredEntry(0, 1.0, MESSAGE, "alice", "after"), seat=alice
         )
         assert seq == 6  # never backwards: members' `since` still means what it meant

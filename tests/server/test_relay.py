@@ -201,7 +201,7 @@ async def test_members_the_backplane_lost_are_told_and_closed(backplane_url: str
         with trio.fail_after(STEP):
             ann = await Peer.join(port, "ann")
             assert server.backplane is not None
-            server.rooms.seats_lost(server.backplane.seats())
+            server.rooms.seats_lost(server.backplane.seats.held())
             error = await ann.expect(Error)
             closed = await ann.next_event()
             again = await Peer.join(port, "dan")

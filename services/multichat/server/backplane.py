@@ -1,7 +1,8 @@
 """Several servers, one room: the room's log goes through Redis, and every server reads it back.
 
 Without a backplane a room's log is appended to by its one server. With one, a server asks
-Redis to append (`publish`, `join`, `rename`, `leave_nowait`), and Redis decides the order and
+Redis to append (`seats.publish`, `seats.join`, `seats.rename`, `seats.leave_nowait`:
+backplane_seats.py), and Redis decides the order and
 the numbering, once, for everyone (backplane_scripts.py). Every server reads each room's
 stream from where it left off and hands what comes, in order, to `on_entries`: its members'
 own posts too, so the echo that acknowledges a message is the stream's, in the stream's order.
@@ -11,9 +12,9 @@ message id), which is how a server finds its member's echo among everyone's entr
     backplane = Backplane(parse_address("redis://127.0.0.1:6379/0"), on_entries=...)
     await nursery.start(backplane.run)
     snapshot = await backplane.open_room(room, history=20)   # then on_entries from there
-    seat = await backplane.join(room, "alice")               # NameTaken: on some server
-    seq = await backplane.publish(room, entry, seat=seat, id="42")
-    backplane.leave_nowait(seat, "quit")
+    seat = await backplane.seats.join(room, "alice")         # NameTaken: on some server
+    seq = await backplane.seats.publish(room, entry, seat=seat, id="42")
+    backplane.seats.leave_nowait(seat, "quit")
 
 Redis away: `publish`, `join` and `rename` raise BackplaneUnavailable at once (members stay
 connected, and are told `unavailable`), a leave waits for Redis, and the reader carries on
@@ -34,15 +35,13 @@ from typing import TypeVar
 
 import trio
 
-from ..protocol.events import BanEntry, MessageId
-from ..protocol.names import name_key
+from ..protocol.events import BanEntry
 from .backplane_address import BackplaneAddress, BackplaneError, parse_address
 from .backplane_codec import (
     BAN_PREFIX,
     LOCKED_FIELD,
     MUTE_PREFIX,
     NAMESPACE,
-    PRESENCE_TYPES,
     BackplaneEntry,
     CorruptEntry,
     Keys,
@@ -53,10 +52,7 @@ from .backplane_codec import (
     decode_member,
     decode_mute,
     decode_topic,
-    encode_fields,
-    encode_topic,
     member_order,
-    moderation_change,
     parse_id,
     stream_id,
 )
@@ -89,8 +85,8 @@ from .backplane_reader import (
 )
 from .backplane_resp import RespConnection
 from .backplane_scripts import expired_script, since_script, snapshot_script
-from .backplane_writer import DONE, Op, Writer
-from .history_entries import JOIN, LEAVE, MESSAGE, MODERATE, NICK, TOPIC, StoredEntry
+from .backplane_seats import ABANDONED_REASON, NameTaken, NotJoined, Seats
+from .backplane_writer import Writer
 
 log = logging.getLogger("multichat.backplane")
 
@@ -110,16 +106,6 @@ REPLAY_SLACK_ENTRIES = 1_000
 MIN_REDIS = (6, 2)
 # Node ids and namespaces go into key and client names: nothing that needs quoting.
 _PLAIN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# What the others see when a member whose join was never confirmed to it is taken out again.
-ABANDONED_REASON = "disconnected"
-
-
-class NameTaken(Exception):
-    """A member on some server of the backplane has this name (or one that looks like it)."""
-
-
-class NotJoined(Exception):
-    """The seat is no longer in its room: it left, or its server was taken for dead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +183,7 @@ class Backplane:
             retention=retention,
             floors=self._floors,
             recover=self._recover,
-            seats_held=lambda: len(self._seats),
+            seats_held=lambda: len(self.seats),
         )
         self._reader = Reader(
             self._link,
@@ -206,20 +192,16 @@ class Backplane:
             advance=self._writer.advance,
             answered=self._liveness.poke,
         )
-        self._seats: dict[str, Seat] = {}  # by token: this server's members, as Redis has them
+        # This server's members, and the changes made through them (join, publish, ...).
+        self.seats = Seats(self._writer, node=self.node_id)
         self._client: RedisClient | None = None
         self._closing = trio.Event()
-        self._refs = 0
         quiet_coredis()
 
     @property
     def available(self) -> bool:
         """Whether Redis answers, as far as this server knows."""
         return self._link.up
-
-    def seats(self) -> list[Seat]:
-        """This server's members, as the backplane has them."""
-        return list(self._seats.values())
 
     # -- running --
 
@@ -348,15 +330,15 @@ class Backplane:
             client,
             self._keys,
             node=self.node_id,
-            seats=list(self._seats.values()),
+            seats=self.seats.held(),
             # While the link is down the writer sends nothing, so a seat Redis has that this
             # server does not know is a join whose answer was lost, not one being made now.
-            known=set(self._seats) | self._writer.queued_tokens() if not self._link.up else None,
+            known=self.seats.tokens() if not self._link.up else None,
             reason=ABANDONED_REASON,
             retention=self._retention,
             floors=self._floors,
         )
-        lost = [seat for seat in lost if self._seats.pop(seat.token, None) is not None]
+        lost = self.seats.drop(lost)
         if lost:
             why = "Redis lost its data" if lost_data else "the backplane no longer has them"
             log.warning("%d members of this server must join again: %s", len(lost), why)
@@ -469,174 +451,6 @@ class Backplane:
         members = [decode_member(k, v) for k, v in records.items()]
         return sorted(members, key=member_order)
 
-    # -- changing rooms --
-
-    async def publish(
-        self,
-        room: str,
-        entry: StoredEntry,
-        *,
-        seat: Seat | None = None,
-        id: MessageId | None = None,
-    ) -> int:
-        """Append `entry` (a message, topic, notice, away or back; its seq is ignored) to
-        `room`, from `seat` if a member's, with its client's message `id`. Returns the seq
-        Redis gave it (a message's own; anything else's, the newest message's).
-
-        Raises BackplaneUnavailable, or NotJoined if the seat is no longer in the room.
-        """
-        status, seq, _ = await self._writer.apply(self._post(room, entry, seat, id, None))
-        if status not in DONE:
-            raise NotJoined("you are no longer in the room")
-        return seq
-
-    def publish_nowait(
-        self,
-        room: str,
-        entry: StoredEntry,
-        *,
-        seat: Seat | None = None,
-        id: MessageId | None = None,
-        on_done: Callable[[BackplaneUnavailable | NotJoined | None], None],
-    ) -> None:
-        """`publish` without waiting: `on_done` gets None once Redis has the entry, or what
-        `publish` would have raised. Posts are applied in the order they were made, so a
-        member's lines can go one after another without waiting for each round trip, and a
-        server's notices keep the order they were made in.
-
-        Raises BackplaneUnavailable or NotJoined at once, without calling `on_done`, when it
-        knows already."""
-
-        def done(op: Op) -> None:
-            if op.error is not None:
-                on_done(op.error)
-            elif op.outcome is not None and op.outcome[0] not in DONE:
-                on_done(NotJoined("you are no longer in the room"))
-            else:
-                on_done(None)
-
-        self._writer.submit_nowait(self._post(room, entry, seat, id, done))
-
-    def _post(
-        self,
-        room: str,
-        entry: StoredEntry,
-        seat: Seat | None,
-        id: MessageId | None,
-        on_done: Callable[[Op], None] | None,
-    ) -> Op:
-        if entry.type in PRESENCE_TYPES:
-            raise ValueError(f"{entry.type} entries are made by join, leave and rename")
-        token = key = ""
-        if seat is not None:
-            current = self._seats.get(seat.token)
-            if current is None:
-                raise NotJoined(f"{seat.name} is not in the room")
-            token, key = current.token, current.key
-
-        def landed(op: Op) -> None:
-            if op.outcome is not None and op.outcome[0] not in DONE:
-                self._seats.pop(token, None)  # the script found no such seat
-            if on_done is not None:
-                on_done(op)
-
-        self._refs += 1
-        return Op(
-            "P",
-            room,
-            key=key,
-            token=token,
-            arg1=entry.type,
-            arg2=(
-                encode_topic(entry.text, entry.sender)
-                if entry.type == TOPIC
-                else moderation_change(entry)
-                if entry.type == MODERATE
-                else ""
-            ),
-            fields=encode_fields(entry, Origin(self.node_id, token, id, self._refs)),
-            ref=self._refs,
-            dedupe=_client_id(id) if token and entry.type == MESSAGE else "",
-            on_done=landed,
-        )
-
-    async def join(self, room: str, name: str, *, ts: float | None = None) -> Seat:
-        """Claim `name` on every server and announce the join in `room`; the member's seat.
-        Raises NameTaken or BackplaneUnavailable."""
-        key = name_key(name)
-        # 64 random bits: a token only has to differ from every other member's.
-        seat = Seat(room, key, name, secrets.token_hex(8))
-        entry = StoredEntry(0, time.time() if ts is None else ts, JOIN, name)
-
-        def landed(op: Op) -> None:
-            if op.outcome is not None and op.outcome[0] == "ok":
-                self._seats[seat.token] = seat
-                if op.abandoned:
-                    self.leave_nowait(seat, ABANDONED_REASON)
-
-        op = Op(
-            "J",
-            room,
-            key=key,
-            token=seat.token,
-            arg1=name,
-            fields=encode_fields(entry, Origin(self.node_id, seat.token)),
-            on_done=landed,
-        )
-        try:
-            status, _, _ = await self._writer.apply(op)
-        except trio.Cancelled:
-            if op.outcome is not None and op.outcome[0] == "ok":
-                self.leave_nowait(seat, ABANDONED_REASON)
-            raise
-        if status == "taken":
-            raise NameTaken(f"the name {name!r} is taken")
-        return seat
-
-    async def rename(self, seat: Seat, name: str, *, ts: float | None = None) -> Seat:
-        """Call `seat`'s member `name` on every server from now on, announced in its room; the
-        renamed seat. Raises NameTaken, NotJoined or BackplaneUnavailable."""
-        current = self._seats.get(seat.token)
-        if current is None:
-            raise NotJoined(f"{seat.name} is not in the room")
-        key = name_key(name)
-        renamed = Seat(current.room, key, name, current.token)
-        entry = StoredEntry(0, time.time() if ts is None else ts, NICK, current.name, name)
-
-        def landed(op: Op) -> None:
-            if op.outcome is not None and op.outcome[0] == "ok" and renamed.token in self._seats:
-                self._seats[renamed.token] = renamed
-
-        op = Op(
-            "R",
-            current.room,
-            key=current.key,
-            token=current.token,
-            arg1=key,
-            arg2=name,
-            fields=encode_fields(entry, Origin(self.node_id, current.token)),
-            on_done=landed,
-        )
-        status, _, _ = await self._writer.apply(op)
-        if status == "taken":
-            raise NameTaken(f"the name {name!r} is taken")
-        if status != "ok":
-            self._seats.pop(current.token, None)
-            raise NotJoined(f"{current.name} is not in the room")
-        return renamed
-
-    def leave_nowait(self, seat: Seat, reason: str, *, ts: float | None = None) -> None:
-        """`seat`'s member leaves, saying `reason`: its name is free on every server once Redis
-        has it, which may be later (while Redis is away). Never blocks; leaving twice is
-        harmless."""
-        current = self._seats.pop(seat.token, None)
-        if current is None:
-            return
-        entry = StoredEntry(0, time.time() if ts is None else ts, LEAVE, current.name, reason)
-        fields = encode_fields(entry, Origin(self.node_id, current.token))
-        op = Op("L", current.room, key=current.key, token=current.token, fields=fields, retry=True)
-        self._writer.submit_nowait(op)
-
     # -- one-off questions --
 
     def _require_client(self) -> RedisClient:
@@ -674,11 +488,3 @@ __all__ = [
     "Seat",
     "parse_address",
 ]
-
-
-def _client_id(id: MessageId | None) -> str:
-    """A client's message id as a string that keeps its type, so 42 and "42" differ ("" for
-    none). Not JSON: this runs for every post, and nothing reads it back."""
-    if id is None:
-        return ""
-    return f"n{id}" if type(id) is int else f"s{id}"

@@ -270,7 +270,7 @@ class Relay:
         """Claim `name` (checked already) on every server. Raises Refused: `name_taken`,
         `unavailable`."""
         try:
-            return await self.backplane.join(self.key, name)
+            return await self.backplane.seats.join(self.key, name)
         except NameTaken:
             raise Refused("name_taken", f"the name {name!r} is taken; pick another") from None
         except BackplaneUnavailable:
@@ -288,7 +288,7 @@ class Relay:
 
     def release(self, seat: Seat, reason: str) -> None:
         """A seat claimed for a member that did not join after all."""
-        self.backplane.leave_nowait(seat, reason)
+        self.backplane.seats.leave_nowait(seat, reason)
 
     async def replay(self, after: int, name: str, limit: int) -> tuple[int, list[Event]]:
         """What a member resuming after message `after` missed, from Redis, up to the room's
@@ -325,7 +325,7 @@ class Relay:
         seat = self._seats.pop(member, None)
         if seat is not None:
             self._by_token.pop(seat.token, None)
-            self.backplane.leave_nowait(seat, reason)
+            self.backplane.seats.leave_nowait(seat, reason)
 
     def seats_lost(self, seats: Sequence[Seat]) -> None:
         """The backplane no longer has these members (this server was taken for dead, or
@@ -389,7 +389,7 @@ class Relay:
                 self.room.send_event_nowait(member, dataclasses.replace(_refusal(exc), id=id))
 
         try:
-            self.backplane.publish_nowait(self.key, entry, seat=seat, id=id, on_done=done)
+            self.backplane.seats.publish_nowait(self.key, entry, seat=seat, id=id, on_done=done)
         except (BackplaneUnavailable, NotJoined) as exc:
             return _refusal(exc)
         self._unacked[member] = self._unacked.get(member, 0) + 1
@@ -402,7 +402,7 @@ class Relay:
         if seat is None:
             return Error("not_joined", "you are not in the room")
         try:
-            await self.backplane.publish(self.key, entry, seat=seat, id=id)
+            await self.backplane.seats.publish(self.key, entry, seat=seat, id=id)
         except (BackplaneUnavailable, NotJoined) as exc:
             return _refusal(exc)
         return None
@@ -448,7 +448,7 @@ class Relay:
         if seat is None:
             return Error("not_joined", "you are not in the room")
         try:
-            renamed = await self.backplane.rename(seat, display)
+            renamed = await self.backplane.seats.rename(seat, display)
         except NameTaken:
             return Error("name_taken", f"the name {display!r} is taken; pick another")
         except BackplaneUnavailable as exc:
@@ -482,7 +482,7 @@ class Relay:
     def _publish_notice(self, entry: StoredEntry) -> None:
         """Publish a notice of this server's (a topic, away, moderation) in the order made."""
         try:
-            self.backplane.publish_nowait(self.key, entry, on_done=self._notice_landed)
+            self.backplane.seats.publish_nowait(self.key, entry, on_done=self._notice_landed)
         except (BackplaneUnavailable, NotJoined) as exc:
             self._notice_landed(exc)
 
