@@ -52,7 +52,7 @@ from .flood import Fakelag
 from .room import Member, Refused
 from .rooms import HostedRoom
 from .tls import TlsLayer, looks_like_tls
-from .transport import Transport
+from .transport import RECEIVE_BYTES, Transport
 
 log = logging.getLogger("multichat.server")
 
@@ -264,6 +264,10 @@ class Session:
         conn = self.conn
         transport = self.transport
         handled = 0  # frames handled since this task last let the others run
+        # The last read emptied the socket (it took less than it asked for, in the clear):
+        # the next goes straight to waiting. Trying first would cost a member who sends a line
+        # at a time a failed recv() a line (epoll answers at once if more came meanwhile).
+        drained = False
         while True:
             try:
                 event = conn.next_event()
@@ -274,7 +278,7 @@ class Session:
                 if conn.mode is Mode.TEXT and conn.has_partial_line():
                     await self._receive()
                 else:
-                    data = transport.receive_nowait()
+                    data = None if drained else transport.receive_nowait()
                     if data is None:
                         # Waited for here, not in a helper: a frame less for every member.
                         await trio.lowlevel.wait_readable(transport.sock)
@@ -284,6 +288,7 @@ class Session:
                     else:
                         # It came faster than we handle it: let the others have their turn.
                         await trio.lowlevel.checkpoint()
+                    drained = len(data) < RECEIVE_BYTES and transport.tls is None
                     self._heard = trio.current_time()
                     self._pinged = False
                     if self.websocket is None:
