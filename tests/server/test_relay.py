@@ -38,6 +38,7 @@ from multichat.protocol.events import (
     Who,
 )
 from multichat.server.backplane import parse_address
+from multichat.server.history_settings import HistorySettings
 from multichat.server.listeners import ChatServer
 from multichat.server.relay import PUBLISH_WINDOW
 from redisserver import RedisServer
@@ -397,3 +398,24 @@ async def test_bans_and_the_lock_are_kept_in_redis_for_servers_that_start_later(
     assert isinstance(bans, BanList) and [b.address for b in bans.bans] == ["192.0.2.7"]
     (ban,) = bans.bans
     assert ban.reason == "spammer" and ban.by == "host" and ban.until is not None
+
+
+async def test_the_history_tables_keep_entries_caps_each_rooms_stream(backplane_url: str) -> None:
+    server = ChatServer(
+        PASSWORD,
+        limits=RELAXED,
+        backplane=parse_address(backplane_url),
+        history_settings=HistorySettings(keep_entries=100),
+    )
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, 0, "127.0.0.1")
+            ann = await Peer.join(port, "ann")
+            for i in range(600):
+                await ann.say(f"m{i}")
+            await ann.heard("m599")
+            assert server.backplane is not None
+            kept = await server.backplane.recent(server.rooms.default.key, 1_000)
+            assert 100 <= len(kept) <= 300  # MAXLEN ~ trims whole nodes of 100 entries
+            assert kept[-1].entry.text == "m599"
+            server.shutdown_nowait("test over")

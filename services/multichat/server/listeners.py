@@ -145,6 +145,8 @@ class ChatServer:
                 on_seats_lost=lambda seats: self.rooms.seats_lost(seats),
                 on_availability=lambda up: self.rooms.availability(up),
                 password=password,
+                # The history's retention is the stream's: the room's log lives there.
+                retention=history_settings.keep_entries,
                 node_timeout=node_timeout,
             )
             history = room_history = None
