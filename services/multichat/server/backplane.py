@@ -139,7 +139,8 @@ class Backplane:
     once (sync: it must not wait). `on_seats_lost(seats)` gets the members this server still
     serves that the backplane no longer has (Redis lost its data, or the others took this
     server for dead and made them leave): close their connections, and they join again.
-    `on_availability(up)` hears Redis go and come back.
+    `on_availability(up)` hears Redis go and come back. Members join, rename, leave and post
+    through `seats` (backplane_seats.Seats).
     """
 
     def __init__(
