@@ -34,7 +34,7 @@ from multichat.protocol.events import (
     Topic,
     WentAway,
 )
-from multichat.server import history, history_entries, history_writer
+from multichat.server import history, history_entries, history_file, history_writer
 from multichat.server.history import SCHEMA_VERSION, HistoryError, HistoryStore
 from multichat.server.history_entries import HistoryEvent, StoredEntry
 from multichat.server.history_settings import (
@@ -188,7 +188,7 @@ def test_a_file_another_program_holds_locked_is_refused(
 ) -> None:
     store.append([say(1)])
     store.close()
-    monkeypatch.setattr(history, "BUSY_SECONDS", 0.1)
+    monkeypatch.setattr(history_file, "BUSY_SECONDS", 0.1)
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("PRAGMA locking_mode = EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")

@@ -8,7 +8,8 @@ member resuming after the last message it saw. A private entry is shown to its t
 only, matched by name key (stored next to each name), as the room matches members.
 
 `HistoryStore` is synchronous and safe to call from any thread; its errors are `HistoryError`,
-each with a one-line message. docs/history.md says what a power cut can cost.
+each with a one-line message. The file itself, its schema and how it is opened and checked,
+is history_file.py's. docs/history.md says what a power cut can cost.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -31,56 +31,20 @@ from ..protocol.events import (
 from ..protocol.names import name_key
 from .history_entries import StoredEntry
 
+# (SCHEMA_VERSION and HistoryError are the store's too, for its callers.)
+from .history_file import SCHEMA_VERSION as SCHEMA_VERSION
+from .history_file import HistoryError as HistoryError
+from .history_file import open_in_memory, open_read_only, open_writable, reason
+
 log = logging.getLogger("multichat.history")
 
-# Stored in the file's `user_version`. A file from a newer multichat is refused, never
-# rewritten: an older server cannot know what the newer schema's data means.
-SCHEMA_VERSION = 1
-# How long to wait for another connection that holds the file before calling it locked:
-# Python's sqlite3 module waits 5 s by default; a reader (export) holds it for milliseconds.
-BUSY_SECONDS = 5.0
 # Pruning deletes this many entries per transaction, so a first prune of a large file does
 # not hold every message's echo back for more than a few milliseconds at a time.
 PRUNE_BATCH = 2000
 # Readers (export) page through the file this many entries at a time.
 READ_PAGE = 1000
-# NORMAL, not FULL: in WAL mode a commit then writes the WAL without an fsync, which still
-# survives the process being killed (the bytes are the kernel's), and a power cut rolls back
-# the newest transactions but never damages the file. Every echo waits for its commit, and
-# with FULL's fsync that took 2.7 to 5.6 ms at the median on the test machine (NORMAL: 1.0),
-# more than the whole 3 ms p99 the steady benchmark allows a message; see docs/history.md.
-SYNCHRONOUS = "NORMAL"
 SECONDS_PER_DAY = 86_400.0
 
-# The entry's type is free text (history_entries.py names them), so a new one needs no new
-# schema: older versions skip what they do not know when replaying.
-_SCHEMA = """
-CREATE TABLE entries (
-    id INTEGER PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    type TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    sender_key TEXT NOT NULL,
-    text TEXT NOT NULL,
-    recipient TEXT,
-    recipient_key TEXT,
-    extra TEXT
-);
-CREATE UNIQUE INDEX entries_message_seq ON entries (seq) WHERE type = 'message';
-CREATE INDEX entries_seq ON entries (seq);
-CREATE INDEX entries_ts ON entries (ts);
-CREATE TABLE bans (
-    address TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    until REAL,
-    reason TEXT NOT NULL,
-    banned_by TEXT NOT NULL,
-    ts REAL NOT NULL
-);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO meta VALUES ('last_seq', 0), ('pruned_through', 0);
-"""
 _COLUMNS = "seq, ts, type, sender, text, recipient, extra"
 # A batch is stored with multi-row INSERTs of these sizes, powers of two up to 512 rows (9
 # parameters each, far below SQLite's 32,766): every statement is prepared once and cached,
@@ -119,10 +83,6 @@ _AFTER = "(seq > :seq OR (seq = :seq AND type != 'message'))"
 _VISIBLE = "(recipient_key IS NULL OR :key IN (sender_key, recipient_key))"
 
 
-class HistoryError(Exception):
-    """The history file cannot be used; the message is one line, for the host."""
-
-
 def _entry(row: tuple[Any, ...]) -> StoredEntry:
     seq, ts, kind, sender, text, recipient, extra = row
     return StoredEntry(seq, ts, kind, sender, text, recipient, _load_extra(extra))
@@ -159,12 +119,6 @@ def _ban(row: tuple[Any, ...]) -> BanEntry:
     return BanEntry(address, name, until, reason, by)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 class HistoryStore:
     """The history file: entries, bans and the last seq. Open with `open` or `in_memory`."""
 
@@ -198,66 +152,18 @@ class HistoryStore:
         path = Path(path)
         if read_only:
             return cls._open_read_only(path)
-        try:
-            # Created here, not by sqlite, to be private from its first byte: sqlite gives
-            # its -wal and -shm files the mode of the database file.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise HistoryError(f"cannot create the history file {path}: {_reason(exc)}") from None
-        else:
-            os.close(fd)
-        if not path.is_file():
-            raise HistoryError(f"the history file {path} is not a regular file")
-        write = read = None
-        try:
-            write = _connect(str(path), uri=False)
-            _prepare(write, path, create=True)
-            mode = write.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise HistoryError(
-                    f"the history file {path} cannot use SQLite's WAL mode (a network "
-                    "filesystem?); put the data directory on a local disk"
-                )
-            write.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
-            # SQLite's own checkpoint (every 1,000 pages) runs inside the commit that crosses
-            # the mark, with its fsyncs: at a thousand messages a second that was every 250 ms,
-            # and each held an echo 14 to 21 ms. `sync`, on the other connection, checkpoints
-            # instead, a second after a commit (history_writer.SYNC_SECONDS).
-            write.execute("PRAGMA wal_autocheckpoint = 0")
-            _quick_check(write, path)
-            read = _connect(str(path), uri=False)
-            read.execute("PRAGMA query_only = 1")
-        except HistoryError:
-            _close_quietly(write, read)
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            _close_quietly(write, read)
-            raise _open_error(path, exc) from None
+        write, read = open_writable(path)
         return cls(str(path), write, read)
 
     @classmethod
     def _open_read_only(cls, path: Path) -> HistoryStore:
-        if not path.is_file():
-            raise HistoryError(f"there is no history file at {path}")
-        read = None
-        try:
-            read = _connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-            _prepare(read, path, create=False)
-        except HistoryError:
-            _close_quietly(read)
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            _close_quietly(read)
-            raise _open_error(path, exc) from None
+        read = open_read_only(path)
         return cls(str(path), None, read)
 
     @classmethod
     def in_memory(cls) -> HistoryStore:
         """A store that keeps nothing on disk (`--ephemeral`): the same API, gone on exit."""
-        conn = _connect(":memory:", uri=False)
-        _prepare(conn, Path(":memory:"), create=True)
+        conn = open_in_memory()
         return cls("memory", conn, conn, shared_lock=True)
 
     def sync(self) -> None:
@@ -269,7 +175,7 @@ class HistoryStore:
             try:
                 self._read.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except (sqlite3.Error, OSError) as exc:
-                raise HistoryError(f"cannot sync the history {self.name}: {_reason(exc)}") from None
+                raise HistoryError(f"cannot sync the history {self.name}: {reason(exc)}") from None
 
     def close(self) -> None:
         """Close the file; the last connection to close folds the WAL back into it."""
@@ -300,7 +206,7 @@ class HistoryStore:
                 finally:
                     conn.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
-                raise HistoryError(f"cannot read the history {self.name}: {_reason(exc)}") from None
+                raise HistoryError(f"cannot read the history {self.name}: {reason(exc)}") from None
 
     def last_seq(self) -> int:
         """The newest seq ever given to an entry, even one pruned since: carry on after it."""
@@ -409,7 +315,7 @@ class HistoryStore:
             try:
                 yield self._write
             except (sqlite3.Error, OSError) as exc:
-                raise HistoryError(f"cannot {action} {self.name}: {_reason(exc)}") from None
+                raise HistoryError(f"cannot {action} {self.name}: {reason(exc)}") from None
 
     @contextlib.contextmanager
     def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -429,7 +335,7 @@ class HistoryStore:
                             conn.execute("ROLLBACK")
                     raise
             except (sqlite3.Error, OSError) as exc:
-                raise HistoryError(f"cannot {action} {self.name}: {_reason(exc)}") from None
+                raise HistoryError(f"cannot {action} {self.name}: {reason(exc)}") from None
 
     def append(
         self,
@@ -523,71 +429,6 @@ def _apply_ban(conn: sqlite3.Connection, ban: BanEntry | None, address: str, now
 
 def _key(name: str | None) -> str | None:
     return None if name is None else name_key(name)
-
-
-def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
-    # Autocommit (isolation_level None): every transaction here is begun and ended explicitly.
-    return sqlite3.connect(
-        target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri
-    )
-
-
-def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
-    """Check that the file is a multichat history this version reads; create the schema in a
-    new, empty file."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise HistoryError(
-            f"the history file {path} is from a newer multichat (schema {version}; this one "
-            f"reads up to {SCHEMA_VERSION}); upgrade multichat, or use another --data-dir"
-        )
-    if version == SCHEMA_VERSION:
-        return
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if tables:
-        raise HistoryError(f"{path} is not a multichat history file; it was left untouched")
-    if not create:
-        raise HistoryError(f"the history file {path} is empty: its room has not started yet")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
-    # A damaged page found now is a clear message at startup, not an error mid-conversation.
-    # quick_check reads every page once (about 0.1 s for a 20 MB file).
-    result = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
-    if result != "ok":
-        detail = " ".join(result.replace("*** in database main ***", "").split())
-        raise HistoryError(f"the history file {path} is damaged ({detail}); it was left untouched")
-
-
-def _open_error(path: Path, exc: BaseException) -> HistoryError:
-    reason = _reason(exc)
-    if isinstance(exc, sqlite3.DatabaseError) and (
-        "not a database" in reason or "malformed" in reason
-    ):
-        return HistoryError(f"the history file {path} is damaged ({reason}); it was left untouched")
-    if "locked" in reason:
-        return HistoryError(
-            f"the history file {path} is locked by another program; close it and try again"
-        )
-    return HistoryError(f"cannot open the history file {path}: {reason}")
-
-
-def _close_quietly(*conns: sqlite3.Connection | None) -> None:
-    for conn in conns:
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
 
 
 OnDone = Callable[[bool], None]
