@@ -15,7 +15,7 @@ from multichat.hosting.launcher import Banner, TunnelReporter, describe, generat
 from multichat.hosting.ngrok_errors import _FIXES, TunnelError
 from multichat.hosting.process import HostError, password_from, read_password_file
 from multichat.hosting.statefile import RoomState
-from multichat.hosting.tunnel import (
+from multichat.hosting.tunnel_supervision import (
     MAX_REOPEN_ATTEMPTS,
     TunnelClosed,
     TunnelFailed,

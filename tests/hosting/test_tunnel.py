@@ -41,11 +41,11 @@ for _path, _module in (
         sys.path.insert(0, str(_path))
 
 import ngrok_standin  # noqa: E402
-from multichat.hosting import ngrok_errors  # noqa: E402
+from multichat.hosting import ngrok_errors, tunnel_supervision  # noqa: E402
 from multichat.hosting import tunnel as tunnel_module  # noqa: E402
 from multichat.hosting.ngrok_errors import TunnelError, classify  # noqa: E402
-from multichat.hosting.tunnel import (  # noqa: E402
-    Tunnel,
+from multichat.hosting.tunnel import Tunnel, TunnelSettings, open_tunnel  # noqa: E402
+from multichat.hosting.tunnel_supervision import (  # noqa: E402
     TunnelClosed,
     TunnelEvent,
     TunnelFailed,
@@ -53,8 +53,6 @@ from multichat.hosting.tunnel import (  # noqa: E402
     TunnelOpened,
     TunnelOpening,
     TunnelReopening,
-    TunnelSettings,
-    open_tunnel,
     supervise_tunnel,
 )
 from ngrok_standin import (  # noqa: E402
@@ -676,7 +674,7 @@ async def assert_reachable(opened: TunnelOpened, standin: Standin) -> None:
 async def test_supervisor_reopens_both_endpoints_at_new_addresses(
     standin: Standin, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
+    monkeypatch.setattr(tunnel_supervision, "REOPEN_FIRST_DELAY", 0.1)
     if how == "died":
         monkeypatch.setenv(ngrok_standin.DIE_AFTER_ENV, "1")
     report = Recorder()
@@ -722,7 +720,7 @@ async def test_supervisor_reopens_both_endpoints_at_new_addresses(
 async def test_supervisor_says_once_that_tcp_needs_a_card_and_keeps_https(
     standin: Standin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
+    monkeypatch.setattr(tunnel_supervision, "REOPEN_FIRST_DELAY", 0.1)
     monkeypatch.setenv(FAIL_ENV, "card_required")
     report = Recorder()
     async with trio.open_nursery() as nursery:
@@ -764,8 +762,9 @@ async def test_supervisor_bounds_each_attempt_and_the_number_of_retries(
 ) -> None:
     monkeypatch.setenv(FAIL_ENV, "silent")
     monkeypatch.setattr(tunnel_module, "OPEN_DEADLINE", 1.0)
-    monkeypatch.setattr(tunnel_module, "REOPEN_FIRST_DELAY", 0.1)
-    monkeypatch.setattr(tunnel_module, "MAX_REOPEN_ATTEMPTS", 1)
+    monkeypatch.setattr(tunnel_supervision, "OPEN_DEADLINE", 1.0)
+    monkeypatch.setattr(tunnel_supervision, "REOPEN_FIRST_DELAY", 0.1)
+    monkeypatch.setattr(tunnel_supervision, "MAX_REOPEN_ATTEMPTS", 1)
     report = Recorder()
     async with trio.open_nursery() as nursery:
         with trio.fail_after(OPEN_LIMIT):

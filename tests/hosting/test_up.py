@@ -43,7 +43,7 @@ import ngrok_standin
 from chatpeer import Peer
 from multichat.client.address import parse_address
 from multichat.client.login import login
-from multichat.hosting import launcher
+from multichat.hosting import launcher, tunnel_supervision
 from multichat.hosting import tunnel as tunnel_module
 from multichat.hosting.lan import lan_addresses
 from multichat.hosting.tunnel import TunnelSettings
@@ -715,8 +715,9 @@ async def test_a_silent_agent_is_abandoned_at_the_deadline_and_the_room_stays_up
 ) -> None:
     # In-process, to shorten the 30 s deadline; the subprocess version is marked slow below.
     monkeypatch.setattr(tunnel_module, "OPEN_DEADLINE", 1.0)
+    monkeypatch.setattr(tunnel_supervision, "OPEN_DEADLINE", 1.0)
     monkeypatch.setattr(launcher, "OPEN_DEADLINE", 1.0)
-    monkeypatch.setattr(tunnel_module, "MAX_REOPEN_ATTEMPTS", 0)
+    monkeypatch.setattr(tunnel_supervision, "MAX_REOPEN_ATTEMPTS", 0)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     monkeypatch.setenv("MULTICHAT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv(FAIL_ENV, "silent")

@@ -26,9 +26,9 @@ from . import invite_links
 from .ngrok_errors import TunnelError
 from .process import host_room, watch_signals
 from .statefile import RoomState, write_state
-from .tunnel import (
+from .tunnel import OPEN_DEADLINE, TunnelSettings
+from .tunnel_supervision import (
     MAX_REOPEN_ATTEMPTS,
-    OPEN_DEADLINE,
     TunnelClosed,
     TunnelEvent,
     TunnelFailed,
@@ -36,7 +36,6 @@ from .tunnel import (
     TunnelOpened,
     TunnelOpening,
     TunnelReopening,
-    TunnelSettings,
     supervise_tunnel,
 )
 
