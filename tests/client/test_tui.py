@@ -6,7 +6,8 @@ import urwid
 
 from multichat.client.address import Address
 from multichat.client.connection import ChatClient, Ending, Joined, Lost, NotSent
-from multichat.client.tui import NAME_COLOURS, PALETTE, ChatScreen, name_attr
+from multichat.client.tui import ChatScreen
+from multichat.client.tui_widgets import NAME_COLOURS, PALETTE, name_attr
 from multichat.protocol.events import (
     BanEntry,
     BanList,

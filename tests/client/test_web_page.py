@@ -35,7 +35,7 @@ from browser import (
     say,
     serve_room,
 )
-from multichat.client.tui import name_attr
+from multichat.client.tui_widgets import name_attr
 from multichat.protocol import commands, wire
 from multichat.protocol.connection import ClientConnection
 from multichat.protocol.events import (
