@@ -31,3 +31,11 @@ def test_one_big_read_counts_and_then_ages_out() -> None:
     pace.record(1.0, 500)
     assert pace.under_load(1.0 + LINGER_SECONDS / 2)
     assert not pace.under_load(1.0 + LINGER_SECONDS + 1e-9)
+
+
+def test_what_is_recorded_is_forgotten_without_being_asked() -> None:
+    # A writer asks only while it lingers: a room posting every 20 ms never asks.
+    pace = Pace()
+    for k in range(10_000):
+        pace.record(k * 0.02, 1)
+    assert len(pace) == 1

@@ -86,15 +86,25 @@ class Pace:
         self._count = 0
 
     def record(self, now: float, entries: int) -> None:
+        # Forgotten here too, not only when asked: a writer asks only within a linger, so a
+        # room posting every 20 ms would otherwise keep every batch it ever sent.
+        self._forget_before(now - LINGER_SECONDS)
         self._recent.append((now, entries))
         self._count += entries
 
     def under_load(self, now: float) -> bool:
         """LINGER_AFTER entries or more within the last LINGER_SECONDS."""
-        recent = self._recent
-        while recent and recent[0][0] <= now - LINGER_SECONDS:
-            self._count -= recent.popleft()[1]
+        self._forget_before(now - LINGER_SECONDS)
         return self._count >= LINGER_AFTER
+
+    def __len__(self) -> int:
+        """How many reads or batches are still counted."""
+        return len(self._recent)
+
+    def _forget_before(self, start: float) -> None:
+        recent = self._recent
+        while recent and recent[0][0] <= start:
+            self._count -= recent.popleft()[1]
 
 
 T = TypeVar("T")
