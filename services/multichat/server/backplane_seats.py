@@ -107,16 +107,7 @@ class Seats:
 
         Raises BackplaneUnavailable or NotJoined at once, without calling `on_done`, when it
         knows already."""
-
-        def done(op: Op) -> None:
-            if op.error is not None:
-                on_done(op.error)
-            elif op.outcome is not None and op.outcome[0] not in DONE:
-                on_done(NotJoined("you are no longer in the room"))
-            else:
-                on_done(None)
-
-        self._writer.submit_nowait(self._post(room, entry, seat, id, done))
+        self._writer.submit_nowait(self._post(room, entry, seat, id, on_done))
 
     def _post(
         self,
@@ -124,7 +115,7 @@ class Seats:
         entry: StoredEntry,
         seat: Seat | None,
         id: MessageId | None,
-        on_done: Callable[[Op], None] | None,
+        on_done: Callable[[BackplaneUnavailable | NotJoined | None], None] | None,
     ) -> Op:
         if entry.type in PRESENCE_TYPES:
             raise ValueError(f"{entry.type} entries are made by join, leave and rename")
@@ -136,10 +127,14 @@ class Seats:
             token, key = current.token, current.key
 
         def landed(op: Op) -> None:
-            if op.outcome is not None and op.outcome[0] not in DONE:
+            gone = op.outcome is not None and op.outcome[0] not in DONE
+            if gone:
                 self._held.pop(token, None)  # the script found no such seat
             if on_done is not None:
-                on_done(op)
+                if op.error is not None:
+                    on_done(op.error)
+                else:
+                    on_done(NotJoined("you are no longer in the room") if gone else None)
 
         self._refs += 1
         return Op(
