@@ -106,7 +106,7 @@ def test_own_line_is_pending_until_the_echo() -> None:
     assert screen.input.edit_text == ""
     assert "alice: on my way …" in " ".join(lines(screen))
     assert attr_of(screen, "on my way") == "pending"
-    (line,) = screen.client._outbox
+    (line,) = screen.client.outbox
     screen.on_event(message("alice", "on my way", id=line.id))
     shown = " ".join(lines(screen))
     assert "alice: on my way ✓" in shown and "…" not in shown
@@ -119,7 +119,7 @@ def test_refused_line_is_marked() -> None:
     screen = make_screen()
     screen.input.set_edit_text("x" * 20)
     screen.keypress(SIZE, "enter")
-    (line,) = screen.client._outbox
+    (line,) = screen.client.outbox
     screen.on_event(NotSent(line, Error("too_long", "message too long")))
     assert "(not sent: message too long)" in " ".join(lines(screen, (80, 10)))
     assert attr_of(screen, "not sent", (80, 10)) == "failed"
@@ -264,7 +264,7 @@ def test_commands() -> None:
     assert screen.client._control == [Who()]
     screen.input.set_edit_text("//slash")
     screen.keypress(SIZE, "enter")
-    assert [line.text for line in screen.client._outbox] == ["/slash"]
+    assert [line.text for line in screen.client.outbox] == ["/slash"]
     assert not screen.client._quitting
     screen.input.set_edit_text("TATA")
     screen.keypress(SIZE, "enter")
@@ -283,7 +283,7 @@ def test_pasted_lines_are_one_message() -> None:
         screen.keypress(SIZE, key)
     assert screen.input.edit_text == "a\nb"
     screen.keypress(SIZE, "enter")
-    assert [line.text for line in screen.client._outbox] == ["a\nb"]
+    assert [line.text for line in screen.client.outbox] == ["a\nb"]
 
 
 def test_too_long_stays_in_the_input_line() -> None:
@@ -291,7 +291,7 @@ def test_too_long_stays_in_the_input_line() -> None:
     screen.input.set_edit_text("y" * 4001)
     screen.keypress(SIZE, "enter")
     assert screen.input.edit_text == "y" * 4001
-    assert not screen.client._outbox
+    assert not screen.client.outbox
     shown = lines(screen, (80, 10))
     assert "Too long to send (4001 characters; at most 4000)" in " ".join(shown)
     # The input scrolls within five rows, its end (the cursor) in view; the status stays.
@@ -369,7 +369,7 @@ def test_private_messages_and_actions_have_their_own_look() -> None:
     assert attr_of(screen, "waves") == "action"
     screen.input.set_edit_text("/msg bob see you at 8")
     screen.keypress(SIZE, "enter")
-    (line,) = screen.client._outbox
+    (line,) = screen.client.outbox
     assert (line.text, line.to, line.action) == ("see you at 8", "bob", False)
     assert lines(screen)[2].endswith("alice ▸ bob: see you at 8 …")
     screen.on_event(Message(3, TS, "alice", "see you at 8", line.id, "bob"))
@@ -377,7 +377,7 @@ def test_private_messages_and_actions_have_their_own_look() -> None:
     assert attr_of(screen, "see you at 8") == "private"
     screen.input.set_edit_text("/me dances")
     screen.keypress(SIZE, "enter")
-    action = screen.client._outbox[-1]
+    *_, action = screen.client.outbox
     assert (action.text, action.to, action.action) == ("dances", None, True)
     assert lines(screen)[3].endswith("* alice dances …")
     assert bell.rings == 1
@@ -387,7 +387,7 @@ def test_a_muted_line_is_marked_not_sent() -> None:
     screen = make_screen()
     screen.input.set_edit_text("/me objects")
     screen.keypress(SIZE, "enter")
-    (line,) = screen.client._outbox
+    (line,) = screen.client.outbox
     screen.on_event(NotSent(line, Error("muted", "you are muted")))
     assert "* alice objects  (not sent: you are muted)" in lines(screen, (80, 10))[0]
     assert attr_of(screen, "objects", (80, 10)) == "failed"

@@ -8,11 +8,11 @@ the client's own updates (`Joined`, `Lost`, `NotSent`). It also keeps what the i
 beside the messages current: our own name (a `/nick` is followed, and a rejoin uses the new
 one), who is online, away and an operator, and the topic.
 
-Typed lines are never lost to a broken connection: each carries an id, and stays queued until
-the server's echo of it (the acknowledgement) arrives. After a rejoin the client asks `who` and
-holds its lines until the answer: everything the room replays before it is history, where a line
-the old connection delivered but whose echo was lost shows up under our name and need not be
-sent twice.
+Typed lines are never lost to a broken connection: each carries an id, and stays in the
+`Outbox` (outbox.py) until the server's echo of it (the acknowledgement) arrives. After a
+rejoin the client asks `who` and holds its lines until the answer: everything the room replays
+before it is history, where a line the old connection delivered but whose echo was lost shows
+up under our name and need not be sent twice.
 
 Lines are messages, public or private (`/msg`, `/me`); everything else a member asks (`/nick`,
 `/away`, `/kick`, ...) is a request, sent at once and only while connected: the room answers
@@ -27,10 +27,7 @@ room the member was in. Lines typed before a `/join` are said in the room they w
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
-import secrets
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -63,11 +60,11 @@ from ..protocol.events import (
     WentAway,
     Who,
 )
-from ..protocol.sanitize import clean_text
 from ..protocol.state import State
 from .address import Address
 from .commands import Request
 from .login import RECEIVE_BYTES, ClientError, LoginRefused, login
+from .outbox import Line, Outbox
 
 # About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
 RECONNECT_TRIES = 8
@@ -89,19 +86,6 @@ PONG_SECONDS = 20.0
 # a room with flood control echoes a burst of lines in a few seconds.
 QUIT_SECONDS = 5.0
 
-# Server refusals of a line that sending it again cannot fix. A muted member's lines count as
-# refused: resending them after every rejoin would knock on a closed door forever.
-LINE_REFUSALS = frozenset({"too_long", "empty", "muted"})
-# A private line to someone who is not there; requests (`/kick bob`) get the same code, so the
-# error is matched to a line by the name it quotes.
-NO_SUCH_MEMBER = "no_such_member"
-# Refusals of a line because the session is ending; it may go again after a rejoin.
-LINE_DEFERRALS = frozenset({"shutting_down", "not_joined"})
-# Refusals of a line while the room's backplane (Redis) is away: sent again on this connection.
-LINE_RETRIES = frozenset({"unavailable"})
-# How long a line refused as `unavailable` waits before it goes again: a Redis restart takes
-# seconds, and trying sooner only collects more refusals (a reconnect waits as long at first).
-RETRY_UNAVAILABLE_SECONDS = 2.0
 # Login refusals that retrying cannot fix; others (a name still held by our old connection, a
 # room restarting or full) may clear up while reconnecting.
 # A room gone after a restart (the host no longer makes it) is one too.
@@ -110,16 +94,6 @@ FATAL_LOGIN = frozenset(
 )
 # The server closed on us on purpose; coming back would do it again (or be refused).
 KICKS = frozenset({"flooding", "kicked", "banned"})
-
-
-@dataclass
-class Line:
-    """A typed line on its way to the room (or to `to` alone); `id` comes back on its echo."""
-
-    id: str
-    text: str
-    to: str | None = None
-    action: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,12 +175,7 @@ class ChatClient:
         self.welcome_seq = 0  # the room's newest message when we joined: older ones are history
         self._stream: trio.abc.Stream | None = None
         self._conn = ClientConnection()
-        self._outbox: deque[Line] = deque()  # typed, not sent on this connection yet
-        self._unacked: dict[str, Line] = {}  # sent on this connection, echo not seen yet
-        self._deferred: list[Line] = []  # refused while the room was closing
-        self._retrying: list[Line] = []  # refused as unavailable: sent again at `_retry_at`
-        self._retry_at = math.inf
-        self._maybe_delivered: set[str] = set()  # ids sent on a connection that broke
+        self.outbox = Outbox()  # typed lines, until the room acknowledges them
         self._control: list[Event] = []  # pongs and requests, sent ahead of lines
         self._holding = False  # after a rejoin, lines wait for the history to end
         self._held: list[Event] = []  # what the room replayed while holding
@@ -218,11 +187,7 @@ class ChatClient:
         self._last_notice: Notice | None = None
         self._last_seq = 0
         self._last_ts = 0.0
-        self._next_id = 0
-        self._id_prefix = secrets.token_hex(3)
         self._wakeup = trio.Event()
-        self._acknowledged = trio.Event()
-        self._acknowledged.set()
         self._session_scope: trio.CancelScope | None = None
         self._reconnect_scope: trio.CancelScope | None = None
 
@@ -231,16 +196,12 @@ class ChatClient:
     @property
     def pending(self) -> int:
         """Lines typed and not yet acknowledged."""
-        return len(self._outbox) + len(self._unacked) + len(self._deferred) + len(self._retrying)
+        return len(self.outbox)
 
     def say_nowait(self, text: str, *, to: str | None = None, action: bool = False) -> Line:
         """Queue `text` for the room (for `to` alone if given); it is sent as soon as there is
         a connection."""
-        self._next_id += 1
-        line = Line(f"{self._id_prefix}-{self._next_id}", text, to, action)
-        self._outbox.append(line)
-        if self._acknowledged.is_set():
-            self._acknowledged = trio.Event()
+        line = self.outbox.add_nowait(text, to=to, action=action)
         self._wakeup.set()
         return line
 
@@ -273,8 +234,7 @@ class ChatClient:
 
     async def wait_acknowledged(self) -> None:
         """Wait until every line queued so far has been acknowledged or refused."""
-        while not self._acknowledged.is_set():
-            await self._acknowledged.wait()
+        await self.outbox.wait_acknowledged()
 
     # -- connecting --
 
@@ -314,7 +274,7 @@ class ChatClient:
                     reason = str(lost)
                 finally:
                     await trio.aclose_forcefully(self._stream)
-                self._requeue()
+                self.outbox.requeue_nowait()
                 if self._quitting:
                     return self._ending("quit", "you left")
                 ending = await self._reconnect(reason)
@@ -322,22 +282,11 @@ class ChatClient:
                     return ending
         finally:
             self.state = "closed"
-            self._acknowledged.set()
+            self.outbox.settle_nowait()
 
     def _ending(self, why: Literal["quit", "shutdown", "lost", "kicked"], reason: str) -> Ending:
-        self._requeue()
-        unsent = tuple(line.text for line in self._outbox)
-        return Ending(why, reason, unsent)
-
-    def _requeue(self) -> None:
-        """Lines not acknowledged go back to the front of the queue, in the order typed."""
-        back = [*self._retrying, *self._deferred, *self._unacked.values()]
-        self._maybe_delivered.update(line.id for line in self._unacked.values())
-        self._outbox.extendleft(reversed(back))
-        self._retrying.clear()
-        self._retry_at = math.inf
-        self._deferred.clear()
-        self._unacked.clear()
+        self.outbox.requeue_nowait()
+        return Ending(why, reason, tuple(line.text for line in self.outbox))
 
     async def _reconnect(self, reason: str) -> Ending | None:
         self.state = "reconnecting"
@@ -429,12 +378,9 @@ class ChatClient:
                 if self._quit_sent:
                     return
                 self._wakeup = trio.Event()
-                with trio.move_on_at(self._retry_at):
+                with trio.move_on_at(self.outbox.retry_at):
                     await self._wakeup.wait()
-                if trio.current_time() >= self._retry_at:
-                    self._outbox.extendleft(reversed(self._retrying))
-                    self._retrying.clear()
-                    self._retry_at = math.inf
+                self.outbox.retry_due_nowait(trio.current_time())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             broken.append(f"connection lost ({exc or type(exc).__name__})")
             done.cancel()
@@ -450,14 +396,12 @@ class ChatClient:
         parts = [conn.send(event) for event in self._control if not isinstance(event, JoinRoom)]
         self._control[:] = moves
         if not self._holding:
-            while self._outbox:
-                line = self._outbox.popleft()
-                self._unacked[line.id] = line
+            for line in self.outbox.take_nowait():
                 parts.append(conn.send(Say(line.text, line.id, line.to, line.action)))
             parts += [conn.send(event) for event in moves]
             self._control.clear()
             # `quit` waits for the echoes: once it is sent, the protocol reads nothing more.
-            if self._quitting and not self._unacked:
+            if self._quitting and not self.outbox.awaiting_echo:
                 parts.append(conn.send(Quit()))
                 self._quit_sent = True
         return b"".join(parts)
@@ -484,7 +428,7 @@ class ChatClient:
 
     async def _receive(self, stream: trio.abc.Stream) -> bytes | bytearray | None:
         """The next bytes; None if the server stays silent even when pinged."""
-        quiet = ACK_PING_SECONDS if self._unacked else IDLE_PING_SECONDS
+        quiet = ACK_PING_SECONDS if self.outbox.awaiting_echo else IDLE_PING_SECONDS
         with trio.move_on_after(quiet):
             return await stream.receive_some(RECEIVE_BYTES)
         self._control.append(Ping("client"))
@@ -514,11 +458,8 @@ class ChatClient:
             case Message(seq, ts, _, _, id):
                 self._last_seq, self._last_ts = seq, max(self._last_ts, ts)
                 if isinstance(id, str):  # ours are strings; another client's are not ours
-                    self._unacked.pop(id, None)
-                    # Refused as "may have gone through", and it did: not to be sent again.
-                    self._retrying = [line for line in self._retrying if line.id != id]
-                    self._maybe_delivered.discard(id)
-                    self._check_acknowledged()
+                    self.outbox.acknowledge_nowait(id)
+                    self._check_quit()
             case Members(names, away, ops):
                 self.members = list(names)
                 self.away = dict(away)
@@ -546,23 +487,17 @@ class ChatClient:
                 self._last_ts = max(self._last_ts, event.ts)
             case Shutdown(reason):
                 self._shutdown = reason or "the room closed"
-            case Error(code):
+            case Error():
                 self._last_error = event
-                line = self._refused_line(event)
-                if line is not None:
-                    if code in LINE_REFUSALS or code == NO_SUCH_MEMBER:
-                        self._maybe_delivered.discard(line.id)
+                refused = self.outbox.refuse_nowait(event, trio.current_time())
+                if refused is not None:
+                    line, fate = refused
+                    if fate == "dropped":
                         self.listener(NotSent(line, event))
-                    elif code in LINE_RETRIES:
-                        self._retrying.append(line)
-                        self._retry_at = min(
-                            self._retry_at, trio.current_time() + RETRY_UNAVAILABLE_SECONDS
-                        )
-                        self._wakeup.set()  # the writer waits again, until `_retry_at`
+                    elif fate == "retried":
+                        self._wakeup.set()  # the writer waits again, until `retry_at`
                         self.listener(event)  # the member sees why its line waits
-                    else:
-                        self._deferred.append(line)
-                    self._check_acknowledged()
+                    self._check_quit()
                     return
             case Gap(missed):
                 self._missed += missed
@@ -619,24 +554,6 @@ class ChatClient:
             case Topic(text):
                 self.topic = text
 
-    def _refused_line(self, error: Error) -> Line | None:
-        """The line `error` refuses, taken off the unacknowledged ones; None if it is no
-        line's (a refused request, a notice of the session's end)."""
-        if error.id is not None:
-            # The server names the line: with a backplane, a refusal comes at once and the
-            # echoes of earlier lines later, so "the oldest" would be the wrong one.
-            return self._unacked.pop(error.id, None) if isinstance(error.id, str) else None
-        if not self._unacked:
-            return None
-        if error.code in LINE_REFUSALS or error.code in LINE_DEFERRALS:
-            # The room answers in order: the oldest line not yet echoed is the one.
-            return self._unacked.pop(next(iter(self._unacked)))
-        if error.code == NO_SUCH_MEMBER:
-            for line in self._unacked.values():
-                if line.to is not None and repr(line.to) in error.message:
-                    return self._unacked.pop(line.id)
-        return None
-
     def _replayed(self, event: Event) -> bool:
         """While holding after a rejoin: whether `event` is history already handled.
 
@@ -647,14 +564,10 @@ class ChatClient:
             case Message(seq, ts, sender, text, None):
                 if seq <= self._last_seq and ts <= self._last_ts:
                     return True
-                if sender == self.name:
-                    for line in self._outbox:
-                        if line.id in self._maybe_delivered and clean_text(line.text) == text:
-                            self._outbox.remove(line)
-                            self._maybe_delivered.discard(line.id)
-                            self._handle(dataclasses.replace(event, id=line.id))
-                            self._check_acknowledged()
-                            return True
+                line = self.outbox.claim_replayed_nowait(text) if sender == self.name else None
+                if line is not None:
+                    self._handle(dataclasses.replace(event, id=line.id))
+                    return True
             case Join(_, ts) | Leave(_, _, ts) | Renamed(_, _, ts) | Notice(_, ts):
                 return ts <= self._last_ts
             case WentAway() | CameBack() | Topic():
@@ -670,8 +583,6 @@ class ChatClient:
             self.name, self.room, tuple(self.members), topic=self.topic, seq=self.welcome_seq
         )
 
-    def _check_acknowledged(self) -> None:
-        if not self.pending:
-            self._acknowledged.set()
-            if self._quitting:
-                self._wakeup.set()
+    def _check_quit(self) -> None:
+        if self._quitting and not self.outbox:
+            self._wakeup.set()  # every line is acknowledged: the writer sends `quit`
