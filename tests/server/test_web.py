@@ -7,6 +7,7 @@ the same limits; the tunnel's loopback listener trusts X-Forwarded-For, the LAN 
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
 from importlib import resources
 
@@ -89,6 +90,26 @@ async def test_routes(room: RoomFixture, request_line: bytes, status: int) -> No
         assert headers["content-type"].startswith(
             "text/javascript" if name.endswith(".js") else "text/css"
         )
+
+
+async def test_every_module_the_page_imports_is_served_as_javascript(room: RoomFixture) -> None:
+    # A browser refuses a module script served under any other type, and the page then stops
+    # at its first import.
+    seen: set[str] = set()
+    todo = ["app.js"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        with trio.fail_after(STEP):
+            status, headers, body = await http_exchange(
+                room.port, f"GET /{name} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+            )
+        assert status == 200 and body == page_file(name), name
+        assert headers["content-type"] == "text/javascript; charset=utf-8"
+        imported = re.findall(rb'^import [^;]* from "\./([\w.-]+)";$', body, re.MULTILINE)
+        todo += [n.decode() for n in imported if n.decode() not in seen]
+    assert seen == {"app.js", "commands.js", "names.js", "text.js"}
+    assert b'<script type="module" src="app.js"></script>' in page_file("index.html")
 
 
 async def test_head_has_the_length_and_no_body(room: RoomFixture) -> None:

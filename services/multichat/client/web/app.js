@@ -1,8 +1,8 @@
 // multichat in a browser: a login form, then the room, over multichat/1 on a WebSocket.
 //
-// The room serves this page itself, under a Content-Security-Policy that allows this file as
-// the only script and style.css as the only style: no inline script or style, no eval, and no
-// request anywhere but the room. Everything that comes from the network reaches the page as
+// The room serves this page itself, under a Content-Security-Policy that allows the page's own
+// files (this module and the ones it imports) as the only scripts and style.css as the only
+// style: no inline script or style, no eval, and no request anywhere but the room. Everything that comes from the network reaches the page as
 // text (textContent), never as markup, and is cleaned first as the terminal client cleans it
 // (protocol/sanitize.py): the server cleans too, but a client need not trust it.
 //
@@ -13,1409 +13,1056 @@
 // delivered but whose echo was lost shows up in that replay under our name, and is not sent
 // twice; the others go again once the replay is over.
 //
-// What a member types follows protocol/commands.py, the one grammar of the terminal client and
-// of plain-text mode, with its usage messages word for word; a test holds the two together.
-"use strict";
+// What a member types follows protocol/commands.py (commands.js), the one grammar of the
+// terminal client and of plain-text mode, with its usage messages word for word; a test holds
+// the two together. Text is cleaned as protocol/sanitize.py cleans it (text.js), and names are
+// found and completed as client/names.py does (names.js).
+import { COMMAND_NAMES, CommandError, HELP, OPERATOR_HELP, parseCommand } from "./commands.js";
+import { complete, mentions, nameKey } from "./names.js";
+import { cleanLine, cleanText, nameColour, pyRepr } from "./text.js";
 
-(() => {
-  // About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
-  const RECONNECT_TRIES = 8;
-  const RECONNECT_FIRST_MS = 500;
-  const RECONNECT_MAX_MS = 8000;
-  // Spread members' retries so a restarted room is not hit by all of them in the same instant.
-  const RECONNECT_JITTER = 0.2;
-  // The server keeps a connection that went silent up to 150 s before it lets the name go; a
-  // rejoin refused with "name_taken" keeps trying that long without using up tries.
-  const NAME_HELD_MS = 160000;
-  // Below the server's 90 s idle ping, so a dead link (a phone that changed networks) is found
-  // on our side first; sooner while lines wait for their echo.
-  const IDLE_PING_MS = 60000;
-  const ACK_PING_MS = 10000;
-  const PONG_MS = 20000;
-  // On leaving, lines still waiting for their echo get this long, and the server's close too.
-  const QUIT_MS = 5000;
-  // The server's limit (sanitize.py): a longer line stays in the box to be shortened.
-  const MAX_TEXT_CHARS = 4000;
-  // The log keeps this many rows; older ones go, so a day-long session stays small.
-  const MAX_ROWS = 5000;
-  // As many as the terminal client's NAME_COLOURS (tui.py), so a name has the same colour.
-  const NAME_COLOURS = 8;
+// About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
+const RECONNECT_TRIES = 8;
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 8000;
+// Spread members' retries so a restarted room is not hit by all of them in the same instant.
+const RECONNECT_JITTER = 0.2;
+// The server keeps a connection that went silent up to 150 s before it lets the name go; a
+// rejoin refused with "name_taken" keeps trying that long without using up tries.
+const NAME_HELD_MS = 160000;
+// Below the server's 90 s idle ping, so a dead link (a phone that changed networks) is found
+// on our side first; sooner while lines wait for their echo.
+const IDLE_PING_MS = 60000;
+const ACK_PING_MS = 10000;
+const PONG_MS = 20000;
+// On leaving, lines still waiting for their echo get this long, and the server's close too.
+const QUIT_MS = 5000;
+// The server's limit (sanitize.py): a longer line stays in the box to be shortened.
+const MAX_TEXT_CHARS = 4000;
+// The log keeps this many rows; older ones go, so a day-long session stays small.
+const MAX_ROWS = 5000;
 
-  const LINE_REFUSALS = new Set(["too_long", "empty", "muted"]); // sending again cannot help
-  const LINE_DEFERRALS = new Set(["shutting_down", "not_joined"]); // may go after a rejoin
-  // The room's backplane (Redis) is away: the line goes again on this connection, this much
-  // later (a Redis restart takes seconds), as the terminal client does.
-  const LINE_RETRIES = new Set(["unavailable"]);
-  const RETRY_UNAVAILABLE_MS = 2000;
-  // A private line to someone who is not there; requests (`/kick bob`) get the same code, so
-  // the error is matched to a line by the name it quotes.
-  const NO_SUCH_MEMBER = "no_such_member";
-  // A room gone after a restart (the host no longer makes it) is one too.
-  const FATAL_LOGIN = new Set(["bad_password", "bad_name", "unsupported_version", "bad_invite",
-    "no_such_room", "bad_room"]);
-  const KICKS = new Set(["flooding", "kicked", "banned"]); // coming back would not be welcome
-  const QUIT_WORDS = new Set(["tata", "/quit"]);
-  // Frames that are entries of the room's log: after a rejoin the room replays them, and they
-  // are held until the replay ends, to be counted and checked for our own lines first.
-  const LOG_FRAMES = new Set(["message", "join", "leave", "nick", "away", "back", "topic",
-    "notice", "gap"]);
-  // Dated entries that a rejoin may replay although they came before the connection broke
-  // (the room resumes after a message, and these may follow it): older than what was seen,
-  // they are not news.
-  const DATED = new Set(["join", "leave", "nick", "notice"]);
+const LINE_REFUSALS = new Set(["too_long", "empty", "muted"]); // sending again cannot help
+const LINE_DEFERRALS = new Set(["shutting_down", "not_joined"]); // may go after a rejoin
+// The room's backplane (Redis) is away: the line goes again on this connection, this much
+// later (a Redis restart takes seconds), as the terminal client does.
+const LINE_RETRIES = new Set(["unavailable"]);
+const RETRY_UNAVAILABLE_MS = 2000;
+// A private line to someone who is not there; requests (`/kick bob`) get the same code, so
+// the error is matched to a line by the name it quotes.
+const NO_SUCH_MEMBER = "no_such_member";
+// A room gone after a restart (the host no longer makes it) is one too.
+const FATAL_LOGIN = new Set(["bad_password", "bad_name", "unsupported_version", "bad_invite",
+  "no_such_room", "bad_room"]);
+const KICKS = new Set(["flooding", "kicked", "banned"]); // coming back would not be welcome
+const QUIT_WORDS = new Set(["tata", "/quit"]);
+// Frames that are entries of the room's log: after a rejoin the room replays them, and they
+// are held until the replay ends, to be counted and checked for our own lines first.
+const LOG_FRAMES = new Set(["message", "join", "leave", "nick", "away", "back", "topic",
+  "notice", "gap"]);
+// Dated entries that a rejoin may replay although they came before the connection broke
+// (the room resumes after a message, and these may follow it): older than what was seen,
+// they are not news.
+const DATED = new Set(["join", "leave", "nick", "notice"]);
 
-  // protocol/commands.py's HELP and OPERATOR_HELP, word for word (a test holds them together).
-  const HELP = [
-    ["/msg NAME TEXT", "a private message to NAME"],
-    ["/me TEXT", "an action: * you TEXT"],
-    ["/nick NAME", "change your name"],
-    ["/away [TEXT]", "say you are away (and why); /back when you return"],
-    ["/who", "who is online, who is away, who are operators"],
-    ["/rooms", "the rooms here: how many are in each, and its topic"],
-    ["/join ROOM", "move to another room"],
-    ["/help", "this list"],
-    ["/quit or tata", "leave the room"],
-    ["//TEXT", "a message that starts with '/'"],
-  ];
-  const OPERATOR_HELP = [
-    ["/topic TEXT", "set the room's topic"],
-    ["/kick NAME [REASON]", "remove NAME from the room"],
-    ["/ban NAME|ADDRESS [--for DURATION] [REASON]", "remove and keep out (30s, 10m, 2h, 1d)"],
-    ["/unban NAME|ADDRESS", "lift a ban"],
-    ["/mute NAME [--for DURATION]", "NAME may read but not say"],
-    ["/unmute NAME", "lift a mute"],
-    ["/lock, /unlock", "refuse or accept newcomers"],
-    ["/op NAME, /deop NAME", "make NAME an operator, or not"],
-    ["/bans", "list the bans"],
-  ];
-  const KEYS_HELP = [
-    ["Enter", "send"],
-    ["Shift+Enter", "a new line in the message"],
-    ["Tab", "complete a name (again: the next one), or a /command"],
-  ];
-  // Every slash command, for Tab: read off the help tables, as client/commands.py does.
-  const COMMAND_NAMES = [...new Set([...HELP, ...OPERATOR_HELP].flatMap(([usage, meaning]) =>
-    Array.from(`${usage} ${meaning}`.matchAll(/(?<![/\w])\/([a-z]+)/g), (m) => m[1])))].sort();
-  // Commands whose first word is a member's name, where Tab completes one (quoted if it has a
-  // space, as `/msg "Ann B" hi` reads it).
-  const NAME_COMMANDS = new Set(["msg", "m", "tell", "kick", "ban", "unban", "mute", "unmute",
-    "op", "deop"]);
+const KEYS_HELP = [
+  ["Enter", "send"],
+  ["Shift+Enter", "a new line in the message"],
+  ["Tab", "complete a name (again: the next one), or a /command"],
+];
 
-  // -- text from the network: protocol/sanitize.py's rules, to the code point --
+// -- the page --
 
-  // Removed: C0 and C1 controls but LF, surrogates, noncharacters and format characters but
-  // ZWNJ and ZWJ. Tab, CR, VT and FF fall in these ranges but are mapped before removal.
-  const REMOVED = [
-    [0x0000, 0x0009], [0x000b, 0x001f], [0x007f, 0x009f], [0xd800, 0xdfff], [0xfdd0, 0xfdef],
-    [0x00ad, 0x00ad], [0x0600, 0x0605], [0x061c, 0x061c], [0x06dd, 0x06dd], [0x070f, 0x070f],
-    [0x0890, 0x0891], [0x08e2, 0x08e2], [0x180e, 0x180e], [0x200b, 0x200b], [0x200e, 0x200f],
-    [0x202a, 0x202e], [0x2060, 0x206f], [0xfeff, 0xfeff], [0xfff0, 0xfffb], [0x110bd, 0x110bd],
-    [0x110cd, 0x110cd], [0x13430, 0x1343f], [0x1bca0, 0x1bca3], [0x1d173, 0x1d17a],
-    [0xe0000, 0xe00ff], [0xe01f0, 0xe0fff],
-  ];
-  for (let plane = 0; plane <= 16; plane++) {
-    REMOVED.push([plane * 0x10000 + 0xfffe, plane * 0x10000 + 0xffff]);
+const $ = (id) => document.getElementById(id);
+const log = $("messages");
+
+function node(tag, className, content) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (content !== undefined) el.textContent = content;
+  return el;
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+// Fields of a frame, as the type they must have: the server is trusted to send them right,
+// but a wrong one must not show "undefined" or break the page.
+const str = (value) => (typeof value === "string" ? value : "");
+const num = (value) => (typeof value === "number" && Number.isFinite(value) ? value : 0);
+const plural = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
+const sentence = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
+function setTime(time, ts) {
+  const when = Number.isFinite(ts) ? new Date(ts * 1000) : new Date();
+  time.dateTime = when.toISOString();
+  time.textContent = `${pad(when.getHours())}:${pad(when.getMinutes())}`;
+}
+
+function nameNode(name) {
+  if (name === session.name) return node("span", "who me", cleanLine(name));
+  return node("span", `who name${nameColour(name)}`, cleanLine(name));
+}
+
+// One row of the log: the time, then what happened. A reader scrolled up to read earlier
+// rows stays where they are; one at the bottom (or who just sent) follows the new row.
+function addRow(kind, ts, parts, follow = false) {
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  const row = node("li", `entry ${kind}`);
+  const time = node("time", "ts");
+  setTime(time, ts);
+  const body = node("div", "body");
+  body.append(...parts);
+  row.append(time, body);
+  log.append(row);
+  while (log.childElementCount > MAX_ROWS) log.firstElementChild.remove();
+  if (atBottom || follow) log.scrollTop = log.scrollHeight;
+  return row;
+}
+
+function system(words, kind = "system") {
+  return addRow(kind, undefined, [cleanText(words)]);
+}
+
+// Something the reader must not miss (the room closing, being removed): said at once.
+function alertRow(words, kind) {
+  const row = system(words, kind);
+  row.setAttribute("role", "alert");
+  return row;
+}
+
+// "alice: hi", or "* alice waves" for an action (/me); a private message says so, so that
+// nobody answers it in public by mistake.
+function messageParts(frame, mark) {
+  const from = nameNode(str(frame.from));
+  const said = node("span", "text", cleanText(str(frame.text)));
+  const parts = frame.action === true ? ["* ", from, " ", said, mark] : [from, ": ", said, mark];
+  const to = cleanLine(str(frame.to));
+  if (to) parts.unshift(node("span", "private", `(private to ${to}) `));
+  return parts;
+}
+
+// A line by someone else that names me (or is private to me) stands out, and is announced
+// unless it is history from before I joined.
+function showMessage(frame) {
+  const from = str(frame.from);
+  const text = str(frame.text);
+  const mine = from === session.name;
+  const mentioned = !mine && (str(frame.to) === session.name || mentions(text, session.name));
+  const kind = mine ? "message mine" : mentioned ? "message mention" : "message";
+  addRow(kind, frame.ts, messageParts(frame, ""));
+  if (mentioned && session.holding !== "join") {
+    const how = str(frame.to) ? "sent you a private message" : "mentioned you";
+    announce(`${cleanLine(from)} ${how}: ${cleanLine(text)}`);
   }
-  const hex = (cp) => `\\u{${cp.toString(16)}}`;
-  // With the "u" flag a lone surrogate is one code point that the class matches; a pair is not.
-  const ranges = REMOVED.map(([lo, hi]) => `${hex(lo)}-${hex(hi)}`).join("");
-  const UNSAFE = new RegExp(`[${ranges}]`, "gu");
-  const TO_NEWLINE = /\r\n|[\r\v\f\x85\u2028\u2029]/g;
+}
 
-  function cleanText(text) {
-    return String(text).replace(TO_NEWLINE, "\n").replace(/\t/g, " ").replace(UNSAFE, "");
+function announce(words) {
+  const region = $("mention-alert");
+  region.textContent = "";
+  region.textContent = words;
+}
+
+// Own lines: shown at once as pending, confirmed (with the room's time) by their echo.
+function showPending(line) {
+  const mark = node("span", "mark", " …");
+  mark.title = "sending";
+  line.row = addRow("message mine pending", undefined, messageParts(
+    { from: session.name, text: line.text, to: line.to, action: line.action }, mark), true);
+}
+
+function showConfirmed(line, frame) {
+  if (!line.row) return;
+  line.row.className = "entry message mine sent";
+  setTime(line.row.querySelector("time"), frame.ts);
+  line.row.querySelector(".text").textContent = cleanText(str(frame.text));
+  const mark = line.row.querySelector(".mark");
+  mark.textContent = " ✓";
+  mark.title = "delivered";
+}
+
+function showFailed(line, why) {
+  if (!line.row) return;
+  line.row.className = "entry message mine failed";
+  const mark = line.row.querySelector(".mark");
+  mark.textContent = ` (not sent: ${cleanLine(why)})`;
+  mark.title = "not sent";
+}
+
+// `alice (op), bob (away: lunch), carol`, as protocol/textmode.py's describe_members.
+function marks(name) {
+  const said = [];
+  if (session.ops.includes(name)) said.push("op");
+  if (session.away.has(name)) {
+    const why = session.away.get(name);
+    said.push(why ? `away: ${cleanLine(why)}` : "away");
   }
+  return said;
+}
 
-  function cleanLine(text) {
-    return cleanText(text).replace(/\n/g, " ");
-  }
+function describeMembers() {
+  return session.members.map((name) => {
+    const said = marks(name);
+    return said.length ? `${cleanLine(name)} (${said.join(", ")})` : cleanLine(name);
+  }).join(", ");
+}
 
-  // -- name colours: tui.py's name_attr, zlib.crc32 of the case-folded UTF-8 name --
+function showMembers() {
+  const list = $("members");
+  list.replaceChildren(...session.members.map((name) => {
+    const item = node("li");
+    item.append(nameNode(name));
+    const said = marks(name);
+    if (name === session.name) said.unshift("you");
+    if (said.length) item.append(node("span", "you", ` (${said.join(", ")})`));
+    return item;
+  }));
+  $("count").textContent = String(session.members.length);
+}
 
-  const CRC_TABLE = new Uint32Array(256).map((_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c;
-  });
+function showTopic() {
+  const topic = $("topic");
+  const text = cleanLine(session.topic);
+  topic.hidden = !text;
+  topic.textContent = text ? `Topic: ${text}` : "";
+  topic.title = text;
+}
 
-  function crc32(bytes) {
-    let c = 0xffffffff;
-    for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  }
-
-  // Python's str.casefold. JavaScript has none; upper- then lower-casing each code point on its
-  // own (so no final-sigma context) gives the same result for every code point but three
-  // cases, put right here: dotless i stays, capital sharp s folds to "ss", and Cherokee folds
-  // to its capitals.
-  function casefold(text) {
-    let out = "";
-    for (const ch of text) {
-      if (ch === "\u0131") {
-        out += ch;
-        continue;
-      }
-      for (const c of ch.toUpperCase().toLowerCase()) {
-        const cp = c.codePointAt(0);
-        if (c === "\u00df") out += "ss";
-        else if (cp >= 0xab70 && cp <= 0xabbf) out += String.fromCodePoint(cp - 0xab70 + 0x13a0);
-        else if (cp >= 0x13f8 && cp <= 0x13fd) out += String.fromCodePoint(cp - 8);
-        else out += c;
-      }
-    }
-    return out;
-  }
-
-  function nameColour(name) {
-    return crc32(new TextEncoder().encode(casefold(name))) % NAME_COLOURS;
-  }
-
-  // -- what a member types: protocol/commands.py's `parse`, to the message --
-
-  class CommandError extends Error {}
-
-  // Python's str.strip() and str.split(): its whitespace is not quite JavaScript's.
-  const PY_SPACE = "\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029" +
-    "\\u202f\\u205f\\u3000";
-  const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
-  const PY_SPLIT = new RegExp(`[${PY_SPACE}]+`);
-  const strip = (text) => text.replace(PY_STRIP, "");
-  const splitWords = (text) => strip(text).split(PY_SPLIT).filter(Boolean);
-
-  function partition(text, separator) {
-    const at = text.indexOf(separator);
-    return at < 0 ? [text, ""] : [text.slice(0, at), text.slice(at + separator.length)];
-  }
-
-  // Python's repr() of a string, which the grammar's messages quote names and durations with.
-  const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
-  const ESCAPES = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r" };
-
-  function pyRepr(text) {
-    const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
-    let out = quote;
-    for (const ch of text) {
-      const cp = ch.codePointAt(0);
-      if (ch === quote) out += `\\${ch}`;
-      else if (ESCAPES[ch]) out += ESCAPES[ch];
-      else if (ch === " " || !UNPRINTABLE.test(ch)) out += ch;
-      else if (cp < 0x100) out += `\\x${cp.toString(16).padStart(2, "0")}`;
-      else if (cp < 0x10000) out += `\\u${cp.toString(16).padStart(4, "0")}`;
-      else out += `\\U${cp.toString(16).padStart(8, "0")}`;
-    }
-    return out + quote;
-  }
-
-  const UNITS = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
-  // Python's \d is any decimal digit, as is float()'s idea of one.
-  const DURATION = /(\p{Nd}+(?:\.\p{Nd}+)?)([smhdw])/gu;
-  const DIGIT = /^\p{Nd}$/u;
-  // A year: longer is "until lifted", which is what leaving out --for says.
-  const MAX_DURATION = 366 * 86400;
-
-  // Decimal digits come in runs of ten, zero first: a digit's value is its place in its run.
-  function asciiDigits(text) {
-    return Array.from(text, (ch) => {
-      if (ch === ".") return ch;
-      const cp = ch.codePointAt(0);
-      let start = cp;
-      while (DIGIT.test(String.fromCodePoint(start - 1))) start -= 1;
-      return String((cp - start) % 10);
-    }).join("");
-  }
-
-  function parseDuration(text) {
-    const compact = strip(text).toLowerCase();
-    const parts = Array.from(compact.matchAll(DURATION));
-    if (!parts.length || parts.map((m) => m[0]).join("") !== compact) {
-      throw new CommandError(`${pyRepr(text)} is not a duration; try 30s, 10m, 2h or 1d`);
-    }
-    const seconds = parts.reduce((sum, m) => sum + Number(asciiDigits(m[1])) * UNITS[m[2]], 0);
-    if (!(seconds > 0 && seconds <= MAX_DURATION)) {
-      throw new CommandError(`${pyRepr(text)}: a duration is more than 0 and at most a year`);
-    }
-    return seconds;
-  }
-
-  // `--for DURATION` (or `--for=DURATION`) anywhere in `words`, removed from them.
-  function takeDuration(words) {
-    for (let i = 0; i < words.length; i++) {
-      if (words[i] === "--for") {
-        if (i + 1 >= words.length) throw new CommandError("--for needs a duration, such as 10m");
-        const seconds = parseDuration(words[i + 1]);
-        words.splice(i, 2);
-        return seconds;
-      }
-      if (words[i].startsWith("--for=")) {
-        const [word] = words.splice(i, 1);
-        return parseDuration(word.slice("--for=".length));
-      }
-    }
-    return null;
-  }
-
-  const MODERATION = new Set(["kick", "ban", "unban", "mute", "unmute", "op", "deop"]);
-  const BARE = new Set(["lock", "unlock", "bans"]);
-  const TARGET_KEY = { ban: "target", unban: "target" }; // the others name a member: "name"
-
-  // A moderation frame as docs/protocol.md gives it (wire.py's to_json of a Moderate).
-  function moderationFrame(command, target = "", reason = "", seconds = null) {
-    const frame = { type: command };
-    if (!BARE.has(command)) frame[TARGET_KEY[command] || "name"] = target;
-    if (reason) frame.reason = reason;
-    if (seconds !== null) frame.seconds = seconds;
-    return frame;
-  }
-
-  // The first word of `rest` (or a "quoted name" with spaces) and what follows it.
-  function splitTarget(rest) {
-    const text = strip(rest);
-    if (text.startsWith('"')) {
-      const end = text.indexOf('"', 1);
-      if (end < 0) throw new CommandError('a quoted name needs its closing "');
-      return [text.slice(1, end), strip(text.slice(end + 1))];
-    }
-    const [target, after] = partition(text, " ");
-    return [target, strip(after)];
-  }
-
-  function moderation(command, given) {
-    const words = [...given];
-    const timed = command === "ban" || command === "mute";
-    const seconds = timed ? takeDuration(words) : null;
-    if (!words.length || !words[0]) {
-      const what = command === "ban" || command === "unban" ? "NAME|ADDRESS" : "NAME";
-      const extra = timed ? " [--for DURATION]" : "";
-      const reason = command === "ban" || command === "kick" ? " [REASON]" : "";
-      throw new CommandError(`usage: /${command} ${what}${extra}${reason}`);
-    }
-    const [target, ...more] = words;
-    const reason = more.join(" ");
-    if (reason && command !== "kick" && command !== "ban") {
-      throw new CommandError(`/${command} takes a name and nothing more`);
-    }
-    return moderationFrame(command, target, reason, seconds);
-  }
-
-  // The frame one typed command asks for (`/` optional), as wire.py would encode the event
-  // protocol/commands.py's `parse` gives. Throws CommandError with the usage.
-  function parseCommand(line) {
-    const text = strip(line).replace(/^\//, "");
-    const [name, after] = partition(text, " ");
-    const command = name.toLowerCase();
-    const rest = strip(after);
-    switch (command) {
-      case "msg": case "m": case "tell": {
-        const [target, message] = splitTarget(rest);
-        if (!target || !strip(message)) {
-          throw new CommandError('usage: /msg NAME TEXT (quote a name with spaces: "Ann B")');
-        }
-        return { type: "say", text: strip(message), to: target };
-      }
-      case "me":
-        if (!rest) throw new CommandError("usage: /me TEXT");
-        return { type: "say", text: rest, action: true };
-      case "nick":
-        if (!rest) throw new CommandError("usage: /nick NAME");
-        return { type: "nick", name: rest.replace(/^"+|"+$/g, "") };
-      case "away":
-        return { type: "away", text: rest };
-      case "back":
-        return { type: "back" };
-      case "topic":
-        return { type: "topic", text: rest };
-      case "who": case "names":
-        return { type: "who" };
-      case "rooms": case "list":
-        return { type: "rooms" };
-      case "join": case "j": {
-        const room = strip(rest.replace(/^"+|"+$/g, ""));
-        if (!room) throw new CommandError("usage: /join ROOM (/rooms lists them)");
-        return { type: "join", room };
-      }
-      case "help": case "?":
-        return { type: "help" };
-      case "quit": case "exit":
-        return { type: "quit", reason: "quit" };
-      default:
-        if (BARE.has(command)) return moderationFrame(command);
-        if (MODERATION.has(command)) {
-          const [target, words] = splitTarget(rest);
-          return moderation(command, target ? [target, ...splitWords(words)] : []);
-        }
-    }
-    throw new CommandError(`unknown command /${Array.from(name).slice(0, 20).join("")}; ` +
-      "/help lists them");
-  }
-
-  // -- names in text: client/names.py's rules, without its look-alike table --
-
-  // What people put around a name without it being part of it: "@bob", "bob:", "(bob)".
-  const EDGE_PUNCTUATION = "@,.:;!?()[]{}<>\"'`*_~";
-  const POSSESSIVES = ["'s", "\u2019s"];
-  // Tab after a name at the start of a line addresses that member, as IRC clients do.
-  const ADDRESS_SUFFIX = ": ";
-
-  // Case, width and compatibility forms folded, spaces dropped: "Ann B" is "annb".
-  const nameKey = (text) => casefold(text.normalize("NFKC")).normalize("NFKC").replace(/ /g, "");
-
-  function stripEdges(word) {
-    let [start, end] = [0, word.length];
-    while (start < end && EDGE_PUNCTUATION.includes(word[start])) start += 1;
-    while (end > start && EDGE_PUNCTUATION.includes(word[end - 1])) end -= 1;
-    return word.slice(start, end);
-  }
-
-  function bare(word) {
-    const stripped = stripEdges(word);
-    const ending = POSSESSIVES.find((p) => stripped.toLowerCase().endsWith(p));
-    return ending ? stripped.slice(0, -ending.length) : stripped;
-  }
-
-  // Whether `text` names `name` as a whole word or run of words (names may have spaces).
-  function mentions(text, name) {
-    const targets = new Set([nameKey(name), nameKey(stripEdges(name))].filter(Boolean));
-    if (!targets.size) return false;
-    const words = splitWords(text);
-    if (words.some((word) => targets.has(nameKey(word)))) return true;
-    const keys = words.map((word) => nameKey(bare(word)));
-    for (let start = 0; start < keys.length; start++) {
-      let joined = "";
-      for (const key of keys.slice(start)) {
-        joined += key;
-        if (targets.has(joined)) return true;
-        if (!joined || ![...targets].some((t) => t.startsWith(joined))) break;
-      }
-    }
-    return false;
-  }
-
-  // What Tab may put in place of `before.slice(start)`: a /command at the start of the line,
-  // else another member's name, the longest typed run of words that starts one.
-  function complete(before, names, me) {
-    if (before.startsWith("/") && !before.includes(" ")) {
-      const typed = before.slice(1).toLowerCase();
-      const options = COMMAND_NAMES.filter((c) => c.startsWith(typed)).map((c) => `/${c} `);
-      return options.length ? { start: 0, options } : null;
-    }
-    const folded = (n) => casefold(n);
-    const others = names.filter((n) => n !== me)
-      .sort((a, b) => (folded(a) < folded(b) ? -1 : folded(a) > folded(b) ? 1 : 0));
-    for (let start = 0; start < before.length; start++) {
-      if (start > 0 && before[start - 1] !== " ") continue;
-      const typed = before.slice(start);
-      const at = typed.startsWith("@") ? "@" : "";
-      const prefix = casefold(typed.slice(at.length));
-      if (!prefix) continue;
-      const matches = others.filter((n) => casefold(n).startsWith(prefix));
-      if (!matches.length) continue;
-      const command = strip(before.slice(0, start)).toLowerCase().replace(/^\//, "");
-      let options;
-      if (before.startsWith("/") && NAME_COMMANDS.has(command)) {
-        options = matches.map((n) => (n.includes(" ") ? `"${n}" ` : `${n} `));
-      } else if (start === 0) {
-        options = matches.map((n) => `${at}${n}${ADDRESS_SUFFIX}`);
-      } else {
-        options = matches.map((n) => `${at}${n} `);
-      }
-      return { start, options };
-    }
-    return null;
-  }
-
-  // -- the page --
-
-  const $ = (id) => document.getElementById(id);
-  const log = $("messages");
-
-  function node(tag, className, content) {
-    const el = document.createElement(tag);
-    if (className) el.className = className;
-    if (content !== undefined) el.textContent = content;
-    return el;
-  }
-
-  const pad = (n) => String(n).padStart(2, "0");
-  // Fields of a frame, as the type they must have: the server is trusted to send them right,
-  // but a wrong one must not show "undefined" or break the page.
-  const str = (value) => (typeof value === "string" ? value : "");
-  const num = (value) => (typeof value === "number" && Number.isFinite(value) ? value : 0);
-  const plural = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
-  const sentence = (text) => text.charAt(0).toUpperCase() + text.slice(1);
-
-  function setTime(time, ts) {
-    const when = Number.isFinite(ts) ? new Date(ts * 1000) : new Date();
-    time.dateTime = when.toISOString();
-    time.textContent = `${pad(when.getHours())}:${pad(when.getMinutes())}`;
-  }
-
-  function nameNode(name) {
-    if (name === session.name) return node("span", "who me", cleanLine(name));
-    return node("span", `who name${nameColour(name)}`, cleanLine(name));
-  }
-
-  // One row of the log: the time, then what happened. A reader scrolled up to read earlier
-  // rows stays where they are; one at the bottom (or who just sent) follows the new row.
-  function addRow(kind, ts, parts, follow = false) {
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    const row = node("li", `entry ${kind}`);
-    const time = node("time", "ts");
-    setTime(time, ts);
-    const body = node("div", "body");
-    body.append(...parts);
-    row.append(time, body);
-    log.append(row);
-    while (log.childElementCount > MAX_ROWS) log.firstElementChild.remove();
-    if (atBottom || follow) log.scrollTop = log.scrollHeight;
-    return row;
-  }
-
-  function system(words, kind = "system") {
-    return addRow(kind, undefined, [cleanText(words)]);
-  }
-
-  // Something the reader must not miss (the room closing, being removed): said at once.
-  function alertRow(words, kind) {
-    const row = system(words, kind);
-    row.setAttribute("role", "alert");
-    return row;
-  }
-
-  // "alice: hi", or "* alice waves" for an action (/me); a private message says so, so that
-  // nobody answers it in public by mistake.
-  function messageParts(frame, mark) {
-    const from = nameNode(str(frame.from));
-    const said = node("span", "text", cleanText(str(frame.text)));
-    const parts = frame.action === true ? ["* ", from, " ", said, mark] : [from, ": ", said, mark];
-    const to = cleanLine(str(frame.to));
-    if (to) parts.unshift(node("span", "private", `(private to ${to}) `));
-    return parts;
-  }
-
-  // A line by someone else that names me (or is private to me) stands out, and is announced
-  // unless it is history from before I joined.
-  function showMessage(frame) {
-    const from = str(frame.from);
-    const text = str(frame.text);
-    const mine = from === session.name;
-    const mentioned = !mine && (str(frame.to) === session.name || mentions(text, session.name));
-    const kind = mine ? "message mine" : mentioned ? "message mention" : "message";
-    addRow(kind, frame.ts, messageParts(frame, ""));
-    if (mentioned && session.holding !== "join") {
-      const how = str(frame.to) ? "sent you a private message" : "mentioned you";
-      announce(`${cleanLine(from)} ${how}: ${cleanLine(text)}`);
-    }
-  }
-
-  function announce(words) {
-    const region = $("mention-alert");
-    region.textContent = "";
-    region.textContent = words;
-  }
-
-  // Own lines: shown at once as pending, confirmed (with the room's time) by their echo.
-  function showPending(line) {
-    const mark = node("span", "mark", " …");
-    mark.title = "sending";
-    line.row = addRow("message mine pending", undefined, messageParts(
-      { from: session.name, text: line.text, to: line.to, action: line.action }, mark), true);
-  }
-
-  function showConfirmed(line, frame) {
-    if (!line.row) return;
-    line.row.className = "entry message mine sent";
-    setTime(line.row.querySelector("time"), frame.ts);
-    line.row.querySelector(".text").textContent = cleanText(str(frame.text));
-    const mark = line.row.querySelector(".mark");
-    mark.textContent = " ✓";
-    mark.title = "delivered";
-  }
-
-  function showFailed(line, why) {
-    if (!line.row) return;
-    line.row.className = "entry message mine failed";
-    const mark = line.row.querySelector(".mark");
-    mark.textContent = ` (not sent: ${cleanLine(why)})`;
-    mark.title = "not sent";
-  }
-
-  // `alice (op), bob (away: lunch), carol`, as protocol/textmode.py's describe_members.
-  function marks(name) {
-    const said = [];
-    if (session.ops.includes(name)) said.push("op");
-    if (session.away.has(name)) {
-      const why = session.away.get(name);
-      said.push(why ? `away: ${cleanLine(why)}` : "away");
-    }
-    return said;
-  }
-
-  function describeMembers() {
-    return session.members.map((name) => {
-      const said = marks(name);
-      return said.length ? `${cleanLine(name)} (${said.join(", ")})` : cleanLine(name);
-    }).join(", ");
-  }
-
-  function showMembers() {
-    const list = $("members");
-    list.replaceChildren(...session.members.map((name) => {
-      const item = node("li");
-      item.append(nameNode(name));
-      const said = marks(name);
-      if (name === session.name) said.unshift("you");
-      if (said.length) item.append(node("span", "you", ` (${said.join(", ")})`));
-      return item;
-    }));
-    $("count").textContent = String(session.members.length);
-  }
-
-  function showTopic() {
-    const topic = $("topic");
-    const text = cleanLine(session.topic);
-    topic.hidden = !text;
-    topic.textContent = text ? `Topic: ${text}` : "";
-    topic.title = text;
-  }
-
-  // /help, without a round trip: the commands (an operator's too) and the keys, one table.
-  function showHelp() {
-    const table = node("table", "help-list");
-    const sections = [["Commands", HELP], ["Operators also", OPERATOR_HELP], ["Keys", KEYS_HELP]];
-    for (const [title, rows] of sections) {
-      const section = node("tbody");
-      const head = node("th", "", title);
-      head.colSpan = 2;
-      head.scope = "colgroup";
-      section.append(node("tr"));
-      section.firstChild.append(head);
-      for (const [usage, meaning] of rows) {
-        const row = node("tr");
-        const term = node("td");
-        term.append(node("code", "", usage));
-        row.append(term, node("td", "", meaning));
-        section.append(row);
-      }
-      table.append(section);
-    }
-    addRow("help", undefined, [table], true);
-  }
-
-  // The answer to /bans: a table, one ban a row.
-  function showBans(frame) {
-    const bans = Array.isArray(frame.bans) ? frame.bans.filter((b) => b && typeof b === "object")
-      : [];
-    if (!bans.length) {
-      addRow("bans", undefined, ["No bans."]);
-      return;
-    }
-    const table = node("table", "ban-list");
-    table.append(node("caption", "", `Bans (${bans.length})`));
-    const head = node("tr");
-    for (const title of ["Address", "Name", "Until", "By", "Reason"]) {
-      const cell = node("th", "", title);
-      cell.scope = "col";
-      head.append(cell);
-    }
-    table.append(head);
-    for (const ban of bans) {
+// /help, without a round trip: the commands (an operator's too) and the keys, one table.
+function showHelp() {
+  const table = node("table", "help-list");
+  const sections = [["Commands", HELP], ["Operators also", OPERATOR_HELP], ["Keys", KEYS_HELP]];
+  for (const [title, rows] of sections) {
+    const section = node("tbody");
+    const head = node("th", "", title);
+    head.colSpan = 2;
+    head.scope = "colgroup";
+    section.append(node("tr"));
+    section.firstChild.append(head);
+    for (const [usage, meaning] of rows) {
       const row = node("tr");
-      const until = typeof ban.until === "number" ? new Date(ban.until * 1000) : null;
-      const when = until
-        ? `${until.getFullYear()}-${pad(until.getMonth() + 1)}-${pad(until.getDate())} ` +
-          `${pad(until.getHours())}:${pad(until.getMinutes())}`
-        : "until lifted";
-      for (const cell of [ban.address, ban.name, when, ban.by, ban.reason]) {
-        row.append(node("td", "", cleanLine(str(cell))));
-      }
-      table.append(row);
+      const term = node("td");
+      term.append(node("code", "", usage));
+      row.append(term, node("td", "", meaning));
+      section.append(row);
     }
-    addRow("bans", undefined, [table], true);
+    table.append(section);
   }
+  addRow("help", undefined, [table], true);
+}
 
-  // The answer to /rooms: one line a room, the one we are in marked.
-  function showRooms(frame) {
-    const rooms = Array.isArray(frame.rooms) ? frame.rooms.filter((r) => r && typeof r === "object")
-      : [];
-    system(`Rooms (${rooms.length}):`);
-    for (const room of rooms) {
-      const name = str(room.name);
-      const here = name === session.room ? " (you are here)" : "";
-      const topic = cleanLine(str(room.topic));
-      system(`  ${cleanLine(name)}${here}, ${num(room.members)} online${topic ? `: ${topic}` : ""}`);
+// The answer to /bans: a table, one ban a row.
+function showBans(frame) {
+  const bans = Array.isArray(frame.bans) ? frame.bans.filter((b) => b && typeof b === "object")
+    : [];
+  if (!bans.length) {
+    addRow("bans", undefined, ["No bans."]);
+    return;
+  }
+  const table = node("table", "ban-list");
+  table.append(node("caption", "", `Bans (${bans.length})`));
+  const head = node("tr");
+  for (const title of ["Address", "Name", "Until", "By", "Reason"]) {
+    const cell = node("th", "", title);
+    cell.scope = "col";
+    head.append(cell);
+  }
+  table.append(head);
+  for (const ban of bans) {
+    const row = node("tr");
+    const until = typeof ban.until === "number" ? new Date(ban.until * 1000) : null;
+    const when = until
+      ? `${until.getFullYear()}-${pad(until.getMonth() + 1)}-${pad(until.getDate())} ` +
+        `${pad(until.getHours())}:${pad(until.getMinutes())}`
+      : "until lifted";
+    for (const cell of [ban.address, ban.name, when, ban.by, ban.reason]) {
+      row.append(node("td", "", cleanLine(str(cell))));
     }
+    table.append(row);
   }
+  addRow("bans", undefined, [table], true);
+}
 
-  function showState() {
-    const state = $("state");
-    let shown = "connected";
-    let kind = "";
-    if (session.ending) {
-      shown = { shutdown: "room closed", quit: "you left", kicked: "removed from the room" }[
-        session.ending] || "disconnected";
-      kind = "bad";
-    } else if (!session.welcomed) {
-      shown = `reconnecting ${session.counted}/${RECONNECT_TRIES}`;
-      kind = "warn";
-    }
-    const waiting = pending().length;
-    if (waiting && !session.welcomed && !session.ending) shown = `${waiting} waiting · ${shown}`;
-    state.textContent = shown;
-    state.className = kind;
+// The answer to /rooms: one line a room, the one we are in marked.
+function showRooms(frame) {
+  const rooms = Array.isArray(frame.rooms) ? frame.rooms.filter((r) => r && typeof r === "object")
+    : [];
+  system(`Rooms (${rooms.length}):`);
+  for (const room of rooms) {
+    const name = str(room.name);
+    const here = name === session.room ? " (you are here)" : "";
+    const topic = cleanLine(str(room.topic));
+    system(`  ${cleanLine(name)}${here}, ${num(room.members)} online${topic ? `: ${topic}` : ""}`);
   }
+}
 
-  // -- the login form, with a password or a personal invite --
-
-  // `https://HOST/#invite=TOKEN`, `#room=NAME`, or both (`#invite=TOKEN&room=NAME`): the
-  // fragment, which no server or tunnel ever sees. A link to a room joins it straight away.
-  function readFragment(key) {
-    const found = new RegExp(`(?:^#|&)${key}=([^&]+)`).exec(location.hash);
-    if (!found) return null;
-    try {
-      return decodeURIComponent(found[1]) || null;
-    } catch {
-      return null;
-    }
+function showState() {
+  const state = $("state");
+  let shown = "connected";
+  let kind = "";
+  if (session.ending) {
+    shown = { shutdown: "room closed", quit: "you left", kicked: "removed from the room" }[
+      session.ending] || "disconnected";
+    kind = "bad";
+  } else if (!session.welcomed) {
+    shown = `reconnecting ${session.counted}/${RECONNECT_TRIES}`;
+    kind = "warn";
   }
+  const waiting = pending().length;
+  if (waiting && !session.welcomed && !session.ending) shown = `${waiting} waiting · ${shown}`;
+  state.textContent = shown;
+  state.className = kind;
+}
 
-  let invite = readFragment("invite");
-  const linkedRoom = readFragment("room");
+// -- the login form, with a password or a personal invite --
 
-  function showLoginForm() {
-    if (linkedRoom) $("login-title").textContent = `Join ${cleanLine(linkedRoom)}`;
-    $("password-field").hidden = Boolean(invite);
-    $("password").required = !invite;
-    $("invite-note").hidden = !invite;
+// `https://HOST/#invite=TOKEN`, `#room=NAME`, or both (`#invite=TOKEN&room=NAME`): the
+// fragment, which no server or tunnel ever sees. A link to a room joins it straight away.
+function readFragment(key) {
+  const found = new RegExp(`(?:^#|&)${key}=([^&]+)`).exec(location.hash);
+  if (!found) return null;
+  try {
+    return decodeURIComponent(found[1]) || null;
+  } catch {
+    return null;
   }
+}
 
-  function showLoginError(words, field) {
-    const error = $("login-error");
-    error.textContent = words;
-    error.hidden = false;
-    for (const input of [$("password"), $("name")]) {
-      input.setAttribute("aria-invalid", String(input === field));
-    }
-    setLoginBusy(false);
-    field.focus();
-    if (field.select) field.select(); // to type over
+let invite = readFragment("invite");
+const linkedRoom = readFragment("room");
+
+function showLoginForm() {
+  if (linkedRoom) $("login-title").textContent = `Join ${cleanLine(linkedRoom)}`;
+  $("password-field").hidden = Boolean(invite);
+  $("password").required = !invite;
+  $("invite-note").hidden = !invite;
+}
+
+function showLoginError(words, field) {
+  const error = $("login-error");
+  error.textContent = words;
+  error.hidden = false;
+  for (const input of [$("password"), $("name")]) {
+    input.setAttribute("aria-invalid", String(input === field));
   }
+  setLoginBusy(false);
+  field.focus();
+  if (field.select) field.select(); // to type over
+}
 
-  function setLoginBusy(busy) {
-    for (const input of $("login-form").elements) input.disabled = busy;
-    $("join").textContent = busy ? "Joining…" : "Join";
+function setLoginBusy(busy) {
+  for (const input of $("login-form").elements) input.disabled = busy;
+  $("join").textContent = busy ? "Joining…" : "Join";
+}
+
+function showRoom() {
+  $("login").hidden = true;
+  $("chat").hidden = false;
+  $("room-name").textContent = cleanLine(session.room) || "multichat";
+  document.title = `${cleanLine(session.room) || "multichat"} · multichat`;
+  $("say").focus();
+}
+
+// -- the session: one member in one room, across connections --
+
+let session = null;
+
+function newSession(name, password, token) {
+  const prefix = Array.from(crypto.getRandomValues(new Uint8Array(3)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+  return {
+    name, password, invite: token, room: "", members: [], topic: "",
+    joining: null, // a "join" typed: sent after the lines typed before it
+    ops: [], away: new Map(), // as of the last member list, and away and back since
+    ws: null, // the current socket; events from older ones are ignored
+    welcomed: false, // this socket got its welcome
+    everJoined: false,
+    loginError: null, // the refusal this socket got before a welcome
+    lastError: null, // the last error after the welcome
+    lastNotice: null,
+    dropReason: null,
+    outbox: [], // typed, not sent on this connection yet
+    unacked: new Map(), // sent on this connection, echo not seen yet, by id
+    deferred: [], // refused while the room was closing
+    retrying: new Map(), // refused as unavailable, sent again soon, by id
+    maybeDelivered: new Set(), // ids sent on a connection that broke
+    // "join" while the room shows its recent history, "rejoin" while it replays what was
+    // missed (held in `replay`), until the answer to the "who" sent after the welcome.
+    holding: false,
+    replay: [],
+    quitting: false, quitSent: false, shutdown: null, ending: null,
+    lastSeq: 0, // the newest message seen: a rejoin resumes after it
+    lastTs: 0, lastHeard: 0, pingedAt: 0,
+    tried: 0, counted: 0, lostAt: 0,
+    timers: { reconnect: 0, quit: 0, live: 0 },
+    prefix, nextId: 0,
+  };
+}
+
+const pending = () => [
+  ...session.retrying.values(),
+  ...session.deferred,
+  ...session.unacked.values(),
+  ...session.outbox,
+];
+
+function wsUrl() {
+  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+}
+
+function send(frame) {
+  const ws = session.ws;
+  // A socket that is closing drops what is sent; the line stays unacknowledged and goes
+  // again after the rejoin.
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+}
+
+function hello() {
+  const frame = { type: "hello", version: 1, name: session.name, password: session.password };
+  if (session.invite) Object.assign(frame, { password: "", invite: session.invite });
+  // A rejoin goes back to the room we were in (a /join may have moved us from the first).
+  if (session.everJoined) Object.assign(frame, { since: session.lastSeq, room: session.room });
+  else if (linkedRoom) frame.room = linkedRoom;
+  return frame;
+}
+
+function open() {
+  const ws = new WebSocket(wsUrl());
+  Object.assign(session, { ws, welcomed: false, loginError: null, lastError: null,
+    dropReason: null, quitSent: false });
+  ws.addEventListener("open", () => {
+    if (ws === session.ws) send(hello());
+  });
+  ws.addEventListener("message", (event) => {
+    if (ws === session.ws) receive(event.data);
+  });
+  ws.addEventListener("close", () => {
+    if (ws === session.ws) closed();
+  });
+}
+
+// Give up on the current socket now; a dead link may take long to report its close.
+function drop(reason) {
+  const ws = session.ws;
+  session.dropReason = reason;
+  closed();
+  if (ws) ws.close();
+}
+
+function receive(data) {
+  session.lastHeard = Date.now();
+  session.pingedAt = 0;
+  let frame;
+  try {
+    frame = JSON.parse(data);
+  } catch {
+    frame = null;
   }
-
-  function showRoom() {
-    $("login").hidden = true;
-    $("chat").hidden = false;
-    $("room-name").textContent = cleanLine(session.room) || "multichat";
-    document.title = `${cleanLine(session.room) || "multichat"} · multichat`;
-    $("say").focus();
+  if (!frame || typeof frame !== "object" || typeof frame.type !== "string") {
+    drop("the server sent something this page does not understand");
+    return;
   }
-
-  // -- the session: one member in one room, across connections --
-
-  let session = null;
-
-  function newSession(name, password, token) {
-    const prefix = Array.from(crypto.getRandomValues(new Uint8Array(3)),
-      (b) => b.toString(16).padStart(2, "0")).join("");
-    return {
-      name, password, invite: token, room: "", members: [], topic: "",
-      joining: null, // a "join" typed: sent after the lines typed before it
-      ops: [], away: new Map(), // as of the last member list, and away and back since
-      ws: null, // the current socket; events from older ones are ignored
-      welcomed: false, // this socket got its welcome
-      everJoined: false,
-      loginError: null, // the refusal this socket got before a welcome
-      lastError: null, // the last error after the welcome
-      lastNotice: null,
-      dropReason: null,
-      outbox: [], // typed, not sent on this connection yet
-      unacked: new Map(), // sent on this connection, echo not seen yet, by id
-      deferred: [], // refused while the room was closing
-      retrying: new Map(), // refused as unavailable, sent again soon, by id
-      maybeDelivered: new Set(), // ids sent on a connection that broke
-      // "join" while the room shows its recent history, "rejoin" while it replays what was
-      // missed (held in `replay`), until the answer to the "who" sent after the welcome.
-      holding: false,
-      replay: [],
-      quitting: false, quitSent: false, shutdown: null, ending: null,
-      lastSeq: 0, // the newest message seen: a rejoin resumes after it
-      lastTs: 0, lastHeard: 0, pingedAt: 0,
-      tried: 0, counted: 0, lostAt: 0,
-      timers: { reconnect: 0, quit: 0, live: 0 },
-      prefix, nextId: 0,
-    };
+  if (session.welcomed) {
+    handle(frame);
+  } else if (frame.type === "welcome") {
+    welcomed(frame);
+  } else if (frame.type === "error") {
+    session.loginError = frame; // the server closes next
   }
+}
 
-  const pending = () => [
-    ...session.retrying.values(),
-    ...session.deferred,
-    ...session.unacked.values(),
-    ...session.outbox,
-  ];
-
-  function wsUrl() {
-    return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
-  }
-
-  function send(frame) {
-    const ws = session.ws;
-    // A socket that is closing drops what is sent; the line stays unacknowledged and goes
-    // again after the rejoin.
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
-  }
-
-  function hello() {
-    const frame = { type: "hello", version: 1, name: session.name, password: session.password };
-    if (session.invite) Object.assign(frame, { password: "", invite: session.invite });
-    // A rejoin goes back to the room we were in (a /join may have moved us from the first).
-    if (session.everJoined) Object.assign(frame, { since: session.lastSeq, room: session.room });
-    else if (linkedRoom) frame.room = linkedRoom;
-    return frame;
-  }
-
-  function open() {
-    const ws = new WebSocket(wsUrl());
-    Object.assign(session, { ws, welcomed: false, loginError: null, lastError: null,
-      dropReason: null, quitSent: false });
-    ws.addEventListener("open", () => {
-      if (ws === session.ws) send(hello());
-    });
-    ws.addEventListener("message", (event) => {
-      if (ws === session.ws) receive(event.data);
-    });
-    ws.addEventListener("close", () => {
-      if (ws === session.ws) closed();
-    });
-  }
-
-  // Give up on the current socket now; a dead link may take long to report its close.
-  function drop(reason) {
-    const ws = session.ws;
-    session.dropReason = reason;
-    closed();
-    if (ws) ws.close();
-  }
-
-  function receive(data) {
-    session.lastHeard = Date.now();
-    session.pingedAt = 0;
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      frame = null;
-    }
-    if (!frame || typeof frame !== "object" || typeof frame.type !== "string") {
-      drop("the server sent something this page does not understand");
-      return;
-    }
-    if (session.welcomed) {
-      handle(frame);
-    } else if (frame.type === "welcome") {
-      welcomed(frame);
-    } else if (frame.type === "error") {
-      session.loginError = frame; // the server closes next
-    }
-  }
-
-  function welcomed(frame) {
-    const rejoined = session.everJoined;
-    Object.assign(session, {
-      welcomed: true, everJoined: true, tried: 0, counted: 0,
-      name: String(frame.name ?? session.name), room: String(frame.room ?? ""),
-      members: Array.isArray(frame.members) ? frame.members.map(String) : [],
-      topic: str(frame.topic),
-    });
-    // The room's newest message: what the history shows is older. A room that numbers lower
-    // than we saw started afresh (without its history); resuming goes on from its numbers.
-    if (!rejoined || num(frame.seq) < session.lastSeq) session.lastSeq = num(frame.seq);
-    session.timers.live = setInterval(checkAlive, 1000);
-    // Everything before the answer to "who" is history the room shows (on joining) or replays
-    // (on rejoining): its joins and leaves are shown but are not news for the member list,
-    // which the welcome and the answer give. After a rejoin the replay is held, and the lines
-    // typed meanwhile wait, until then.
-    session.holding = rejoined ? "rejoin" : "join";
-    session.replay = [];
-    send({ type: "who" });
-    if (!rejoined) {
-      showRoom();
-      system(`Welcome to ${session.room}, ${session.name}! Online: ${session.members.join(", ")}`);
-      if (session.topic) system(`Topic: ${session.topic}`);
-      system("Type a message and press Enter. /help lists commands.");
-    }
-    showTopic();
-    showMembers();
-    showState();
-  }
-
-  // The room moved us (/join): the other room's welcome, then its recent history, whose joins
-  // and leaves are not news for the member list (the answer to "who" is).
-  function moved(frame) {
-    Object.assign(session, {
-      room: String(frame.room ?? ""), name: String(frame.name ?? session.name),
-      members: Array.isArray(frame.members) ? frame.members.map(String) : [],
-      topic: str(frame.topic), ops: [], away: new Map(),
-      lastSeq: num(frame.seq), // the room's own numbers: a rejoin resumes after its newest
-      holding: "join",
-    });
-    send({ type: "who" });
+function welcomed(frame) {
+  const rejoined = session.everJoined;
+  Object.assign(session, {
+    welcomed: true, everJoined: true, tried: 0, counted: 0,
+    name: String(frame.name ?? session.name), room: String(frame.room ?? ""),
+    members: Array.isArray(frame.members) ? frame.members.map(String) : [],
+    topic: str(frame.topic),
+  });
+  // The room's newest message: what the history shows is older. A room that numbers lower
+  // than we saw started afresh (without its history); resuming goes on from its numbers.
+  if (!rejoined || num(frame.seq) < session.lastSeq) session.lastSeq = num(frame.seq);
+  session.timers.live = setInterval(checkAlive, 1000);
+  // Everything before the answer to "who" is history the room shows (on joining) or replays
+  // (on rejoining): its joins and leaves are shown but are not news for the member list,
+  // which the welcome and the answer give. After a rejoin the replay is held, and the lines
+  // typed meanwhile wait, until then.
+  session.holding = rejoined ? "rejoin" : "join";
+  session.replay = [];
+  send({ type: "who" });
+  if (!rejoined) {
     showRoom();
     system(`Welcome to ${session.room}, ${session.name}! Online: ${session.members.join(", ")}`);
     if (session.topic) system(`Topic: ${session.topic}`);
-    showTopic();
-    showMembers();
+    system("Type a message and press Enter. /help lists commands.");
   }
+  showTopic();
+  showMembers();
+  showState();
+}
 
-  // Send what is queued, unless the room is still replaying. A quit waits for every echo: once
-  // it is sent, the server reads nothing more from us.
-  function flush() {
-    if (!session.welcomed || session.holding || session.quitSent) return;
-    while (session.outbox.length) {
-      const line = session.outbox.shift();
-      session.unacked.set(line.id, line);
-      const frame = { type: "say", text: line.text, id: line.id };
-      if (line.to) frame.to = line.to;
-      if (line.action) frame.action = true;
-      send(frame);
-    }
-    if (session.joining) {
-      send(session.joining);
-      session.joining = null;
-    }
-    if (session.quitting && session.unacked.size === 0) {
-      send({ type: "quit", reason: "quit" });
-      session.quitSent = true;
-    }
-  }
+// The room moved us (/join): the other room's welcome, then its recent history, whose joins
+// and leaves are not news for the member list (the answer to "who" is).
+function moved(frame) {
+  Object.assign(session, {
+    room: String(frame.room ?? ""), name: String(frame.name ?? session.name),
+    members: Array.isArray(frame.members) ? frame.members.map(String) : [],
+    topic: str(frame.topic), ops: [], away: new Map(),
+    lastSeq: num(frame.seq), // the room's own numbers: a rejoin resumes after its newest
+    holding: "join",
+  });
+  send({ type: "who" });
+  showRoom();
+  system(`Welcome to ${session.room}, ${session.name}! Online: ${session.members.join(", ")}`);
+  if (session.topic) system(`Topic: ${session.topic}`);
+  showTopic();
+  showMembers();
+}
 
-  function seen(frame) {
-    session.lastTs = Math.max(session.lastTs, num(frame.ts));
-  }
-
-  function handle(frame) {
-    if (session.holding === "rejoin" && LOG_FRAMES.has(frame.type)) {
-      session.replay.push(frame);
-      return;
-    }
-    switch (frame.type) {
-      case "message": {
-        session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
-        seen(frame);
-        const id = typeof frame.id === "string" ? frame.id : undefined;
-        const line = id && (session.unacked.get(id) || session.retrying.get(id));
-        if (line) {
-          session.unacked.delete(line.id);
-          session.retrying.delete(line.id);
-          session.maybeDelivered.delete(line.id);
-          showConfirmed(line, frame);
-        } else {
-          showMessage(frame);
-        }
-        break;
-      }
-      case "join": {
-        const name = str(frame.name);
-        seen(frame);
-        if (!session.holding && !session.members.includes(name)) session.members.push(name);
-        addRow("join", frame.ts, ["→ ", nameNode(name), " joined"]);
-        showMembers();
-        break;
-      }
-      case "leave": {
-        const name = str(frame.name);
-        seen(frame);
-        if (!session.holding) session.members = session.members.filter((n) => n !== name);
-        session.away.delete(name);
-        const why = cleanLine(str(frame.reason));
-        addRow("leave", frame.ts, ["← ", nameNode(name), ` left (${why})`]);
-        showMembers();
-        break;
-      }
-      case "members":
-        session.members = Array.isArray(frame.names) ? frame.names.map(String) : [];
-        session.ops = Array.isArray(frame.ops) ? frame.ops.map(String) : [];
-        session.away = new Map(Object.entries(frame.away && typeof frame.away === "object"
-          ? frame.away : {}).map(([name, why]) => [name, str(why)]));
-        if (session.holding === "rejoin") {
-          system("Reconnected.");
-          showReplay();
-        } else if (!session.holding) {
-          system(`Online (${session.members.length}): ${describeMembers()}`);
-        }
-        session.holding = false;
-        showMembers();
-        break;
-      case "nick": { // a member's new name; ours, too, when the room renamed us
-        const [old, now] = [str(frame.old), str(frame.new)];
-        seen(frame);
-        if (old === session.name) session.name = now;
-        if (!session.holding) session.members = session.members.map((n) => (n === old ? now : n));
-        if (session.away.has(old)) session.away.set(now, session.away.get(old));
-        session.away.delete(old);
-        session.ops = session.ops.map((n) => (n === old ? now : n));
-        addRow("system", frame.ts, [nameNode(old), " is now called ", nameNode(now)]);
-        showMembers();
-        break;
-      }
-      case "away": {
-        const name = str(frame.name);
-        const why = cleanLine(str(frame.text));
-        session.away.set(name, str(frame.text));
-        addRow("leave", undefined, [nameNode(name), why ? ` is away: ${why}` : " is away"]);
-        showMembers();
-        break;
-      }
-      case "back":
-        session.away.delete(str(frame.name));
-        addRow("join", undefined, [nameNode(str(frame.name)), " is back"]);
-        showMembers();
-        break;
-      case "topic": {
-        session.topic = str(frame.text);
-        const said = session.topic ? ` set the topic: ${cleanLine(session.topic)}`
-          : " cleared the topic";
-        addRow("system", undefined, [nameNode(str(frame.by)), said]);
-        showTopic();
-        break;
-      }
-      case "notice": {
-        // An operator hears of its own action twice (the room's notice and the answer to its
-        // command): the same notice, to the same instant, is shown once.
-        const last = session.lastNotice;
-        if (last && last.text === frame.text && last.ts === frame.ts) break;
-        session.lastNotice = frame;
-        seen(frame);
-        addRow("notice", frame.ts, [cleanText(str(frame.text))]);
-        break;
-      }
-      case "bans":
-        showBans(frame);
-        break;
-      case "rooms":
-        showRooms(frame);
-        break;
-      case "welcome":
-        moved(frame);
-        break;
-      case "ping":
-        send({ type: "pong", data: str(frame.data) });
-        break;
-      case "shutdown": {
-        session.shutdown = str(frame.reason) || "the room closed";
-        alertRow(`The room is closing: ${session.shutdown}`, "shutdown");
-        break;
-      }
-      case "error":
-        session.lastError = frame;
-        refused(frame);
-        break;
-      default: // "pong", "gap" outside a replay, and frame types newer than this page
-    }
-    flush(); // a quit may have been waiting for the last echo
-    showState();
-  }
-
-  // An error after the welcome: about one of our lines, the end of our session, or a request.
-  function refused(frame) {
-    const code = str(frame.code);
-    const message = str(frame.message) || code;
-    if (KICKS.has(code)) {
-      end("kicked", message); // the room closes on us next: coming back would not be welcome
-      return;
-    }
-    const line = refusedLine(code, message, frame.id);
-    if (!line) {
-      system(message, "error");
-    } else if (LINE_RETRIES.has(code)) {
-      system(message, "error");
-      const current = session;
-      current.retrying.set(line.id, line);
-      setTimeout(() => {
-        // Not if its echo came meanwhile ("it may have gone through").
-        if (!current.retrying.delete(line.id)) return;
-        current.outbox.unshift(line);
-        if (current === session) flush();
-      }, RETRY_UNAVAILABLE_MS);
-    } else if (LINE_DEFERRALS.has(code)) {
-      session.deferred.push(line);
-    } else {
-      session.maybeDelivered.delete(line.id);
-      showFailed(line, message);
-    }
-  }
-
-  // The line an error refuses, taken off the unacknowledged ones; none if it is no line's.
-  function refusedLine(code, message, id) {
-    let line;
-    if (typeof id === "string") {
-      // The server names the line: with a backplane, a refusal comes at once and the echoes
-      // of earlier lines later, so "the oldest" would be the wrong one.
-      line = session.unacked.get(id);
-    } else if (LINE_REFUSALS.has(code) || LINE_DEFERRALS.has(code)) {
-      // The room answers in order: the oldest line not yet echoed is the one.
-      line = session.unacked.values().next().value;
-    } else if (code === NO_SUCH_MEMBER) {
-      line = [...session.unacked.values()].find((l) => l.to && message.includes(pyRepr(l.to)));
-    }
-    if (line) session.unacked.delete(line.id);
-    return line;
-  }
-
-  // The rejoin's replay is over: say how much was missed, then show it. A line of ours that
-  // the old connection delivered, but whose echo was lost, is in it under our name: that is
-  // its echo, and it is not sent again. Dated entries older than what was seen are not news;
-  // away, back and the topic are undated, history or news, there is no telling: they are
-  // followed quietly, as the terminal client does (the welcome brought the topic, and the
-  // member list just now says who is away).
-  function showReplay() {
-    const frames = session.replay;
-    const seenTs = session.lastTs;
-    session.replay = [];
-    session.holding = "replaying";
-    let missed = 0;
-    const fresh = frames.filter((frame) => {
-      if (frame.type === "gap") missed += Math.max(0, num(frame.missed));
-      else if (frame.type === "message") return !ownEcho(frame);
-      else if (DATED.has(frame.type)) return num(frame.ts) > seenTs;
-      else if (frame.type === "away") session.away.set(str(frame.name), str(frame.text));
-      else if (frame.type === "back") session.away.delete(str(frame.name));
-      else if (frame.type === "topic") session.topic = str(frame.text);
-      else return true;
-      return false;
-    });
-    showTopic();
-    const count = fresh.filter((frame) => frame.type === "message").length + missed;
-    if (count) {
-      const skipped = missed ? ` (the oldest ${missed.toLocaleString("en")} are not shown)` : "";
-      system(`While you were away: ${plural(count, "message")}${skipped}`, "resume");
-    }
-    for (const frame of fresh) handle(frame);
-  }
-
-  function ownEcho(frame) {
-    const echoes = (line) => (typeof frame.id === "string" && frame.id === line.id)
-      || (str(frame.from) === session.name && session.maybeDelivered.has(line.id)
-        && cleanText(line.text) === str(frame.text)
-        && nameKey(line.to || "") === nameKey(str(frame.to))
-        && Boolean(line.action) === (frame.action === true));
-    const at = session.outbox.findIndex(echoes);
-    if (at < 0) return false;
-    const [line] = session.outbox.splice(at, 1);
-    session.maybeDelivered.delete(line.id);
-    session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
-    seen(frame);
-    showConfirmed(line, frame);
-    return true;
-  }
-
-  // Lines not acknowledged go back to the front of the queue, in the order typed.
-  function requeue() {
-    const back = [...session.deferred, ...session.unacked.values()];
-    for (const line of session.unacked.values()) session.maybeDelivered.add(line.id);
-    session.outbox.unshift(...back);
-    session.deferred = [];
-    session.unacked.clear();
-  }
-
-  function stopTimers() {
-    clearInterval(session.timers.live);
-    clearTimeout(session.timers.reconnect);
-    clearTimeout(session.timers.quit);
-  }
-
-  // The current socket is gone (or given up): end the session, or try again.
-  function closed() {
-    const { welcomed: wasWelcomed, loginError, lastError, dropReason } = session;
-    session.ws = null;
-    session.welcomed = false;
-    session.holding = false;
-    session.replay = [];
-    session.joining = null; // a request is not kept for the next connection
-    stopTimers();
-    requeue();
-    if (!session.everJoined) {
-      loginFailed(loginError);
-      return;
-    }
-    if (session.shutdown !== null) return end("shutdown", session.shutdown);
-    if (session.quitting) return end("quit", "You left.");
-    if (lastError && KICKS.has(lastError.code)) return end("kicked", str(lastError.message));
-    let reason = dropReason || "the server closed the connection";
-    if (!wasWelcomed && loginError) {
-      reason = str(loginError.message) || str(loginError.code);
-      if (loginError.code === "banned") return end("kicked", reason);
-      if (loginError.code === "bad_invite") {
-        invite = null; // spent: the form asks for the password next time
-        return end("lost", `Could not rejoin: ${reason}. Join again with the room password.`);
-      }
-      if (FATAL_LOGIN.has(loginError.code)) return end("lost", `Could not rejoin: ${reason}`);
-      if (loginError.code === "name_taken" && Date.now() - session.lostAt < NAME_HELD_MS) {
-        session.counted -= 1; // our old connection still holds the name, for a while
-      }
-    } else if (!wasWelcomed) {
-      reason = "could not reach the room";
-    } else if (lastError && !dropReason) {
-      reason = `the server closed the connection (${str(lastError.message)})`;
-    }
-    reconnect(reason, wasWelcomed);
-  }
-
-  function reconnect(reason, justLost) {
-    if (justLost) {
-      session.lostAt = Date.now();
-      system(`Connection lost: ${reason}`, "error");
-    }
-    if (session.counted >= RECONNECT_TRIES) {
-      end("lost", `Could not reconnect after ${RECONNECT_TRIES} tries: ${reason}`);
-      return;
-    }
-    session.tried += 1;
-    session.counted += 1;
-    const jitter = 1 - RECONNECT_JITTER + Math.random() * 2 * RECONNECT_JITTER;
-    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** (session.tried - 1));
-    session.timers.reconnect = setTimeout(open, delay * jitter);
-    showState();
-  }
-
-  // A phone that changed networks often leaves a socket that never reports its close.
-  function checkAlive() {
-    const now = Date.now();
-    const quiet = session.unacked.size ? ACK_PING_MS : IDLE_PING_MS;
-    if (session.pingedAt && now - session.pingedAt > PONG_MS) {
-      drop("no answer from the server");
-    } else if (!session.pingedAt && now - session.lastHeard > quiet) {
-      session.pingedAt = now;
-      send({ type: "ping", data: "client" });
-    }
-  }
-
-  function loginFailed(error) {
-    const code = error ? error.code : "";
-    const message = error ? str(error.message) || code : "Could not reach the room.";
-    // The field to fix, or, when neither is wrong (a full room, say), the button to try again.
-    let field = $("join");
-    if (code === "name_taken" || code === "bad_name") field = $("name");
-    else if (code === "bad_password" || code === "throttled") field = $("password");
-    else if (code === "bad_invite") {
-      invite = null; // the password instead
-      showLoginForm();
-      field = $("password");
-    }
-    if (field === $("password") && $("password-field").hidden) field = $("name");
-    showLoginError(cleanLine(message), field);
-  }
-
-  function end(why, reason) {
-    if (session.ending) return;
-    stopTimers();
-    if (session.ws) {
-      const ws = session.ws;
-      session.ws = null;
-      ws.close();
-    }
-    session.welcomed = false;
-    session.ending = why;
-    requeue();
-    for (const line of session.outbox) showFailed(line, "the connection ended");
-    session.members = []; // who is online is no longer known here
-    showMembers();
-    // A shutdown notice is on screen already.
-    if (why === "quit") system(reason);
-    else if (why === "lost") system(reason, "error");
-    else if (why === "kicked") alertRow(sentence(cleanLine(reason)), "removed");
-    $("say").disabled = true;
-    $("send").disabled = true;
-    $("leave").hidden = true;
-    $("again").hidden = false;
-    $("again").focus();
-    showState();
-  }
-
-  function quit() {
-    if (session.ending) return;
-    session.quitting = true;
-    if (!session.welcomed) {
-      end("quit", "You left.");
-      return;
-    }
-    flush();
-    // The server closes after our quit; if the echoes or the close do not come, stop waiting.
-    session.timers.quit = setTimeout(() => drop("you left"), QUIT_MS);
-  }
-
-  // -- what the member does --
-
-  function say(text, to = null, action = false) {
-    if ([...text].length > MAX_TEXT_CHARS) {
-      system(`Too long to send (${[...text].length} characters; at most ${MAX_TEXT_CHARS}).`,
-        "error");
-      return false;
-    }
-    session.nextId += 1;
-    const line = { id: `${session.prefix}-${session.nextId}`, text, to, action, row: null };
-    showPending(line);
-    session.outbox.push(line);
-    flush();
-    showState();
-    return true;
-  }
-
-  // Anything but a line (/nick, /away, /kick, ...): sent now, and only while connected. The
-  // room answers with an error, a notice or nothing; asking again later is the member's call.
-  function request(frame) {
-    if (!session.welcomed) {
-      system("Not connected; try again once reconnected.", "error");
-      return false;
-    }
-    if (frame.type === "join") {
-      // Lines typed before it are said in the room they were typed in: it waits for them.
-      session.joining = frame;
-      flush();
-      return true;
-    }
+// Send what is queued, unless the room is still replaying. A quit waits for every echo: once
+// it is sent, the server reads nothing more from us.
+function flush() {
+  if (!session.welcomed || session.holding || session.quitSent) return;
+  while (session.outbox.length) {
+    const line = session.outbox.shift();
+    session.unacked.set(line.id, line);
+    const frame = { type: "say", text: line.text, id: line.id };
+    if (line.to) frame.to = line.to;
+    if (line.action) frame.action = true;
     send(frame);
+  }
+  if (session.joining) {
+    send(session.joining);
+    session.joining = null;
+  }
+  if (session.quitting && session.unacked.size === 0) {
+    send({ type: "quit", reason: "quit" });
+    session.quitSent = true;
+  }
+}
+
+function seen(frame) {
+  session.lastTs = Math.max(session.lastTs, num(frame.ts));
+}
+
+function handle(frame) {
+  if (session.holding === "rejoin" && LOG_FRAMES.has(frame.type)) {
+    session.replay.push(frame);
+    return;
+  }
+  switch (frame.type) {
+    case "message": {
+      session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
+      seen(frame);
+      const id = typeof frame.id === "string" ? frame.id : undefined;
+      const line = id && (session.unacked.get(id) || session.retrying.get(id));
+      if (line) {
+        session.unacked.delete(line.id);
+        session.retrying.delete(line.id);
+        session.maybeDelivered.delete(line.id);
+        showConfirmed(line, frame);
+      } else {
+        showMessage(frame);
+      }
+      break;
+    }
+    case "join": {
+      const name = str(frame.name);
+      seen(frame);
+      if (!session.holding && !session.members.includes(name)) session.members.push(name);
+      addRow("join", frame.ts, ["→ ", nameNode(name), " joined"]);
+      showMembers();
+      break;
+    }
+    case "leave": {
+      const name = str(frame.name);
+      seen(frame);
+      if (!session.holding) session.members = session.members.filter((n) => n !== name);
+      session.away.delete(name);
+      const why = cleanLine(str(frame.reason));
+      addRow("leave", frame.ts, ["← ", nameNode(name), ` left (${why})`]);
+      showMembers();
+      break;
+    }
+    case "members":
+      session.members = Array.isArray(frame.names) ? frame.names.map(String) : [];
+      session.ops = Array.isArray(frame.ops) ? frame.ops.map(String) : [];
+      session.away = new Map(Object.entries(frame.away && typeof frame.away === "object"
+        ? frame.away : {}).map(([name, why]) => [name, str(why)]));
+      if (session.holding === "rejoin") {
+        system("Reconnected.");
+        showReplay();
+      } else if (!session.holding) {
+        system(`Online (${session.members.length}): ${describeMembers()}`);
+      }
+      session.holding = false;
+      showMembers();
+      break;
+    case "nick": { // a member's new name; ours, too, when the room renamed us
+      const [old, now] = [str(frame.old), str(frame.new)];
+      seen(frame);
+      if (old === session.name) session.name = now;
+      if (!session.holding) session.members = session.members.map((n) => (n === old ? now : n));
+      if (session.away.has(old)) session.away.set(now, session.away.get(old));
+      session.away.delete(old);
+      session.ops = session.ops.map((n) => (n === old ? now : n));
+      addRow("system", frame.ts, [nameNode(old), " is now called ", nameNode(now)]);
+      showMembers();
+      break;
+    }
+    case "away": {
+      const name = str(frame.name);
+      const why = cleanLine(str(frame.text));
+      session.away.set(name, str(frame.text));
+      addRow("leave", undefined, [nameNode(name), why ? ` is away: ${why}` : " is away"]);
+      showMembers();
+      break;
+    }
+    case "back":
+      session.away.delete(str(frame.name));
+      addRow("join", undefined, [nameNode(str(frame.name)), " is back"]);
+      showMembers();
+      break;
+    case "topic": {
+      session.topic = str(frame.text);
+      const said = session.topic ? ` set the topic: ${cleanLine(session.topic)}`
+        : " cleared the topic";
+      addRow("system", undefined, [nameNode(str(frame.by)), said]);
+      showTopic();
+      break;
+    }
+    case "notice": {
+      // An operator hears of its own action twice (the room's notice and the answer to its
+      // command): the same notice, to the same instant, is shown once.
+      const last = session.lastNotice;
+      if (last && last.text === frame.text && last.ts === frame.ts) break;
+      session.lastNotice = frame;
+      seen(frame);
+      addRow("notice", frame.ts, [cleanText(str(frame.text))]);
+      break;
+    }
+    case "bans":
+      showBans(frame);
+      break;
+    case "rooms":
+      showRooms(frame);
+      break;
+    case "welcome":
+      moved(frame);
+      break;
+    case "ping":
+      send({ type: "pong", data: str(frame.data) });
+      break;
+    case "shutdown": {
+      session.shutdown = str(frame.reason) || "the room closed";
+      alertRow(`The room is closing: ${session.shutdown}`, "shutdown");
+      break;
+    }
+    case "error":
+      session.lastError = frame;
+      refused(frame);
+      break;
+    default: // "pong", "gap" outside a replay, and frame types newer than this page
+  }
+  flush(); // a quit may have been waiting for the last echo
+  showState();
+}
+
+// An error after the welcome: about one of our lines, the end of our session, or a request.
+function refused(frame) {
+  const code = str(frame.code);
+  const message = str(frame.message) || code;
+  if (KICKS.has(code)) {
+    end("kicked", message); // the room closes on us next: coming back would not be welcome
+    return;
+  }
+  const line = refusedLine(code, message, frame.id);
+  if (!line) {
+    system(message, "error");
+  } else if (LINE_RETRIES.has(code)) {
+    system(message, "error");
+    const current = session;
+    current.retrying.set(line.id, line);
+    setTimeout(() => {
+      // Not if its echo came meanwhile ("it may have gone through").
+      if (!current.retrying.delete(line.id)) return;
+      current.outbox.unshift(line);
+      if (current === session) flush();
+    }, RETRY_UNAVAILABLE_MS);
+  } else if (LINE_DEFERRALS.has(code)) {
+    session.deferred.push(line);
+  } else {
+    session.maybeDelivered.delete(line.id);
+    showFailed(line, message);
+  }
+}
+
+// The line an error refuses, taken off the unacknowledged ones; none if it is no line's.
+function refusedLine(code, message, id) {
+  let line;
+  if (typeof id === "string") {
+    // The server names the line: with a backplane, a refusal comes at once and the echoes
+    // of earlier lines later, so "the oldest" would be the wrong one.
+    line = session.unacked.get(id);
+  } else if (LINE_REFUSALS.has(code) || LINE_DEFERRALS.has(code)) {
+    // The room answers in order: the oldest line not yet echoed is the one.
+    line = session.unacked.values().next().value;
+  } else if (code === NO_SUCH_MEMBER) {
+    line = [...session.unacked.values()].find((l) => l.to && message.includes(pyRepr(l.to)));
+  }
+  if (line) session.unacked.delete(line.id);
+  return line;
+}
+
+// The rejoin's replay is over: say how much was missed, then show it. A line of ours that
+// the old connection delivered, but whose echo was lost, is in it under our name: that is
+// its echo, and it is not sent again. Dated entries older than what was seen are not news;
+// away, back and the topic are undated, history or news, there is no telling: they are
+// followed quietly, as the terminal client does (the welcome brought the topic, and the
+// member list just now says who is away).
+function showReplay() {
+  const frames = session.replay;
+  const seenTs = session.lastTs;
+  session.replay = [];
+  session.holding = "replaying";
+  let missed = 0;
+  const fresh = frames.filter((frame) => {
+    if (frame.type === "gap") missed += Math.max(0, num(frame.missed));
+    else if (frame.type === "message") return !ownEcho(frame);
+    else if (DATED.has(frame.type)) return num(frame.ts) > seenTs;
+    else if (frame.type === "away") session.away.set(str(frame.name), str(frame.text));
+    else if (frame.type === "back") session.away.delete(str(frame.name));
+    else if (frame.type === "topic") session.topic = str(frame.text);
+    else return true;
+    return false;
+  });
+  showTopic();
+  const count = fresh.filter((frame) => frame.type === "message").length + missed;
+  if (count) {
+    const skipped = missed ? ` (the oldest ${missed.toLocaleString("en")} are not shown)` : "";
+    system(`While you were away: ${plural(count, "message")}${skipped}`, "resume");
+  }
+  for (const frame of fresh) handle(frame);
+}
+
+function ownEcho(frame) {
+  const echoes = (line) => (typeof frame.id === "string" && frame.id === line.id)
+    || (str(frame.from) === session.name && session.maybeDelivered.has(line.id)
+      && cleanText(line.text) === str(frame.text)
+      && nameKey(line.to || "") === nameKey(str(frame.to))
+      && Boolean(line.action) === (frame.action === true));
+  const at = session.outbox.findIndex(echoes);
+  if (at < 0) return false;
+  const [line] = session.outbox.splice(at, 1);
+  session.maybeDelivered.delete(line.id);
+  session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
+  seen(frame);
+  showConfirmed(line, frame);
+  return true;
+}
+
+// Lines not acknowledged go back to the front of the queue, in the order typed.
+function requeue() {
+  const back = [...session.deferred, ...session.unacked.values()];
+  for (const line of session.unacked.values()) session.maybeDelivered.add(line.id);
+  session.outbox.unshift(...back);
+  session.deferred = [];
+  session.unacked.clear();
+}
+
+function stopTimers() {
+  clearInterval(session.timers.live);
+  clearTimeout(session.timers.reconnect);
+  clearTimeout(session.timers.quit);
+}
+
+// The current socket is gone (or given up): end the session, or try again.
+function closed() {
+  const { welcomed: wasWelcomed, loginError, lastError, dropReason } = session;
+  session.ws = null;
+  session.welcomed = false;
+  session.holding = false;
+  session.replay = [];
+  session.joining = null; // a request is not kept for the next connection
+  stopTimers();
+  requeue();
+  if (!session.everJoined) {
+    loginFailed(loginError);
+    return;
+  }
+  if (session.shutdown !== null) return end("shutdown", session.shutdown);
+  if (session.quitting) return end("quit", "You left.");
+  if (lastError && KICKS.has(lastError.code)) return end("kicked", str(lastError.message));
+  let reason = dropReason || "the server closed the connection";
+  if (!wasWelcomed && loginError) {
+    reason = str(loginError.message) || str(loginError.code);
+    if (loginError.code === "banned") return end("kicked", reason);
+    if (loginError.code === "bad_invite") {
+      invite = null; // spent: the form asks for the password next time
+      return end("lost", `Could not rejoin: ${reason}. Join again with the room password.`);
+    }
+    if (FATAL_LOGIN.has(loginError.code)) return end("lost", `Could not rejoin: ${reason}`);
+    if (loginError.code === "name_taken" && Date.now() - session.lostAt < NAME_HELD_MS) {
+      session.counted -= 1; // our old connection still holds the name, for a while
+    }
+  } else if (!wasWelcomed) {
+    reason = "could not reach the room";
+  } else if (lastError && !dropReason) {
+    reason = `the server closed the connection (${str(lastError.message)})`;
+  }
+  reconnect(reason, wasWelcomed);
+}
+
+function reconnect(reason, justLost) {
+  if (justLost) {
+    session.lostAt = Date.now();
+    system(`Connection lost: ${reason}`, "error");
+  }
+  if (session.counted >= RECONNECT_TRIES) {
+    end("lost", `Could not reconnect after ${RECONNECT_TRIES} tries: ${reason}`);
+    return;
+  }
+  session.tried += 1;
+  session.counted += 1;
+  const jitter = 1 - RECONNECT_JITTER + Math.random() * 2 * RECONNECT_JITTER;
+  const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** (session.tried - 1));
+  session.timers.reconnect = setTimeout(open, delay * jitter);
+  showState();
+}
+
+// A phone that changed networks often leaves a socket that never reports its close.
+function checkAlive() {
+  const now = Date.now();
+  const quiet = session.unacked.size ? ACK_PING_MS : IDLE_PING_MS;
+  if (session.pingedAt && now - session.pingedAt > PONG_MS) {
+    drop("no answer from the server");
+  } else if (!session.pingedAt && now - session.lastHeard > quiet) {
+    session.pingedAt = now;
+    send({ type: "ping", data: "client" });
+  }
+}
+
+function loginFailed(error) {
+  const code = error ? error.code : "";
+  const message = error ? str(error.message) || code : "Could not reach the room.";
+  // The field to fix, or, when neither is wrong (a full room, say), the button to try again.
+  let field = $("join");
+  if (code === "name_taken" || code === "bad_name") field = $("name");
+  else if (code === "bad_password" || code === "throttled") field = $("password");
+  else if (code === "bad_invite") {
+    invite = null; // the password instead
+    showLoginForm();
+    field = $("password");
+  }
+  if (field === $("password") && $("password-field").hidden) field = $("name");
+  showLoginError(cleanLine(message), field);
+}
+
+function end(why, reason) {
+  if (session.ending) return;
+  stopTimers();
+  if (session.ws) {
+    const ws = session.ws;
+    session.ws = null;
+    ws.close();
+  }
+  session.welcomed = false;
+  session.ending = why;
+  requeue();
+  for (const line of session.outbox) showFailed(line, "the connection ended");
+  session.members = []; // who is online is no longer known here
+  showMembers();
+  // A shutdown notice is on screen already.
+  if (why === "quit") system(reason);
+  else if (why === "lost") system(reason, "error");
+  else if (why === "kicked") alertRow(sentence(cleanLine(reason)), "removed");
+  $("say").disabled = true;
+  $("send").disabled = true;
+  $("leave").hidden = true;
+  $("again").hidden = false;
+  $("again").focus();
+  showState();
+}
+
+function quit() {
+  if (session.ending) return;
+  session.quitting = true;
+  if (!session.welcomed) {
+    end("quit", "You left.");
+    return;
+  }
+  flush();
+  // The server closes after our quit; if the echoes or the close do not come, stop waiting.
+  session.timers.quit = setTimeout(() => drop("you left"), QUIT_MS);
+}
+
+// -- what the member does --
+
+function say(text, to = null, action = false) {
+  if ([...text].length > MAX_TEXT_CHARS) {
+    system(`Too long to send (${[...text].length} characters; at most ${MAX_TEXT_CHARS}).`,
+      "error");
+    return false;
+  }
+  session.nextId += 1;
+  const line = { id: `${session.prefix}-${session.nextId}`, text, to, action, row: null };
+  showPending(line);
+  session.outbox.push(line);
+  flush();
+  showState();
+  return true;
+}
+
+// Anything but a line (/nick, /away, /kick, ...): sent now, and only while connected. The
+// room answers with an error, a notice or nothing; asking again later is the member's call.
+function request(frame) {
+  if (!session.welcomed) {
+    system("Not connected; try again once reconnected.", "error");
+    return false;
+  }
+  if (frame.type === "join") {
+    // Lines typed before it are said in the room they were typed in: it waits for them.
+    session.joining = frame;
+    flush();
     return true;
   }
+  send(frame);
+  return true;
+}
 
-  // As client/commands.py reads a typed line. A command that does not parse stays in the box,
-  // to be put right, with its usage below.
-  function submit(typed) {
-    const word = typed.trim();
-    if (!word) return true;
-    const lowered = word.toLowerCase();
-    if (QUIT_WORDS.has(lowered)) {
+// As client/commands.py reads a typed line. A command that does not parse stays in the box,
+// to be put right, with its usage below.
+function submit(typed) {
+  const word = typed.trim();
+  if (!word) return true;
+  const lowered = word.toLowerCase();
+  if (QUIT_WORDS.has(lowered)) {
+    quit();
+    return true;
+  }
+  if (word.startsWith("//")) return say(typed.trimStart().slice(1));
+  if (!(word.startsWith("/") && word.length > 1 && !/\s/.test(word[1]))) return say(typed);
+  let frame;
+  try {
+    frame = parseCommand(word);
+  } catch (error) {
+    if (!(error instanceof CommandError)) throw error;
+    system(error.message, "error");
+    return false;
+  }
+  switch (frame.type) {
+    case "say":
+      return say(frame.text, frame.to ?? null, frame.action === true);
+    case "quit":
       quit();
       return true;
-    }
-    if (word.startsWith("//")) return say(typed.trimStart().slice(1));
-    if (!(word.startsWith("/") && word.length > 1 && !/\s/.test(word[1]))) return say(typed);
-    let frame;
-    try {
-      frame = parseCommand(word);
-    } catch (error) {
-      if (!(error instanceof CommandError)) throw error;
-      system(error.message, "error");
-      return false;
-    }
-    switch (frame.type) {
-      case "say":
-        return say(frame.text, frame.to ?? null, frame.action === true);
-      case "quit":
-        quit();
-        return true;
-      case "help":
-        showHelp();
-        return true;
-      default:
-        return request(frame);
-    }
+    case "help":
+      showHelp();
+      return true;
+    default:
+      return request(frame);
   }
+}
 
-  $("login-form").addEventListener("submit", (event) => {
+$("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("name").value.trim();
+  const password = $("password").value;
+  if (!invite && !password) return showLoginError("Type the room password.", $("password"));
+  if (!name) return showLoginError("Type a name.", $("name"));
+  $("login-error").hidden = true;
+  setLoginBusy(true);
+  session = newSession(name, invite ? "" : password, invite);
+  open();
+});
+
+// Tab: the name (or /command) being typed; Tab again: the next one. With nothing to
+// complete, Tab moves on as it always does, so the keyboard never gets stuck in the box.
+let completion = null; // { found, index, before }: the cycle under way
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const box = $("say");
+  if (submit(box.value)) box.value = "";
+  completion = null;
+  box.focus();
+});
+
+function completeAtCursor(box) {
+  const { value, selectionStart: cursor, selectionEnd } = box;
+  if (cursor !== selectionEnd || !session) return false;
+  let before;
+  let after;
+  if (completion && completion.before === value.slice(0, cursor)) {
+    const { found } = completion;
+    completion.index = (completion.index + 1) % found.options.length;
+    before = value.slice(0, found.start) + found.options[completion.index];
+    after = value.slice(cursor);
+  } else {
+    const found = complete(value.slice(0, cursor), session.members, session.name);
+    if (!found) return false;
+    completion = { found, index: 0 };
+    before = value.slice(0, found.start) + found.options[0];
+    after = value.slice(cursor);
+  }
+  box.value = before + after;
+  box.setSelectionRange(before.length, before.length);
+  completion.before = before;
+  if (completion.found.options.length < 2) completion = null;
+  return true;
+}
+
+// Enter sends, Shift+Enter starts a new line; Enter that ends an IME composition does not send.
+$("say").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
-    const name = $("name").value.trim();
-    const password = $("password").value;
-    if (!invite && !password) return showLoginError("Type the room password.", $("password"));
-    if (!name) return showLoginError("Type a name.", $("name"));
-    $("login-error").hidden = true;
-    setLoginBusy(true);
-    session = newSession(name, invite ? "" : password, invite);
-    open();
-  });
-
-  // Tab: the name (or /command) being typed; Tab again: the next one. With nothing to
-  // complete, Tab moves on as it always does, so the keyboard never gets stuck in the box.
-  let completion = null; // { found, index, before }: the cycle under way
-
-  $("composer").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const box = $("say");
-    if (submit(box.value)) box.value = "";
+    $("composer").requestSubmit();
+  } else if (event.key === "Tab" && !event.shiftKey && !event.altKey && !event.ctrlKey
+      && !event.metaKey && !event.isComposing) {
+    if (completeAtCursor(event.target)) event.preventDefault();
+  } else if (event.key !== "Shift") {
     completion = null;
-    box.focus();
-  });
-
-  function completeAtCursor(box) {
-    const { value, selectionStart: cursor, selectionEnd } = box;
-    if (cursor !== selectionEnd || !session) return false;
-    let before;
-    let after;
-    if (completion && completion.before === value.slice(0, cursor)) {
-      const { found } = completion;
-      completion.index = (completion.index + 1) % found.options.length;
-      before = value.slice(0, found.start) + found.options[completion.index];
-      after = value.slice(cursor);
-    } else {
-      const found = complete(value.slice(0, cursor), session.members, session.name);
-      if (!found) return false;
-      completion = { found, index: 0 };
-      before = value.slice(0, found.start) + found.options[0];
-      after = value.slice(cursor);
-    }
-    box.value = before + after;
-    box.setSelectionRange(before.length, before.length);
-    completion.before = before;
-    if (completion.found.options.length < 2) completion = null;
-    return true;
   }
+});
 
-  // Enter sends, Shift+Enter starts a new line; Enter that ends an IME composition does not send.
-  $("say").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      $("composer").requestSubmit();
-    } else if (event.key === "Tab" && !event.shiftKey && !event.altKey && !event.ctrlKey
-        && !event.metaKey && !event.isComposing) {
-      if (completeAtCursor(event.target)) event.preventDefault();
-    } else if (event.key !== "Shift") {
-      completion = null;
-    }
-  });
+$("leave").addEventListener("click", quit);
 
-  $("leave").addEventListener("click", quit);
-
-  $("again").addEventListener("click", () => {
-    log.replaceChildren();
-    $("members").replaceChildren();
-    $("say").disabled = false;
-    $("send").disabled = false;
-    $("leave").hidden = false;
-    $("again").hidden = true;
-    $("chat").hidden = true;
-    $("login").hidden = false;
-    $("topic").hidden = true;
-    document.title = "multichat";
-    showLoginForm();
-    setLoginBusy(false);
-    (invite ? $("name") : $("password")).focus();
-  });
-
-  // A member closing the tab leaves on purpose; say so rather than be seen as disconnected.
-  window.addEventListener("pagehide", () => {
-    if (session && session.welcomed && !session.ending) send({ type: "quit", reason: "quit" });
-  });
-
+$("again").addEventListener("click", () => {
+  log.replaceChildren();
+  $("members").replaceChildren();
+  $("say").disabled = false;
+  $("send").disabled = false;
+  $("leave").hidden = false;
+  $("again").hidden = true;
+  $("chat").hidden = true;
+  $("login").hidden = false;
+  $("topic").hidden = true;
+  document.title = "multichat";
   showLoginForm();
+  setLoginBusy(false);
+  (invite ? $("name") : $("password")).focus();
+});
 
-  // For the tests, and for anyone curious in the console: the rules shared with Python.
-  window.multichat = Object.freeze({
-    cleanText,
-    nameColour,
-    mentions,
-    complete,
-    HELP,
-    OPERATOR_HELP,
-    COMMAND_NAMES,
-    parseCommand(line) {
-      try {
-        return { frame: parseCommand(line) };
-      } catch (error) {
-        if (error instanceof CommandError) return { error: error.message };
-        throw error;
-      }
-    },
-  });
-})();
+// A member closing the tab leaves on purpose; say so rather than be seen as disconnected.
+window.addEventListener("pagehide", () => {
+  if (session && session.welcomed && !session.ending) send({ type: "quit", reason: "quit" });
+});
+
+showLoginForm();
+
+// For the tests, and for anyone curious in the console: the rules shared with Python.
+window.multichat = Object.freeze({
+  cleanText,
+  nameColour,
+  mentions,
+  complete,
+  HELP,
+  OPERATOR_HELP,
+  COMMAND_NAMES,
+  parseCommand(line) {
+    try {
+      return { frame: parseCommand(line) };
+    } catch (error) {
+      if (error instanceof CommandError) return { error: error.message };
+      throw error;
+    }
+  },
+});
