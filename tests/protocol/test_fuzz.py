@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_protocol import client_events, joined_server, server_events
 
-from multichat.protocol import textmode, wire
+from multichat.protocol import textmode, wire, wire_fields
 from multichat.protocol.commands import CommandError
 from multichat.protocol.connection import ClientConnection, ServerConnection
 from multichat.protocol.errors import RemoteProtocolError
@@ -53,7 +53,7 @@ LONG = settings(max_examples=10_000, deadline=None)
 
 # -- JSON frames --
 
-FRAME_TYPES = sorted(wire._DECODERS)
+FRAME_TYPES = sorted(wire_fields.DECODERS)
 FIELDS = ["name", "password", "version", "token", "command", "reason", "text", "id", "data"]
 FIELDS += ["room", "members", "code", "message", "seq", "ts", "from", "names", "uptime"]
 FIELDS += ["to", "action", "old", "new", "by", "target", "seconds", "args", "away", "ops"]

@@ -1,13 +1,13 @@
 """The JSON frame codec of multichat/1: one UTF-8 JSON object per line.
 
 `encode` turns an event into a frame, `decode` turns one line (without its newline) back into
-an event. Both are pure and stateless; which event is legal when is `state.py`'s business.
+an event (each frame type's fields are read and checked in wire_fields.py). Both are pure and
+stateless; which event is legal when is `state.py`'s business.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,7 +17,6 @@ from .events import (
     AskName,
     Away,
     Back,
-    BanEntry,
     BanList,
     CameBack,
     Control,
@@ -55,17 +54,12 @@ from .events import (
     WentAway,
     Who,
 )
+from .wire_fields import DECODERS
+from .wire_fields import MAX_FIELD_CHARS as MAX_FIELD_CHARS
 
 # A frame carries one message of up to 4,000 characters; 4 UTF-8 bytes each plus the envelope
 # still fits. IRC allows 512 bytes, but we carry JSON and pasted text.
 MAX_FRAME = 16 * 1024
-# Strings that are not message text (ids, tokens, reasons) stay short; nothing needs more.
-MAX_FIELD_CHARS = 1024
-# Integer ids must survive a JavaScript client: Number.MAX_SAFE_INTEGER is 2**53 - 1, and
-# JSON-RPC clients number their requests within it.
-MAX_INTEGER_ID = 2**53
-# A ban or a mute lasts at most a year; longer is "until lifted" (no `seconds`).
-MAX_SECONDS = 366 * 24 * 3600.0
 
 # orjson writes what the standard library writes with these settings (compact, UTF-8) in a
 # ninth of the time. What it refuses and the standard library takes (a lone surrogate, from a
@@ -108,135 +102,8 @@ def _json(obj: object) -> bytes:
         return _dumps(obj).encode("utf-8")
 
 
-def _str(obj: dict[str, Any], key: str, default: str | None = None, limit: int = 0) -> str:
-    value = obj.get(key, default)
-    if not isinstance(value, str):
-        if value is None and key not in obj:
-            raise RemoteProtocolError(f"frame is missing {key!r}")
-        raise RemoteProtocolError(f"{key!r} must be a string")
-    if limit and len(value) > limit:
-        raise RemoteProtocolError(f"{key!r} is too long (at most {limit} characters)")
-    return value
-
-
-def _opt_str(obj: dict[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_FIELD_CHARS:
-        raise RemoteProtocolError(f"{key!r} must be a short string")
-    return value
-
-
-def _id(obj: dict[str, Any], key: str) -> MessageId | None:
-    value = obj.get(key)
-    if value is None or (isinstance(value, str) and len(value) <= MAX_FIELD_CHARS):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INTEGER_ID:
-        return value
-    raise RemoteProtocolError(f"{key!r} must be a short string or an integer within +-2**53")
-
-
-def _int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = obj.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RemoteProtocolError(f"{key!r} must be an integer")
-    return value
-
-
-def _num(obj: dict[str, Any], key: str, default: float | None = None) -> float:
-    value = obj.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise RemoteProtocolError(f"{key!r} must be a number")
-    return float(value)
-
-
-def _names(obj: dict[str, Any], key: str, default: list[str] | None = None) -> tuple[str, ...]:
-    value = obj.get(key, default)
-    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
-        raise RemoteProtocolError(f"{key!r} must be a list of names")
-    return tuple(value)
-
-
-def _bool(obj: dict[str, Any], key: str) -> bool:
-    value = obj.get(key, False)
-    if not isinstance(value, bool):
-        raise RemoteProtocolError(f"{key!r} must be true or false")
-    return value
-
-
-def _seconds(obj: dict[str, Any]) -> float | None:
-    if obj.get("seconds") is None:
-        return None
-    value = _num(obj, "seconds")
-    if not 0 < value <= MAX_SECONDS:
-        raise RemoteProtocolError("'seconds' must be more than 0 and at most a year")
-    return value
-
-
-def _away(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    value = obj.get("away", {})
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise RemoteProtocolError("'away' must map names to texts")
-    return tuple(value.items())
-
-
-def _ban(value: object) -> BanEntry:
-    if not isinstance(value, dict):
-        raise RemoteProtocolError("a ban must be an object")
-    until = value.get("until")
-    if until is not None and not isinstance(until, int | float):
-        raise RemoteProtocolError("'until' must be a number or null")
-    return BanEntry(
-        _str(value, "address"),
-        _str(value, "name", ""),
-        None if until is None else float(until),
-        _str(value, "reason", ""),
-        _str(value, "by", ""),
-    )
-
-
-def _bans(obj: dict[str, Any]) -> BanList:
-    value = obj.get("bans")
-    if not isinstance(value, list):
-        raise RemoteProtocolError("'bans' must be a list")
-    return BanList(tuple(_ban(b) for b in value))
-
-
-def _since(obj: dict[str, Any]) -> int | None:
-    if obj.get("since") is None:
-        return None
-    since = _int(obj, "since")
-    if since < 0:
-        raise RemoteProtocolError("'since' must be a seq: 0 or more")
-    return since
-
-
-def _invite(value: object) -> Invite:
-    if not isinstance(value, dict):
-        raise RemoteProtocolError("an invite must be an object")
-    return Invite(
-        _str(value, "id"), _str(value, "name", ""), _int(value, "uses"), _num(value, "expires")
-    )
-
-
 def _invite_json(invite: Invite) -> dict[str, Any]:
     return {"id": invite.id, "name": invite.name, "uses": invite.uses, "expires": invite.expires}
-
-
-def _room(value: object) -> RoomInfo:
-    if not isinstance(value, dict):
-        raise RemoteProtocolError("a room must be an object")
-    return RoomInfo(
-        _str(value, "name"),
-        _int(value, "members"),
-        _str(value, "topic", ""),
-        _names(value, "names", []),
-    )
-
-
-def _rooms(obj: dict[str, Any]) -> tuple[RoomInfo, ...]:
-    return tuple(_room(r) for r in _list(obj, "rooms"))
 
 
 def _room_json(room: RoomInfo) -> dict[str, Any]:
@@ -244,119 +111,6 @@ def _room_json(room: RoomInfo) -> dict[str, Any]:
     if room.names:
         obj["names"] = list(room.names)
     return obj
-
-
-def _list(obj: dict[str, Any], key: str) -> list[object]:
-    value = obj.get(key)
-    if not isinstance(value, list):
-        raise RemoteProtocolError(f"{key!r} must be a list")
-    return value
-
-
-def _moderate(command: str, key: str = "name") -> Callable[[dict[str, Any]], Event]:
-    def decode(o: dict[str, Any]) -> Event:
-        target = _str(o, key, limit=_F) if key else ""
-        return Moderate(command, target, _str(o, "reason", "", _F), _seconds(o))
-
-    return decode
-
-
-# `nick`, `away`, `back` and `topic` name a client's request and the server's news alike: the
-# server's always carries a field the request has not (`old`, `name`, `by`).
-def _nick(o: dict[str, Any]) -> Event:
-    if "old" in o:
-        return Renamed(_str(o, "old"), _str(o, "new"), _num(o, "ts", 0.0))
-    return Nick(_str(o, "name", limit=_F))
-
-
-_F = MAX_FIELD_CHARS
-# The text of a message may be longer than the limit the room enforces, so the room can say
-# "too long" instead of a frame error; the frame size still bounds it.
-_DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
-    "hello": lambda o: Hello(
-        _str(o, "name", limit=_F),
-        _str(o, "password", "" if "invite" in o else None, _F),
-        _int(o, "version"),
-        _opt_str(o, "invite"),
-        _since(o),
-        _opt_str(o, "room"),
-    ),
-    "control": lambda o: Control(
-        _str(o, "token", limit=_F),
-        _str(o, "command", limit=_F),
-        _str(o, "reason", "", _F),
-        _names(o, "args", []),
-    ),
-    "say": lambda o: Say(_str(o, "text"), _id(o, "id"), _opt_str(o, "to"), _bool(o, "action")),
-    "who": lambda o: Who(),
-    "quit": lambda o: Quit(_str(o, "reason", "quit", _F)),
-    "ping": lambda o: Ping(_str(o, "data", "", _F)),
-    "pong": lambda o: Pong(_str(o, "data", "", _F)),
-    "welcome": lambda o: Welcome(
-        _str(o, "name"),
-        _str(o, "room"),
-        _names(o, "members"),
-        _int(o, "version", 1),
-        _str(o, "topic", ""),
-        _int(o, "seq", 0),
-    ),
-    "error": lambda o: Error(_str(o, "code"), _str(o, "message", ""), _id(o, "id")),
-    "message": lambda o: Message(
-        _int(o, "seq"),
-        _num(o, "ts"),
-        _str(o, "from"),
-        _str(o, "text"),
-        _id(o, "id"),
-        _opt_str(o, "to"),
-        _bool(o, "action"),
-    ),
-    # A member's request names the room it goes to; the server's news names who came.
-    "join": lambda o: (
-        Join(_str(o, "name"), _num(o, "ts", 0.0))
-        if "name" in o
-        else JoinRoom(_str(o, "room", limit=_F))
-    ),
-    "leave": lambda o: Leave(
-        _str(o, "name"), _str(o, "reason", "disconnected"), _num(o, "ts", 0.0)
-    ),
-    "members": lambda o: Members(_names(o, "names"), _away(o), _names(o, "ops", [])),
-    "status": lambda o: Status(
-        _str(o, "room"),
-        _names(o, "members"),
-        _num(o, "uptime"),
-        _str(o, "version"),
-        _rooms(o) if "rooms" in o else (),
-    ),
-    "shutdown": lambda o: Shutdown(_str(o, "reason", "")),
-    "nick": _nick,
-    "away": lambda o: (
-        WentAway(_str(o, "name"), _str(o, "text", ""))
-        if "name" in o
-        else Away(_str(o, "text", "", _F))
-    ),
-    "back": lambda o: CameBack(_str(o, "name")) if "name" in o else Back(),
-    "topic": lambda o: (
-        Topic(_str(o, "text"), _str(o, "by")) if "by" in o else SetTopic(_str(o, "text", "", _F))
-    ),
-    "help": lambda o: Help(),
-    "notice": lambda o: Notice(_str(o, "text"), _num(o, "ts", 0.0)),
-    "bans": lambda o: _bans(o) if "bans" in o else Moderate("bans"),
-    "gap": lambda o: Gap(_int(o, "missed")),
-    "rooms": lambda o: RoomList(_rooms(o)) if "rooms" in o else ListRooms(),
-    "invite": lambda o: InviteIssued(_invite(o), _str(o, "token")),
-    "invites": lambda o: InviteList(tuple(_invite(i) for i in _list(o, "invites"))),
-    "kick": _moderate("kick"),
-    "ban": _moderate("ban", "target"),
-    "unban": _moderate("unban", "target"),
-    "mute": _moderate("mute"),
-    "unmute": _moderate("unmute"),
-    "op": _moderate("op"),
-    "deop": _moderate("deop"),
-    "lock": _moderate("lock", ""),
-    "unlock": _moderate("unlock", ""),
-}
-# Which JSON key carries a moderation command's target.
-_TARGET_KEY = {"ban": "target", "unban": "target", "lock": "", "unlock": "", "bans": ""}
 
 
 def decode(line: bytes) -> Event:
@@ -372,10 +126,14 @@ def decode(line: bytes) -> Event:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError("frame has no 'type'")
-    decoder = _DECODERS.get(kind)
+    decoder = DECODERS.get(kind)
     if decoder is None:
         raise RemoteProtocolError(f"unknown frame type {kind[:40]!r}")
     return decoder(obj)
+
+
+# Which JSON key carries a moderation command's target.
+_TARGET_KEY = {"ban": "target", "unban": "target", "lock": "", "unlock": "", "bans": ""}
 
 
 def to_json(event: Event) -> dict[str, Any]:
