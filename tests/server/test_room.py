@@ -160,3 +160,13 @@ def test_a_welcome_lists_everyone_in_join_order_through_renames_and_leaves() -> 
     join_listing("Bob")  # a name set free by a leave can be taken again
     assert listed[-1] == ("Alicia", "carol", "Bob")
     assert room.names() == ("Alicia", "carol", "Bob") == tuple(m.name for m in room.members())
+
+
+def test_a_name_on_another_server_is_found_as_names_compare_unless_a_member_here_has_it() -> None:
+    room = make_room(Clock())
+    assert room.remote_name("bob") is None  # no backplane: nobody is elsewhere
+    room.remote = {"bob": "Bob", "carol": "Carol"}
+    assert room.remote_name("BOB") == "Bob" and room.on_another_server("bob")
+    assert room.remote_name("dave") is None and room.remote_name("") is None
+    join(room, "carol", [])  # the seat here wins while both are listed (a move in flight)
+    assert room.remote_name("carol") is None and not room.on_another_server("Carol")

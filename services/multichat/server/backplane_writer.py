@@ -280,9 +280,7 @@ class Writer:
                 self._fail_queued("the backplane is unreachable: " + self.link.reason)
                 if self._queue:
                     await self.link.wait_up()  # only leaves are left: they go when it is back
-            elif trio.current_time() < self._linger_until and self._pace.under_load(
-                trio.current_time()
-            ):
+            elif (now := trio.current_time()) < self._linger_until and self._pace.under_load(now):
                 await trio.sleep_until(self._linger_until)
             elif await self._apply_batch(client):
                 backoff.reset()

@@ -423,13 +423,13 @@ class Relay:
             case Say(text, id, to, action):
                 assert to is not None
                 recipient = room.find(to)
-                if recipient is None and not room.on_another_server(to):
+                to_name = recipient.name if recipient else room.remote_name(to)
+                if to_name is None:
                     return Error("no_such_member", f"nobody called {to!r} is in the room")
                 try:
                     text = room.check_text(member, text)
                 except Refused as exc:
                     return Error(exc.code, exc.message)
-                to_name = recipient.name if recipient else room.remote[name_key(check_name(to))]
                 extra = {"action": True} if action else None
                 entry = StoredEntry(0, room.now(), MESSAGE, member.name, text, to_name, extra)
                 return await self._publish(member, entry, id)

@@ -396,10 +396,15 @@ class Room:
 
     def on_another_server(self, name: str) -> bool:
         """Whether `name` means a member of this room on another server (a backplane's)."""
+        return self.remote_name(name) is not None
+
+    def remote_name(self, name: str) -> str | None:
+        """The display name of the member of this room on another server that `name` means;
+        None if it means nobody there."""
         if not self.remote:
-            return False
+            return None
         key = key_of(name)
-        return key is not None and key in self.remote and key not in self._members
+        return None if key is None or key in self._members else self.remote.get(key)
 
     def rename(self, member: Member, name: str, *, announce: bool = True) -> str:
         """Call `member` `name` from now on and tell the room; the new display form.
