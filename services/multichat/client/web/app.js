@@ -2,9 +2,10 @@
 //
 // The room serves this page itself, under a Content-Security-Policy that allows the page's own
 // files (this module and the ones it imports) as the only scripts and style.css as the only
-// style: no inline script or style, no eval, and no request anywhere but the room. Everything that comes from the network reaches the page as
-// text (textContent), never as markup, and is cleaned first as the terminal client cleans it
-// (protocol/sanitize.py): the server cleans too, but a client need not trust it.
+// style: no inline script or style, no eval, and no request anywhere but the room.
+// Everything that comes from the network reaches the page as text (textContent), never as
+// markup, and is cleaned first as the terminal client cleans it (protocol/sanitize.py): the
+// server cleans too, but a client need not trust it.
 //
 // The connection behaves as the terminal client's (client/connection.py), with the same
 // numbers: typed lines carry an id and stay queued until their echo comes back; a lost

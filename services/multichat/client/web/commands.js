@@ -25,7 +25,8 @@ const OPERATOR_HELP = [
   ["/lock, /unlock", "refuse or accept newcomers"],
   ["/op NAME, /deop NAME", "make NAME an operator, or not"],
   ["/bans", "list the bans"],
-];// Every slash command, for Tab: read off the help tables, as client/commands.py does.
+];
+// Every slash command, for Tab: read off the help tables, as client/commands.py does.
 const COMMAND_NAMES = [...new Set([...HELP, ...OPERATOR_HELP].flatMap(([usage, meaning]) =>
   Array.from(`${usage} ${meaning}`.matchAll(/(?<![/\w])\/([a-z]+)/g), (m) => m[1])))].sort();
 // Commands whose first word is a member's name, where Tab completes one (quoted if it has a
