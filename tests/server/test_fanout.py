@@ -23,6 +23,7 @@ from multichat.server.fanout import (
 )
 from multichat.server.limits import Limits
 from multichat.server.room import Room
+from multichat.server.transport import SendBatch
 
 # Virtual times are sums of float steps: equal up to rounding.
 EPSILON = 1e-9
@@ -46,7 +47,7 @@ class Inbox:
             welcome=lambda display, names: wire.encode(Welcome(display, room.name, names)),
         )
 
-    def _wake(self) -> None:
+    def _wake(self, batch: SendBatch | None = None) -> None:
         data = self.room.log.take_nowait(self.member)
         if data:
             events = [wire.decode(line) for line in data.splitlines()]

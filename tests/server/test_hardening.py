@@ -485,7 +485,7 @@ def test_history_shown_to_a_new_member_does_not_count_toward_its_outbox() -> Non
         return room.join(
             name,
             dialect=Dialect.JSON,
-            wake=lambda: None,
+            wake=lambda *batch: None,
             kick=lambda reason: kicked.append(f"{name}: {reason}"),
             welcome=lambda display, names: b"welcome\n",
         )

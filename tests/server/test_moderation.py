@@ -254,7 +254,7 @@ def test_mutes_taken_from_the_backplane_keep_their_time_and_expired_ones_are_dro
         name: room.join(
             name,
             dialect=Dialect.JSON,
-            wake=lambda: None,
+            wake=lambda *batch: None,
             kick=lambda reason: None,
             welcome=lambda display, names: b"welcome\n",
         )

@@ -23,7 +23,7 @@ def join(room: Room, name: str, woken: list[str]) -> Member:
     return room.join(
         name,
         dialect=Dialect.JSON,
-        wake=lambda: woken.append(name),
+        wake=lambda *batch: woken.append(name),
         kick=lambda reason: None,
         welcome=lambda display, names: b"welcome\n",
     )
@@ -122,7 +122,7 @@ def test_only_a_stuck_writer_is_too_slow() -> None:
     slow = room.join(
         "slow",
         dialect=Dialect.JSON,
-        wake=lambda: None,
+        wake=lambda *batch: None,
         kick=kicked.append,
         welcome=lambda display, names: b"welcome\n",
     )
@@ -147,7 +147,11 @@ def test_a_welcome_lists_everyone_in_join_order_through_renames_and_leaves() -> 
 
     def join_listing(name: str) -> Member:
         return room.join(
-            name, dialect=Dialect.JSON, wake=lambda: None, kick=lambda reason: None, welcome=welcome
+            name,
+            dialect=Dialect.JSON,
+            wake=lambda *batch: None,
+            kick=lambda reason: None,
+            welcome=welcome,
         )
 
     alice, bob = join_listing("alice"), join_listing("Bob")

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from multichat.server.transport import LINGER_SECONDS, Transport, unacknowledged
+from multichat.server.transport import LINGER_SECONDS, SendBatch, Transport, unacknowledged
 
 # Small kernel buffers make "the peer does not read" block after a few KB, not several MB.
 SMALL_BUFFER = 4096
@@ -310,3 +310,44 @@ async def test_from_stream_takes_over_an_accepted_trio_socket() -> None:
                 assert await transport.receive_some() == b"from the client\n"
                 transport.close()
                 assert await read_to_eof(client) == b""
+
+
+async def test_a_batch_writes_each_connection_as_send_nowait_would() -> None:
+    # One reads along, one has a rest waiting, one cannot take all it is given, one is gone:
+    # each gets its bytes in order, or keeps the rest, or discards them, and says so.
+    with trio.fail_after(10):
+        async with (
+            open_pair() as (reading, reader),
+            open_pair(small=True) as (waiting, waiter),
+            open_pair(small=True) as (filling, filler),
+            open_pair() as (gone, goner),
+        ):
+            before = fill(waiting)  # refused: a rest is pending, and more must queue behind it
+            reset(goner)
+            gone.send_nowait(b"x" * 100)
+            await trio.sleep(0.05)  # the reset arrives
+            batch = SendBatch()
+            done: dict[str, bool] = {}
+            big = b"".join(frame(i) for i in range(300))  # more than a small buffer takes
+            for name, transport, data in [
+                ("reading", reading, b"hello\n"),
+                ("waiting", waiting, b"after\n"),
+                ("filling", filling, big),
+                ("gone", gone, b"lost\n"),
+            ]:
+                batch.add(transport, data, lambda taken, name=name: done.__setitem__(name, taken))
+            assert len(batch) == 4 and done == {}
+            batch.send_nowait()
+            assert len(batch) == 0
+            assert done == {"reading": True, "waiting": False, "filling": False, "gone": True}
+            assert gone.broken
+            assert await read_exactly(reader, 6) == b"hello\n"
+            assert filling.blocked and filling.blocked_since is not None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiting.drain)
+                nursery.start_soon(filling.drain)
+                assert await read_exactly(waiter, len(b"".join(before)) + 6) == (
+                    b"".join(before) + b"after\n"
+                )
+                assert await read_exactly(filler, len(big)) == big
+            assert not waiting.blocked and not filling.blocked

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import trio
 
 from .room import Member, Room
-from .transport import Transport
+from .transport import SendBatch, Transport
 
 
 class Delivery:
@@ -49,24 +49,44 @@ class Delivery:
         member.sending = self.transport.blocked_since  # still blocked as a visitor?
         self.flush_nowait()
 
-    def flush_nowait(self) -> None:
-        """Send this member everything the room holds for it, as far as the socket takes it."""
+    def flush_nowait(self, batch: SendBatch | None = None) -> None:
+        """Send this member everything the room holds for it, as far as the socket takes it;
+        with `batch`, add the write to it instead (the fan-out then sends the batch)."""
         member = self.member
         transport = self.transport
         if self._stored is not None:
             self._stored.set()
         if member is None or transport.blocked:
             return  # a blocked socket: the drain task takes the rest when there is room
-        room = self.room
-        data = room.log.take_nowait(member)
-        if data:
-            self._write_nowait(data)
-        if room.closed and not transport.blocked and not room.log.pending(member):
+        data = self.room.log.take_nowait(member)
+        if not data:
+            self._check_closed()
+        elif batch is None:
+            self._flushed(transport.send_nowait(data))
+        else:
+            batch.add(transport, data, self._flushed)
+
+    def _flushed(self, taken: bool) -> None:
+        self._written(taken)
+        self._check_closed()
+
+    def _check_closed(self) -> None:
+        room, member = self.room, self.member
+        if (
+            room.closed
+            and member is not None
+            and not self.transport.blocked
+            and not room.log.pending(member)
+        ):
             self._finish()  # the shutdown notice is out: close
 
     def _write_nowait(self, data: bytes) -> None:
+        self._written(self.transport.send_nowait(data))
+
+    def _written(self, taken: bool) -> None:
+        """After a write: a rest left waits for the drain task; a peer gone ends it all."""
         transport = self.transport
-        if not transport.send_nowait(data):
+        if not taken:
             if self.member is not None:
                 self.member.sending = transport.blocked_since  # stuck here: "too slow"
             self._start_drain()

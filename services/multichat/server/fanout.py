@@ -23,6 +23,7 @@ import math
 import trio
 
 from .room import Room
+from .transport import SendBatch
 
 # A flush's worth: with this much waiting, waiting longer buys nothing and costs memory.
 FLUSH_BYTES = 16 * 1024
@@ -80,8 +81,10 @@ class Fanout:
         self._appended_event = trio.Event()
         self._hurry = trio.Event()
         self._last_flush = trio.current_time()
+        batch = SendBatch()  # every member's share first, then the sends back to back
         for member in room.members():
-            member.wake()
+            member.wake(batch)
+        batch.send_nowait()
         room.flushed_nowait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol import wire
 from ..protocol.errors import ProtocolError
@@ -35,6 +36,9 @@ from .entries import Dialect, Entry
 from .limits import Limits
 from .log import Log
 
+if TYPE_CHECKING:
+    from .transport import SendBatch
+
 # A send the kernel has not finished in this long is stuck on a reader that is not reading.
 SEND_STALL_SECONDS = 0.5
 
@@ -46,6 +50,13 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Wake(Protocol):
+    """How the room has a member's connection send what is waiting for it: at once, or, with
+    the fan-out's `batch`, into the batch, which the fan-out sends for everyone together."""
+
+    def __call__(self, batch: SendBatch | None = None, /) -> None: ...
 
 
 class Member:
@@ -77,7 +88,7 @@ class Member:
         key: str,
         *,
         dialect: Dialect,
-        wake: Callable[[], None],
+        wake: Wake,
         kick: Callable[[str], None],
         finish: Callable[[], None] = lambda: None,
         source: str = "",
@@ -236,7 +247,7 @@ class Room:
         name: str,
         *,
         dialect: Dialect,
-        wake: Callable[[], None],
+        wake: Wake,
         kick: Callable[[str], None],
         welcome: Callable[[str, tuple[str, ...]], bytes],
         finish: Callable[[], None] = lambda: None,

