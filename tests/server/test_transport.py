@@ -11,7 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from multichat.server.transport import LINGER_SECONDS, SendBatch, Transport, unacknowledged
+from multichat.server.transport import (
+    LINGER_SECONDS,
+    SEND_BATCH_BYTES,
+    SendBatch,
+    Transport,
+    unacknowledged,
+)
 
 # Small kernel buffers make "the peer does not read" block after a few KB, not several MB.
 SMALL_BUFFER = 4096
@@ -328,7 +334,7 @@ async def test_a_batch_writes_each_connection_as_send_nowait_would() -> None:
             await trio.sleep(0.05)  # the reset arrives
             batch = SendBatch()
             done: dict[str, bool] = {}
-            big = b"".join(frame(i) for i in range(300))  # more than a small buffer takes
+            big = b"".join(frame(i) for i in range(200))  # more than a small buffer takes
             for name, transport, data in [
                 ("reading", reading, b"hello\n"),
                 ("waiting", waiting, b"after\n"),
@@ -351,3 +357,22 @@ async def test_a_batch_writes_each_connection_as_send_nowait_would() -> None:
                 )
                 assert await read_exactly(filler, len(big)) == big
             assert not waiting.blocked and not filling.blocked
+
+
+async def test_a_batch_goes_out_once_it_holds_its_limit() -> None:
+    # A flush of join notices to thousands of members must not hold every share at once.
+    with trio.fail_after(10):
+        async with open_pair(small=True) as (transport, peer):
+            batch = SendBatch()
+            taken: list[bool] = []
+            # Distinct bytes, and more than the socket takes at once: a write to a connection
+            # already in the batch goes after the rest of the one before it, never beside it.
+            chunks = [bytes([65 + i]) * (SEND_BATCH_BYTES // 4) for i in range(4)]
+            for chunk in chunks[:3]:
+                batch.add(transport, chunk, taken.append)
+            assert len(batch) == 3 and taken == []
+            batch.add(transport, chunks[3], taken.append)  # the fourth reaches the limit
+            assert len(batch) == 0 and len(taken) == 4
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(transport.drain)
+                assert await read_exactly(peer, SEND_BATCH_BYTES) == b"".join(chunks)
