@@ -41,7 +41,7 @@ class Delivery:
         if self.member is not None:
             self.room.send_nowait(self.member, data)  # in order with the log; wakes us
         else:
-            self._write_nowait(data)
+            self._written(self.transport.send_nowait(data))
 
     def joined(self, member: Member) -> None:
         """The visitor is now `member`: send its welcome and history at once."""
@@ -79,9 +79,6 @@ class Delivery:
             and not room.log.pending(member)
         ):
             self._finish()  # the shutdown notice is out: close
-
-    def _write_nowait(self, data: bytes) -> None:
-        self._written(self.transport.send_nowait(data))
 
     def _written(self, taken: bool) -> None:
         """After a write: a rest left waits for the drain task; a peer gone ends it all."""

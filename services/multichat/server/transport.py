@@ -94,12 +94,6 @@ class Transport:
         except BlockingIOError:
             sent = 0
         except OSError:  # reset, broken pipe: the peer is gone
-            sent = -1
-        return self._took(data, sent)
-
-    def _took(self, data: bytes | bytearray, sent: int) -> bool:
-        """The kernel took `sent` bytes of `data` (-1: the peer is gone); as `send_nowait`."""
-        if sent < 0:
             self.broken = True
             return True
         if sent < len(data):
@@ -273,24 +267,6 @@ class SendBatch:
         """Make every write gathered so far, then call each one's `done`."""
         sends, self._sends = self._sends, []
         self._bytes = 0
-        direct = []
-        for item in sends:
-            transport, data, done = item
-            if transport.pending or transport.broken or transport.tls is not None:
-                done(transport.send_nowait(data))  # queued behind a rest, or encrypted first
-            else:
-                direct.append(item)
-        taken = []
-        for transport, data, _ in direct:
-            if transport.pending or transport.broken:  # an earlier write in this batch
-                taken.append(transport.send_nowait(data))
-                continue
-            try:
-                sent = transport.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # reset, broken pipe: the peer is gone
-                sent = -1
-            taken.append(transport._took(data, sent))
-        for (_, _, done), result in zip(direct, taken, strict=True):
+        taken = [transport.send_nowait(data) for transport, data, _ in sends]
+        for (_, _, done), result in zip(sends, taken, strict=True):
             done(result)
