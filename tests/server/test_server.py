@@ -236,6 +236,36 @@ async def test_a_member_whose_socket_was_full_gets_everything_then_the_notice() 
             assert isinstance(await slow.next_event(), ConnectionClosed)
 
 
+async def test_a_member_that_quits_while_its_socket_is_full_gets_everything_first() -> None:
+    """Its drain task is waiting for room in the socket when the member quits: the drain stops,
+    the closing connection sends the rest itself, and no drain task outlives it."""
+    limits = replace(RELAXED, outbox_bytes=16 * 1024 * 1024)
+    async with start_room(limits) as room:
+        with trio.fail_after(20):
+            slow = await room.join("slow")
+            sent = await fill_socket(room, await room.join("reader"), slow, "slow")
+            assert _drain_tasks() == 1
+            await slow.send(Quit())
+            texts: list[str] = []
+            while not isinstance(event := await slow.next_event(), ConnectionClosed):
+                if isinstance(event, Message):
+                    texts.append(event.text[:4])
+            assert texts == [f"{n:04d}" for n in range(sent)]
+            assert "slow" not in room.server.room.names()
+            assert _drain_tasks() == 0
+
+
+def _drain_tasks() -> int:
+    """How many drain tasks the whole task tree holds."""
+    found = 0
+    nurseries = list(trio.lowlevel.current_root_task().child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            found += task.name.endswith("Delivery._drain")
+            nurseries.extend(task.child_nurseries)
+    return found
+
+
 async def test_shutdown_reaches_a_visitor_still_logging_in() -> None:
     async with start_room() as room:
         with trio.fail_after(10):

@@ -4,7 +4,7 @@ Before joining, a visitor's answers go straight to its socket. Once it is a memb
 it is sent goes through the room, in order with the log: the room wakes `flush_nowait` for a
 frame meant for this member alone, and the fan-out calls it for everyone after a broadcast.
 `Transport.send_nowait` gives the kernel what it takes at once; only when it will not take
-everything does a drain task (in the connection's nursery) wait for room in the socket. A
+everything does a drain task (in the server's nursery) wait for room in the socket. A
 member that reads along, nearly every one, never needs it. A closing connection sends the
 rest from its own task (`send_rest`).
 """
@@ -18,21 +18,35 @@ import trio
 from .room import Member, Room
 from .transport import SendBatch, Transport
 
+# One name for every drain task: trio would otherwise build a string for each.
+DRAIN_TASK = "multichat.server.delivery.Delivery._drain"
+
 
 class Delivery:
     """One connection's outgoing side. `nursery` is set while the connection runs."""
 
-    __slots__ = ("_draining", "_finish", "_stored", "member", "nursery", "room", "transport")
+    __slots__ = (
+        "_drain_scope",
+        "_drained",
+        "_draining",
+        "_finish",
+        "_stored",
+        "member",
+        "nursery",
+        "room",
+        "transport",
+    )
 
     def __init__(self, transport: Transport, room: Room, finish: Callable[[], None]) -> None:
         self.transport = transport
         self.room = room
         self._finish = finish  # run when all is sent after the room closed, or the peer is gone
         self.member: Member | None = None
-        # The connection's nursery while open: the drain task runs in it, the reader is in it,
-        # and cancelling it stops both.
+        # Where a drain task runs, while the connection reads (`stop_drain` ends that).
         self.nursery: trio.Nursery | None = None
         self._draining = False
+        self._drain_scope: trio.CancelScope | None = None  # the running drain task's
+        self._drained: trio.Event | None = None  # set when a drain being stopped has ended
         # Set by a flush while the closing connection waits for the history (`send_last`).
         self._stored: trio.Event | None = None
 
@@ -93,13 +107,32 @@ class Delivery:
     def _start_drain(self) -> None:
         if not self._draining and self.nursery is not None:
             self._draining = True
-            self.nursery.start_soon(self._drain)
+            self.nursery.start_soon(self._drain, name=DRAIN_TASK)
 
     async def _drain(self) -> None:
         try:
-            await self.send_rest()
+            with trio.CancelScope() as self._drain_scope:
+                if self.nursery is not None:  # not stopped before it began
+                    await self.send_rest()
         finally:
+            self._drain_scope = None
             self._draining = False
+            if self._drained is not None:
+                self._drained.set()
+
+    async def stop_drain(self) -> None:
+        """The connection stops reading: stop the drain task, if any, and wait for its end, so
+        that the rest goes out from the closing connection's own task and from nowhere else."""
+        self.nursery = None
+        if not self._draining:
+            return
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+        self._drained = trio.Event()
+        try:
+            await self._drained.wait()
+        finally:
+            self._drained = None
 
     async def send_last(self) -> None:
         """The connection is closing: send all it is owed, which for a member that has left

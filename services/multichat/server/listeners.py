@@ -49,6 +49,9 @@ BACKLOG = 4096
 # How often stalled members and quiet ones are looked for: a member is "too slow" after its
 # socket has refused more for SEND_STALL_SECONDS, so looking as often costs at most that again.
 SWEEP_SECONDS = SEND_STALL_SECONDS
+# One name for every connection's task: trio would otherwise build a string for each.
+SESSION_TASK = "multichat.server.session.Session.run"
+PROXIED_TASK = "multichat.server.listeners.ChatServer._run_proxied"
 
 
 def _keepalive(sock: trio.socket.SocketType) -> None:
@@ -312,14 +315,14 @@ class ChatServer:
                 continue
             _keepalive(stream.socket)
             if proxied:
-                sessions.start_soon(self._run_proxied, stream)
+                sessions.start_soon(self._run_proxied, stream, sessions, name=PROXIED_TASK)
             else:
                 source = _source(stream)
                 session = self._admit(Transport.from_stream(stream), source)
                 if session is not None:
-                    sessions.start_soon(session.run)
+                    sessions.start_soon(session.run, sessions, name=SESSION_TASK)
 
-    async def _run_proxied(self, stream: trio.SocketStream) -> None:
+    async def _run_proxied(self, stream: trio.SocketStream, sessions: trio.Nursery) -> None:
         """Serve a friend behind the tunnel by real address: from the PROXY header a TCP
         endpoint sends, or the X-Forwarded-For of a request through an HTTPS endpoint."""
         if self._pending_proxy >= MAX_PENDING_PROXY:
@@ -340,7 +343,7 @@ class ChatServer:
         source, initial = found
         session = self._admit(Transport.from_stream(stream), source, initial, lan=False)
         if session is not None:
-            await session.run()
+            await session.run(sessions)
 
     def _admit(
         self, transport: Transport, source: str, initial: bytes = b"", *, lan: bool = True

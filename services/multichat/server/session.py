@@ -79,6 +79,7 @@ class Session:
         "_kicked",
         "_pinged",
         "_refuse_proxy",
+        "_scope",
         "authenticated",
         "conn",
         "ctx",
@@ -122,6 +123,9 @@ class Session:
         self._pinged = False
         self._http = False  # it spoke HTTP: what it is sent is HTTP or WebSocket frames
         self.websocket: websocket.WebSocketConnection | None = None
+        # The reader's scope while it runs: cancelling it stops the reading, and `run` then
+        # sends the rest. A scope, not a nursery, since 5,000 members hold one each.
+        self._scope: trio.CancelScope | None = None
 
     # -- sending (never waits) --
 
@@ -137,16 +141,16 @@ class Session:
     def finish_nowait(self) -> None:
         """Stop reading; send what is queued, then close."""
         self._finished = True
-        if self.delivery.nursery is not None:
-            self.delivery.nursery.cancel_scope.cancel()  # `run` sends the rest after it
+        if self._scope is not None:
+            self._scope.cancel()  # `run` sends the rest after it
 
     def kick(self, reason: str) -> None:
         """Drop the connection now (the room calls this for a member too slow to keep up)."""
         self.leave_reason = reason.split(":")[0]
         log.info("dropped %s (%s): %s", self._who(), self.source, reason)
         self._kicked = True
-        if self.delivery.nursery is not None:
-            self.delivery.nursery.cancel_scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     def shutdown_nowait(self, reason: str) -> None:
         """The server is closing: a member gets the room's notice; anyone else gets it here."""
@@ -185,16 +189,17 @@ class Session:
 
     # -- running --
 
-    async def run(self) -> None:
+    async def run(self, drains: trio.Nursery) -> None:
         """Serve the connection until it ends, then send what is left and close.
 
-        Its nursery holds the reader (this task) and, while the socket is full, the drain
-        task; cancelling it stops both. What is still queued then goes out from here.
+        This task reads. While the socket is full, a drain task waits for room in it, in
+        `drains` (the server's nursery); when the reading stops, the drain stops too, and what
+        is still queued goes out from here.
         """
         self.ctx.sessions.add(self)
         try:
-            async with trio.open_nursery() as nursery:
-                self.delivery.nursery = nursery
+            with trio.CancelScope() as self._scope:
+                self.delivery.nursery = drains
                 try:
                     await self._read_loop()
                 except RemoteProtocolError as exc:
@@ -204,14 +209,14 @@ class Session:
                 except trio.TooSlowError:
                     self._refuse("timeout", "too slow to log in; connect and try again")
                     self.leave_reason = "timeout"
-                nursery.cancel_scope.cancel()  # a drain task: the rest goes out below
         finally:
-            self.delivery.nursery = None
+            self._scope = None
             self._finished = True
             self.ctx.sessions.discard(self)
             self._leave()
             self.ctx.gate.release(self.source, authenticated=self.authenticated)
             try:
+                await self.delivery.stop_drain()
                 if self.websocket is not None and not self._kicked:
                     self.delivery.send_nowait(self.websocket.close())
                 if not self._kicked:  # a member dropped as too slow reads nothing
