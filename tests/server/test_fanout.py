@@ -32,7 +32,7 @@ Delivery = tuple[float, list[Event]]
 
 
 class Inbox:
-    """A member whose `wake` takes its share at once and records when it got what."""
+    """A member whose outlet takes its share at once and records when it got what."""
 
     def __init__(self, room: Room, name: str) -> None:
         self.room = room
@@ -42,17 +42,22 @@ class Inbox:
         self.member = room.join(
             name,
             dialect=Dialect.JSON,
-            wake=self._wake,
-            kick=lambda reason: None,
+            outlet=self,
             welcome=lambda display, names: wire.encode(Welcome(display, room.name, names)),
         )
 
-    def _wake(self, batch: SendBatch | None = None) -> None:
+    def flush_nowait(self, batch: SendBatch | None = None, /) -> None:
         data = self.room.log.take_nowait(self.member)
         if data:
             events = [wire.decode(line) for line in data.splitlines()]
             self.deliveries.append((trio.current_time(), events))
             self._arrived.set()
+
+    def kick(self, reason: str, /) -> None:
+        raise AssertionError(f"{self.member.name} kicked: {reason}")
+
+    def finish_nowait(self) -> None:
+        pass
 
     async def next(self) -> Delivery:
         """The next delivery, waiting for it if it has not come yet."""

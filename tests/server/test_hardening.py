@@ -38,6 +38,7 @@ from multichat.protocol.events import (
 from multichat.server.entries import Dialect
 from multichat.server.limits import Limits, load_limits
 from multichat.server.room import Room
+from roomoutlet import RecordingOutlet
 
 # The per-source limits lifted, every other limit at its default.
 PER_SOURCE_LIFTED = Limits(
@@ -479,14 +480,14 @@ async def test_a_member_that_asks_but_never_reads_is_dropped_at_its_outbox_limit
 def test_history_shown_to_a_new_member_does_not_count_toward_its_outbox() -> None:
     """A room whose last 20 messages are long pastes must not drop everyone who joins."""
     room = Room(limits=Limits())
-    kicked: list[str] = []
+    outlets: list[RecordingOutlet] = []
 
     def join(name: str) -> object:
+        outlets.append(RecordingOutlet())
         return room.join(
             name,
             dialect=Dialect.JSON,
-            wake=lambda *batch: None,
-            kick=lambda reason: kicked.append(f"{name}: {reason}"),
+            outlet=outlets[-1],
             welcome=lambda display, names: b"welcome\n",
         )
 
@@ -497,7 +498,7 @@ def test_history_shown_to_a_new_member_does_not_count_toward_its_outbox() -> Non
         room.log.take_nowait(poster)  # type: ignore[arg-type]
     newcomer = join("newcomer")
     room.post(poster, paste)  # type: ignore[arg-type]
-    assert kicked == []
+    assert [outlet.kicked for outlet in outlets] == [[], []]
     assert room.log.take_nowait(newcomer).count(b'"type":"message"') == 21  # type: ignore[arg-type]
 
 

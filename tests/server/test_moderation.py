@@ -28,6 +28,7 @@ from multichat.server.limits import Limits
 from multichat.server.listeners import ChatServer
 from multichat.server.moderation import Moderation
 from multichat.server.room import Room
+from roomoutlet import RecordingOutlet
 
 STEP = 10
 TOKEN = "host-token"
@@ -254,8 +255,7 @@ def test_mutes_taken_from_the_backplane_keep_their_time_and_expired_ones_are_dro
         name: room.join(
             name,
             dialect=Dialect.JSON,
-            wake=lambda *batch: None,
-            kick=lambda reason: None,
+            outlet=RecordingOutlet(),
             welcome=lambda display, names: b"welcome\n",
         )
         for name in ("bob", "cat", "dan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from multichat.server.entries import Dialect
 from multichat.server.limits import Limits
 from multichat.server.room import Member, Room
+from roomoutlet import RecordingOutlet
 
 
 class Clock:
@@ -23,8 +24,7 @@ def join(room: Room, name: str, woken: list[str]) -> Member:
     return room.join(
         name,
         dialect=Dialect.JSON,
-        wake=lambda *batch: woken.append(name),
-        kick=lambda reason: None,
+        outlet=RecordingOutlet(lambda: woken.append(name)),
         welcome=lambda display, names: b"welcome\n",
     )
 
@@ -117,24 +117,23 @@ def test_a_frame_for_one_member_wakes_only_that_member_and_keeps_its_place() -> 
 def test_only_a_stuck_writer_is_too_slow() -> None:
     clock, woken = Clock(), []
     room = make_room(clock)
-    kicked: list[str] = []
+    outlet = RecordingOutlet()
     alice = join(room, "alice", woken)
     slow = room.join(
         "slow",
         dialect=Dialect.JSON,
-        wake=lambda *batch: None,
-        kick=kicked.append,
+        outlet=outlet,
         welcome=lambda display, names: b"welcome\n",
     )
     big = "x" * 3000
     for _ in range(60):  # 180 KB: over the outbox, but slow's socket has not refused more yet
         room.post(alice, big)
         room.log.take_nowait(alice)
-    assert slow in room and kicked == []
+    assert slow in room and outlet.kicked == []
     slow.sending = clock.now  # its socket now refuses more: the kernel buffer is full
     clock.now += 1
     room.sweep_nowait()
-    assert slow not in room and kicked and kicked[0].startswith("too slow")
+    assert slow not in room and outlet.kicked and outlet.kicked[0].startswith("too slow")
 
 
 def test_a_welcome_lists_everyone_in_join_order_through_renames_and_leaves() -> None:
@@ -149,8 +148,7 @@ def test_a_welcome_lists_everyone_in_join_order_through_renames_and_leaves() -> 
         return room.join(
             name,
             dialect=Dialect.JSON,
-            wake=lambda *batch: None,
-            kick=lambda reason: None,
+            outlet=RecordingOutlet(),
             welcome=welcome,
         )
 

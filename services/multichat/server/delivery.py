@@ -11,7 +11,7 @@ rest from its own task (`send_rest`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -22,14 +22,25 @@ from .transport import SendBatch, Transport
 DRAIN_TASK = "multichat.server.delivery.Delivery._drain"
 
 
+class Owner(Protocol):
+    """The connection a `Delivery` sends for (the session)."""
+
+    def finish_nowait(self) -> None:
+        """Stop reading; send what is queued, then close."""
+
+    def kick(self, reason: str, /) -> None:
+        """Drop the connection now."""
+
+
 class Delivery:
-    """One connection's outgoing side. `nursery` is set while the connection runs."""
+    """One connection's outgoing side, and its member's `Outlet` in the room. `nursery` is
+    set while the connection runs."""
 
     __slots__ = (
         "_drain_scope",
         "_drained",
         "_draining",
-        "_finish",
+        "_owner",
         "_stored",
         "member",
         "nursery",
@@ -37,10 +48,11 @@ class Delivery:
         "transport",
     )
 
-    def __init__(self, transport: Transport, room: Room, finish: Callable[[], None]) -> None:
+    def __init__(self, transport: Transport, room: Room, owner: Owner) -> None:
         self.transport = transport
         self.room = room
-        self._finish = finish  # run when all is sent after the room closed, or the peer is gone
+        # Finished when all is sent after the room closed, or when the peer is gone.
+        self._owner = owner
         self.member: Member | None = None
         # Where a drain task runs, while the connection reads (`stop_drain` ends that).
         self.nursery: trio.Nursery | None = None
@@ -62,6 +74,12 @@ class Delivery:
         self.member = member
         member.sending = self.transport.blocked_since  # still blocked as a visitor?
         self.flush_nowait()
+
+    def kick(self, reason: str, /) -> None:
+        self._owner.kick(reason)
+
+    def finish_nowait(self) -> None:
+        self._owner.finish_nowait()
 
     def flush_nowait(self, batch: SendBatch | None = None) -> None:
         """Send this member everything the room holds for it, as far as the socket takes it;
@@ -92,7 +110,7 @@ class Delivery:
             and not self.transport.blocked
             and not room.log.pending(member)
         ):
-            self._finish()  # the shutdown notice is out: close
+            self._owner.finish_nowait()  # the shutdown notice is out: close
 
     def _written(self, taken: bool) -> None:
         """After a write: a rest left waits for the drain task; a peer gone ends it all."""
@@ -102,7 +120,7 @@ class Delivery:
                 self.member.sending = transport.blocked_since  # stuck here: "too slow"
             self._start_drain()
         elif transport.broken:
-            self._finish()
+            self._owner.finish_nowait()
 
     def _start_drain(self) -> None:
         if not self._draining and self.nursery is not None:
@@ -163,4 +181,4 @@ class Delivery:
                     self.member.sending = None
                 self.flush_nowait()
         except trio.BrokenResourceError:
-            self._finish()
+            self._owner.finish_nowait()

@@ -83,7 +83,7 @@ class Fanout:
         self._last_flush = trio.current_time()
         batch = SendBatch()  # every member's share first, then the sends back to back
         for member in room.members():
-            member.wake(batch)
+            member.outlet.flush_nowait(batch)
         batch.send_nowait()
         room.flushed_nowait()
 

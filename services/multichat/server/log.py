@@ -217,7 +217,7 @@ class Log:
         if self.departed:
             # Members out of the room are no longer flushed by the fan-out: wake them here.
             for member in list(self.departed):
-                member.wake()
+                member.outlet.flush_nowait()
             self.departed = [m for m in self.departed if self.pending(m)]
 
     def preload(self, events: list[Event], last_seq: int) -> None:

@@ -193,8 +193,7 @@ def _join(
     member = room.join(
         name,
         dialect=_dialect(session),
-        wake=session.delivery.flush_nowait,
-        kick=session.kick,
+        outlet=session.delivery,
         welcome=lambda display, names: b"".join(
             session.encode(event)
             for event in (
@@ -202,7 +201,6 @@ def _join(
                 *resumed,
             )
         ),
-        finish=session.finish_nowait,
         source=session.source,
         invited=invited,
         start=start,

@@ -238,7 +238,7 @@ class Moderation:
         """Tell `member` why, take it out of the room, close it once that is sent."""
         self.room.remove(member, reason)
         self.room.send_event_nowait(member, Error(code, text))
-        member.finish()
+        member.outlet.finish_nowait()
 
     def _kick(self, actor: str, command: Moderate) -> Notice | Error:
         member = self._target(actor, command.target, "kick")

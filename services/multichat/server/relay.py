@@ -343,7 +343,7 @@ class Relay:
                 ),
             )
             self.room.remove(member, "server lost")
-            member.finish()
+            member.outlet.finish_nowait()
 
     # -- what members ask --
 

@@ -112,7 +112,7 @@ class Session:
         self._finished = False  # nothing more will be queued: flush and close
         self._kicked = False  # dropped: close at once, without a lingering close
         # Its room is set on joining (and on moving): until then, nothing goes through one.
-        self.delivery = Delivery(transport, ctx.rooms.default.room, self.finish_nowait)
+        self.delivery = Delivery(transport, ctx.rooms.default.room, self)
         self.name_tries = 0  # names refused so far (login.py)
         self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
@@ -192,41 +192,88 @@ class Session:
     async def run(self, drains: trio.Nursery) -> None:
         """Serve the connection until it ends, then send what is left and close.
 
-        This task reads. While the socket is full, a drain task waits for room in it, in
-        `drains` (the server's nursery); when the reading stops, the drain stops too, and what
-        is still queued goes out from here.
+        This task reads: the handshake, then a member's frames. While the socket is full, a
+        drain task waits for room in it, in `drains` (the server's nursery); when the reading
+        stops, the drain stops too, and what is still queued goes out from here (`_close`).
         """
         self.ctx.sessions.add(self)
+        self.delivery.nursery = drains
         try:
             with trio.CancelScope() as self._scope:
-                self.delivery.nursery = drains
-                try:
-                    await self._read_loop()
-                except RemoteProtocolError as exc:
-                    self._refuse(exc.code, str(exc))
-                except trio.BrokenResourceError:
-                    pass
-                except trio.TooSlowError:
-                    self._refuse("timeout", "too slow to log in; connect and try again")
-                    self.leave_reason = "timeout"
+                if not await self._handshake():
+                    return
+                # Joined: the same steps as `_step`, inline down to the wait for the socket,
+                # since every frame of a waiting task is memory that 5,000 members hold at once.
+                conn = self.conn
+                transport = self.transport
+                handled = 0  # frames handled since this task last let the others run
+                # The last read emptied the socket (it took less than it asked for, in the
+                # clear): the next goes straight to waiting. Trying first would cost a member
+                # who sends a line at a time a failed recv() a line (epoll answers at once if
+                # more came meanwhile).
+                drained = False
+                while True:
+                    try:
+                        event = conn.next_event()
+                    except RemoteProtocolError as exc:
+                        self._answer_error(exc)
+                        continue
+                    if isinstance(event, NeedData):
+                        if conn.mode is Mode.TEXT and conn.has_partial_line():
+                            await self._receive()
+                            continue
+                        data = None if drained else transport.receive_nowait()
+                        if data is None:
+                            await trio.lowlevel.wait_readable(transport.sock)
+                            data = transport.receive_nowait()
+                            if data is None:
+                                continue
+                        else:
+                            # It came faster than we handle it: let the others have their turn.
+                            await trio.lowlevel.checkpoint()
+                        drained = len(data) < RECEIVE_BYTES and transport.tls is None
+                        self._heard = trio.current_time()
+                        self._pinged = False
+                        if self.websocket is None:
+                            conn.receive_data(data)
+                        else:
+                            self._feed_websocket(data)
+                        continue
+                    if isinstance(event, ConnectionClosed) or not await self._handle(event):
+                        return
+                    handled += 1
+                    if handled >= FRAMES_PER_TURN:
+                        handled = 0
+                        await trio.lowlevel.checkpoint()
+        except RemoteProtocolError as exc:
+            self._refuse(exc.code, str(exc))
+        except trio.BrokenResourceError:
+            pass
+        except trio.TooSlowError:
+            self._refuse("timeout", "too slow to log in; connect and try again")
+            self.leave_reason = "timeout"
         finally:
-            self._scope = None
-            self._finished = True
-            self.ctx.sessions.discard(self)
-            self._leave()
-            self.ctx.gate.release(self.source, authenticated=self.authenticated)
-            try:
-                await self.delivery.stop_drain()
-                if self.websocket is not None and not self._kicked:
-                    self.delivery.send_nowait(self.websocket.close())
-                if not self._kicked:  # a member dropped as too slow reads nothing
-                    with trio.move_on_after(FLUSH_SECONDS):
-                        await self.delivery.send_last()
-                    await self.transport.linger_close()
-            finally:
-                self.transport.close()
-                if self.member is not None and self.hosted is not None:
-                    self.hosted.room.log.forget(self.member)
+            await self._close()
+
+    async def _close(self) -> None:
+        """Out of the room; the rest sent (within FLUSH_SECONDS), then the socket closed."""
+        self._scope = None
+        self._finished = True
+        self.ctx.sessions.discard(self)
+        self._leave()
+        self.ctx.gate.release(self.source, authenticated=self.authenticated)
+        try:
+            await self.delivery.stop_drain()
+            if self.websocket is not None and not self._kicked:
+                self.delivery.send_nowait(self.websocket.close())
+            if not self._kicked:  # a member dropped as too slow reads nothing
+                with trio.move_on_after(FLUSH_SECONDS):
+                    await self.delivery.send_last()
+                await self.transport.linger_close()
+        finally:
+            self.transport.close()
+            if self.member is not None and self.hosted is not None:
+                self.hosted.room.log.forget(self.member)
 
     def _refuse(self, code: str, message: str) -> None:
         """A last error before closing, sent whatever state the conversation is in.
@@ -260,53 +307,6 @@ class Session:
                     # alone do not extend it, or a line sent a byte at a time would never end.
                     deadline.deadline = trio.current_time() + limits.handshake_seconds
         return True
-
-    async def _read_loop(self) -> None:
-        if not await self._handshake():
-            return
-        # Joined: the same steps as `_step`, with the common receive inline, since every
-        # frame of a waiting task is memory that 5,000 members hold at once.
-        conn = self.conn
-        transport = self.transport
-        handled = 0  # frames handled since this task last let the others run
-        # The last read emptied the socket (it took less than it asked for, in the clear):
-        # the next goes straight to waiting. Trying first would cost a member who sends a line
-        # at a time a failed recv() a line (epoll answers at once if more came meanwhile).
-        drained = False
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                self._answer_error(exc)
-                continue
-            if isinstance(event, NeedData):
-                if conn.mode is Mode.TEXT and conn.has_partial_line():
-                    await self._receive()
-                else:
-                    data = None if drained else transport.receive_nowait()
-                    if data is None:
-                        # Waited for here, not in a helper: a frame less for every member.
-                        await trio.lowlevel.wait_readable(transport.sock)
-                        data = transport.receive_nowait()
-                        if data is None:
-                            continue
-                    else:
-                        # It came faster than we handle it: let the others have their turn.
-                        await trio.lowlevel.checkpoint()
-                    drained = len(data) < RECEIVE_BYTES and transport.tls is None
-                    self._heard = trio.current_time()
-                    self._pinged = False
-                    if self.websocket is None:
-                        conn.receive_data(data)
-                    else:
-                        self._feed_websocket(data)
-                continue
-            if isinstance(event, ConnectionClosed) or not await self._handle(event):
-                return
-            handled += 1
-            if handled >= FRAMES_PER_TURN:
-                handled = 0
-                await trio.lowlevel.checkpoint()
 
     async def _step(self) -> bool:
         """Handle one event (reading more first if needed); False when the session is over."""
