@@ -20,7 +20,12 @@
 // found and completed as client/names.py does (names.js).
 import { COMMAND_NAMES, CommandError, HELP, OPERATOR_HELP, parseCommand } from "./commands.js";
 import { complete, mentions, nameKey } from "./names.js";
-import { cleanLine, cleanText, nameColour, pyRepr } from "./text.js";
+import { cleanLine, cleanText, nameColour, num, pyRepr, str } from "./text.js";
+import {
+  $, addRow, alertRow, describeMembers, log, nameNode, plural, sentence, setLoginBusy,
+  showBans, showConfirmed, showFailed, showHelp, showLoginError, showLoginForm, showMembers,
+  showMessage, showPending, showRoom, showRooms, showState, showTopic, system,
+} from "./view.js";
 
 // About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
 const RECONNECT_TRIES = 8;
@@ -40,8 +45,6 @@ const PONG_MS = 20000;
 const QUIT_MS = 5000;
 // The server's limit (sanitize.py): a longer line stays in the box to be shortened.
 const MAX_TEXT_CHARS = 4000;
-// The log keeps this many rows; older ones go, so a day-long session stays small.
-const MAX_ROWS = 5000;
 
 const LINE_REFUSALS = new Set(["too_long", "empty", "muted"]); // sending again cannot help
 const LINE_DEFERRALS = new Set(["shutting_down", "not_joined"]); // may go after a rejoin
@@ -66,255 +69,6 @@ const LOG_FRAMES = new Set(["message", "join", "leave", "nick", "away", "back", 
 // they are not news.
 const DATED = new Set(["join", "leave", "nick", "notice"]);
 
-const KEYS_HELP = [
-  ["Enter", "send"],
-  ["Shift+Enter", "a new line in the message"],
-  ["Tab", "complete a name (again: the next one), or a /command"],
-];
-
-// -- the page --
-
-const $ = (id) => document.getElementById(id);
-const log = $("messages");
-
-function node(tag, className, content) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  if (content !== undefined) el.textContent = content;
-  return el;
-}
-
-const pad = (n) => String(n).padStart(2, "0");
-// Fields of a frame, as the type they must have: the server is trusted to send them right,
-// but a wrong one must not show "undefined" or break the page.
-const str = (value) => (typeof value === "string" ? value : "");
-const num = (value) => (typeof value === "number" && Number.isFinite(value) ? value : 0);
-const plural = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
-const sentence = (text) => text.charAt(0).toUpperCase() + text.slice(1);
-
-function setTime(time, ts) {
-  const when = Number.isFinite(ts) ? new Date(ts * 1000) : new Date();
-  time.dateTime = when.toISOString();
-  time.textContent = `${pad(when.getHours())}:${pad(when.getMinutes())}`;
-}
-
-function nameNode(name) {
-  if (name === session.name) return node("span", "who me", cleanLine(name));
-  return node("span", `who name${nameColour(name)}`, cleanLine(name));
-}
-
-// One row of the log: the time, then what happened. A reader scrolled up to read earlier
-// rows stays where they are; one at the bottom (or who just sent) follows the new row.
-function addRow(kind, ts, parts, follow = false) {
-  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-  const row = node("li", `entry ${kind}`);
-  const time = node("time", "ts");
-  setTime(time, ts);
-  const body = node("div", "body");
-  body.append(...parts);
-  row.append(time, body);
-  log.append(row);
-  while (log.childElementCount > MAX_ROWS) log.firstElementChild.remove();
-  if (atBottom || follow) log.scrollTop = log.scrollHeight;
-  return row;
-}
-
-function system(words, kind = "system") {
-  return addRow(kind, undefined, [cleanText(words)]);
-}
-
-// Something the reader must not miss (the room closing, being removed): said at once.
-function alertRow(words, kind) {
-  const row = system(words, kind);
-  row.setAttribute("role", "alert");
-  return row;
-}
-
-// "alice: hi", or "* alice waves" for an action (/me); a private message says so, so that
-// nobody answers it in public by mistake.
-function messageParts(frame, mark) {
-  const from = nameNode(str(frame.from));
-  const said = node("span", "text", cleanText(str(frame.text)));
-  const parts = frame.action === true ? ["* ", from, " ", said, mark] : [from, ": ", said, mark];
-  const to = cleanLine(str(frame.to));
-  if (to) parts.unshift(node("span", "private", `(private to ${to}) `));
-  return parts;
-}
-
-// A line by someone else that names me (or is private to me) stands out, and is announced
-// unless it is history from before I joined.
-function showMessage(frame) {
-  const from = str(frame.from);
-  const text = str(frame.text);
-  const mine = from === session.name;
-  const mentioned = !mine && (str(frame.to) === session.name || mentions(text, session.name));
-  const kind = mine ? "message mine" : mentioned ? "message mention" : "message";
-  addRow(kind, frame.ts, messageParts(frame, ""));
-  if (mentioned && session.holding !== "join") {
-    const how = str(frame.to) ? "sent you a private message" : "mentioned you";
-    announce(`${cleanLine(from)} ${how}: ${cleanLine(text)}`);
-  }
-}
-
-function announce(words) {
-  const region = $("mention-alert");
-  region.textContent = "";
-  region.textContent = words;
-}
-
-// Own lines: shown at once as pending, confirmed (with the room's time) by their echo.
-function showPending(line) {
-  const mark = node("span", "mark", " …");
-  mark.title = "sending";
-  line.row = addRow("message mine pending", undefined, messageParts(
-    { from: session.name, text: line.text, to: line.to, action: line.action }, mark), true);
-}
-
-function showConfirmed(line, frame) {
-  if (!line.row) return;
-  line.row.className = "entry message mine sent";
-  setTime(line.row.querySelector("time"), frame.ts);
-  line.row.querySelector(".text").textContent = cleanText(str(frame.text));
-  const mark = line.row.querySelector(".mark");
-  mark.textContent = " ✓";
-  mark.title = "delivered";
-}
-
-function showFailed(line, why) {
-  if (!line.row) return;
-  line.row.className = "entry message mine failed";
-  const mark = line.row.querySelector(".mark");
-  mark.textContent = ` (not sent: ${cleanLine(why)})`;
-  mark.title = "not sent";
-}
-
-// `alice (op), bob (away: lunch), carol`, as protocol/textmode.py's describe_members.
-function marks(name) {
-  const said = [];
-  if (session.ops.includes(name)) said.push("op");
-  if (session.away.has(name)) {
-    const why = session.away.get(name);
-    said.push(why ? `away: ${cleanLine(why)}` : "away");
-  }
-  return said;
-}
-
-function describeMembers() {
-  return session.members.map((name) => {
-    const said = marks(name);
-    return said.length ? `${cleanLine(name)} (${said.join(", ")})` : cleanLine(name);
-  }).join(", ");
-}
-
-function showMembers() {
-  const list = $("members");
-  list.replaceChildren(...session.members.map((name) => {
-    const item = node("li");
-    item.append(nameNode(name));
-    const said = marks(name);
-    if (name === session.name) said.unshift("you");
-    if (said.length) item.append(node("span", "you", ` (${said.join(", ")})`));
-    return item;
-  }));
-  $("count").textContent = String(session.members.length);
-}
-
-function showTopic() {
-  const topic = $("topic");
-  const text = cleanLine(session.topic);
-  topic.hidden = !text;
-  topic.textContent = text ? `Topic: ${text}` : "";
-  topic.title = text;
-}
-
-// /help, without a round trip: the commands (an operator's too) and the keys, one table.
-function showHelp() {
-  const table = node("table", "help-list");
-  const sections = [["Commands", HELP], ["Operators also", OPERATOR_HELP], ["Keys", KEYS_HELP]];
-  for (const [title, rows] of sections) {
-    const section = node("tbody");
-    const head = node("th", "", title);
-    head.colSpan = 2;
-    head.scope = "colgroup";
-    section.append(node("tr"));
-    section.firstChild.append(head);
-    for (const [usage, meaning] of rows) {
-      const row = node("tr");
-      const term = node("td");
-      term.append(node("code", "", usage));
-      row.append(term, node("td", "", meaning));
-      section.append(row);
-    }
-    table.append(section);
-  }
-  addRow("help", undefined, [table], true);
-}
-
-// The answer to /bans: a table, one ban a row.
-function showBans(frame) {
-  const bans = Array.isArray(frame.bans) ? frame.bans.filter((b) => b && typeof b === "object")
-    : [];
-  if (!bans.length) {
-    addRow("bans", undefined, ["No bans."]);
-    return;
-  }
-  const table = node("table", "ban-list");
-  table.append(node("caption", "", `Bans (${bans.length})`));
-  const head = node("tr");
-  for (const title of ["Address", "Name", "Until", "By", "Reason"]) {
-    const cell = node("th", "", title);
-    cell.scope = "col";
-    head.append(cell);
-  }
-  table.append(head);
-  for (const ban of bans) {
-    const row = node("tr");
-    const until = typeof ban.until === "number" ? new Date(ban.until * 1000) : null;
-    const when = until
-      ? `${until.getFullYear()}-${pad(until.getMonth() + 1)}-${pad(until.getDate())} ` +
-        `${pad(until.getHours())}:${pad(until.getMinutes())}`
-      : "until lifted";
-    for (const cell of [ban.address, ban.name, when, ban.by, ban.reason]) {
-      row.append(node("td", "", cleanLine(str(cell))));
-    }
-    table.append(row);
-  }
-  addRow("bans", undefined, [table], true);
-}
-
-// The answer to /rooms: one line a room, the one we are in marked.
-function showRooms(frame) {
-  const rooms = Array.isArray(frame.rooms) ? frame.rooms.filter((r) => r && typeof r === "object")
-    : [];
-  system(`Rooms (${rooms.length}):`);
-  for (const room of rooms) {
-    const name = str(room.name);
-    const here = name === session.room ? " (you are here)" : "";
-    const topic = cleanLine(str(room.topic));
-    system(`  ${cleanLine(name)}${here}, ${num(room.members)} online${topic ? `: ${topic}` : ""}`);
-  }
-}
-
-function showState() {
-  const state = $("state");
-  let shown = "connected";
-  let kind = "";
-  if (session.ending) {
-    shown = { shutdown: "room closed", quit: "you left", kicked: "removed from the room" }[
-      session.ending] || "disconnected";
-    kind = "bad";
-  } else if (!session.welcomed) {
-    shown = `reconnecting ${session.counted}/${RECONNECT_TRIES}`;
-    kind = "warn";
-  }
-  const waiting = pending().length;
-  if (waiting && !session.welcomed && !session.ending) shown = `${waiting} waiting · ${shown}`;
-  state.textContent = shown;
-  state.className = kind;
-}
-
-// -- the login form, with a password or a personal invite --
-
 // `https://HOST/#invite=TOKEN`, `#room=NAME`, or both (`#invite=TOKEN&room=NAME`): the
 // fragment, which no server or tunnel ever sees. A link to a room joins it straight away.
 function readFragment(key) {
@@ -329,38 +83,6 @@ function readFragment(key) {
 
 let invite = readFragment("invite");
 const linkedRoom = readFragment("room");
-
-function showLoginForm() {
-  if (linkedRoom) $("login-title").textContent = `Join ${cleanLine(linkedRoom)}`;
-  $("password-field").hidden = Boolean(invite);
-  $("password").required = !invite;
-  $("invite-note").hidden = !invite;
-}
-
-function showLoginError(words, field) {
-  const error = $("login-error");
-  error.textContent = words;
-  error.hidden = false;
-  for (const input of [$("password"), $("name")]) {
-    input.setAttribute("aria-invalid", String(input === field));
-  }
-  setLoginBusy(false);
-  field.focus();
-  if (field.select) field.select(); // to type over
-}
-
-function setLoginBusy(busy) {
-  for (const input of $("login-form").elements) input.disabled = busy;
-  $("join").textContent = busy ? "Joining…" : "Join";
-}
-
-function showRoom() {
-  $("login").hidden = true;
-  $("chat").hidden = false;
-  $("room-name").textContent = cleanLine(session.room) || "multichat";
-  document.title = `${cleanLine(session.room) || "multichat"} · multichat`;
-  $("say").focus();
-}
 
 // -- the session: one member in one room, across connections --
 
@@ -404,6 +126,9 @@ const pending = () => [
   ...session.unacked.values(),
   ...session.outbox,
 ];
+
+// The state line, with how many typed lines wait.
+const updateState = () => showState(session, pending().length, RECONNECT_TRIES);
 
 function wsUrl() {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
@@ -490,14 +215,14 @@ function welcomed(frame) {
   session.replay = [];
   send({ type: "who" });
   if (!rejoined) {
-    showRoom();
+    showRoom(session);
     system(`Welcome to ${session.room}, ${session.name}! Online: ${session.members.join(", ")}`);
     if (session.topic) system(`Topic: ${session.topic}`);
     system("Type a message and press Enter. /help lists commands.");
   }
-  showTopic();
-  showMembers();
-  showState();
+  showTopic(session);
+  showMembers(session);
+  updateState();
 }
 
 // The room moved us (/join): the other room's welcome, then its recent history, whose joins
@@ -511,11 +236,11 @@ function moved(frame) {
     holding: "join",
   });
   send({ type: "who" });
-  showRoom();
+  showRoom(session);
   system(`Welcome to ${session.room}, ${session.name}! Online: ${session.members.join(", ")}`);
   if (session.topic) system(`Topic: ${session.topic}`);
-  showTopic();
-  showMembers();
+  showTopic(session);
+  showMembers(session);
 }
 
 // Send what is queued, unless the room is still replaying. A quit waits for every echo: once
@@ -561,7 +286,7 @@ function handle(frame) {
         session.maybeDelivered.delete(line.id);
         showConfirmed(line, frame);
       } else {
-        showMessage(frame);
+        showMessage(session, frame);
       }
       break;
     }
@@ -569,8 +294,8 @@ function handle(frame) {
       const name = str(frame.name);
       seen(frame);
       if (!session.holding && !session.members.includes(name)) session.members.push(name);
-      addRow("join", frame.ts, ["→ ", nameNode(name), " joined"]);
-      showMembers();
+      addRow("join", frame.ts, ["→ ", nameNode(session, name), " joined"]);
+      showMembers(session);
       break;
     }
     case "leave": {
@@ -579,8 +304,8 @@ function handle(frame) {
       if (!session.holding) session.members = session.members.filter((n) => n !== name);
       session.away.delete(name);
       const why = cleanLine(str(frame.reason));
-      addRow("leave", frame.ts, ["← ", nameNode(name), ` left (${why})`]);
-      showMembers();
+      addRow("leave", frame.ts, ["← ", nameNode(session, name), ` left (${why})`]);
+      showMembers(session);
       break;
     }
     case "members":
@@ -592,10 +317,10 @@ function handle(frame) {
         system("Reconnected.");
         showReplay();
       } else if (!session.holding) {
-        system(`Online (${session.members.length}): ${describeMembers()}`);
+        system(`Online (${session.members.length}): ${describeMembers(session)}`);
       }
       session.holding = false;
-      showMembers();
+      showMembers(session);
       break;
     case "nick": { // a member's new name; ours, too, when the room renamed us
       const [old, now] = [str(frame.old), str(frame.new)];
@@ -605,29 +330,29 @@ function handle(frame) {
       if (session.away.has(old)) session.away.set(now, session.away.get(old));
       session.away.delete(old);
       session.ops = session.ops.map((n) => (n === old ? now : n));
-      addRow("system", frame.ts, [nameNode(old), " is now called ", nameNode(now)]);
-      showMembers();
+      addRow("system", frame.ts, [nameNode(session, old), " is now called ", nameNode(session, now)]);
+      showMembers(session);
       break;
     }
     case "away": {
       const name = str(frame.name);
       const why = cleanLine(str(frame.text));
       session.away.set(name, str(frame.text));
-      addRow("leave", undefined, [nameNode(name), why ? ` is away: ${why}` : " is away"]);
-      showMembers();
+      addRow("leave", undefined, [nameNode(session, name), why ? ` is away: ${why}` : " is away"]);
+      showMembers(session);
       break;
     }
     case "back":
       session.away.delete(str(frame.name));
-      addRow("join", undefined, [nameNode(str(frame.name)), " is back"]);
-      showMembers();
+      addRow("join", undefined, [nameNode(session, str(frame.name)), " is back"]);
+      showMembers(session);
       break;
     case "topic": {
       session.topic = str(frame.text);
       const said = session.topic ? ` set the topic: ${cleanLine(session.topic)}`
         : " cleared the topic";
-      addRow("system", undefined, [nameNode(str(frame.by)), said]);
-      showTopic();
+      addRow("system", undefined, [nameNode(session, str(frame.by)), said]);
+      showTopic(session);
       break;
     }
     case "notice": {
@@ -644,7 +369,7 @@ function handle(frame) {
       showBans(frame);
       break;
     case "rooms":
-      showRooms(frame);
+      showRooms(session, frame);
       break;
     case "welcome":
       moved(frame);
@@ -664,7 +389,7 @@ function handle(frame) {
     default: // "pong", "gap" outside a replay, and frame types newer than this page
   }
   flush(); // a quit may have been waiting for the last echo
-  showState();
+  updateState();
 }
 
 // An error after the welcome: about one of our lines, the end of our session, or a request.
@@ -735,7 +460,7 @@ function showReplay() {
     else return true;
     return false;
   });
-  showTopic();
+  showTopic(session);
   const count = fresh.filter((frame) => frame.type === "message").length + missed;
   if (count) {
     const skipped = missed ? ` (the oldest ${missed.toLocaleString("en")} are not shown)` : "";
@@ -826,7 +551,7 @@ function reconnect(reason, justLost) {
   const jitter = 1 - RECONNECT_JITTER + Math.random() * 2 * RECONNECT_JITTER;
   const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** (session.tried - 1));
   session.timers.reconnect = setTimeout(open, delay * jitter);
-  showState();
+  updateState();
 }
 
 // A phone that changed networks often leaves a socket that never reports its close.
@@ -850,7 +575,7 @@ function loginFailed(error) {
   else if (code === "bad_password" || code === "throttled") field = $("password");
   else if (code === "bad_invite") {
     invite = null; // the password instead
-    showLoginForm();
+    showLoginForm(invite, linkedRoom);
     field = $("password");
   }
   if (field === $("password") && $("password-field").hidden) field = $("name");
@@ -870,7 +595,7 @@ function end(why, reason) {
   requeue();
   for (const line of session.outbox) showFailed(line, "the connection ended");
   session.members = []; // who is online is no longer known here
-  showMembers();
+  showMembers(session);
   // A shutdown notice is on screen already.
   if (why === "quit") system(reason);
   else if (why === "lost") system(reason, "error");
@@ -880,7 +605,7 @@ function end(why, reason) {
   $("leave").hidden = true;
   $("again").hidden = false;
   $("again").focus();
-  showState();
+  updateState();
 }
 
 function quit() {
@@ -905,10 +630,10 @@ function say(text, to = null, action = false) {
   }
   session.nextId += 1;
   const line = { id: `${session.prefix}-${session.nextId}`, text, to, action, row: null };
-  showPending(line);
+  showPending(session, line);
   session.outbox.push(line);
   flush();
-  showState();
+  updateState();
   return true;
 }
 
@@ -1037,7 +762,7 @@ $("again").addEventListener("click", () => {
   $("login").hidden = false;
   $("topic").hidden = true;
   document.title = "multichat";
-  showLoginForm();
+  showLoginForm(invite, linkedRoom);
   setLoginBusy(false);
   (invite ? $("name") : $("password")).focus();
 });
@@ -1047,7 +772,7 @@ window.addEventListener("pagehide", () => {
   if (session && session.welcomed && !session.ending) send({ type: "quit", reason: "quit" });
 });
 
-showLoginForm();
+showLoginForm(invite, linkedRoom);
 
 // For the tests, and for anyone curious in the console: the rules shared with Python.
 window.multichat = Object.freeze({

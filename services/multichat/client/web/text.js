@@ -6,6 +6,11 @@ const NAME_COLOURS = 8;
 
 // -- text from the network: protocol/sanitize.py's rules, to the code point --
 
+// Fields of a frame, as the type they must have: the server is trusted to send them right,
+// but a wrong one must not show "undefined" or break the page.
+const str = (value) => (typeof value === "string" ? value : "");
+const num = (value) => (typeof value === "number" && Number.isFinite(value) ? value : 0);
+
 // Removed: C0 and C1 controls but LF, surrogates, noncharacters and format characters but
 // ZWNJ and ZWJ. Tab, CR, VT and FF fall in these ranges but are mapped before removal.
 const REMOVED = [
@@ -100,4 +105,4 @@ function pyRepr(text) {
   return out + quote;
 }
 
-export { casefold, cleanLine, cleanText, nameColour, pyRepr, splitWords, strip };
+export { casefold, cleanLine, cleanText, nameColour, num, pyRepr, splitWords, str, strip };
