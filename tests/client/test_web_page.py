@@ -35,6 +35,7 @@ from browser import (
     say,
     serve_room,
 )
+from multichat.client.outbox import Outbox
 from multichat.client.tui_widgets import name_attr
 from multichat.protocol import commands, wire
 from multichat.protocol.connection import ClientConnection
@@ -603,6 +604,90 @@ def test_the_page_colours_names_and_cleans_text_as_the_terminal_client_does(
         # A JSON string can carry lone surrogates; they go, and a pair stays.
         lone = page.evaluate(r"window.multichat.cleanText('a\ud800b\udc00c\ud83d\ude00')")
         assert lone == "abc😀"
+
+
+# -- the lines typed, until their echo (client/outbox.py and outbox.js) --
+
+# The same walk through both outboxes: refusals of each kind, a retry coming due, the
+# connection lost, a replayed line of ours claimed, and an echo. Ids differ; texts do not.
+OUTBOX_WALK = """
+({ lines, refusals }) => {
+  const box = new window.multichat.Outbox();
+  const texts = (taken) => taken.map((line) => line.text);
+  const walk = [];
+  for (const [text, to] of lines) box.add(text, to);
+  const sent = box.take();
+  walk.push(texts(sent));
+  for (const [code, message, which] of refusals) {
+    const refusal = box.refuse(code, message, which === null ? undefined : sent[which].id);
+    walk.push(refusal && [refusal[0].text, refusal[1]]);
+  }
+  walk.push(box.pending().length);
+  walk.push(box.retryDue(sent[1]));
+  box.requeue();
+  walk.push(texts(box.queued));
+  const claimed = box.claimReplayed({ type: "message", from: "me", text: "e" }, "me");
+  walk.push(claimed && claimed.text);
+  const again = box.take();
+  box.acknowledge(again[0].id);
+  walk.push(texts(again), box.pending().length);
+  return walk;
+}
+"""
+OUTBOX_LINES = [["a", None], ["b", None], ["c", "Ann B"], ["d", None], ["e", None]]
+OUTBOX_REFUSALS = [
+    ["too_long", "too long", None],  # no id: the oldest line waiting for its echo
+    ["unavailable", "the room's backplane is away", 1],  # by its id
+    ["no_such_member", "nobody called 'Ann B' is in the room", None],
+    ["shutting_down", "the room is closing", None],
+    ["bad_frame", "not a line's", None],
+]
+
+
+def python_outbox_walk() -> list[object]:
+    box = Outbox()
+    walk: list[object] = []
+    for text, to in OUTBOX_LINES:
+        box.add_nowait(text, to=to)
+    sent = box.take_nowait()
+    walk.append([line.text for line in sent])
+    for code, message, which in OUTBOX_REFUSALS:
+        id = None if which is None else sent[int(which)].id
+        refusal = box.refuse_nowait(Error(str(code), str(message), id), now=0.0)
+        walk.append(refusal and [refusal[0].text, refusal[1]])
+    walk.append(len(box))
+    box.retry_due_nowait(now=10.0)
+    walk.append(True)
+    box.requeue_nowait()
+    walk.append([line.text for line in box])
+    claimed = box.claim_replayed_nowait("e")
+    walk.append(claimed and claimed.text)
+    again = box.take_nowait()
+    box.acknowledge_nowait(again[0].id)
+    walk.extend([[line.text for line in again], len(box)])
+    return walk
+
+
+def test_the_page_keeps_typed_lines_as_the_terminal_client_does(
+    browser: Browser, room: Room
+) -> None:
+    with open_tab(browser, room.url) as tab:
+        walk = tab.page.evaluate(OUTBOX_WALK, {"lines": OUTBOX_LINES, "refusals": OUTBOX_REFUSALS})
+    assert walk == python_outbox_walk()
+    assert walk == [
+        ["a", "b", "c", "d", "e"],
+        ["a", "dropped"],
+        ["b", "retried"],
+        ["c", "dropped"],
+        ["d", "deferred"],
+        None,
+        3,  # b retrying, d deferred, e waiting for its echo
+        True,
+        ["d", "e", "b"],  # connection lost: d and e back in front of b, queued by its retry
+        "e",  # e may have been delivered: the replay says it was
+        ["d", "b"],
+        1,
+    ]
 
 
 # -- what a member types: the room's one grammar (protocol/commands.py) --

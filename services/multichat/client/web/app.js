@@ -8,19 +8,22 @@
 // server cleans too, but a client need not trust it.
 //
 // The connection behaves as the terminal client's (client/connection.py), with the same
-// numbers: typed lines carry an id and stay queued until their echo comes back; a lost
-// connection is rebuilt with back-off. A rejoin resumes: its hello says the newest message
-// seen (`since`), and the room replays each message after it once. A line the old connection
-// delivered but whose echo was lost shows up in that replay under our name, and is not sent
-// twice; the others go again once the replay is over.
+// numbers: typed lines carry an id and stay queued until their echo comes back (outbox.js,
+// as client/outbox.py); a lost connection is rebuilt with back-off. A rejoin resumes: its
+// hello says the newest message seen (`since`), and the room replays each message after it
+// once. A line the old connection delivered but whose echo was lost shows up in that replay
+// under our name, and is not sent twice; the others go again once the replay is over.
 //
 // What a member types follows protocol/commands.py (commands.js), the one grammar of the
 // terminal client and of plain-text mode, with its usage messages word for word; a test holds
 // the two together. Text is cleaned as protocol/sanitize.py cleans it (text.js), and names are
-// found and completed as client/names.py does (names.js).
+// found and completed as client/names.py does (names.js). How the page shows the room is
+// view.js; this module keeps the session and its connection.
+
 import { COMMAND_NAMES, CommandError, HELP, OPERATOR_HELP, parseCommand } from "./commands.js";
-import { complete, mentions, nameKey } from "./names.js";
-import { cleanLine, cleanText, nameColour, num, pyRepr, str } from "./text.js";
+import { complete, mentions } from "./names.js";
+import { Outbox, RETRY_UNAVAILABLE_MS } from "./outbox.js";
+import { cleanLine, cleanText, nameColour, num, str } from "./text.js";
 import {
   $, addRow, alertRow, describeMembers, log, nameNode, plural, sentence, setLoginBusy,
   showBans, showConfirmed, showFailed, showHelp, showLoginError, showLoginForm, showMembers,
@@ -46,15 +49,6 @@ const QUIT_MS = 5000;
 // The server's limit (sanitize.py): a longer line stays in the box to be shortened.
 const MAX_TEXT_CHARS = 4000;
 
-const LINE_REFUSALS = new Set(["too_long", "empty", "muted"]); // sending again cannot help
-const LINE_DEFERRALS = new Set(["shutting_down", "not_joined"]); // may go after a rejoin
-// The room's backplane (Redis) is away: the line goes again on this connection, this much
-// later (a Redis restart takes seconds), as the terminal client does.
-const LINE_RETRIES = new Set(["unavailable"]);
-const RETRY_UNAVAILABLE_MS = 2000;
-// A private line to someone who is not there; requests (`/kick bob`) get the same code, so
-// the error is matched to a line by the name it quotes.
-const NO_SUCH_MEMBER = "no_such_member";
 // A room gone after a restart (the host no longer makes it) is one too.
 const FATAL_LOGIN = new Set(["bad_password", "bad_name", "unsupported_version", "bad_invite",
   "no_such_room", "bad_room"]);
@@ -89,8 +83,6 @@ const linkedRoom = readFragment("room");
 let session = null;
 
 function newSession(name, password, token) {
-  const prefix = Array.from(crypto.getRandomValues(new Uint8Array(3)),
-    (b) => b.toString(16).padStart(2, "0")).join("");
   return {
     name, password, invite: token, room: "", members: [], topic: "",
     joining: null, // a "join" typed: sent after the lines typed before it
@@ -102,11 +94,7 @@ function newSession(name, password, token) {
     lastError: null, // the last error after the welcome
     lastNotice: null,
     dropReason: null,
-    outbox: [], // typed, not sent on this connection yet
-    unacked: new Map(), // sent on this connection, echo not seen yet, by id
-    deferred: [], // refused while the room was closing
-    retrying: new Map(), // refused as unavailable, sent again soon, by id
-    maybeDelivered: new Set(), // ids sent on a connection that broke
+    outbox: new Outbox(), // the lines typed, until their echo
     // "join" while the room shows its recent history, "rejoin" while it replays what was
     // missed (held in `replay`), until the answer to the "who" sent after the welcome.
     holding: false,
@@ -116,19 +104,11 @@ function newSession(name, password, token) {
     lastTs: 0, lastHeard: 0, pingedAt: 0,
     tried: 0, counted: 0, lostAt: 0,
     timers: { reconnect: 0, quit: 0, live: 0 },
-    prefix, nextId: 0,
   };
 }
 
-const pending = () => [
-  ...session.retrying.values(),
-  ...session.deferred,
-  ...session.unacked.values(),
-  ...session.outbox,
-];
-
 // The state line, with how many typed lines wait.
-const updateState = () => showState(session, pending().length, RECONNECT_TRIES);
+const updateState = () => showState(session, session.outbox.pending().length, RECONNECT_TRIES);
 
 function wsUrl() {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
@@ -247,9 +227,7 @@ function moved(frame) {
 // it is sent, the server reads nothing more from us.
 function flush() {
   if (!session.welcomed || session.holding || session.quitSent) return;
-  while (session.outbox.length) {
-    const line = session.outbox.shift();
-    session.unacked.set(line.id, line);
+  for (const line of session.outbox.take()) {
     const frame = { type: "say", text: line.text, id: line.id };
     if (line.to) frame.to = line.to;
     if (line.action) frame.action = true;
@@ -259,7 +237,7 @@ function flush() {
     send(session.joining);
     session.joining = null;
   }
-  if (session.quitting && session.unacked.size === 0) {
+  if (session.quitting && !session.outbox.awaitingEcho) {
     send({ type: "quit", reason: "quit" });
     session.quitSent = true;
   }
@@ -278,12 +256,8 @@ function handle(frame) {
     case "message": {
       session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
       seen(frame);
-      const id = typeof frame.id === "string" ? frame.id : undefined;
-      const line = id && (session.unacked.get(id) || session.retrying.get(id));
+      const line = typeof frame.id === "string" && session.outbox.acknowledge(frame.id);
       if (line) {
-        session.unacked.delete(line.id);
-        session.retrying.delete(line.id);
-        session.maybeDelivered.delete(line.id);
         showConfirmed(line, frame);
       } else {
         showMessage(session, frame);
@@ -400,42 +374,21 @@ function refused(frame) {
     end("kicked", message); // the room closes on us next: coming back would not be welcome
     return;
   }
-  const line = refusedLine(code, message, frame.id);
-  if (!line) {
+  const refusal = session.outbox.refuse(code, message, frame.id);
+  if (!refusal) {
     system(message, "error");
-  } else if (LINE_RETRIES.has(code)) {
+    return;
+  }
+  const [line, fate] = refusal;
+  if (fate === "retried") {
     system(message, "error");
     const current = session;
-    current.retrying.set(line.id, line);
     setTimeout(() => {
-      // Not if its echo came meanwhile ("it may have gone through").
-      if (!current.retrying.delete(line.id)) return;
-      current.outbox.unshift(line);
-      if (current === session) flush();
+      if (current.outbox.retryDue(line) && current === session) flush();
     }, RETRY_UNAVAILABLE_MS);
-  } else if (LINE_DEFERRALS.has(code)) {
-    session.deferred.push(line);
-  } else {
-    session.maybeDelivered.delete(line.id);
+  } else if (fate === "dropped") {
     showFailed(line, message);
   }
-}
-
-// The line an error refuses, taken off the unacknowledged ones; none if it is no line's.
-function refusedLine(code, message, id) {
-  let line;
-  if (typeof id === "string") {
-    // The server names the line: with a backplane, a refusal comes at once and the echoes
-    // of earlier lines later, so "the oldest" would be the wrong one.
-    line = session.unacked.get(id);
-  } else if (LINE_REFUSALS.has(code) || LINE_DEFERRALS.has(code)) {
-    // The room answers in order: the oldest line not yet echoed is the one.
-    line = session.unacked.values().next().value;
-  } else if (code === NO_SUCH_MEMBER) {
-    line = [...session.unacked.values()].find((l) => l.to && message.includes(pyRepr(l.to)));
-  }
-  if (line) session.unacked.delete(line.id);
-  return line;
 }
 
 // The rejoin's replay is over: say how much was missed, then show it. A line of ours that
@@ -470,28 +423,12 @@ function showReplay() {
 }
 
 function ownEcho(frame) {
-  const echoes = (line) => (typeof frame.id === "string" && frame.id === line.id)
-    || (str(frame.from) === session.name && session.maybeDelivered.has(line.id)
-      && cleanText(line.text) === str(frame.text)
-      && nameKey(line.to || "") === nameKey(str(frame.to))
-      && Boolean(line.action) === (frame.action === true));
-  const at = session.outbox.findIndex(echoes);
-  if (at < 0) return false;
-  const [line] = session.outbox.splice(at, 1);
-  session.maybeDelivered.delete(line.id);
+  const line = session.outbox.claimReplayed(frame, session.name);
+  if (!line) return false;
   session.lastSeq = Math.max(session.lastSeq, num(frame.seq));
   seen(frame);
   showConfirmed(line, frame);
   return true;
-}
-
-// Lines not acknowledged go back to the front of the queue, in the order typed.
-function requeue() {
-  const back = [...session.deferred, ...session.unacked.values()];
-  for (const line of session.unacked.values()) session.maybeDelivered.add(line.id);
-  session.outbox.unshift(...back);
-  session.deferred = [];
-  session.unacked.clear();
 }
 
 function stopTimers() {
@@ -509,7 +446,7 @@ function closed() {
   session.replay = [];
   session.joining = null; // a request is not kept for the next connection
   stopTimers();
-  requeue();
+  session.outbox.requeue();
   if (!session.everJoined) {
     loginFailed(loginError);
     return;
@@ -557,7 +494,7 @@ function reconnect(reason, justLost) {
 // A phone that changed networks often leaves a socket that never reports its close.
 function checkAlive() {
   const now = Date.now();
-  const quiet = session.unacked.size ? ACK_PING_MS : IDLE_PING_MS;
+  const quiet = session.outbox.awaitingEcho ? ACK_PING_MS : IDLE_PING_MS;
   if (session.pingedAt && now - session.pingedAt > PONG_MS) {
     drop("no answer from the server");
   } else if (!session.pingedAt && now - session.lastHeard > quiet) {
@@ -592,8 +529,8 @@ function end(why, reason) {
   }
   session.welcomed = false;
   session.ending = why;
-  requeue();
-  for (const line of session.outbox) showFailed(line, "the connection ended");
+  session.outbox.requeue();
+  for (const line of session.outbox.queued) showFailed(line, "the connection ended");
   session.members = []; // who is online is no longer known here
   showMembers(session);
   // A shutdown notice is on screen already.
@@ -628,10 +565,7 @@ function say(text, to = null, action = false) {
       "error");
     return false;
   }
-  session.nextId += 1;
-  const line = { id: `${session.prefix}-${session.nextId}`, text, to, action, row: null };
-  showPending(session, line);
-  session.outbox.push(line);
+  showPending(session, session.outbox.add(text, to, action));
   flush();
   updateState();
   return true;
@@ -776,6 +710,7 @@ showLoginForm(invite, linkedRoom);
 
 // For the tests, and for anyone curious in the console: the rules shared with Python.
 window.multichat = Object.freeze({
+  Outbox,
   cleanText,
   nameColour,
   mentions,
