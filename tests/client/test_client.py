@@ -108,7 +108,7 @@ async def test_two_members_chat_both_ways() -> None:
                 await alice_saw.wait_for(is_text("hi alice"))
                 await alice.wait_acknowledged()
                 assert alice.pending == 0
-                assert alice.members == ["alice", "bob"]
+                assert alice.roster.members == ["alice", "bob"]
                 nursery.cancel_scope.cancel()
 
 
@@ -609,22 +609,22 @@ async def test_requests_and_what_the_client_keeps_current() -> None:
                 await saw.wait_for(lambda e: isinstance(e, Join) and e.name == "bob")
                 await bob.send(Away("lunch"))
                 await saw.wait_for(lambda e: isinstance(e, WentAway))
-                assert alice.away == {"bob": "lunch"}
+                assert alice.roster.away == {"bob": "lunch"}
                 host(room, "op", "alice")
                 assert alice.request_nowait(SetTopic("movie night"))
                 await saw.wait_for(lambda e: isinstance(e, Topic))
-                assert alice.topic == "movie night"
+                assert alice.roster.topic == "movie night"
                 assert alice.request_nowait(Nick("alicia"))
                 renamed = await saw.wait_for(lambda e: isinstance(e, Renamed))
                 assert renamed == Renamed("alice", "alicia", renamed.ts)  # type: ignore[union-attr]
-                assert alice.name == "alicia" and alice.members == ["alicia", "bob"]
+                assert alice.roster.name == "alicia" and alice.roster.members == ["alicia", "bob"]
                 assert alice.who_nowait()
                 members = await saw.wait_for(lambda e: isinstance(e, Members))
                 assert members == Members(("alicia", "bob"), (("bob", "lunch"),), ("alicia",))
-                assert alice.ops == {"alicia"}
+                assert alice.roster.ops == {"alicia"}
                 await bob.send(Back())
                 await saw.wait_for(lambda e: isinstance(e, CameBack))
-                assert alice.away == {}
+                assert alice.roster.away == {}
                 # An operator hears of its own action once, though the room says it twice.
                 assert alice.request_nowait(Moderate("mute", "bob"))
                 await saw.wait_for(lambda e: isinstance(e, Notice) and "muted" in e.text)
@@ -747,7 +747,7 @@ async def test_our_new_name_is_the_one_we_rejoin_with(fast_reconnect: None) -> N
             nursery.start_soon(alice.run)
             assert alice.request_nowait(Nick("Alicia B"))
             await saw.wait_for(lambda e: isinstance(e, Renamed))
-            assert alice.name == "Alicia B"
+            assert alice.roster.name == "Alicia B"
 
             first_scope.cancel()
             await saw.wait_for(lambda e: isinstance(e, Lost))

@@ -37,13 +37,13 @@ async def test_join_moves_the_client_and_a_line_typed_before_stays_in_its_room()
         with trio.fail_after(10):
             carol = await room.join("carol", room="games")
             alice, saw = await client(Address(LOCAL, room.port), "alice")
-            assert alice.room == "den"
+            assert alice.roster.room == "den"
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(alice.run)
                 alice.say_nowait("last in den")
                 assert alice.request_nowait(JoinRoom("games"))
                 moved = await saw.wait_for(lambda e: isinstance(e, Joined) and e.moved)
-                assert alice.room == "games" and alice.members == ["carol", "alice"]
+                assert alice.roster.room == "games" and alice.roster.members == ["carol", "alice"]
                 alice.say_nowait("first in games")
                 heard = await carol.expect(Message)
                 assert alice.request_nowait(ListRooms())
@@ -92,8 +92,8 @@ async def test_an_invites_room_is_joined_and_a_renamed_first_room_still_lets_it_
             stale, _ = await client(Address(LOCAL, room.port, room="old name"), "bob")
             with pytest.raises(LoginRefused) as refused:
                 await client(Address(LOCAL, room.port), "cy", room="old name")
-    assert invited.room == "games"
-    assert stale.room == "den", "the invite's room is gone: the server's first room"
+    assert invited.roster.room == "games"
+    assert stale.roster.room == "den", "the invite's room is gone: the server's first room"
     assert refused.value.code == "no_such_room"
 
 

@@ -36,8 +36,8 @@ TS = 1_700_000_000.0
 
 def make_screen(members: tuple[str, ...] = ("alice", "bob")) -> ChatScreen:
     client = ChatClient(Address("0.tcp.ngrok.io", 12345), "alice", "pw", lambda e: None)
-    client.room = "friends"
-    client.members = list(members)
+    client.roster.room = "friends"
+    client.roster.members = list(members)
     client.state = "connected"
     screen = ChatScreen(client)
     client.listener = screen.on_event
@@ -142,7 +142,7 @@ def test_join_leave_system_and_shutdown_styles() -> None:
     assert attr_of(screen, "Online (2)") == "system"
     assert attr_of(screen, "empty message") == "error"
     assert attr_of(screen, "The room is closing") == "shutdown"
-    assert screen.client.members == ["alice", "bob"]
+    assert screen.client.roster.members == ["alice", "bob"]
 
 
 def test_nothing_from_the_network_reaches_the_screen_raw() -> None:
@@ -316,8 +316,8 @@ def ringing_screen(
 ) -> tuple[ChatScreen, Bell]:
     bell = Bell()
     client = ChatClient(Address("0.tcp.ngrok.io", 12345), name, "pw", lambda e: None)
-    client.room = "friends"
-    client.members = list(members)
+    client.roster.room = "friends"
+    client.roster.members = list(members)
     client.state = "connected"
     screen = ChatScreen(client, bell=bell)
     client.listener = screen.on_event
@@ -398,7 +398,7 @@ def test_renames_away_topic_notices_and_bans() -> None:
     client = screen.client
     client._handle(Renamed("bob", "rob", TS))
     client._handle(Renamed("alice", "alicia", TS))
-    assert client.name == "alicia" and client.members == ["alicia", "rob"]
+    assert client.roster.name == "alicia" and client.roster.members == ["alicia", "rob"]
     assert lines(screen)[-1] == "alicia>"
     client._handle(WentAway("rob", "lunch"))
     client._handle(CameBack("rob"))
@@ -503,7 +503,7 @@ def test_rooms_are_listed_and_a_move_shows_the_new_room() -> None:
     assert "friends (you are here), 1 online" in shown
     assert "games, 2 online: chess[2J" in shown
     client._joined(Welcome("alice", "games", ("bob", "alice"), seq=9))
-    screen.on_event(Joined(client.welcome_now(), moved=True))
+    screen.on_event(Joined(client.roster.welcome_now(), moved=True))
     screen.on_event(message("bob", "alice, you missed it", seq=9))  # history: no bell
     shown = "\n".join(lines(screen, (60, 12)))
     assert "Welcome to games, alice! Online: bob, alice" in shown

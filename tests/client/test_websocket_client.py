@@ -221,7 +221,7 @@ async def test_websocket_and_tcp_members_chat_in_one_room() -> None:
                 first = await alice_saw.wait_for(is_text("hi alice, from TCP"))
                 second = await alice_saw.wait_for(is_text("and a second line"))
                 assert alice_saw.events.index(first) < alice_saw.events.index(second)
-                assert alice.members == ["alice", "bob"]
+                assert alice.roster.members == ["alice", "bob"]
                 alice.quit_nowait()
             await bob.aclose()
 

@@ -5,8 +5,8 @@ errors). `run` then reads and writes until the member leaves, the room closes, o
 connection is lost and `RECONNECT_TRIES` attempts to rejoin fail. Everything that happens goes
 to one `listener` callback, synchronously and in order: the room's events as they arrive, and
 the client's own updates (`Joined`, `Lost`, `NotSent`). It also keeps what the interface shows
-beside the messages current: our own name (a `/nick` is followed, and a rejoin uses the new
-one), who is online, away and an operator, and the topic.
+beside the messages current, in its `Roster` (roster.py): our own name (a `/nick` is followed,
+and a rejoin uses the new one), who is online, away and an operator, and the topic.
 
 Typed lines are never lost to a broken connection: each carries an id, and stays in the
 `Outbox` (outbox.py) until the server's echo of it (the acknowledgement) arrives. After a
@@ -65,6 +65,7 @@ from .address import Address
 from .commands import Request
 from .login import RECEIVE_BYTES, ClientError, LoginRefused, login
 from .outbox import Line, Outbox
+from .roster import Roster
 
 # About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
 RECONNECT_TRIES = 8
@@ -161,18 +162,12 @@ class ChatClient:
         room: str | None = None,
     ) -> None:
         self.address = address
-        self.name = name
         self.password = password
         self.listener = listener
         self.state: Literal["connecting", "connected", "reconnecting", "closed"] = "connecting"
         # The room to join: asked for, else the one an invite names (None: the server's first).
         self._room_asked = room
-        self.room = ""
-        self.members: list[str] = []
-        self.away: dict[str, str] = {}  # who is away, and why (as far as we have heard)
-        self.ops: set[str] = set()  # the room's operators (as of the last member list)
-        self.topic = ""
-        self.welcome_seq = 0  # the room's newest message when we joined: older ones are history
+        self.roster = Roster(name)  # the room, as the interface shows it beside the messages
         self._stream: trio.abc.Stream | None = None
         self._conn = ClientConnection()
         self.outbox = Outbox()  # typed lines, until the room acknowledges them
@@ -242,23 +237,19 @@ class ChatClient:
         """Connect and log in; raises ConnectFailed, NotMultichat or LoginRefused."""
         room = self._room_asked or self.address.room
         try:
-            joined = await login(self.address, self.name, self.password, room=room)
+            joined = await login(self.address, self.roster.name, self.password, room=room)
         except LoginRefused as exc:
             # An invite names the room it was made in; if the host has renamed the first room
             # since, the invite still gets in, to the room the server has first now.
             if exc.code != "no_such_room" or self._room_asked is not None or room is None:
                 raise
-            joined = await login(self.address, self.name, self.password)
+            joined = await login(self.address, self.roster.name, self.password)
         self._stream, self._conn, welcome = joined
         self._joined(welcome)
         return welcome
 
-    def _joined(self, welcome: Welcome) -> None:
-        self.name = welcome.name
-        self.room = welcome.room
-        self.members = list(welcome.members)
-        self.topic = welcome.topic
-        self.welcome_seq = welcome.seq
+    def _joined(self, welcome: Welcome, *, moved: bool = False) -> None:
+        self.roster.welcomed(welcome, moved=moved)
         self.state = "connected"
 
     # -- running --
@@ -305,10 +296,10 @@ class ChatClient:
                     # The room we were in, by its name as the server said it.
                     self._stream, self._conn, welcome = await login(
                         self.address,
-                        self.name,
+                        self.roster.name,
                         self.password,
                         since=self._last_seq,
-                        room=self.room or None,
+                        room=self.roster.room or None,
                     )
                 except LoginRefused as exc:
                     if exc.code == "banned":
@@ -460,14 +451,13 @@ class ChatClient:
                 if isinstance(id, str):  # ours are strings; another client's are not ours
                     self.outbox.acknowledge_nowait(id)
                     self._check_quit()
-            case Members(names, away, ops):
-                self.members = list(names)
-                self.away = dict(away)
-                self.ops = set(ops)
+            case Members():
+                self.roster.listed(event)
                 if self._holding:
                     self._holding = False
                     self._wakeup.set()
-                    self.listener(Joined(self.welcome_now(), rejoined=True, missed=self._missed))
+                    welcome = self.roster.welcome_now()
+                    self.listener(Joined(welcome, rejoined=True, missed=self._missed))
                     held, self._held = self._held, []
                     for earlier in held:  # "while you were away", then what was said
                         self.listener(earlier)
@@ -516,43 +506,18 @@ class ChatClient:
 
     def _moved(self, welcome: Welcome) -> None:
         """The server moved us to another room (`/join`): its welcome says who is there."""
-        self._joined(welcome)
-        self.away.clear()
-        self.ops.clear()
+        self._joined(welcome, moved=True)
         # Numbers are the room's own: a rejoin asks the new room for what follows its newest
         # (the history that comes next counts down to what it shows).
         self._last_seq = welcome.seq
         self.listener(Joined(welcome, moved=True))
 
     def _track(self, event: Event) -> None:
-        """Keep our name, the member list, who is away and the topic as the room says."""
+        """Follow the room (the roster), and the newest time it has told of."""
         match event:
-            case Join(name, ts):
+            case Join(_, ts) | Leave(_, _, ts) | Renamed(_, _, ts):
                 self._last_ts = max(self._last_ts, ts)
-                if name not in self.members:
-                    self.members.append(name)
-            case Leave(name, _, ts):
-                self._last_ts = max(self._last_ts, ts)
-                if name in self.members:
-                    self.members.remove(name)
-                self.away.pop(name, None)
-                self.ops.discard(name)
-            case Renamed(old, new, ts):
-                self._last_ts = max(self._last_ts, ts)
-                if old == self.name:
-                    self.name = new  # a rejoin asks for the name we have now
-                self.members = [new if name == old else name for name in self.members]
-                if old in self.away:
-                    self.away[new] = self.away.pop(old)
-                if old in self.ops:
-                    self.ops.discard(old)
-                    self.ops.add(new)
-            case WentAway(name, text):
-                self.away[name] = text
-            case CameBack(name):
-                self.away.pop(name, None)
-            case Topic(text):
-                self.topic = text
+        self.roster.follow(event)
 
     def _replayed(self, event: Event) -> bool:
         """While holding after a rejoin: whether `event` is history already handled.
@@ -564,7 +529,8 @@ class ChatClient:
             case Message(seq, ts, sender, text, None):
                 if seq <= self._last_seq and ts <= self._last_ts:
                     return True
-                line = self.outbox.claim_replayed_nowait(text) if sender == self.name else None
+                mine = sender == self.roster.name
+                line = self.outbox.claim_replayed_nowait(text) if mine else None
                 if line is not None:
                     self._handle(dataclasses.replace(event, id=line.id))
                     return True
@@ -576,12 +542,6 @@ class ChatClient:
                 self._track(event)
                 return True
         return False
-
-    def welcome_now(self) -> Welcome:
-        """The welcome as it stands now: the current name, room and members."""
-        return Welcome(
-            self.name, self.room, tuple(self.members), topic=self.topic, seq=self.welcome_seq
-        )
 
     def _check_quit(self) -> None:
         if self._quitting and not self.outbox:

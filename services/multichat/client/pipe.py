@@ -135,7 +135,7 @@ async def run_pipe(client: ChatClient, stdin: TextIO, stdout: TextIO) -> Ending:
     """
     printer = Printer(stdout)
     client.listener = printer
-    printer(Joined(client.welcome_now()))
+    printer(Joined(client.roster.welcome_now()))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_lines, client, stdin, printer)
         ending = await client.run()

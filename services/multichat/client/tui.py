@@ -87,7 +87,7 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
         self._rooms: tuple[str, ...] = ()  # as the server last listed them, for Tab
         # Messages up to this one are the history shown on joining: a mention there is
         # highlighted, but rings nothing (it may be hours old).
-        self.history_seq = client.welcome_seq
+        self.history_seq = client.roster.welcome_seq
         shown = marks()
         self.mark_pending, self.mark_sent, self.mark_join, self.mark_leave = shown[:4]
         self.mark_private = shown[4]
@@ -106,11 +106,11 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
         self.add((attr, text))
 
     def _prompt(self) -> Markup:
-        return ("prompt", f"{_one(self.client.name)}> ")
+        return ("prompt", f"{_one(self.client.roster.name)}> ")
 
     def _name(self, name: str) -> Markup:
         shown = _one(name)
-        return ("me", shown) if name == self.client.name else (name_attr(name), shown)
+        return ("me", shown) if name == self.client.roster.name else (name_attr(name), shown)
 
     def _line(
         self, sender: str, text: str, to: str | None, action: bool, attr: str
@@ -129,7 +129,7 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
 
     def _names_me(self, message: Message) -> bool:
         """Someone else's message naming me, or for me alone."""
-        me = self.client.name
+        me = self.client.roster.name
         return message.sender != me and (message.to == me or mentions(message.text, me))
 
     def _message(self, message: Message) -> Markup:
@@ -197,7 +197,7 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
                 self._rooms = tuple(info.name for info in rooms)
                 self.system(f"Rooms ({len(rooms)}):")
                 for info in rooms:
-                    here = " (you are here)" if info.name == self.client.room else ""
+                    here = " (you are here)" if info.name == self.client.roster.room else ""
                     topic = f": {_one(info.topic)}" if info.topic else ""
                     self.system(f"  {_one(info.name)}{here}, {info.members} online{topic}")
             case Joined(welcome, rejoined, missed, moved):
@@ -225,7 +225,9 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
                 row = self.sending.pop(line.id, None)
                 text = f"not sent: {_one(error.message)}"
                 if row is not None:
-                    failed = self._line(self.client.name, line.text, line.to, line.action, "failed")
+                    failed = self._line(
+                        self.client.roster.name, line.text, line.to, line.action, "failed"
+                    )
                     row.update(time.time(), [*failed, ("failed", f"  ({text})")])
                 else:
                     self.system(text, "error")
@@ -242,17 +244,17 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
 
     def refresh_topic(self) -> None:
         """The topic as the window's first line; no line at all when there is none."""
-        topic = self.client.topic
+        topic = self.client.roster.topic
         self.topic.set_text(f" Topic: {_one(topic)}" if topic else "")
         self.frame.header = self.topic_bar if topic else None
 
     def refresh_status(self) -> None:
         """Room, address and members on the left; what needs attention on the right."""
         client = self.client
-        parts = [_one(client.room) or "multichat", str(client.address)]
+        parts = [_one(client.roster.room) or "multichat", str(client.address)]
         if client.state == "connected" and self.ending is None:
-            parts.append(f"{len(client.members)} online")
-            if client.name in client.away:
+            parts.append(f"{len(client.roster.members)} online")
+            if client.roster.name in client.roster.away:
                 parts.append("you are away (/back)")
         self.status.set_text(" " + " · ".join(parts))
         notes: list[Markup] = []
@@ -328,7 +330,9 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
             index = (shown + 1) % len(completion.options)
         else:
             typed = text[:cursor]
-            found = complete(typed, self.client.members, self.client.name, self._rooms)
+            found = complete(
+                typed, self.client.roster.members, self.client.roster.name, self._rooms
+            )
             if found is None:
                 if typed.partition(" ")[0].lower() in commands.JOIN_COMMANDS and not self._rooms:
                     # Which rooms there are, the server knows: Tab asks, and shows the list.
@@ -370,7 +374,7 @@ class ChatScreen(urwid.WidgetWrap[Layout]):
         self.sending[line.id] = self.add(self._pending(line))
 
     def _pending(self, line: Line) -> Markup:
-        markup = self._line(self.client.name, line.text, line.to, line.action, "pending")
+        markup = self._line(self.client.roster.name, line.text, line.to, line.action, "pending")
         return [*markup, ("pending", self.mark_pending)]
 
 
@@ -398,7 +402,7 @@ async def run_tui(
 
     chat = ChatScreen(client, bell=ring if bell else None)
     client.listener = chat.on_event
-    chat.on_event(Joined(client.welcome_now()))
+    chat.on_event(Joined(client.roster.welcome_now()))
     event_loop = urwid.TrioEventLoop()
     loop = urwid.MainLoop(chat, PALETTE, screen=display, event_loop=event_loop, handle_mouse=False)
     ending: Ending | None = None
