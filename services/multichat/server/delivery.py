@@ -51,7 +51,8 @@ class Delivery:
     def __init__(self, transport: Transport, room: Room, owner: Owner) -> None:
         self.transport = transport
         self.room = room
-        # Finished when all is sent after the room closed, or when the peer is gone.
+        # The session: finished when all is sent after the room closed or the peer is gone,
+        # and what the room's `kick` and `finish_nowait` reach through this `Outlet`.
         self._owner = owner
         self.member: Member | None = None
         # Where a drain task runs, while the connection reads (`stop_drain` ends that).
@@ -74,6 +75,8 @@ class Delivery:
         self.member = member
         member.sending = self.transport.blocked_since  # still blocked as a visitor?
         self.flush_nowait()
+
+    # The room's `Outlet` (room.py): `flush_nowait` below, and these two, passed on.
 
     def kick(self, reason: str, /) -> None:
         self._owner.kick(reason)
