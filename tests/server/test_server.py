@@ -21,6 +21,7 @@ from multichat.protocol.events import (
     Welcome,
     Who,
 )
+from multichat.server.delivery import DRAIN_TASK
 from multichat.server.limits import Limits
 
 
@@ -261,7 +262,7 @@ def _drain_tasks() -> int:
     nurseries = list(trio.lowlevel.current_root_task().child_nurseries)
     while nurseries:
         for task in nurseries.pop().child_tasks:
-            found += task.name.endswith("Delivery._drain")
+            found += task.name == DRAIN_TASK
             nurseries.extend(task.child_nurseries)
     return found
 
