@@ -1,10 +1,11 @@
 """One client connection on the server: its one task reads and acts; sending never waits.
 
 The task moves bytes from the socket into the protocol and acts on the events that come out:
-logging in (login.py), posting, answering. What the client is sent goes out through its `Delivery`
-(delivery.py), which never waits: the connection needs a second task only while the kernel
-will not take what it is given. A connection that starts with an HTTP request is answered by
-web.py, and one upgraded to a WebSocket carries the same events in WebSocket messages.
+first its way in (opening.py: TLS, HTTP and the WebSocket upgrade, then the login of login.py,
+in time), then a member's posts and requests. What the client is sent goes out through its
+`Delivery` (delivery.py), which never waits: the connection needs a second task only while the
+kernel will not take what it is given. Upgraded to a WebSocket, it carries the same events in
+WebSocket messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 
 import trio
 
-from ..protocol import http, textmode, websocket, wire
+from ..protocol import textmode, websocket, wire
 from ..protocol.connection import ServerConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import (
@@ -42,16 +43,14 @@ from ..protocol.events import (
     Shutdown,
     Who,
 )
-from ..protocol.proxy import looks_like_proxy_header
 from ..protocol.sanitize import clean_for_terminal
 from ..protocol.state import Mode, State
-from . import chat, login, web
+from . import chat, login, opening
 from .context import ServerContext
 from .delivery import Delivery
 from .flood import Fakelag
 from .room import Member, Refused
 from .rooms import HostedRoom
-from .tls import TlsLayer, looks_like_tls
 from .transport import RECEIVE_BYTES, Transport
 
 log = logging.getLogger("multichat.server")
@@ -70,25 +69,24 @@ class Session:
 
     # 5,000 members are 5,000 of these: no per-instance dict.
     __slots__ = (
-        "_answered",
         "_finished",
         "_flood",
-        "_heard",
-        "_http",
-        "_initial",
         "_kicked",
         "_pinged",
-        "_refuse_proxy",
         "_scope",
         "authenticated",
         "conn",
         "ctx",
         "delivery",
+        "heard",
         "hosted",
+        "initial",
         "leave_reason",
         "member",
         "name_tries",
+        "refuse_proxy",
         "source",
+        "spoke_http",
         "transport",
         "websocket",
     )
@@ -114,14 +112,13 @@ class Session:
         # Its room is set on joining (and on moving): until then, nothing goes through one.
         self.delivery = Delivery(transport, ctx.rooms.default.room, self)
         self.name_tries = 0  # names refused so far (login.py)
-        self._answered = 0  # events handled: in the handshake, answers to prompts
         self._flood = Fakelag(ctx.limits.flood_burst, ctx.limits.flood_per_second, 0.0)
         self.authenticated = False  # it logged in (login.py): the gate counts it so
-        self._initial = initial  # bytes that came with the PROXY header
-        self._refuse_proxy = refuse_proxy
-        self._heard = trio.current_time()  # when the peer last sent anything
+        self.initial = initial  # bytes that came with the PROXY header
+        self.refuse_proxy = refuse_proxy
+        self.heard = trio.current_time()  # when the peer last sent anything
         self._pinged = False
-        self._http = False  # it spoke HTTP: what it is sent is HTTP or WebSocket frames
+        self.spoke_http = False  # it spoke HTTP: what it is sent is HTTP or WebSocket frames
         self.websocket: websocket.WebSocketConnection | None = None
         # The reader's scope while it runs: cancelling it stops the reading, and `run` then
         # sends the rest. A scope, not a nursery, since 5,000 members hold one each.
@@ -168,7 +165,7 @@ class Session:
         if self.member is None or self.conn.mode is not Mode.JSON or self._finished:
             return
         limits = self.ctx.limits
-        quiet = now - self._heard
+        quiet = now - self.heard
         if quiet >= limits.idle_close_seconds:
             self.leave_reason = "timeout"
             self._refuse("timeout", f"no answer for {limits.idle_close_seconds:.0f} s")
@@ -200,9 +197,9 @@ class Session:
         self.delivery.nursery = drains
         try:
             with trio.CancelScope() as self._scope:
-                if not await self._handshake():
+                if not await opening.handshake(self):
                     return
-                # Joined: the same steps as `_step`, inline down to the wait for the socket,
+                # Joined: the same steps as the handshake's, inline down to the wait for the socket,
                 # since every frame of a waiting task is memory that 5,000 members hold at once.
                 conn = self.conn
                 transport = self.transport
@@ -216,11 +213,11 @@ class Session:
                     try:
                         event = conn.next_event()
                     except RemoteProtocolError as exc:
-                        self._answer_error(exc)
+                        self.answer_error(exc)
                         continue
                     if isinstance(event, NeedData):
                         if conn.mode is Mode.TEXT and conn.has_partial_line():
-                            await self._receive()
+                            await opening.receive(self)
                             continue
                         data = None if drained else transport.receive_nowait()
                         if data is None:
@@ -232,14 +229,14 @@ class Session:
                             # It came faster than we handle it: let the others have their turn.
                             await trio.lowlevel.checkpoint()
                         drained = len(data) < RECEIVE_BYTES and transport.tls is None
-                        self._heard = trio.current_time()
+                        self.heard = trio.current_time()
                         self._pinged = False
                         if self.websocket is None:
                             conn.receive_data(data)
                         else:
-                            self._feed_websocket(data)
+                            self.feed_websocket(data)
                         continue
-                    if isinstance(event, ConnectionClosed) or not await self._handle(event):
+                    if isinstance(event, ConnectionClosed) or not await self.handle(event):
                         return
                     handled += 1
                     if handled >= FRAMES_PER_TURN:
@@ -285,104 +282,17 @@ class Session:
         data = textmode.render(event) if self.conn.mode is Mode.TEXT else wire.encode(event)
         if self.websocket is not None:
             data = websocket.frame(data)
-        elif self._http:
+        elif self.spoke_http:
             return
         self.delivery.send_nowait(data)
 
-    async def _handshake(self) -> bool:
-        """Log in (or answer a control command); True once joined."""
-        conn = self.conn
-        limits = self.ctx.limits
-        with trio.fail_after(limits.handshake_seconds) as deadline:
-            while conn.state is not State.JOINED:
-                answered = self._answered
-                if not await self._step():
-                    return False
-                if (
-                    conn.state is State.GREETING
-                    and conn.mode is Mode.TEXT
-                    and self._answered != answered
-                ):
-                    # Each plain-text prompt gets its own deadline: a person is typing. Bytes
-                    # alone do not extend it, or a line sent a byte at a time would never end.
-                    deadline.deadline = trio.current_time() + limits.handshake_seconds
-        return True
-
-    async def _step(self) -> bool:
-        """Handle one event (reading more first if needed); False when the session is over."""
-        conn = self.conn
-        try:
-            event = conn.next_event()
-        except RemoteProtocolError as exc:
-            self._answer_error(exc)
-            return True
-        if isinstance(event, NeedData):
-            return await self._receive()
-        if isinstance(event, ConnectionClosed):
-            return False
-        self._answered += 1
-        return await self._handle(event)
-
-    def _answer_error(self, exc: RemoteProtocolError) -> None:
+    def answer_error(self, exc: RemoteProtocolError) -> None:
         """Answer a bad frame with an error; re-raise one that ends the conversation."""
         if self.conn.state is State.CLOSED:
             raise exc
         self.send_nowait(Error(exc.code, str(exc)))
 
-    async def _receive(self) -> bool:
-        """Read more and feed it to the protocol; False once the connection had its answer."""
-        conn = self.conn
-        limits = self.ctx.limits
-        if self._initial:
-            data, self._initial = self._initial, b""
-        elif conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
-            data = b""
-            with trio.move_on_after(limits.text_pause_seconds) as waited:
-                data = await self.transport.receive_some()
-            if waited.cancelled_caught:
-                conn.receive_pause()
-                self.delivery.send_nowait(conn.data_to_send())
-                return True
-        else:
-            data = await self.transport.receive_some()
-        self._heard = trio.current_time()
-        if conn.mode is Mode.UNKNOWN and self.websocket is None and data:
-            if self.transport.tls is None and looks_like_tls(data):
-                return await self._start_tls(bytes(data))
-            if self._refuse_proxy and looks_like_proxy_header(bytes(data[:16])):
-                # Only the tunnel's own listener may name another source address.
-                raise RemoteProtocolError(
-                    "PROXY headers are accepted only from the tunnel, not on this port",
-                    "bad_proxy_header",
-                )
-            if http.looks_like_http(bytes(data[:8])) is not False:
-                return await self._answer_http(bytes(data))
-        if self.websocket is None:
-            conn.receive_data(data)
-        else:
-            self._feed_websocket(data)
-        return True
-
-    async def _start_tls(self, data: bytes) -> bool:
-        """The client opened with a TLS ClientHello: encrypt from here on, then read on."""
-        if self.ctx.tls is None:
-            log.info("closed a TLS connection from %s: this room has no certificate", self.source)
-            return False
-        await self.transport.start_tls(TlsLayer(self.ctx.tls, data))
-        return True
-
-    async def _answer_http(self, data: bytes) -> bool:
-        """Answer an HTTP request, or take its WebSocket upgrade: True if it became one."""
-        self._http = True
-        request, whole = await web.read_request(self.transport, data)
-        self.websocket = web.answer(request, whole, self.delivery.send_nowait)
-        if self.websocket is None:
-            return False
-        self.conn.start_json()
-        self._feed_websocket(b"")  # frames that came along with the upgrade request
-        return True
-
-    def _feed_websocket(self, data: bytes) -> None:
+    def feed_websocket(self, data: bytes) -> None:
         """WebSocket bytes in; each whole text message goes to the protocol as one line."""
         ws = self.websocket
         assert ws is not None
@@ -398,7 +308,8 @@ class Session:
             if pongs:
                 self.delivery.send_nowait(pongs)
 
-    async def _handle(self, event: Event) -> bool:
+    async def handle(self, event: Event) -> bool:
+        """Act on one frame from the client; False when the session is over."""
         match event:
             # (attributes, not positional captures: this case runs for every line a member
             # sends, and each capture is a lookup through __match_args__)

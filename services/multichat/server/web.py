@@ -1,6 +1,6 @@
 """The room's port as a web server: the browser client's files, and the way into a WebSocket.
 
-A connection whose first bytes are an HTTP request lands here (session.py decides). A request
+A connection whose first bytes are an HTTP request lands here (opening.py decides). A request
 for the page or one of its files is answered and the connection closes; `GET /ws` with a
 WebSocket upgrade becomes a member connection speaking multichat/1 in WebSocket messages, under
 the same session, state machine and limits as over TCP. The files are the package's
