@@ -1,5 +1,5 @@
 """A member's connection for tests that drive a `Room` without sockets: it records what the
-room asks of it (`multichat.server.room.Outlet`)."""
+room asks of it (`multichat.server.member.Outlet`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from multichat.server.entries import Dialect
 from multichat.server.limits import Limits
-from multichat.server.room import Member, Room
+from multichat.server.member import Member
+from multichat.server.room import Room
 from roomoutlet import RecordingOutlet
 
 

@@ -24,8 +24,9 @@ from ..protocol.events import (
     WentAway,
 )
 from ..protocol.sanitize import clean_for_terminal
+from .member import Member
 from .moderation import BROADCAST, help_text
-from .room import Member, Refused
+from .room import Refused
 from .rooms import HostedRoom, Rooms
 
 # One rename per 10 s: enough to fix a typo, too slow to flood the room with renames (IRC

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import trio
 
-from .room import Member, Room
+from .member import Member
+from .room import Room
 from .transport import SendBatch, Transport
 
 # One name for every drain task: trio would otherwise build a string for each.
@@ -76,7 +77,7 @@ class Delivery:
         member.sending = self.transport.blocked_since  # still blocked as a visitor?
         self.flush_nowait()
 
-    # The room's `Outlet` (room.py): `flush_nowait` below, and these two, passed on.
+    # The room's `Outlet` (member.py): `flush_nowait` below, and these two, passed on.
 
     def kick(self, reason: str, /) -> None:
         self._owner.kick(reason)

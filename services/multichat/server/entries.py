@@ -14,7 +14,7 @@ from ..protocol import textmode, websocket, wire
 from ..protocol.events import Event, Message, MessageId
 
 if TYPE_CHECKING:
-    from .room import Member
+    from .member import Member
 
 
 class Dialect(enum.IntEnum):

@@ -23,7 +23,7 @@ from ..protocol.events import Event, Join, Leave, Message, MessageId
 from .entries import JSON, Dialect, Entry
 
 if TYPE_CHECKING:
-    from .room import Member
+    from .member import Member
 
 # Checking every member's backlog on every post would cost O(members) per message; checking
 # once per this many appended bytes bounds the overshoot to this amount instead.

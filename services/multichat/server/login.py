@@ -24,7 +24,8 @@ from ..protocol.events import Error, Event, Gap, Message, Notice, Welcome
 from ..protocol.state import Mode, State
 from .entries import Dialect
 from .history import HistoryStore
-from .room import Member, Refused
+from .member import Member
+from .room import Refused
 from .rooms import HostedRoom
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from ..protocol.errors import ProtocolError
 from ..protocol.events import BanEntry, BanList, Error, Moderate, Notice
 from ..protocol.names import check_name, is_address, key_of, name_key
 from ..protocol.textmode import describe_ban
-from .room import Member, Room
+from .member import Member
+from .room import Room
 
 log = logging.getLogger("multichat.server")
 

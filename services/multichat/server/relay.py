@@ -63,7 +63,8 @@ from .history_entries import (
     TOPIC,
     StoredEntry,
 )
-from .room import Member, Refused, Room
+from .member import Member
+from .room import Refused, Room
 
 log = logging.getLogger("multichat.server")
 

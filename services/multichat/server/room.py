@@ -13,10 +13,8 @@ share.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
 from ..protocol import wire
 from ..protocol.errors import ProtocolError
@@ -36,9 +34,7 @@ from ..protocol.sanitize import clean_text
 from .entries import Dialect, Entry
 from .limits import Limits
 from .log import Log
-
-if TYPE_CHECKING:
-    from .transport import SendBatch
+from .member import Member, Outlet
 
 # A send the kernel has not finished in this long is stuck on a reader that is not reading.
 SEND_STALL_SECONDS = 0.5
@@ -51,70 +47,6 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class Outlet(Protocol):
-    """A member's connection, as the room drives it. One object rather than three callbacks:
-    5,000 members would hold 15,000 bound methods."""
-
-    def flush_nowait(self, batch: SendBatch | None = None, /) -> None:
-        """Send what is waiting for the member: at once, or, with the fan-out's `batch`, into
-        the batch, which the fan-out sends for everyone together."""
-
-    def kick(self, reason: str, /) -> None:
-        """Drop the connection now, sending nothing more (too slow to read)."""
-
-    def finish_nowait(self) -> None:
-        """Close the connection once what is queued for it is sent (kicked, banned)."""
-
-
-class Member:
-    """A joined connection as the room sees it."""
-
-    __slots__ = (
-        "away",
-        "cursor",
-        "dialect",
-        "end",
-        "key",
-        "left",
-        "name",
-        "op",
-        "outlet",
-        "owned",
-        "private",
-        "queued",
-        "renamed_at",
-        "sending",
-        "source",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        key: str,
-        *,
-        dialect: Dialect,
-        outlet: Outlet,
-        source: str = "",
-    ) -> None:
-        self.name = name
-        self.key = key
-        self.dialect = dialect
-        self.outlet = outlet
-        self.source = source  # the address it came from (behind the tunnel too)
-        self.op = False  # an operator of the room
-        self.away: str | None = None  # why it is away, or None
-        # Out of the room: the log index past which nothing is for it any more.
-        self.left: int | None = None
-        self.renamed_at = -math.inf  # monotonic time of its last /nick
-        self.cursor = 0  # index of the next log entry this member has not taken
-        self.end = 0  # log bytes up to the cursor
-        self.owned = -1  # index of the newest log entry that differs for this member
-        # Frames for this member alone, each to go out just before the log entry it names.
-        self.private: list[tuple[int, bytes]] = []
-        self.queued = 0  # bytes in `private`, which count toward the outbox limit too
-        self.sending: float | None = None  # since when its socket has refused more
 
 
 class Room:

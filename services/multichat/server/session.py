@@ -49,7 +49,8 @@ from . import chat, login, opening
 from .context import ServerContext
 from .delivery import Delivery
 from .flood import Fakelag
-from .room import Member, Refused
+from .member import Member
+from .room import Refused
 from .rooms import HostedRoom
 from .transport import RECEIVE_BYTES, Transport
 
