@@ -12,9 +12,12 @@ import trio.testing
 
 from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture, start_room
 from multichat.client import connection as client_module
+from multichat.client import reconnect
 from multichat.client.address import Address
-from multichat.client.connection import ChatClient, Ending, Joined, Lost, NotSent, Update, backoff
+from multichat.client.connection import ChatClient
 from multichat.client.login import ConnectFailed, LoginRefused, NotMultichat
+from multichat.client.reconnect import backoff
+from multichat.client.updates import Ending, Joined, Lost, NotSent, Update
 from multichat.protocol import wire
 from multichat.protocol.connection import LineBuffer
 from multichat.protocol.events import (
@@ -398,14 +401,14 @@ async def test_kicked_for_flooding_does_not_reconnect() -> None:
 
 @pytest.fixture
 def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "RECONNECT_FIRST_DELAY", 0.01)
-    monkeypatch.setattr(client_module, "RECONNECT_MAX_DELAY", 0.05)
+    monkeypatch.setattr(reconnect, "RECONNECT_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(reconnect, "RECONNECT_MAX_DELAY", 0.05)
 
 
 def test_backoff_doubles_then_caps() -> None:
-    delays = [backoff(n) for n in range(1, client_module.RECONNECT_TRIES + 1)]
+    delays = [backoff(n) for n in range(1, reconnect.RECONNECT_TRIES + 1)]
     assert delays[:5] == [0.5, 1.0, 2.0, 4.0, 8.0]
-    assert max(delays) == client_module.RECONNECT_MAX_DELAY
+    assert max(delays) == reconnect.RECONNECT_MAX_DELAY
     assert sum(delays) < 60
 
 
@@ -509,7 +512,7 @@ async def test_gives_up_after_the_tries(autojump_clock: trio.abc.Clock) -> None:
     assert ending.reason.startswith("could not reconnect after 8 tries: ")
     assert ending.unsent == ("unsent",)
     tries = [e for e in saw.events if isinstance(e, Lost)]
-    assert [t.attempt for t in tries] == list(range(1, client_module.RECONNECT_TRIES + 1))
+    assert [t.attempt for t in tries] == list(range(1, reconnect.RECONNECT_TRIES + 1))
 
 
 async def test_wrong_password_on_rejoin_gives_up_at_once(fast_reconnect: None) -> None:
@@ -585,7 +588,7 @@ async def test_name_held_by_the_old_connection_is_waited_for(
             nursery.start_soon(client.run)
             rejoined = await saw.wait_for(lambda e: isinstance(e, Joined))
             assert isinstance(rejoined, Joined) and rejoined.rejoined
-            assert trio.current_time() < client_module.NAME_HELD_SECONDS
+            assert trio.current_time() < reconnect.NAME_HELD_SECONDS
             nursery.cancel_scope.cancel()
 
 

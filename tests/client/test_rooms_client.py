@@ -11,8 +11,9 @@ from test_pipe import LOCAL, run
 from chatpeer import PASSWORD, RELAXED, start_room
 from multichat.client.address import Address
 from multichat.client.commands import Ask, parse
-from multichat.client.connection import ChatClient, Joined, Lost
+from multichat.client.connection import ChatClient
 from multichat.client.login import LoginRefused
+from multichat.client.updates import Joined, Lost
 from multichat.protocol.events import JoinRoom, ListRooms, Message, RoomInfo, RoomList
 
 __all__ = ["fast_reconnect"]  # a fixture, used by name

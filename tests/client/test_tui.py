@@ -5,9 +5,10 @@ from __future__ import annotations
 import urwid
 
 from multichat.client.address import Address
-from multichat.client.connection import ChatClient, Ending, Joined, Lost, NotSent
+from multichat.client.connection import ChatClient
 from multichat.client.tui import ChatScreen
 from multichat.client.tui_widgets import NAME_COLOURS, PALETTE, name_attr
+from multichat.client.updates import Ending, Joined, Lost, NotSent
 from multichat.protocol.events import (
     BanEntry,
     BanList,

@@ -25,10 +25,11 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as ws
 
 from chatpeer import PASSWORD, RELAXED, Peer, start_room
-from multichat.client import connection as client_module
+from multichat.client import reconnect
 from multichat.client.address import Address, parse_address
-from multichat.client.connection import ChatClient, Ending, Joined, Lost
+from multichat.client.connection import ChatClient
 from multichat.client.login import ConnectFailed, NotMultichat, login
+from multichat.client.updates import Ending, Joined, Lost
 from multichat.client.websocket import WebSocketError, WebSocketStream, open_websocket
 from multichat.protocol.events import Message
 from multichat.server.listeners import ChatServer
@@ -295,8 +296,8 @@ async def test_reconnects_over_websocket_after_the_server_drops(
 ) -> None:
     """The room dies without a word and comes back on its port; typed lines are delivered."""
     monkeypatch.setenv("SSL_CERT_FILE", ca_file)
-    monkeypatch.setattr(client_module, "RECONNECT_FIRST_DELAY", 0.01)
-    monkeypatch.setattr(client_module, "RECONNECT_MAX_DELAY", 0.05)
+    monkeypatch.setattr(reconnect, "RECONNECT_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(reconnect, "RECONNECT_MAX_DELAY", 0.05)
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
             first = ChatServer(PASSWORD, limits=RELAXED)

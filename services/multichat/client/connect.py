@@ -18,8 +18,9 @@ import trio
 
 from ..protocol.sanitize import clean_for_terminal
 from .address import Address
-from .connection import ChatClient, Ending
+from .connection import ChatClient
 from .login import ClientError, LoginRefused
+from .updates import Ending
 
 EXIT_OK = 0  # left, or the room closed, with every line delivered
 EXIT_ERROR = 1  # could not connect: refused, unknown host, timed out, not a multichat server

@@ -2,11 +2,12 @@
 
 `ChatClient.join` connects and logs in once, raising what a person must fix (`login.py`'s
 errors). `run` then reads and writes until the member leaves, the room closes, or the
-connection is lost and `RECONNECT_TRIES` attempts to rejoin fail. Everything that happens goes
-to one `listener` callback, synchronously and in order: the room's events as they arrive, and
-the client's own updates (`Joined`, `Lost`, `NotSent`). It also keeps what the interface shows
-beside the messages current, in its `Roster` (roster.py): our own name (a `/nick` is followed,
-and a rejoin uses the new one), who is online, away and an operator, and the topic.
+connection is lost and the attempts to rejoin fail (reconnect.py says when to try, and when a
+refusal ends it). Everything that happens goes to one `listener` callback, synchronously and in
+order: the room's events as they arrive, and the client's own updates (`Joined`, `Lost`,
+`NotSent`, updates.py). It also keeps what the interface shows beside the messages current, in
+its `Roster` (roster.py): our own name (a `/nick` is followed, and a rejoin uses the new one),
+who is online, away and an operator, and the topic.
 
 Typed lines are never lost to a broken connection: each carries an id, and stays in the
 `Outbox` (outbox.py) until the server's echo of it (the acknowledgement) arrives. After a
@@ -27,9 +28,6 @@ room the member was in. Lines typed before a `/join` are said in the room they w
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import trio
@@ -61,21 +59,15 @@ from ..protocol.events import (
     Who,
 )
 from ..protocol.state import State
+from . import reconnect
 from .address import Address
 from .commands import Request
 from .login import RECEIVE_BYTES, ClientError, LoginRefused, login
 from .outbox import Line, Outbox
+from .reconnect import KICKS, RECONNECT_TRIES
 from .roster import Roster
+from .updates import Ending, Joined, Listener, Lost, NotSent
 
-# About 40 s of trying in all (0.5, 1, 2, 4, 8, 8, ... s): long enough for a room to restart.
-RECONNECT_TRIES = 8
-RECONNECT_FIRST_DELAY = 0.5
-RECONNECT_MAX_DELAY = 8.0
-# The server keeps a connection that went silent up to 150 s (its idle limit) before it lets
-# the name go; a rejoin refused with "name_taken" keeps trying that long, not using up tries.
-NAME_HELD_SECONDS = 160.0
-# Spread members' retries so a restarted room is not hit by all of them in the same instant.
-RECONNECT_JITTER = 0.2
 # Below the server's 90 s idle ping, so a dead link is found first on our side; also keeps
 # home routers' NAT mappings alive.
 IDLE_PING_SECONDS = 60.0
@@ -87,66 +79,9 @@ PONG_SECONDS = 20.0
 # a room with flood control echoes a burst of lines in a few seconds.
 QUIT_SECONDS = 5.0
 
-# Login refusals that retrying cannot fix; others (a name still held by our old connection, a
-# room restarting or full) may clear up while reconnecting.
-# A room gone after a restart (the host no longer makes it) is one too.
-FATAL_LOGIN = frozenset(
-    {"bad_password", "bad_name", "unsupported_version", "bad_invite", "no_such_room", "bad_room"}
-)
-# The server closed on us on purpose; coming back would do it again (or be refused).
-KICKS = frozenset({"flooding", "kicked", "banned"})
-
-
-@dataclass(frozen=True)
-class Joined:
-    """Logged in (again, after a lost connection, when `rejoined`; then `missed` messages
-    were said meanwhile, and the room's events that follow begin with them); or, `moved`,
-    now in another room of the server (`/join`), whose recent history follows."""
-
-    welcome: Welcome
-    rejoined: bool = False
-    missed: int = 0
-    moved: bool = False
-
-
-@dataclass(frozen=True)
-class Lost:
-    """The connection broke; try `attempt` of `tries` to rejoin starts after `delay` seconds."""
-
-    reason: str
-    attempt: int
-    tries: int
-    delay: float
-
-
-@dataclass(frozen=True)
-class NotSent:
-    """The room refused `line` (too long, say) and it will not be sent again."""
-
-    line: Line
-    error: Error
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Why `run` returned, and the lines typed but never acknowledged, oldest first."""
-
-    why: Literal["quit", "shutdown", "lost", "kicked"]
-    reason: str
-    unsent: tuple[str, ...] = ()
-
-
-Update = Joined | Lost | NotSent
-Listener = Callable[[Event | Update], None]
-
 
 class _Lost(Exception):
     """The current connection is gone; the message says why."""
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before reconnect try `attempt` (1-based), before jitter."""
-    return min(RECONNECT_MAX_DELAY, RECONNECT_FIRST_DELAY * 2.0 ** (attempt - 1))
 
 
 class ChatClient:
@@ -287,8 +222,7 @@ class ChatClient:
             while counted < RECONNECT_TRIES:
                 tried += 1
                 counted += 1
-                jitter = random.uniform(1 - RECONNECT_JITTER, 1 + RECONNECT_JITTER)
-                delay = backoff(tried) * jitter
+                delay = reconnect.delay(tried)
                 self.listener(Lost(reason, counted, RECONNECT_TRIES, delay))
                 await trio.sleep(delay)
                 try:
@@ -302,14 +236,12 @@ class ChatClient:
                         room=self.roster.room or None,
                     )
                 except LoginRefused as exc:
-                    if exc.code == "banned":
+                    verdict = reconnect.after_refusal(exc.code, trio.current_time() - lost_at)
+                    if verdict == "kicked":
                         return self._ending("kicked", str(exc))
-                    if exc.code in FATAL_LOGIN:
+                    if verdict == "give_up":
                         return self._ending("lost", f"could not rejoin {self.address}: {exc}")
-                    if (
-                        exc.code == "name_taken"
-                        and trio.current_time() - lost_at < NAME_HELD_SECONDS
-                    ):
+                    if verdict == "retry_uncounted":
                         counted -= 1  # our old connection still holds the name, for a while
                     reason = str(exc)
                 except ClientError as exc:

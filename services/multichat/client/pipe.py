@@ -18,7 +18,8 @@ from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Event, Message, Notice
 from ..protocol.sanitize import MAX_TEXT_CHARS, clean_for_terminal, too_long
 from . import commands
-from .connection import ChatClient, Ending, Joined, Lost, NotSent, Update
+from .connection import ChatClient
+from .updates import Ending, Joined, Lost, NotSent, Update
 
 # A refused line is quoted back this far, enough to recognise it.
 QUOTE_CHARS = 40

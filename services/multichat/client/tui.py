@@ -39,10 +39,12 @@ from ..protocol.events import (
 from ..protocol.sanitize import MAX_TEXT_CHARS, clean_for_terminal, too_long
 from ..protocol.textmode import describe_ban, describe_members
 from . import commands
-from .connection import KICKS, ChatClient, Ending, Joined, Lost, NotSent, Update
+from .connection import ChatClient
 from .names import Completion, complete, mentions
 from .outbox import Line
+from .reconnect import KICKS
 from .tui_widgets import PALETTE, InputLine, Markup, MessagePane, Row, marks, name_attr
+from .updates import Ending, Joined, Lost, NotSent, Update
 
 # After the room closes or the connection is given up, the reason stays on screen this long
 # (or until a key is pressed) before the terminal is handed back.

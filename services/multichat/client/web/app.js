@@ -9,7 +9,8 @@
 //
 // The connection behaves as the terminal client's (client/connection.py), with the same
 // numbers: typed lines carry an id and stay queued until their echo comes back (outbox.js,
-// as client/outbox.py); a lost connection is rebuilt with back-off. A rejoin resumes: its
+// as client/outbox.py); a lost connection is rebuilt with back-off (as client/reconnect.py,
+// whose constants and refusal codes these are). A rejoin resumes: its
 // hello says the newest message seen (`since`), and the room replays each message after it
 // once. A line the old connection delivered but whose echo was lost shows up in that replay
 // under our name, and is not sent twice; the others go again once the replay is over.
