@@ -6,7 +6,8 @@ the tunnel's own listener may name another source); an HTTP request goes to web.
 answers it or upgrades it to a WebSocket; anything else is the chat protocol itself, whose
 state machine tells JSON from plain text (nothing for `text_pause_seconds` is a person
 waiting for the password prompt). Then the frames of the login go to the session, all within
-`handshake_seconds`, which plain text restarts at each prompt: a person is typing.
+`handshake_seconds` (the session's scope has that deadline), which plain text restarts at each
+prompt: a person is typing.
 
 The session calls these with itself, as it does login.py's.
 """
@@ -32,28 +33,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("multichat.server")
 
 
-async def handshake(session: Session) -> bool:
-    """Log in (or answer a control command); True once joined. Raises trio.TooSlowError
-    when the deadline passes first."""
+async def handshake(session: Session, scope: trio.CancelScope) -> bool:
+    """Log in (or answer a control command); True once joined. `scope`, which the caller runs
+    this in, has the handshake's deadline: each plain-text prompt restarts it."""
     conn = session.conn
-    limits = session.ctx.limits
-    with trio.fail_after(limits.handshake_seconds) as deadline:
-        while conn.state is not State.JOINED:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                session.answer_error(exc)
-                continue
-            if isinstance(event, NeedData):
-                if not await receive(session):
-                    return False
-                continue
-            if isinstance(event, ConnectionClosed) or not await session.handle(event):
+    while conn.state is not State.JOINED:
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            session.answer_error(exc)
+            continue
+        if isinstance(event, NeedData):
+            if not await receive(session):
                 return False
-            if conn.state is State.GREETING and conn.mode is Mode.TEXT:
-                # Each plain-text prompt gets its own deadline. Bytes alone do not extend it,
-                # or a line sent a byte at a time would never end.
-                deadline.deadline = trio.current_time() + limits.handshake_seconds
+            continue
+        if isinstance(event, ConnectionClosed) or not await session.handle(event):
+            return False
+        if conn.state is State.GREETING and conn.mode is Mode.TEXT:
+            # A person is typing. Bytes alone do not restart it, or a line sent a byte at a
+            # time would never end.
+            scope.deadline = trio.current_time() + session.ctx.limits.handshake_seconds
     return True
 
 
@@ -64,13 +63,20 @@ async def receive(session: Session) -> bool:
     if session.initial:
         data, session.initial = session.initial, b""
     elif conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
-        data = b""
-        with trio.move_on_after(session.ctx.limits.text_pause_seconds) as waited:
-            data = await transport.receive_some()
-        if waited.cancelled_caught:
-            conn.receive_pause()
-            session.delivery.send_nowait(conn.data_to_send())
-            return True
+        # A pause means something here, so a wait has one; what has come already (a client's
+        # hello, sent as it connects) needs none.
+        received = transport.receive_nowait()
+        if received is not None:
+            data = received
+            await trio.lowlevel.checkpoint()
+        else:
+            data = b""
+            with trio.move_on_after(session.ctx.limits.text_pause_seconds) as waited:
+                data = await transport.receive_some()
+            if waited.cancelled_caught:
+                conn.receive_pause()
+                session.delivery.send_nowait(conn.data_to_send())
+                return True
     else:
         data = await transport.receive_some()
     session.heard = trio.current_time()

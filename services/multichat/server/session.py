@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import trio
 
@@ -196,10 +197,15 @@ class Session:
         """
         self.ctx.sessions.add(self)
         self.delivery.nursery = drains
+        deadline = trio.current_time() + self.ctx.limits.handshake_seconds
         try:
-            with trio.CancelScope() as self._scope:
-                if not await opening.handshake(self):
+            # Until the visitor has joined, the reader's scope has the handshake's deadline
+            # (opening.py moves it at each plain-text prompt): one scope a connection.
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._scope = scope
+                if not await opening.handshake(self, scope):
                     return
+                scope.deadline = math.inf
                 # Joined: the same steps as the handshake's, inline down to the wait for the socket,
                 # since every frame of a waiting task is memory that 5,000 members hold at once.
                 conn = self.conn
@@ -243,13 +249,14 @@ class Session:
                     if handled >= FRAMES_PER_TURN:
                         handled = 0
                         await trio.lowlevel.checkpoint()
+            if scope.cancelled_caught and not (self._finished or self._kicked):
+                # Not stopped by us, so by the deadline, which only a visitor has.
+                self._refuse("timeout", "too slow to log in; connect and try again")
+                self.leave_reason = "timeout"
         except RemoteProtocolError as exc:
             self._refuse(exc.code, str(exc))
         except trio.BrokenResourceError:
             pass
-        except trio.TooSlowError:
-            self._refuse("timeout", "too slow to log in; connect and try again")
-            self.leave_reason = "timeout"
         finally:
             await self._close()
 
