@@ -30,7 +30,7 @@ def test_a_line_waits_for_its_echo_once_taken() -> None:
 
 def test_each_refusal_has_its_fate() -> None:
     outbox = Outbox()
-    lines = [outbox.add_nowait(text) for text in ("long", "later", "redis", "request")]
+    lines = [outbox.add_nowait(text) for text in ("long", "later", "redis", "request", "new")]
     outbox.take_nowait()
     # Without an id, the room answers in order: the oldest line not yet echoed.
     assert outbox.refuse_nowait(Error("too_long", "too long"), 10.0) == (lines[0], "dropped")
@@ -40,7 +40,11 @@ def test_each_refusal_has_its_fate() -> None:
     assert outbox.retry_at == 10.0 + RETRY_UNAVAILABLE_SECONDS
     # A refused request is no line's, even with lines waiting.
     assert outbox.refuse_nowait(Error("not_operator", "you are not an operator"), 10.0) is None
-    assert len(outbox) == 3  # the dropped one is gone; the others will go again
+    # A refusal this client does not know (a newer server's), naming its line: given up, so
+    # the member sees the server's reason instead of the line waiting silently forever.
+    refused = outbox.refuse_nowait(Error("slow_mode", "one line a minute", id=lines[4].id), 10.0)
+    assert refused == (lines[4], "dropped")
+    assert len(outbox) == 3  # the dropped ones are gone; the others will go again
 
 
 def test_a_private_line_to_nobody_is_found_by_the_name_quoted() -> None:

@@ -634,12 +634,13 @@ OUTBOX_WALK = """
   return walk;
 }
 """
-OUTBOX_LINES = [["a", None], ["b", None], ["c", "Ann B"], ["d", None], ["e", None]]
+OUTBOX_LINES = [["a", None], ["b", None], ["c", "Ann B"], ["d", None], ["e", None], ["f", None]]
 OUTBOX_REFUSALS = [
     ["too_long", "too long", None],  # no id: the oldest line waiting for its echo
     ["unavailable", "the room's backplane is away", 1],  # by its id
     ["no_such_member", "nobody called 'Ann B' is in the room", None],
     ["shutting_down", "the room is closing", None],
+    ["slow_mode", "a newer server's refusal of a line", 5],  # by its id: shown, given up
     ["bad_frame", "not a line's", None],
 ]
 
@@ -675,11 +676,12 @@ def test_the_page_keeps_typed_lines_as_the_terminal_client_does(
         walk = tab.page.evaluate(OUTBOX_WALK, {"lines": OUTBOX_LINES, "refusals": OUTBOX_REFUSALS})
     assert walk == python_outbox_walk()
     assert walk == [
-        ["a", "b", "c", "d", "e"],
+        ["a", "b", "c", "d", "e", "f"],
         ["a", "dropped"],
         ["b", "retried"],
         ["c", "dropped"],
         ["d", "deferred"],
+        ["f", "dropped"],
         None,
         3,  # b retrying, d deferred, e waiting for its echo
         True,

@@ -113,22 +113,26 @@ class Outbox:
 
     def refuse_nowait(self, error: Error, now: float) -> tuple[Line, Fate] | None:
         """The line `error` refuses and what became of it: given up on (`dropped`: sending it
-        again cannot help), `retried` at `retry_at`, or `deferred` to the next connection.
-        None if `error` is no line's (a refused request, a notice of the session's end)."""
+        again cannot help, or the refusal is one this client does not know, from a newer
+        server, whose message then says why), `retried` at `retry_at`, or `deferred` to the
+        next connection. None if `error` is no line's (a refused request, a notice of the
+        session's end)."""
         line = self._refused_line(error)
         if line is None:
             return None
         fate: Fate
-        if error.code in LINE_REFUSALS or error.code == NO_SUCH_MEMBER:
-            self._maybe_delivered.discard(line.id)
-            fate = "dropped"
-        elif error.code in LINE_RETRIES:
+        if error.code in LINE_RETRIES:
             self._retrying.append(line)
             self.retry_at = min(self.retry_at, now + RETRY_UNAVAILABLE_SECONDS)
             fate = "retried"
-        else:
+        elif error.code in LINE_DEFERRALS:
             self._deferred.append(line)
             fate = "deferred"
+        else:
+            # Sending it again would meet the same answer; the member is shown it instead,
+            # and may type the line again (as the page does, outbox.js).
+            self._maybe_delivered.discard(line.id)
+            fate = "dropped"
         self._check_acknowledged()
         return line, fate
 
