@@ -197,11 +197,11 @@ class Session:
         """
         self.ctx.sessions.add(self)
         self.delivery.nursery = drains
-        deadline = trio.current_time() + self.ctx.limits.handshake_seconds
         try:
             # Until the visitor has joined, the reader's scope has the handshake's deadline
             # (opening.py moves it at each plain-text prompt): one scope a connection.
-            with trio.CancelScope(deadline=deadline) as scope:
+            handshake_seconds = self.ctx.limits.handshake_seconds
+            with trio.CancelScope(deadline=trio.current_time() + handshake_seconds) as scope:
                 self._scope = scope
                 if not await opening.handshake(self, scope):
                     return
