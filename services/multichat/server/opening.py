@@ -60,23 +60,22 @@ async def receive(session: Session) -> bool:
     """Read more and feed it to the protocol; False once the connection had its answer."""
     conn = session.conn
     transport = session.transport
+    data: bytes | None
     if session.initial:
         data, session.initial = session.initial, b""
     elif conn.mode is Mode.UNKNOWN or (conn.mode is Mode.TEXT and conn.has_partial_line()):
         # A pause means something here, so a wait has one; what has come already (a client's
         # hello, sent as it connects) needs none.
-        received = transport.receive_nowait()
-        if received is not None:
-            data = received
-            await trio.lowlevel.checkpoint()
-        else:
-            data = b""
-            with trio.move_on_after(session.ctx.limits.text_pause_seconds) as waited:
+        data = transport.receive_nowait()
+        if data is None:
+            with trio.move_on_after(session.ctx.limits.text_pause_seconds):
                 data = await transport.receive_some()
-            if waited.cancelled_caught:
+            if data is None:  # the pause came first
                 conn.receive_pause()
                 session.delivery.send_nowait(conn.data_to_send())
                 return True
+        else:
+            await trio.lowlevel.checkpoint()
     else:
         data = await transport.receive_some()
     session.heard = trio.current_time()
