@@ -38,10 +38,8 @@ async def handshake(session: Session, scope: trio.CancelScope) -> bool:
     this in, has the handshake's deadline: each plain-text prompt restarts it."""
     conn = session.conn
     while conn.state is not State.JOINED:
-        try:
-            event = conn.next_event()
-        except RemoteProtocolError as exc:
-            session.answer_error(exc)
+        event = session.next_event()
+        if event is None:
             continue
         if isinstance(event, NeedData):
             if not await receive(session):

@@ -217,10 +217,8 @@ class Session:
                 # more came meanwhile).
                 drained = False
                 while True:
-                    try:
-                        event = conn.next_event()
-                    except RemoteProtocolError as exc:
-                        self.answer_error(exc)
+                    event = self.next_event()
+                    if event is None:
                         continue
                     if isinstance(event, NeedData):
                         if conn.mode is Mode.TEXT and conn.has_partial_line():
@@ -294,11 +292,16 @@ class Session:
             return
         self.delivery.send_nowait(data)
 
-    def answer_error(self, exc: RemoteProtocolError) -> None:
-        """Answer a bad frame with an error; re-raise one that ends the conversation."""
-        if self.conn.state is State.CLOSED:
-            raise exc
-        self.send_nowait(Error(exc.code, str(exc)))
+    def next_event(self) -> Event | NeedData | ConnectionClosed | None:
+        """The protocol's next event; None for a bad frame, answered with an error. One that
+        ends the conversation is raised."""
+        try:
+            return self.conn.next_event()
+        except RemoteProtocolError as exc:
+            if self.conn.state is State.CLOSED:
+                raise
+            self.send_nowait(Error(exc.code, str(exc)))
+            return None
 
     def feed_websocket(self, data: bytes) -> None:
         """WebSocket bytes in; each whole text message goes to the protocol as one line."""
