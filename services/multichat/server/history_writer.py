@@ -108,16 +108,20 @@ class HistoryWriter:
         Raises ValueError if its seq goes backwards (or, for a message, is not new), and
         trio.ClosedResourceError once the writer's task has ended.
         """
-        self._check_open()
-        if entry.seq < self._last_seq or (entry.type == MESSAGE and entry.seq == self._last_seq):
+        # (_check_open's and _kick's tests inline: the room calls this for every message)
+        if self._closed:
+            self._check_open()
+        seq = entry.seq
+        if seq <= self._last_seq and (seq < self._last_seq or entry.type == MESSAGE):
             raise ValueError(
-                f"{entry.type} seq {entry.seq} comes after message {self._last_seq}: a message "
+                f"{entry.type} seq {seq} comes after message {self._last_seq}: a message "
                 "needs a new one, anything else at least that"
             )
-        self._last_seq = entry.seq
+        self._last_seq = seq
         self._queue.append((entry, on_done))
         self._asked += 1
-        self._kick()
+        if not (self._in_flight or self._submit_soon):
+            self._kick()
 
     def set_ban_nowait(self, ban: BanEntry | None, address: str) -> None:
         """Queue a ban on `address` (None: the ban was lifted) for the next commit."""
