@@ -50,17 +50,19 @@ def test_the_delays_double_up_to_the_cap_and_stay_within_their_jitter() -> None:
 
 
 def test_the_page_reconnects_by_the_same_numbers_and_codes() -> None:
-    # app.js says it follows this policy; a change to one must be made to the other.
-    source = resources.files("multichat").joinpath("client", "web", "app.js").read_text()
+    # reconnect.js says it follows this policy; a change to one must be made to the other.
+    source = resources.files("multichat").joinpath("client", "web", "reconnect.js").read_text()
 
     def number(name: str) -> float:
-        found = re.search(rf"^const {name} = ([0-9.]+);", source, re.M)
-        assert found, f"app.js has no {name}"
+        found = re.search(rf"^(?:export )?const {name} = ([0-9.]+);", source, re.M)
+        assert found, f"reconnect.js has no {name}"
         return float(found.group(1))
 
     def codes(name: str) -> frozenset[str]:
-        found = re.search(rf"^const {name} = new Set\(\[(.*?)\]\);", source, re.M | re.S)
-        assert found, f"app.js has no {name}"
+        found = re.search(
+            rf"^(?:export )?const {name} = new Set\(\[(.*?)\]\);", source, re.M | re.S
+        )
+        assert found, f"reconnect.js has no {name}"
         return frozenset(re.findall(r'"([a-z_]+)"', found.group(1)))
 
     assert number("RECONNECT_TRIES") == RECONNECT_TRIES

@@ -36,6 +36,15 @@ from browser import (
     serve_room,
 )
 from multichat.client.outbox import Outbox
+from multichat.client.reconnect import (
+    FATAL_LOGIN,
+    KICKS,
+    NAME_HELD_SECONDS,
+    RECONNECT_JITTER,
+    RECONNECT_TRIES,
+    after_refusal,
+    backoff,
+)
 from multichat.client.tui_widgets import name_attr
 from multichat.protocol import commands, wire
 from multichat.protocol.connection import ClientConnection
@@ -604,6 +613,28 @@ def test_the_page_colours_names_and_cleans_text_as_the_terminal_client_does(
         # A JSON string can carry lone surrogates; they go, and a pair stays.
         lone = page.evaluate(r"window.multichat.cleanText('a\ud800b\udc00c\ud83d\ude00')")
         assert lone == "abc😀"
+
+
+def test_the_page_reconnects_as_the_terminal_client_does(browser: Browser, room: Room) -> None:
+    # A rejoin refused, by every code either side knows and one neither does, just after the
+    # loss and after the name stops being held; and the delays before each try.
+    codes = sorted(FATAL_LOGIN | KICKS | {"name_taken", "room_full", "shutting_down", "new"})
+    lost_for = [0.0, NAME_HELD_SECONDS - 1, NAME_HELD_SECONDS + 1]
+    with open_tab(browser, room.url) as tab:
+        verdicts = tab.page.evaluate(
+            "([codes, times]) => codes.map((code) => times.map("
+            "(s) => window.multichat.afterRefusal(code, s * 1000)))",
+            [codes, lost_for],
+        )
+        delays = tab.page.evaluate(
+            "tries => tries.map((n) => Array.from({length: 50}, () => "
+            "window.multichat.retryDelay(n)))",
+            list(range(1, RECONNECT_TRIES + 1)),
+        )
+    assert verdicts == [[after_refusal(code, s) for s in lost_for] for code in codes]
+    for attempt, tried in enumerate(delays, start=1):
+        low, high = (backoff(attempt) * (1 + side * RECONNECT_JITTER) for side in (-1, 1))
+        assert all(low * 1000 <= ms <= high * 1000 for ms in tried), (attempt, tried)
 
 
 # -- the lines typed, until their echo (client/outbox.py and outbox.js) --

@@ -108,7 +108,17 @@ async def test_every_module_the_page_imports_is_served_as_javascript(room: RoomF
         assert headers["content-type"] == "text/javascript; charset=utf-8"
         imported = re.findall(rb'^import [^;]* from "\./([\w.-]+)";$', body, re.MULTILINE)
         todo += [n.decode() for n in imported if n.decode() not in seen]
-    assert seen == {"app.js", "commands.js", "names.js", "outbox.js", "text.js", "view.js"}
+    assert seen == {
+        "app.js",
+        "commands.js",
+        "frames.js",
+        "names.js",
+        "outbox.js",
+        "reconnect.js",
+        "session.js",
+        "text.js",
+        "view.js",
+    }
     assert b'<script type="module" src="app.js"></script>' in page_file("index.html")
 
 

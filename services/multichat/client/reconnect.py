@@ -2,7 +2,7 @@
 
 No I/O here. `ChatClient` (connection.py) waits `delay(attempt)` before each try, and asks
 `after_refusal` what a room's refusal to let it back in means. The browser page follows the same
-policy with the same numbers (`client/web/app.js`).
+policy with the same numbers (`client/web/reconnect.js`).
 """
 
 from __future__ import annotations

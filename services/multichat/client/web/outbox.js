@@ -2,7 +2,7 @@
 // (client/outbox.py), with the same rules. A line is queued, then sent and waiting for its
 // echo, and then delivered, given up on, deferred to the next connection, or retried. A line
 // sent on a connection that broke may have been delivered: a rejoin's replay says so.
-// No page and no network here: app.js sends what `take` gives and shows what happens.
+// No page and no network here: session.js sends what `take` gives and shows what happens.
 
 import { nameKey } from "./names.js";
 import { cleanText, pyRepr, str } from "./text.js";

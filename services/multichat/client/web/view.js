@@ -1,6 +1,6 @@
 // How the page shows the room: its rows, its panels, and the login form. Everything from the
 // network reaches the page through here as text (textContent), never as markup, cleaned first
-// (text.js). A function that shows the room reads the session it is given (app.js keeps it)
+// (text.js). A function that shows the room reads the session it is given (session.js keeps it)
 // and never changes it.
 
 import { HELP, OPERATOR_HELP } from "./commands.js";
