@@ -703,6 +703,9 @@ async def test_ngrok_that_cannot_be_downloaded_says_how_to_point_at_one(cli: Cli
     assert "--ngrok-path" in banner.problem
     assert asked and all(line.startswith(b"CONNECT ") for line in asked), asked
     assert not (cli.tmp / "home" / ".config" / "ngrok" / "ngrok").exists()
+    # pyngrok's progress line is ended, not run into the banner (in a log file, say).
+    shown = [line for line in up.out.split("\n") if "Downloading ngrok" in line]
+    assert shown and all(line.rstrip("\r").endswith("...") for line in shown), shown
     friend = await join(banner.lan_address(), "friend")
     await friend.aclose()
     up.signal(signal.SIGTERM)

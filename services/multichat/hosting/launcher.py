@@ -226,6 +226,11 @@ class TunnelReporter:
                     if tcp_error is not None:
                         self.say(self.tcp_problem or "")
             case TunnelFailed(error):
+                if error.code == "download_failed":
+                    # pyngrok's installer ends its progress line ("Downloading ngrok ...") with
+                    # a carriage return and leaves it there when the download fails: end it,
+                    # or what comes next runs into it in a log.
+                    self.say("")
                 lost = self.https is not None
                 self.https = self.tcp = None
                 self.gave_up = True
