@@ -40,11 +40,11 @@ class Archive:
     def persist(self, entry: Entry, index: int) -> None:
         """The room's `persist`: store `entry` (log index `index`), then make it readable."""
         event = entry.event
-        if type(event) is Message:  # nearly every entry
-            self._waiting.append(index)
-            self.writer.append_nowait(StoredEntry.of_message(event, entry.seq))
-            return
-        if not isinstance(event, _KEPT):
+        if type(event) is Message:  # nearly every entry: no clock to read, no match to run
+            stored = StoredEntry.of_message(event, entry.seq)
+        elif isinstance(event, _KEPT):
+            stored = StoredEntry.from_event(event, seq=entry.seq, ts=self.room.now())
+        else:
             # Not history (the shutdown notice): readable as soon as what came before it is.
             if self._waiting:
                 self._riding = index
@@ -52,7 +52,7 @@ class Archive:
                 self.room.stored_nowait(index)
             return
         self._waiting.append(index)
-        self.writer.append_nowait(StoredEntry.from_event(event, seq=entry.seq, ts=self.room.now()))
+        self.writer.append_nowait(stored)
 
     def flushed(self, count: int) -> None:
         """The writer's `on_flushed`: its next `count` entries are done; make them readable."""
