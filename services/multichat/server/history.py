@@ -54,12 +54,13 @@ _COLUMNS = "seq, ts, type, sender, text, recipient, extra"
 # through json_each, which made the loop's thread encode the batch (1.4 µs a row) and SQLite
 # parse every row nine times.
 _CHUNKS = tuple(1 << i for i in range(10))
+_INSERTED = "seq, ts, type, sender, sender_key, text, recipient, recipient_key, extra"
+_WIDTH = len(_INSERTED.split(", "))  # parameters a row, in `_params`'s order
 _INSERT_ROWS = {
-    size: "INSERT INTO entries (seq, ts, type, sender, sender_key, text, recipient, "
-    "recipient_key, extra) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
+    size: f"INSERT INTO entries ({_INSERTED}) VALUES "
+    + ", ".join(["(" + ", ".join(["?"] * _WIDTH) + ")"] * size)
     for size in _CHUNKS
 }
-_WIDTH = 9  # parameters a row
 
 
 def _insert(conn: sqlite3.Connection, entries: Sequence[StoredEntry]) -> None:
