@@ -38,6 +38,7 @@ ROOM = textwrap.dedent(
     from multichat.protocol.events import Join, Leave, Message
     from multichat.server.history import HistoryStore
     from multichat.server.history_entries import StoredEntry
+    from multichat.server.history_process import HistoryProcess
     from multichat.server.history_writer import HistoryWriter
 
     T0 = float(sys.argv[2])
@@ -46,7 +47,8 @@ ROOM = textwrap.dedent(
         where = sys.argv[1]
         path = None if where.startswith("room:") else Path(where)
         data = DataDir.open(path if path else default_data_dir(where[len("room:"):]))
-        writer = HistoryWriter(HistoryStore.open(data.history_path))
+        process = HistoryProcess()
+        writer = HistoryWriter(HistoryStore.open(data.history_path), process)
         # Numbered as the room's log numbers them: a join or leave carries the newest
         # message's seq.
         events = [
@@ -58,6 +60,7 @@ ROOM = textwrap.dedent(
             (4, Leave("bob", "quit", T0 + 86520)),
         ]
         async with trio.open_nursery() as nursery:
+            await nursery.start(process.run)
             await nursery.start(writer.run)
             for seq, event in events:
                 writer.append_nowait(StoredEntry.from_event(event, seq=seq))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -24,7 +23,6 @@ from multichat.protocol.events import (
     Welcome,
 )
 from multichat.server.history import HistoryStore
-from multichat.server.history_entries import StoredEntry
 from multichat.server.listeners import ChatServer
 
 STEP = 10
@@ -115,28 +113,35 @@ async def test_a_resume_reaches_past_a_restart_and_private_messages_only_for_par
     assert [m.text for m in eve_sees if isinstance(m, Message)] == ["public one", "public two"]
 
 
-class SlowStore(HistoryStore):
-    """A store whose commits wait until the test lets them through."""
+class Gate:
+    """Another connection to the history file: while it holds the file's write lock, commits
+    wait for it (SQLite waits up to history_file.BUSY_SECONDS, far longer than these tests)."""
 
-    gate: threading.Event
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None)
 
-    def append(self, entries: Sequence[StoredEntry], **kwargs: Any) -> None:
-        self.gate.wait(STEP)
-        super().append(entries, **kwargs)
+    def clear(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def set(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.set()
+        self._conn.close()
 
 
 async def test_nobody_sees_a_message_before_it_is_stored(tmp_path: Path) -> None:
     """The echo is the acknowledgement: it, and everyone's copy, wait for the commit."""
-    store = SlowStore.open(tmp_path / "history.sqlite3")
-    assert isinstance(store, SlowStore)
-    store.gate = threading.Event()
-    store.gate.set()
+    store = HistoryStore.open(tmp_path / "history.sqlite3")
+    gate = Gate(tmp_path / "history.sqlite3")
     async with room_with(store) as room:
         with trio.fail_after(STEP):
             alice = await room.join("alice")
             bob = await room.join("bob")
             await alice.expect(Join)
-            store.gate.clear()
+            gate.clear()
             await alice.say("wait for the disk", "w")
             with trio.move_on_after(0.5) as waited:
                 await bob.expect(Message)
@@ -144,9 +149,10 @@ async def test_nobody_sees_a_message_before_it_is_stored(tmp_path: Path) -> None
             with trio.move_on_after(0.2) as waited:
                 await alice.expect(Message)
             assert waited.cancelled_caught, "the echo came before the commit"
-            store.gate.set()
+            gate.set()
             echo = await alice.expect(Message)
             seen = await bob.expect(Message)
+    gate.close()
     store.close()
     assert isinstance(echo, Message) and echo.id == "w"
     assert isinstance(seen, Message) and seen.text == "wait for the disk"
@@ -215,27 +221,26 @@ async def test_a_kicked_member_hears_why_and_a_leaver_gets_its_last_echoes(
     tmp_path: Path,
 ) -> None:
     """Out of the room, a member's last frames wait for the history, and it waits for them."""
-    store = SlowStore.open(tmp_path / "history.sqlite3")
-    assert isinstance(store, SlowStore)
-    store.gate = threading.Event()
-    store.gate.set()
+    store = HistoryStore.open(tmp_path / "history.sqlite3")
+    gate = Gate(tmp_path / "history.sqlite3")
     async with room_with(store) as room:
         with trio.fail_after(STEP):
             alice = await room.join("alice")
             bob = await room.join("bob")
-            store.gate.clear()  # the disk is slow now
+            gate.clear()  # the disk is slow now
             await alice.say("my last words", "last")
             await alice.send(Quit())
             room.server.rooms.default.moderation.command(
                 "host", Moderate("kick", "bob", "rude"), by_host=True
             )
             await trio.sleep(0.2)
-            store.gate.set()
+            gate.set()
             echo = await alice.expect(Message)
             while not isinstance(await alice.next_event(), ConnectionClosed):
                 pass  # perhaps bob's leave, if the kick came first
             error = await bob.expect(Error)
             assert isinstance(await bob.next_event(), ConnectionClosed)
+    gate.close()
     store.close()
     assert isinstance(echo, Message) and echo.id == "last"
     assert isinstance(error, Error) and error.code == "kicked"

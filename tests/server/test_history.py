@@ -1,7 +1,9 @@
 """History on disk: the SQLite store, the writer that feeds it from trio, and retention.
 
-Every test uses a real SQLite file in tmp_path. A full disk is SQLite's own failure, provoked
-with `PRAGMA max_page_count`; durability is proven by killing a writing process with SIGKILL.
+Every test uses a real SQLite file in tmp_path, and the writer's tests the real history process
+(history_process.py). A full disk is SQLite's own failure, provoked with `PRAGMA max_page_count`
+on the store, and in the process by the kernel refusing its writes past a file size limit;
+durability is proven by killing a writing process with SIGKILL.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+if sys.platform != "win32":
+    import resource
 import trio
+import trio.testing
 
 from multichat.protocol.events import (
     BanEntry,
@@ -37,6 +42,7 @@ from multichat.protocol.events import (
 from multichat.server import history, history_entries, history_file, history_writer
 from multichat.server.history import SCHEMA_VERSION, HistoryError, HistoryStore
 from multichat.server.history_entries import HistoryEvent, StoredEntry
+from multichat.server.history_process import HistoryProcess
 from multichat.server.history_settings import (
     HistorySettings,
     HistorySettingsError,
@@ -69,6 +75,16 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db: Path) -> HistoryStore:
     return HistoryStore.open(db)
+
+
+@pytest.fixture
+async def process() -> AsyncIterator[HistoryProcess]:
+    """The history's process, running as the server runs it: it outlives the test's writers."""
+    process = HistoryProcess()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        yield process
+        process.close_nowait()
 
 
 # -- the file --
@@ -261,6 +277,21 @@ def test_a_seq_stored_twice_rolls_back_the_whole_transaction(store: HistoryStore
 # -- reading it back --
 
 
+def test_a_commit_made_again_leaves_out_what_is_stored_already(store: HistoryStore) -> None:
+    """The retry of a commit whose process died after committing, before it answered."""
+    store.append([say(1), presence(1), say(2)])
+    store.append([say(1), presence(1), say(2), presence(2), say(3)], again=True)
+    assert [(e.seq, e.type) for e in store.recent(10)] == [
+        (1, "message"),
+        (1, "join"),
+        (2, "message"),
+        (2, "join"),
+        (3, "message"),
+    ]
+    with pytest.raises(HistoryError):  # not made again: a message stored twice is refused
+        store.append([say(3)])
+
+
 def test_recent_gives_the_newest_oldest_first_and_private_ones_to_their_parties(
     store: HistoryStore,
 ) -> None:
@@ -416,27 +447,12 @@ def test_an_in_memory_store_keeps_nothing_on_disk(
 # -- the writer --
 
 
-class RecordingStore(HistoryStore):
-    """A real store that records each transaction's entries and can hold a commit back."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.transactions: list[list[int]] = []
-        self.hold = threading.Event()
-        self.hold.set()
-        self.committing = threading.Event()
-
-    def append(self, entries: Sequence[StoredEntry], **kwargs: Any) -> None:
-        self.committing.set()
-        self.hold.wait(10)
-        super().append(entries, **kwargs)
-        self.transactions.append([e.seq for e in entries])
-
-
-async def test_everything_queued_during_a_commit_goes_in_the_next_one(db: Path) -> None:
-    store = RecordingStore.open(db)
-    assert isinstance(store, RecordingStore)
-    writer = HistoryWriter(store)
+async def test_everything_queued_during_a_commit_goes_in_the_next_one(
+    db: Path, process: HistoryProcess
+) -> None:
+    store = HistoryStore.open(db)
+    commits: list[int] = []
+    writer = HistoryWriter(store, process, on_flushed=commits.append)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         with trio.fail_after(10):
@@ -444,23 +460,28 @@ async def test_everything_queued_during_a_commit_goes_in_the_next_one(db: Path) 
             for seq in range(1, 51):
                 writer.append_nowait(say(seq))
             await writer.flush()
-            assert store.transactions == [list(range(1, 51))]
-            store.hold.clear()
-            store.committing.clear()
+            assert commits == [50]
+            # Another connection holds the file: the next commit waits for it.
+            holder = sqlite3.connect(db, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
             writer.append_nowait(say(51))
-            await trio.to_thread.run_sync(store.committing.wait)
+            await trio.testing.wait_all_tasks_blocked()  # ... and is in the process's hands
             for seq in range(52, 60):
                 writer.append_nowait(say(seq))
-            store.hold.set()
+            holder.execute("COMMIT")
+            holder.close()
             await writer.flush()
         nursery.cancel_scope.cancel()
-    assert store.transactions[1:] == [[51], list(range(52, 60))]
+    assert commits == [50, 1, 8]
+    assert [e.seq for e in store.recent(100)] == list(range(1, 60))
 
 
-async def test_on_done_runs_in_order_in_trios_thread_after_the_commit(db: Path) -> None:
+async def test_on_done_runs_in_order_in_trios_thread_after_the_commit(
+    db: Path, process: HistoryProcess
+) -> None:
     store = HistoryStore.open(db)
     reader = HistoryStore.open(db, read_only=True)
-    writer = HistoryWriter(store)
+    writer = HistoryWriter(store, process)
     trio_thread = threading.get_ident()
     done: list[tuple[int, bool]] = []
 
@@ -490,10 +511,10 @@ def presence(seq: int, name: str = "bob", kind: str = history_entries.JOIN) -> S
 
 
 async def test_seqs_never_go_back_across_restarts_and_a_stopped_writer_takes_nothing(
-    store: HistoryStore, db: Path
+    store: HistoryStore, process: HistoryProcess
 ) -> None:
     store.append([say(1), say(2)], last_seq=7)
-    writer = HistoryWriter(store)
+    writer = HistoryWriter(store, process)
     assert writer.last_seq == 7
     with pytest.raises(ValueError, match="needs a new one"):
         writer.append_nowait(say(7))
@@ -524,9 +545,9 @@ async def test_seqs_never_go_back_across_restarts_and_a_stopped_writer_takes_not
 
 
 async def test_what_is_queued_as_the_writer_is_cancelled_is_still_committed(
-    store: HistoryStore,
+    store: HistoryStore, process: HistoryProcess
 ) -> None:
-    writer = HistoryWriter(store)
+    writer = HistoryWriter(store, process)
     done: list[bool] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
@@ -540,8 +561,8 @@ async def test_what_is_queued_as_the_writer_is_cancelled_is_still_committed(
     assert [b.address for b in store.bans()] == ["10.0.0.9"]
 
 
-async def test_bans_go_through_the_writer(store: HistoryStore) -> None:
-    writer = HistoryWriter(store)
+async def test_bans_go_through_the_writer(store: HistoryStore, process: HistoryProcess) -> None:
+    writer = HistoryWriter(store, process)
     ban = BanEntry("10.0.0.1", "mallory", None, "spam", "host")
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
@@ -574,40 +595,59 @@ class Reports:
         self.changed = trio.Event()
 
 
-def fill_the_disk(store: HistoryStore, spare_pages: int) -> sqlite3.Connection:
-    """SQLite's own "database or disk is full" once the file grows by `spare_pages`: a size
-    limit on the writer's connection (a real tiny filesystem needs root and a mount)."""
-    conn = store._write
-    assert conn is not None
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {pages + spare_pages}")
-    return conn
+linux_only = pytest.mark.skipif(
+    sys.platform != "linux", reason="a file size limit set on another process is Linux's"
+)
 
 
-# The writer's commits run in worker threads, which a MockClock cannot wait for (autojump
+def refuse_writes(process: HistoryProcess, db: Path, spare: int) -> Callable[[], None]:
+    """Make the kernel refuse the history process's writes once the WAL grows by `spare`
+    bytes, as a full disk does (a real tiny filesystem needs root and a mount); returns what
+    gives the space back. The caller keeps the WAL from being checkpointed meanwhile (a
+    checkpoint lets SQLite write the WAL from its start again)."""
+    pid = process.pid
+    assert pid is not None
+    wal = db.with_name(db.name + "-wal").stat().st_size
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (wal + spare, resource.RLIM_INFINITY))
+    return lambda: resource.prlimit(
+        pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    )
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries at once, and no checkpoint that could give a refused WAL its space back."""
+    monkeypatch.setattr(history_writer, "RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(history_writer, "SYNC_SECONDS", 3600.0)
+
+
+# The writer's commits run in another process, which a MockClock cannot wait for (autojump
 # would leap to the test's deadline while a commit runs): these use the real clock, with the
 # writer's intervals made short.
 
 
+@linux_only
+@pytest.mark.usefixtures("quick_retries")
 async def test_a_full_disk_is_reported_and_does_not_stop_the_room(
-    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+    store: HistoryStore, db: Path, process: HistoryProcess
 ) -> None:
-    monkeypatch.setattr(history_writer, "RETRY_SECONDS", 0.05)
     reports = Reports()
-    writer = HistoryWriter(store, on_failing=reports)
+    writer = HistoryWriter(store, process, on_failing=reports)
     done: list[tuple[int, bool]] = []
-    conn = fill_the_disk(store, 4)
     big = "x" * 5000  # more than a page: every entry needs new ones
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         with trio.fail_after(20):
-            seq = 0
+            writer.append_nowait(say(1, big), record(done, 1))
+            await writer.flush()
+            give_back = refuse_writes(process, db, 100_000)
+            seq = 1
             while writer.failing is None:
                 seq += 1
                 writer.append_nowait(say(seq, big), record(done, seq))
                 await writer.flush()
             assert reports.reasons == [writer.failing]
-            assert "database or disk is full" in writer.failing
+            assert "disk I/O error" in writer.failing
             assert "\n" not in writer.failing
             # Still acknowledged, at once, saying it was not saved; the writer keeps going.
             assert done[-1] == (seq, False)
@@ -617,7 +657,7 @@ async def test_a_full_disk_is_reported_and_does_not_stop_the_room(
             await writer.flush()
             assert done[-1] == (seq, False)
             # Space comes back: the next retry saves everything held, and says so.
-            conn.execute("PRAGMA max_page_count = 1000000")
+            give_back()
             await reports.changed.wait()
             assert reports.reasons[1:] == [None]
             assert writer.failing is None
@@ -626,33 +666,66 @@ async def test_a_full_disk_is_reported_and_does_not_stop_the_room(
             await writer.flush()
             assert done[-1] == (seq, True)
         nursery.cancel_scope.cancel()
-    assert failed_at > 1
+    assert failed_at > 2
     assert [e.seq for e in store.recent(1000)] == list(range(1, seq + 1))
     assert all(saved for n, saved in done if n < failed_at)
     assert writer.given_up == 0
 
 
+@linux_only
+@pytest.mark.usefixtures("quick_retries")
 async def test_the_writer_gives_up_on_the_oldest_when_it_holds_too_many(
-    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+    store: HistoryStore, db: Path, process: HistoryProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(history_writer, "MAX_UNSAVED", 5)
-    monkeypatch.setattr(history_writer, "RETRY_SECONDS", 0.05)
     reports = Reports()
-    writer = HistoryWriter(store, on_failing=reports)
-    conn = fill_the_disk(store, 0)
+    writer = HistoryWriter(store, process, on_failing=reports)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         with trio.fail_after(20):
+            writer.set_ban_nowait(None, "10.0.0.1")  # the process starts with a commit
+            await writer.flush()
+            give_back = refuse_writes(process, db, 0)
             for seq in range(1, 9):
                 writer.append_nowait(say(seq, "x" * 5000))
                 await writer.flush()
             assert writer.given_up == 3
-            conn.execute("PRAGMA max_page_count = 1000000")
+            give_back()
             await reports.changed.wait()
             assert writer.failing is None
         nursery.cancel_scope.cancel()
     assert [e.seq for e in store.recent(100)] == [4, 5, 6, 7, 8]
     assert store.last_seq() == 8  # the numbers given up on are never given out again
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_history_process_that_dies_is_reported_and_another_saves_what_it_lost(
+    store: HistoryStore, process: HistoryProcess
+) -> None:
+    reports = Reports()
+    writer = HistoryWriter(store, process, on_failing=reports)
+    done: list[tuple[int, bool]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        with trio.fail_after(20):
+            writer.append_nowait(say(1), record(done, 1))
+            await writer.flush()
+            first = process.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+            seq = 1
+            while writer.failing is None:  # the commits the dead one took fail
+                seq += 1
+                writer.append_nowait(say(seq), record(done, seq))
+                await writer.flush()
+            assert "the history's process ended (exit status" in writer.failing
+            assert "\n" not in writer.failing
+            await reports.changed.wait()  # the retry starts another, which saves them
+            assert reports.reasons[1:] == [None]
+            assert process.pid not in (None, first)
+        nursery.cancel_scope.cancel()
+    assert done[0] == (1, True)
+    assert [e.seq for e in store.recent(100)] == list(range(1, seq + 1))
 
 
 WRITER_SCRIPT = textwrap.dedent(
@@ -664,16 +737,19 @@ WRITER_SCRIPT = textwrap.dedent(
 
     from multichat.server.history import HistoryStore
     from multichat.server.history_entries import StoredEntry
+    from multichat.server.history_process import HistoryProcess
     from multichat.server.history_writer import HistoryWriter
 
     async def main():
-        writer = HistoryWriter(HistoryStore.open(Path(sys.argv[1])))
+        process = HistoryProcess()
+        writer = HistoryWriter(HistoryStore.open(Path(sys.argv[1])), process)
 
         def committed(seq, saved):
             assert saved
             print(seq, flush=True)
 
         async with trio.open_nursery() as nursery:
+            await nursery.start(process.run)
             await nursery.start(writer.run)
             seq = 0
             while True:
@@ -805,13 +881,12 @@ def test_a_batch_of_any_size_is_stored_whole_and_in_order(
 
 
 async def test_a_commit_takes_at_most_max_batch_and_the_rest_follow(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    store: HistoryStore, process: HistoryProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Readable a commit at a time: a huge commit would make one huge fan-out."""
     monkeypatch.setattr(history_writer, "MAX_BATCH", 4)
-    store = RecordingStore.open(db)
-    assert isinstance(store, RecordingStore)
-    writer = HistoryWriter(store)
+    commits: list[int] = []
+    writer = HistoryWriter(store, process, on_flushed=commits.append)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         with trio.fail_after(10):
@@ -822,6 +897,6 @@ async def test_a_commit_takes_at_most_max_batch_and_the_rest_follow(
             for seq in range(11, 21):
                 writer.append_nowait(say(seq))
         nursery.cancel_scope.cancel()
-    assert store.transactions[:3] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
-    assert all(len(t) <= 4 for t in store.transactions)
+    assert commits[:3] == [4, 4, 2]
+    assert all(count <= 4 for count in commits)
     assert [e.seq for e in store.recent(100)] == list(range(1, 21))

@@ -1,8 +1,9 @@
 """The room's history on disk: an SQLite file (WAL mode) that outlives the process.
 
-The room's task never touches it: history_writer.py commits in a worker thread and reads go
-through `trio.to_thread.run_sync`. Entries are kept in the order they were appended, which is
-the room's log order, with the room's `seq` (history_entries.py), so "after message N" is every
+The room's task never touches it: history_writer.py commits through the server's history
+process (history_process.py), which opens the file too, and reads go through
+`trio.to_thread.run_sync`. Entries are kept in the order they were appended, which is the room's
+log order, with the room's `seq` (history_entries.py), so "after message N" is every
 message numbered above N and everything else numbered N or above: what `since(N)` answers a
 member resuming after the last message it saw. A private entry is shown to its two parties
 only, matched by name key (stored next to each name), as the room matches members.
@@ -141,8 +142,10 @@ class HistoryStore:
         read: sqlite3.Connection,
         *,
         shared_lock: bool = False,
+        path: Path | None = None,
     ) -> None:
         self.name = name  # the file, as messages name it
+        self.path = path  # None: kept in memory
         self._write = write
         self._read = read
         # sqlite3 connections are not safe to share between threads unguarded; a separate
@@ -165,12 +168,12 @@ class HistoryStore:
         if read_only:
             return cls._open_read_only(path)
         write, read = open_writable(path)
-        return cls(str(path), write, read)
+        return cls(str(path), write, read, path=path)
 
     @classmethod
     def _open_read_only(cls, path: Path) -> HistoryStore:
         read = open_read_only(path)
-        return cls(str(path), None, read)
+        return cls(str(path), None, read, path=path)
 
     @classmethod
     def in_memory(cls) -> HistoryStore:
@@ -356,6 +359,7 @@ class HistoryStore:
         last_seq: int = 0,
         bans: Sequence[tuple[BanEntry | None, str]] = (),
         now: float | None = None,
+        again: bool = False,
     ) -> None:
         """In one transaction: store `entries`, after those already stored; apply `bans` (a
         ban, or None to lift the ban on that address, as `Moderation.on_ban` reports them, set
@@ -363,10 +367,14 @@ class HistoryStore:
         seq given out.
 
         A message whose seq is already stored is an error, and rolls the transaction back
-        whole. (The writer also checks that seqs never go backwards.)
+        whole (the writer also checks that seqs never go backwards), unless `again`: a retry
+        of a commit whose outcome is unknown (its process died) leaves out the entries that
+        are stored already, the same seq, type, time and sender.
         """
         top = max([last_seq, *(entry.seq for entry in entries)])
         now = time.time() if now is None else now
+        if again and entries:
+            entries = self._not_stored(entries)
         if not bans and len(entries) in _INSERT_ROWS and top == entries[-1].seq:
             # The common case, one statement, so its own transaction: every statement gives up
             # the GIL and, with the event loop busy, waits up to a switch interval (5 ms) to
@@ -380,6 +388,16 @@ class HistoryStore:
             for ban, address in bans:
                 _apply_ban(conn, ban, address, now)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (top,))
+
+    def _not_stored(self, entries: Sequence[StoredEntry]) -> list[StoredEntry]:
+        with self._reading() as conn:
+            stored = set(
+                conn.execute(
+                    "SELECT seq, type, ts, sender FROM entries WHERE seq >= ?",
+                    (min(entry.seq for entry in entries),),
+                ).fetchall()
+            )
+        return [e for e in entries if (e.seq, e.type, e.ts, e.sender) not in stored]
 
     def add_ban(self, ban: BanEntry, *, now: float | None = None) -> None:
         """Record `ban`, replacing any ban on its address."""

@@ -1,8 +1,9 @@
 """The task that feeds the room's history: the room queues, the writer commits, off the loop.
 
 The room never waits, and a disk does: the room queues each entry with `append_nowait`, and
-the writer commits everything queued since its last commit in one transaction, in its own
-thread, then calls each entry's `on_done` back in trio's thread, in order. The room lets an
+the writer commits everything queued since its last commit in one transaction, in the
+server's history process (history_process.py), then calls each entry's `on_done` back in
+trio's thread, in order. The room lets an
 entry be read from that callback, which is what makes an echo an acknowledgement.
 While the disk refuses (full, or gone), entries are still acknowledged, unsaved, and retried;
 docs/history.md says what that and a power cut cost.
@@ -22,8 +23,8 @@ import trio
 from ..protocol.events import BanEntry
 from .history import HistoryError, HistoryStore, OnDone
 from .history_entries import MESSAGE, StoredEntry
+from .history_process import HistoryProcess
 from .history_settings import HistorySettings
-from .worker_thread import WorkerThread
 
 log = logging.getLogger("multichat.history")
 
@@ -49,10 +50,12 @@ MAX_BATCH = 256
 class HistoryWriter:
     """Feeds a `HistoryStore` from trio without ever making the room wait.
 
-    Run it with `await nursery.start(writer.run)`; then `append_nowait(entry, on_done)` queues
-    an entry, and `on_done(saved)` is called in trio's thread once the entry's transaction
-    committed (`saved` True), or once saving failed (`saved` False; see `failing`). Callbacks
-    run in the order the entries were appended, and `on_flushed(how many)` after each group.
+    Run it with `await nursery.start(writer.run)` while `process` runs (in a nursery that
+    outlives the writer's: its last commit goes through `process`). Then
+    `append_nowait(entry, on_done)` queues an entry, and `on_done(saved)` is called in trio's
+    thread once the entry's transaction committed (`saved` True), or once saving failed
+    (`saved` False; see `failing`). Callbacks run in the order the entries were appended, and
+    `on_flushed(how many)` after each group.
     `set_ban_nowait` queues a ban the same way (its signature is `Moderation.on_ban`'s).
 
     Commits are grouped the way a kernel corks a socket: with none running, what is queued goes
@@ -68,11 +71,16 @@ class HistoryWriter:
     def __init__(
         self,
         store: HistoryStore,
+        process: HistoryProcess,
         *,
         on_failing: Callable[[str | None], None] | None = None,
         on_flushed: Callable[[int], None] | None = None,
     ) -> None:
+        if store.path is None:
+            raise ValueError("a history kept in memory has no file for the process to write")
         self.store = store
+        self._path = str(store.path.absolute())
+        self._process = process
         self.failing: str | None = None
         self.given_up = 0  # entries dropped from memory before the disk took them
         self._on_failing = on_failing or (lambda reason: None)
@@ -84,11 +92,10 @@ class HistoryWriter:
         self._unsaved_bans: dict[str, BanEntry | None] = {}
         self._last_seq = store.last_seq()
         self._retry_at = -math.inf
-        self._worker = WorkerThread("multichat-history")
         self._token: trio.lowlevel.TrioToken | None = None  # set while `run` runs
         self._closed = False  # no more entries taken
         self._final = False  # the last commit: made even while the disk is failing
-        self._in_flight = False  # a commit is running in the worker thread
+        self._in_flight = False  # a commit is in the process's hands
         self._submit_soon = False  # a `_submit` is scheduled
         self._crashed: BaseException | None = None  # raised by `run`
         self._wakeup = trio.Event()  # `run` has something to look at
@@ -154,28 +161,27 @@ class HistoryWriter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit what is queued until cancelled; then once more, the disk failing or not."""
-        async with self._worker:
-            self._token = trio.lowlevel.current_trio_token()
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._sync_periodically)
-                    task_status.started()
-                    self._kick()  # what was queued before the writer ran
-                    await self._watch()
-            finally:
-                self._closed = True
-                with trio.CancelScope(shield=True):
-                    await self._last_commit()
-                self._token = None
-                if self._crashed is not None:
-                    raise self._crashed
-                if self._unsaved or self._unsaved_bans:
-                    log.error(
-                        "%d history entries and %d ban changes could not be saved: %s",
-                        len(self._unsaved),
-                        len(self._unsaved_bans),
-                        self.failing,
-                    )
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sync_periodically)
+                task_status.started()
+                self._kick()  # what was queued before the writer ran
+                await self._watch()
+        finally:
+            self._closed = True
+            with trio.CancelScope(shield=True):
+                await self._last_commit()
+            self._token = None
+            if self._crashed is not None:
+                raise self._crashed
+            if self._unsaved or self._unsaved_bans:
+                log.error(
+                    "%d history entries and %d ban changes could not be saved: %s",
+                    len(self._unsaved),
+                    len(self._unsaved_bans),
+                    self.failing,
+                )
 
     async def _watch(self) -> None:
         """Retry what the disk refused when it is due; raise what went wrong in a callback."""
@@ -216,7 +222,7 @@ class HistoryWriter:
                 log.warning("%s", exc)
 
     def _submit(self) -> None:
-        """Hand what is queued (and what the disk refused before) to the worker thread."""
+        """Hand what is queued (and what the disk refused before) to the history's process."""
         self._submit_soon = False
         if self._in_flight:
             return
@@ -234,14 +240,15 @@ class HistoryWriter:
         changes = self._unsaved_bans | bans
         if not batch and not changes:
             return
-        commit = partial(
-            self.store.append,
+        self._in_flight = True
+        self._process.commit_nowait(
+            self._path,
             batch,
             last_seq=self._last_seq,
             bans=[(ban, address) for address, ban in changes.items()],
+            again=bool(self._unsaved),  # they may have been committed by a process that died
+            on_done=partial(self._landed, pending, done, batch, changes),
         )
-        self._in_flight = True
-        self._worker.submit_nowait(commit, partial(self._landed, pending, done, batch, changes))
 
     def _landed(
         self,
@@ -251,7 +258,7 @@ class HistoryWriter:
         changes: dict[str, BanEntry | None],
         result: outcome.Outcome[None],
     ) -> None:
-        """A commit ended (called in trio's thread): acknowledge it, and start the next."""
+        """A commit ended (called by the process's task): acknowledge it, start the next."""
         self._in_flight = False
         self._wakeup.set()
         try:
@@ -276,7 +283,7 @@ class HistoryWriter:
                 self._finish(pending, done, saved=True)
             if self._queue or self._bans:
                 self._kick()
-        except BaseException as exc:  # a run_sync_soon callback must not raise
+        except BaseException as exc:  # raised here, it would end the process's task
             self._crashed = exc
 
     def _keep_unsaved(self, entries: list[StoredEntry], bans: dict[str, BanEntry | None]) -> None:

@@ -205,20 +205,25 @@ class ChatServer:
         try:
             # Listening first: a port in use is a plain OSError for the caller, not a group.
             listeners = await self._listen(port, host, proxy_port)
-            async with trio.open_nursery() as keeper:
-                # The history writers (and the backplane) outlive the listeners and the
-                # sessions: the last echoes and leaves wait for them. Cancelled, they commit
-                # what they hold (the backplane: its members' leaves).
-                try:
-                    if self.backplane is not None:
-                        await keeper.start(self.backplane.run)
-                    await self._serve(keeper, *listeners, task_status)
-                except BackplaneError as exc:
-                    # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
-                    failure = exc
-                    for listener in listeners[0] + listeners[1]:
-                        await listener.aclose()
-                keeper.cancel_scope.cancel()
+            async with trio.open_nursery() as storage:
+                # The history's process outlives the writers that commit through it.
+                process = self.rooms.history_process
+                await storage.start(process.run)
+                async with trio.open_nursery() as keeper:
+                    # The history writers (and the backplane) outlive the listeners and the
+                    # sessions: the last echoes and leaves wait for them. Cancelled, they
+                    # commit what they hold (the backplane: its members' leaves).
+                    try:
+                        if self.backplane is not None:
+                            await keeper.start(self.backplane.run)
+                        await self._serve(keeper, *listeners, task_status)
+                    except BackplaneError as exc:
+                        # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
+                        failure = exc
+                        for listener in listeners[0] + listeners[1]:
+                            await listener.aclose()
+                    keeper.cancel_scope.cancel()
+                process.close_nowait()
         finally:
             self.stopped.set()
         if failure is not None:

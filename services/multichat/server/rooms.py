@@ -31,6 +31,7 @@ from .archive import Archive
 from .backplane import Backplane, BackplaneEntry, BackplaneError, Seat
 from .fanout import Fanout
 from .history import HistoryError, HistoryStore
+from .history_process import HistoryProcess
 from .history_settings import HistorySettings
 from .history_writer import HistoryWriter, prune_periodically
 from .limits import Limits
@@ -89,9 +90,12 @@ class HostedRoom:
         count = len(room) + len(room.remote)
         return RoomInfo(room.name, count, room.topic, room.names() if names else ())
 
-    async def open(self, keeper: trio.Nursery, settings: HistorySettings) -> None:
+    async def open(
+        self, keeper: trio.Nursery, settings: HistorySettings, process: HistoryProcess
+    ) -> None:
         """Carry on from the stored history (its last entries, its seq, its bans), and keep
-        storing: the writer and the pruner run in `keeper`, which outlives every session.
+        storing through `process`: the writer and the pruner run in `keeper`, which outlives
+        every session (and `process` outlives `keeper`).
         With a backplane, carry on from Redis instead. Raises BackplaneError."""
         if self.relay is not None:
             await self.relay.open()
@@ -108,6 +112,7 @@ class HostedRoom:
         archive: Archive | None = None
         writer = HistoryWriter(
             store,
+            process,
             on_failing=lambda reason: archive.failing(reason) if archive else None,
             on_flushed=lambda count: archive.flushed(count) if archive else None,
         )
@@ -136,6 +141,8 @@ class Rooms:
         self.backplane = backplane
         self.open_rooms = open_rooms
         self.history_settings = history_settings
+        # Commits every room's history; `ChatServer.serve` runs it, outliving the writers.
+        self.history_process = HistoryProcess()
         self._open_history = open_history
         self._rooms: dict[str, HostedRoom] = {}
         self.closed = False
@@ -304,7 +311,7 @@ class Rooms:
             ):
                 hosted.history = await trio.to_thread.run_sync(self._open_history, hosted.name)
             assert self._keeper is not None
-            await hosted.open(self._keeper, self.history_settings)
+            await hosted.open(self._keeper, self.history_settings, self.history_process)
         except (HistoryError, OSError, BackplaneError) as exc:
             if at_start:
                 raise

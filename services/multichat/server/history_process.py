@@ -1,0 +1,246 @@
+"""The history's commits, in one process beside the server's, for all of its rooms.
+
+Every echo waits for its message's commit. In a thread of the server's own process, a commit
+shared the GIL with the event loop: each time the thread took it back from SQLite, the loop
+stopped at its next system call until the thread let go (1,878 waits and 110 ms in one burst
+round of half a second; docs/benchmarks.md). A child process has an interpreter of its own.
+The server sends it each commit down a pipe, and it answers each one, in order, with a line.
+
+`HistoryProcess` is the server's side: `await nursery.start(process.run)`, then
+`commit_nowait(...)` for each commit. The child starts with the first commit (a server
+without history never starts one), and again after it ended, with the next. `main` is the
+child's side: `python -m multichat.server.history_process`.
+
+A request is a 4-byte little-endian length, then a pickle of `HistoryStore.append`'s arguments
+and the file's path, made of tuples, strings, numbers and None: both ends are the same
+interpreter (`sys.executable`). An answer is `ok` or `error <one line>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import outcome
+import trio
+
+from ..protocol.events import BanEntry
+from .history import BanChange, HistoryError, HistoryStore
+from .history_entries import StoredEntry
+
+log = logging.getLogger("multichat.history")
+
+OnCommitted = Callable[[outcome.Outcome[None]], None]
+
+_LENGTH = struct.Struct("<I")
+_OK = b"ok"
+_ERROR = b"error "
+# A child asked to stop finishes the commit it is in, then exits: a few milliseconds. One that
+# still runs after this long is stuck (a disk that hangs), and is killed; SQLite's commit is
+# atomic, so that costs at most the commit in progress, never the file.
+STOP_SECONDS = 10.0
+
+
+class HistoryProcess:
+    """The child process that commits every room's history, and its two pipes.
+
+    Commits run one at a time, in the order given, whichever room's; each one's `on_done`
+    gets its outcome (None, or a HistoryError with one line for the host) in trio's thread,
+    from `run`'s task, in that order. A child that ended (crashed, or killed) fails the
+    commits it had been given, and the next commit starts another.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None  # the child's, while it runs
+        self._given: deque[OnCommitted] = deque()  # not yet answered: oldest first
+        self._unsent = bytearray()  # requests not yet written to the child
+        self._stdin: int | None = None  # the pipe to the child, where it can be written now
+        self._sending = False  # `_send` is writing
+        self._wakeup = trio.Event()
+        self._closing = False
+
+    def commit_nowait(
+        self,
+        path: str,
+        entries: Sequence[StoredEntry],
+        *,
+        last_seq: int,
+        bans: Sequence[BanChange],
+        again: bool,
+        on_done: OnCommitted,
+    ) -> None:
+        """Queue `HistoryStore.append(entries, last_seq=..., bans=..., again=...)` on the file
+        at `path`.
+
+        Raises trio.ClosedResourceError after `close_nowait`.
+        """
+        if self._closing:
+            raise trio.ClosedResourceError("the history's process is stopping")
+        body = pickle.dumps(
+            (path, [tuple(e) for e in entries], last_seq, [(_ban(b), a) for b, a in bans], again),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        request = _LENGTH.pack(len(body)) + body
+        self._given.append(on_done)
+        if self._stdin is not None and not (self._unsent or self._sending):
+            # Written now, not by `_send` once this task yields: the writer asks for its next
+            # commit just before it acknowledges the last one, and that fan-out holds the
+            # loop for milliseconds, which the child would spend idle.
+            # (Full, or the child is gone: then `_send` writes it, or `_receive` sees the end.)
+            with contextlib.suppress(OSError):
+                request = request[os.write(self._stdin, request) :]
+        if request:
+            self._unsent += request
+            self._wakeup.set()
+
+    def close_nowait(self) -> None:
+        """Take no more commits; `run` returns once those given are done and the child ended."""
+        self._closing = True
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start a child whenever there are commits for it, until `close_nowait`."""
+        task_status.started()
+        try:
+            while True:
+                while not self._given:
+                    if self._closing:
+                        return
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                try:
+                    child = await trio.lowlevel.open_process(
+                        [sys.executable, "-m", __name__],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                    )
+                except OSError as exc:
+                    self._fail(f"cannot start the history's process: {exc}")
+                    continue
+                await self._serve(child)
+        finally:
+            # Cancelled: whatever is left would wait for an answer forever.
+            self._closing = True
+            self._fail("the history's process was stopped")
+
+    async def _serve(self, child: trio.Process) -> None:
+        assert child.stdin is not None and child.stdout is not None
+        self.pid = child.pid
+        # Only a pipe with a file descriptor (not Windows') can be written without a task.
+        fileno = getattr(child.stdin, "fileno", None)
+        self._stdin = fileno() if fileno is not None else None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send, child.stdin)
+                await self._receive(child.stdout)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.pid = self._stdin = None
+            with trio.CancelScope(shield=True):
+                await child.stdin.aclose()
+                with trio.move_on_after(STOP_SECONDS):
+                    await child.wait()
+                if child.returncode is None:
+                    log.error("the history's process did not stop; it was killed")
+                    child.kill()
+                    await child.wait()
+        if self._given:
+            self._fail(f"the history's process ended (exit status {child.returncode})")
+
+    async def _send(self, stdin: trio.abc.SendStream) -> None:
+        while True:
+            while not self._unsent:
+                if self._closing:
+                    await stdin.aclose()  # the child's end of file: it stops
+                    return
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+            data = bytes(self._unsent)
+            self._unsent.clear()
+            self._sending = True
+            try:
+                await stdin.send_all(data)
+            except trio.BrokenResourceError:
+                return  # the child is gone: `_receive` sees its end
+            finally:
+                self._sending = False
+
+    async def _receive(self, stdout: trio.abc.ReceiveStream) -> None:
+        buffer = bytearray()
+        while data := await stdout.receive_some():
+            buffer += data
+            while (end := buffer.find(b"\n")) >= 0:
+                answer = bytes(buffer[:end])
+                del buffer[: end + 1]
+                if not self._given:
+                    return  # an answer to nothing: not our child any more
+                on_done = self._given.popleft()
+                if answer == _OK:
+                    on_done(outcome.Value(None))
+                else:
+                    message = answer.removeprefix(_ERROR).decode(errors="replace")
+                    on_done(outcome.Error(HistoryError(message)))
+
+    def _fail(self, why: str) -> None:
+        """Fail every commit given and not answered: the child that had them is gone."""
+        given, self._given = self._given, deque()
+        self._unsent.clear()
+        for on_done in given:
+            on_done(outcome.Error(HistoryError(why)))
+
+
+def _ban(ban: BanEntry | None) -> tuple[object, ...] | None:
+    return None if ban is None else (ban.address, ban.name, ban.until, ban.reason, ban.by)
+
+
+def _read_request(requests: BinaryIO) -> bytes | None:
+    head = requests.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    return requests.read(length)
+
+
+def main() -> None:
+    """The child: commit each request from stdin, answer each on stdout, until end of file."""
+    # Ctrl-C reaches every process of the terminal; the server decides when this one stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The answers get a pipe of their own: a stray print on stdout would be read as one.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    stores: dict[str, HistoryStore] = {}
+    try:
+        while (request := _read_request(sys.stdin.buffer)) is not None:
+            path, entries, last_seq, bans, again = pickle.loads(request)
+            try:
+                store = stores.get(path)
+                if store is None:
+                    store = stores[path] = HistoryStore.open(Path(path))
+                store.append(
+                    [StoredEntry(*entry) for entry in entries],
+                    last_seq=last_seq,
+                    bans=[(None if b is None else BanEntry(*b), a) for b, a in bans],
+                    again=again,
+                )
+            except HistoryError as exc:
+                answers.write(_ERROR + " ".join(str(exc).split()).encode() + b"\n")
+            else:
+                answers.write(_OK + b"\n")
+            answers.flush()
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+if __name__ == "__main__":
+    main()
