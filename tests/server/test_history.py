@@ -476,6 +476,23 @@ async def test_everything_queued_during_a_commit_goes_in_the_next_one(
     assert [e.seq for e in store.recent(100)] == list(range(1, 60))
 
 
+async def test_the_process_starts_when_asked_and_stops_when_closed(
+    process: HistoryProcess,
+) -> None:
+    """A room with history asks as it opens, so that its first echo waits for no interpreter."""
+    assert process.pid is None
+    process.start_nowait()
+    # Polled: starting a child is not an event anyone else waits for.
+    with trio.fail_after(10):
+        while process.pid is None:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        process.close_nowait()
+        while process.pid is not None:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    with pytest.raises(trio.ClosedResourceError):
+        process.commit_nowait("x", [], last_seq=0, bans=[], again=False, on_done=print)
+
+
 async def test_on_done_runs_in_order_in_trios_thread_after_the_commit(
     db: Path, process: HistoryProcess
 ) -> None:

@@ -59,10 +59,11 @@ class HostError(Exception):
 
 
 # How long a thread that wants the GIL waits before the running one must give it up (Python's
-# default is 5 ms). The history's writer thread needs the GIL a few times per commit while the
-# event loop fans out; at 5 ms a waiting commit took 60 to 120 ms during a burst, and every
-# echo waits for its commit. At 0.5 ms a burst with a data directory went from 0.67M to 0.94M
-# deliveries/s in one run on the test VM. Only another thread's asking costs the loop a switch.
+# default is 5 ms). The history's reads run in worker threads (a member resuming, a checkpoint a
+# second after commits) while the event loop fans out. When the history's commits ran in a
+# thread, at 5 ms a waiting commit took 60 to 120 ms during a burst, and at 0.5 ms a burst with
+# a data directory went from 0.67M to 0.94M deliveries/s in one run on the test VM; they now
+# run in a process of their own. Only another thread's asking costs the loop a switch.
 SWITCH_INTERVAL_SECONDS = 0.0005
 
 

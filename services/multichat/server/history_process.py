@@ -68,6 +68,13 @@ class HistoryProcess:
         self._sending = False  # `_send` is writing
         self._wakeup = trio.Event()
         self._closing = False
+        self._wanted = False  # start a child before the first commit
+
+    def start_nowait(self) -> None:
+        """Start the child now, not with the first commit: a room with history is opening,
+        and its first echo should not wait for an interpreter to start (0.2 s)."""
+        self._wanted = True
+        self._wakeup.set()
 
     def commit_nowait(
         self,
@@ -113,11 +120,14 @@ class HistoryProcess:
         task_status.started()
         try:
             while True:
-                while not self._given:
+                while not (self._given or (self._wanted and not self._closing)):
                     if self._closing:
                         return
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
+                # Once: a child that dies as it starts is started again for a commit only
+                # (the writer retries every few seconds), never in a loop.
+                self._wanted = False
                 try:
                     child = await trio.lowlevel.open_process(
                         [sys.executable, "-m", __name__],
@@ -216,7 +226,8 @@ def main() -> None:
     # Ctrl-C reaches every process of the terminal; the server decides when this one stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The answers get a pipe of their own: a stray print on stdout would be read as one.
-    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # Unbuffered: nothing left to flush, and fail on, once the server is gone.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stores: dict[str, HistoryStore] = {}
     try:
@@ -232,11 +243,13 @@ def main() -> None:
                     bans=[(None if b is None else BanEntry(*b), a) for b, a in bans],
                     again=again,
                 )
+                answer = _OK
             except HistoryError as exc:
-                answers.write(_ERROR + " ".join(str(exc).split()).encode() + b"\n")
-            else:
-                answers.write(_OK + b"\n")
-            answers.flush()
+                answer = _ERROR + " ".join(str(exc).split()).encode()
+            try:
+                answers.write(answer + b"\n")
+            except OSError:  # the server is gone (killed): nobody is waiting for answers
+                return
     finally:
         for store in stores.values():
             store.close()

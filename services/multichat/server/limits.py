@@ -42,8 +42,9 @@ FLOOD_PER_SECOND = 2.0
 FLOOD_KICK_SECONDS = 60.0
 # How many members one room holds; each costs a few KiB.
 MAX_MEMBERS = 10_000
-# How many rooms one server holds, whoever made them. A room with history keeps an SQLite file
-# open and a writer thread of its own, and `open_rooms` lets any member make one: a hundred
+# How many rooms one server holds, whoever made them. A room with history keeps its SQLite file
+# open (twice: in the server and in its history process), and `open_rooms` lets any member
+# make one: a hundred
 # is a large community (Discord caps a server at 500 channels; IRC networks at 20 to 120
 # channels per user), and small enough that a member making rooms cannot exhaust the host.
 MAX_ROOMS = 100
