@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 from chatpeer import PASSWORD, RELAXED, Peer, RoomFixture
@@ -22,7 +24,7 @@ from multichat.protocol.events import (
     Say,
     Welcome,
 )
-from multichat.server.history import HistoryStore
+from multichat.server.history import HistoryError, HistoryStore
 from multichat.server.listeners import ChatServer
 
 STEP = 10
@@ -35,6 +37,21 @@ async def room_with(store: HistoryStore) -> AsyncIterator[RoomFixture]:
         port = await nursery.start(server.serve, 0, "127.0.0.1")
         yield RoomFixture(server, port, nursery)
         server.shutdown_nowait("test over")
+
+
+async def test_a_history_process_that_cannot_start_stops_the_server_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    store = HistoryStore.open(tmp_path / "history.sqlite3")
+    server = ChatServer(PASSWORD, limits=RELAXED, history=store)
+    with trio.fail_after(STEP):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(HistoryError) as raised:
+                await nursery.start(server.serve, 0, "127.0.0.1")
+    message = str(raised.value)
+    assert "cannot start the history's process" in message and "\n" not in message
+    store.close()
 
 
 async def test_a_restart_carries_on_seq_history_and_bans(tmp_path: Path) -> None:

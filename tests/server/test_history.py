@@ -479,18 +479,33 @@ async def test_everything_queued_during_a_commit_goes_in_the_next_one(
 async def test_the_process_starts_when_asked_and_stops_when_closed(
     process: HistoryProcess,
 ) -> None:
-    """A room with history asks as it opens, so that its first echo waits for no interpreter."""
+    """A room with history starts it as it opens: its first echo waits for no interpreter."""
     assert process.pid is None
-    process.start_nowait()
-    # Polled: starting a child is not an event anyone else waits for.
     with trio.fail_after(10):
-        while process.pid is None:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+        await process.start()
+        first = process.pid
+        assert first is not None
+        await process.start()  # ready already: the same one
+        assert process.pid == first
         process.close_nowait()
+        # Polled: nothing waits for the child's end but `run` itself.
         while process.pid is not None:  # noqa: ASYNC110
             await trio.sleep(0.01)
     with pytest.raises(trio.ClosedResourceError):
         process.commit_nowait("x", [], last_seq=0, bans=[], again=False, on_done=print)
+    with pytest.raises(trio.ClosedResourceError):
+        await process.start()
+
+
+async def test_a_process_that_cannot_start_is_one_line_and_not_retried_in_a_loop(
+    process: HistoryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    with trio.fail_after(10), pytest.raises(HistoryError) as raised:
+        await process.start()
+    assert "cannot start the history's process" in one_line(raised.value)
+    await trio.testing.wait_all_tasks_blocked()
+    assert process.pid is None
 
 
 async def test_on_done_runs_in_order_in_trios_thread_after_the_commit(

@@ -24,6 +24,7 @@ from ..protocol.sanitize import clean_for_terminal
 from ..protocol.textmode import describe_members
 from ..server.backplane import BackplaneError
 from ..server.chat import MAX_TOPIC_CHARS
+from ..server.history import HistoryError
 from ..server.listeners import ChatServer
 from ..server.moderation import HOST
 from ..server.room import Refused
@@ -277,7 +278,7 @@ async def host_room(
         except OSError as exc:
             # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
             failure = HostError(port_in_use_message(port, exc))
-        except BackplaneError as exc:
+        except (BackplaneError, HistoryError) as exc:
             failure = HostError(str(exc))
         else:
             await _run_started(server, nursery, bound, host, token, on_started, fingerprint)

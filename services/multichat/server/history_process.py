@@ -43,6 +43,7 @@ log = logging.getLogger("multichat.history")
 OnCommitted = Callable[[outcome.Outcome[None]], None]
 
 _LENGTH = struct.Struct("<I")
+_READY = b"ready"  # the child's first line, once it can commit
 _OK = b"ok"
 _ERROR = b"error "
 # A child asked to stop finishes the commit it is in, then exits: a few milliseconds. One that
@@ -69,12 +70,25 @@ class HistoryProcess:
         self._wakeup = trio.Event()
         self._closing = False
         self._wanted = False  # start a child before the first commit
+        self._ready = False  # the child runs and said it is ready
+        self._attempt = _Attempt()  # the next child's start, as `start` waits for it
 
-    def start_nowait(self) -> None:
-        """Start the child now, not with the first commit: a room with history is opening,
-        and its first echo should not wait for an interpreter to start (0.2 s)."""
+    async def start(self) -> None:
+        """Start the child if none runs, and wait until it is ready for commits.
+
+        A room with history opening calls this: its first echo then waits for no interpreter
+        to start (0.2 s), and a child that cannot start is a one-line HistoryError at once.
+        """
+        if self._ready:
+            return
+        if self._closing:
+            raise trio.ClosedResourceError("the history's process is stopping")
+        attempt = self._attempt
         self._wanted = True
         self._wakeup.set()
+        await attempt.done.wait()
+        if attempt.failure is not None:
+            raise HistoryError(attempt.failure)
 
     def commit_nowait(
         self,
@@ -135,12 +149,14 @@ class HistoryProcess:
                         stdout=subprocess.PIPE,
                     )
                 except OSError as exc:
+                    self._end_attempt(f"cannot start the history's process: {exc}")
                     self._fail(f"cannot start the history's process: {exc}")
                     continue
                 await self._serve(child)
         finally:
             # Cancelled: whatever is left would wait for an answer forever.
             self._closing = True
+            self._end_attempt("the history's process was stopped")
             self._fail("the history's process was stopped")
 
     async def _serve(self, child: trio.Process) -> None:
@@ -156,6 +172,7 @@ class HistoryProcess:
                 nursery.cancel_scope.cancel()
         finally:
             self.pid = self._stdin = None
+            started, self._ready = self._ready, False
             with trio.CancelScope(shield=True):
                 await child.stdin.aclose()
                 with trio.move_on_after(STOP_SECONDS):
@@ -164,6 +181,11 @@ class HistoryProcess:
                     log.error("the history's process did not stop; it was killed")
                     child.kill()
                     await child.wait()
+        if not started:
+            self._end_attempt(
+                f"the history's process ended as it started (exit status {child.returncode}); "
+                "its error is above"
+            )
         if self._given:
             self._fail(f"the history's process ended (exit status {child.returncode})")
 
@@ -192,6 +214,12 @@ class HistoryProcess:
             while (end := buffer.find(b"\n")) >= 0:
                 answer = bytes(buffer[:end])
                 del buffer[: end + 1]
+                if not self._ready:
+                    if answer != _READY:
+                        return  # not our child
+                    self._ready, self._wanted = True, False
+                    self._end_attempt(None)
+                    continue
                 if not self._given:
                     return  # an answer to nothing: not our child any more
                 on_done = self._given.popleft()
@@ -201,12 +229,26 @@ class HistoryProcess:
                     message = answer.removeprefix(_ERROR).decode(errors="replace")
                     on_done(outcome.Error(HistoryError(message)))
 
+    def _end_attempt(self, failure: str | None) -> None:
+        """The child being started is ready (None), or will never be (why)."""
+        attempt, self._attempt = self._attempt, _Attempt()
+        attempt.failure = failure
+        attempt.done.set()
+
     def _fail(self, why: str) -> None:
         """Fail every commit given and not answered: the child that had them is gone."""
         given, self._given = self._given, deque()
         self._unsent.clear()
         for on_done in given:
             on_done(outcome.Error(HistoryError(why)))
+
+
+class _Attempt:
+    """One child's start: `done` once it is ready, or `failure` says why it never will be."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.failure: str | None = None
 
 
 def _ban(ban: BanEntry | None) -> tuple[object, ...] | None:
@@ -230,6 +272,7 @@ def main() -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stores: dict[str, HistoryStore] = {}
+    answers.write(_READY + b"\n")
     try:
         while (request := _read_request(sys.stdin.buffer)) is not None:
             path, entries, last_seq, bans, again = pickle.loads(request)

@@ -23,7 +23,7 @@ from ..protocol.proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .auth import Secret
 from .backplane import NODE_TIMEOUT_SECONDS, Backplane, BackplaneAddress, BackplaneError
 from .context import ServerContext
-from .history import HistoryStore
+from .history import HistoryError, HistoryStore
 from .history_settings import HistorySettings
 from .limits import Limits
 from .room import SEND_STALL_SECONDS, Refused
@@ -199,9 +199,10 @@ class ChatServer:
         Reports the bound port through `task_status`, so `port=0` works in tests. With
         `proxy_port`, also listen on 127.0.0.1 for a tunnel that sends PROXY headers (v1 or
         v2) naming each friend's real address; `self.proxy_port` is the bound port.
-        Raises OSError (the port) or BackplaneError (the backplane cannot be used).
+        Raises OSError (the port), BackplaneError (the backplane cannot be used) or
+        HistoryError (the history's process cannot start).
         """
-        failure: BackplaneError | None = None
+        failure: BackplaneError | HistoryError | None = None
         try:
             # Listening first: a port in use is a plain OSError for the caller, not a group.
             listeners = await self._listen(port, host, proxy_port)
@@ -217,7 +218,7 @@ class ChatServer:
                         if self.backplane is not None:
                             await keeper.start(self.backplane.run)
                         await self._serve(keeper, *listeners, task_status)
-                    except BackplaneError as exc:
+                    except (BackplaneError, HistoryError) as exc:
                         # Raised in here, it would reach the caller wrapped in an ExceptionGroup.
                         failure = exc
                         for listener in listeners[0] + listeners[1]:
@@ -256,13 +257,13 @@ class ChatServer:
         others = [repr(hosted.name) for hosted in self.rooms if hosted is not self.rooms.default]
         if others:
             log.info("and rooms %s", ", ".join(others))
-        failure: BackplaneError | None = None
+        failure: BackplaneError | HistoryError | None = None
         async with trio.open_nursery() as sessions:
             # Each room's history is loaded before anyone may join it; its fan-out runs in the
             # sessions' nursery: it delivers the shutdown notice, then returns.
             try:
                 await self.rooms.start(keeper, sessions)
-            except BackplaneError as exc:
+            except (BackplaneError, HistoryError) as exc:
                 failure = exc  # raised in here, it would be wrapped in an ExceptionGroup
                 sessions.cancel_scope.cancel()
             else:

@@ -117,7 +117,7 @@ class HostedRoom:
             on_flushed=lambda count: archive.flushed(count) if archive else None,
         )
         archive = Archive(self.room, writer)
-        process.start_nowait()
+        await process.start()
         await keeper.start(writer.run)
         await keeper.start(partial(prune_periodically, store, settings))
         self.room.persist = archive.persist
