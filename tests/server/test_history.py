@@ -9,6 +9,7 @@ durability is proven by killing a writing process with SIGKILL.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import stat
@@ -497,13 +498,26 @@ async def test_the_process_starts_when_asked_and_stops_when_closed(
         await process.start()
 
 
+@pytest.mark.parametrize(
+    ("program", "complaint"),
+    [
+        ("no-python-here", "cannot start the history's process: [Errno 2]"),
+        (shutil.which("false"), "the history's process ended as it started (exit status 1)"),
+    ],
+)
 async def test_a_process_that_cannot_start_is_one_line_and_not_retried_in_a_loop(
-    process: HistoryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    process: HistoryProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    program: str | None,
+    complaint: str,
 ) -> None:
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    if program is None:
+        pytest.skip("no `false` program on this system")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / program))
     with trio.fail_after(10), pytest.raises(HistoryError) as raised:
         await process.start()
-    assert "cannot start the history's process" in one_line(raised.value)
+    assert complaint in one_line(raised.value)
     await trio.testing.wait_all_tasks_blocked()
     assert process.pid is None
 

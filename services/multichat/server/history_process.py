@@ -7,9 +7,9 @@ round of half a second; docs/benchmarks.md). A child process has an interpreter 
 The server sends it each commit down a pipe, and it answers each one, in order, with a line.
 
 `HistoryProcess` is the server's side: `await nursery.start(process.run)`, then
-`commit_nowait(...)` for each commit. The child starts with the first commit (a server
-without history never starts one), and again after it ended, with the next. `main` is the
-child's side: `python -m multichat.server.history_process`.
+`commit_nowait(...)` for each commit. The child starts as the first room with history opens
+(`start`; a server without history never starts one), and again after it ended, with the
+next commit. `main` is the child's side: `python -m multichat.server.history_process`.
 
 A request is a 4-byte little-endian length, then a pickle of `HistoryStore.append`'s arguments
 and the file's path, made of tuples, strings, numbers and None: both ends are the same
@@ -272,9 +272,16 @@ def main() -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stores: dict[str, HistoryStore] = {}
-    answers.write(_READY + b"\n")
+    answer = _READY
     try:
-        while (request := _read_request(sys.stdin.buffer)) is not None:
+        while True:
+            try:
+                answers.write(answer + b"\n")
+            except OSError:  # the server is gone (killed): nobody is waiting for answers
+                return
+            request = _read_request(sys.stdin.buffer)
+            if request is None:
+                return
             path, entries, last_seq, bans, again = pickle.loads(request)
             try:
                 store = stores.get(path)
@@ -289,10 +296,6 @@ def main() -> None:
                 answer = _OK
             except HistoryError as exc:
                 answer = _ERROR + " ".join(str(exc).split()).encode()
-            try:
-                answers.write(answer + b"\n")
-            except OSError:  # the server is gone (killed): nobody is waiting for answers
-                return
     finally:
         for store in stores.values():
             store.close()
