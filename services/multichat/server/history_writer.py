@@ -3,8 +3,8 @@
 The room never waits, and a disk does: the room queues each entry with `append_nowait`, and
 the writer commits everything queued since its last commit in one transaction, in the
 server's history process (history_process.py), then calls each entry's `on_done` back in
-trio's thread, in order. The room lets an
-entry be read from that callback, which is what makes an echo an acknowledgement.
+trio's thread, in order. The room lets an entry be read from that callback, which is what
+makes an echo an acknowledgement.
 While the disk refuses (full, or gone), entries are still acknowledged, unsaved, and retried;
 docs/history.md says what that and a power cut cost.
 """
