@@ -1,9 +1,8 @@
 """History on disk: the SQLite store, the writer that feeds it from trio, and retention.
 
 Every test uses a real SQLite file in tmp_path, and the writer's tests the real history process
-(history_process.py). A full disk is SQLite's own failure, provoked with `PRAGMA max_page_count`
-on the store, and in the process by the kernel refusing its writes past a file size limit;
-durability is proven by killing a writing process with SIGKILL.
+(history_process.py). A full disk is the kernel refusing that process's writes past a file size
+limit; durability is proven by killing a writing process with SIGKILL.
 """
 
 from __future__ import annotations
@@ -275,9 +274,6 @@ def test_a_seq_stored_twice_rolls_back_the_whole_transaction(store: HistoryStore
     assert store.last_seq() == 1
 
 
-# -- reading it back --
-
-
 def test_a_commit_made_again_leaves_out_what_is_stored_already(store: HistoryStore) -> None:
     """The retry of a commit whose process died after committing, before it answered."""
     store.append([say(1), presence(1), say(2)])
@@ -291,6 +287,9 @@ def test_a_commit_made_again_leaves_out_what_is_stored_already(store: HistorySto
     ]
     with pytest.raises(HistoryError):  # not made again: a message stored twice is refused
         store.append([say(3)])
+
+
+# -- reading it back --
 
 
 def test_recent_gives_the_newest_oldest_first_and_private_ones_to_their_parties(
