@@ -521,6 +521,12 @@ async def test_a_process_that_cannot_start_is_one_line_and_not_retried_in_a_loop
     assert process.pid is None
 
 
+def test_a_history_kept_in_memory_has_no_writer() -> None:
+    """The process writes a file; a store in memory is only the test's own."""
+    with pytest.raises(ValueError, match="in memory"):
+        HistoryWriter(HistoryStore.in_memory(), HistoryProcess())
+
+
 async def test_on_done_runs_in_order_in_trios_thread_after_the_commit(
     db: Path, process: HistoryProcess
 ) -> None:

@@ -96,7 +96,8 @@ class HostedRoom:
         """Carry on from the stored history (its last entries, its seq, its bans), and keep
         storing through `process`: the writer and the pruner run in `keeper`, which outlives
         every session (and `process` outlives `keeper`).
-        With a backplane, carry on from Redis instead. Raises BackplaneError."""
+        With a backplane, carry on from Redis instead. Raises BackplaneError, or HistoryError
+        (the history's process cannot start)."""
         if self.relay is not None:
             await self.relay.open()
             return
