@@ -50,10 +50,10 @@ _COLUMNS = "seq, ts, type, sender, text, recipient, extra"
 # A batch is stored with multi-row INSERTs of these sizes, powers of two up to 512 rows (9
 # parameters each, far below SQLite's 32,766): every statement is prepared once and cached,
 # and a batch of n rows takes at most log2(n) + n / 512 statements. Not executemany, which
-# gives up the GIL around every row and, with the event loop busy in the other thread, waits
-# a switch interval to take it back (20,000 rows took 5.7 s, not 0.07); not one JSON array
-# through json_each, which made the loop's thread encode the batch (1.4 µs a row) and SQLite
-# parse every row nine times.
+# steps SQLite once a row (when commits ran in a thread beside the event loop, each step also
+# waited for the GIL: 20,000 rows took 5.7 s, not 0.07); not one JSON array through
+# json_each, which made the loop encode the batch (1.4 µs a row) and SQLite parse every row
+# nine times.
 _CHUNKS = tuple(1 << i for i in range(10))
 _INSERTED = "seq, ts, type, sender, sender_key, text, recipient, recipient_key, extra"
 _WIDTH = len(_INSERTED.split(", "))  # parameters a row, in `_params`'s order
@@ -105,8 +105,8 @@ def _load_extra(text: str | None) -> dict[str, Any] | None:
 def _params(entries: Sequence[StoredEntry]) -> list[Any]:
     """Every entry's row, one after another: the multi-row INSERTs' parameters.
 
-    One pass, not a tuple a row flattened after: this runs in the writer's thread holding the
-    GIL, so the event loop waits while it runs (0.44 µs a row against 0.79 on the test VM).
+    One pass, not a tuple a row flattened after: it runs for every entry ever stored (0.44 µs
+    a row against 0.79 on the test VM).
     """
     params: list[Any] = []
     add = params.extend
@@ -376,10 +376,9 @@ class HistoryStore:
         if again and entries:
             entries = self._not_stored(entries)
         if not bans and len(entries) in _INSERT_ROWS and top == entries[-1].seq:
-            # The common case, one statement, so its own transaction: every statement gives up
-            # the GIL and, with the event loop busy, waits up to a switch interval (5 ms) to
-            # take it back, and BEGIN, INSERT, UPDATE and COMMIT were four. `last_seq()` reads
-            # the newest entry's seq, so the meta row only needs the seqs entries do not show.
+            # The common case, one statement, so its own transaction: BEGIN, INSERT, UPDATE and
+            # COMMIT would be four rounds into SQLite. `last_seq()` reads the newest entry's
+            # seq, so the meta row only needs the seqs entries do not show.
             with self._statement("save history in") as conn:
                 _insert(conn, entries)
             return

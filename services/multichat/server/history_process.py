@@ -81,8 +81,7 @@ class HistoryProcess:
         """
         if self._ready:
             return
-        if self._closing:
-            raise trio.ClosedResourceError("the history's process is stopping")
+        self._check_open()
         attempt = self._attempt
         self._wanted = True
         self._wakeup.set()
@@ -105,8 +104,7 @@ class HistoryProcess:
 
         Raises trio.ClosedResourceError after `close_nowait`.
         """
-        if self._closing:
-            raise trio.ClosedResourceError("the history's process is stopping")
+        self._check_open()
         body = pickle.dumps(
             (path, [tuple(e) for e in entries], last_seq, [(_ban(b), a) for b, a in bans], again),
             protocol=pickle.HIGHEST_PROTOCOL,
@@ -123,6 +121,10 @@ class HistoryProcess:
         if request:
             self._unsent += request
             self._wakeup.set()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise trio.ClosedResourceError("the history's process is stopping")
 
     def close_nowait(self) -> None:
         """Take no more commits; `run` returns once those given are done and the child ended."""
@@ -149,15 +151,17 @@ class HistoryProcess:
                         stdout=subprocess.PIPE,
                     )
                 except OSError as exc:
-                    self._end_attempt(f"cannot start the history's process: {exc}")
-                    self._fail(f"cannot start the history's process: {exc}")
+                    why = f"cannot start the history's process: {exc}"
+                    self._end_attempt(why)
+                    self._fail(why)
                     continue
                 await self._serve(child)
         finally:
             # Cancelled: whatever is left would wait for an answer forever.
             self._closing = True
-            self._end_attempt("the history's process was stopped")
-            self._fail("the history's process was stopped")
+            why = "the history's process was stopped"
+            self._end_attempt(why)
+            self._fail(why)
 
     async def _serve(self, child: trio.Process) -> None:
         assert child.stdin is not None and child.stdout is not None
