@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import replace
 
 import trio
@@ -120,6 +121,33 @@ async def test_tata_and_eof_each_produce_exactly_one_leave(room: RoomFixture) ->
         ("typist", "quit"),
         ("marker", "disconnected"),
     ]
+
+
+async def test_members_wait_in_the_servers_epoll_until_they_leave(room: RoomFixture) -> None:
+    # (server/readiness.py: trio's own waits where there is no epoll)
+    registered = (lambda n: n) if sys.platform == "linux" else (lambda n: 0)
+    with trio.fail_after(10):
+        watcher = await room.join("watcher")
+        quitter, closer, talker = [await room.join(name) for name in ("q", "c", "t")]
+        readiness = room.server.ctx.readiness
+        assert len(readiness) == registered(4)
+        await quitter.send(Quit())
+        await closer.aclose()
+        for _ in range(3):  # each wait ends, and the next begins
+            await talker.say("still here")
+        left, said = set(), 0
+        while len(left) < 2 or said < 3:
+            event = await watcher.next_event()
+            if isinstance(event, Leave):
+                left.add(event.name)
+            elif isinstance(event, Message):
+                said += 1
+        assert left == {"q", "c"}
+        assert len(readiness) == registered(2)
+        await talker.aclose()
+        while not isinstance(event := await watcher.next_event(), Leave):
+            pass
+        assert event.name == "t" and len(readiness) == registered(1)
 
 
 async def test_a_client_that_never_reads_is_dropped_while_others_get_everything() -> None:

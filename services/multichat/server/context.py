@@ -22,6 +22,7 @@ from .auth import Gate, Secret, Throttle
 from .invites import InviteBook, InviteError
 from .limits import Limits
 from .moderation import HOST
+from .readiness import Readiness
 from .room import Refused
 from .rooms import HostedRoom, Rooms
 
@@ -51,6 +52,8 @@ class ServerContext:
     gate: Gate = field(init=False)
     invites: InviteBook = field(init=False)
     sessions: set[OpenConnection] = field(init=False, default_factory=set)
+    # Where members wait for their input (its task runs in the server's).
+    readiness: Readiness = field(init=False, default_factory=Readiness)
 
     def __post_init__(self) -> None:
         lim = self.limits

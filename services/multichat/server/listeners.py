@@ -215,6 +215,7 @@ class ChatServer:
                     # sessions: the last echoes and leaves wait for them. Cancelled, they
                     # commit what they hold (the backplane: its members' leaves).
                     try:
+                        await keeper.start(self.ctx.readiness.run)
                         if self.backplane is not None:
                             await keeper.start(self.backplane.run)
                         await self._serve(keeper, *listeners, task_status)
