@@ -1,9 +1,9 @@
 """Waiting for members' input: one epoll of the server's own for every member's socket.
 
 A member's connection spends nearly all its life waiting for its next line, and 5,000 members
-wait at once. In trio's `wait_readable`, each wait holds four coroutine frames, an abort
-closure and trio's record of the socket, about 1.1 KiB of a connection's memory (tracemalloc,
-docs/benchmarks.md), and re-arms the socket with an `epoll_ctl` call every time. Here a
+wait at once. In trio's `wait_readable`, each wait holds three coroutine frames more than
+here, an abort closure and trio's record of the socket, about 1.1 KiB of a connection's memory
+(tracemalloc, docs/benchmarks.md), and re-arms the socket with an `epoll_ctl` call each time. Here a
 member's socket is registered once, edge-triggered, in an epoll of the server's own; a waiting
 session parks with `trio.lowlevel.wait_task_rescheduled`, and one task, which trio wakes when
 that epoll has events, reschedules the sessions whose sockets have input. This is how trio
