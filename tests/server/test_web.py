@@ -159,12 +159,16 @@ async def test_websocket_json_and_plain_text_members_share_one_room(room: RoomFi
         await plain.send_all(f"{PASSWORD}\nplainy\n".encode())
         buffer = bytearray()
         await read_until(plain, b"Type a line", buffer)
+        # Lines from different connections have no order of their own until the room gives
+        # them one, so each sender waits until the room has taken the line before.
         await web.say("from the browser", "w1")
         await web.send_raw(web.ws.send(TextMessage('{"type":"say","text":"numbered","id":7}')))
+        seen_web = [await web.expect(Message) for _ in range(2)]
         await tcp.say("from the terminal", "t1")
+        seen_web.append(await web.expect(Message))
         await plain.send_all(b"from nc\n")
+        seen_web.append(await web.expect(Message))
         texts = ["from the browser", "numbered", "from the terminal", "from nc"]
-        seen_web = [await web.expect(Message) for _ in texts]
         seen_tcp = [await tcp.expect(Message) for _ in texts]
         seen_plain = await read_until(plain, b"from nc\n", buffer)
     for seen in (seen_web, seen_tcp):
