@@ -151,17 +151,13 @@ class HistoryProcess:
                         stdout=subprocess.PIPE,
                     )
                 except OSError as exc:
-                    why = f"cannot start the history's process: {exc}"
-                    self._end_attempt(why)
-                    self._fail(why)
+                    self._give_up(f"cannot start the history's process: {exc}")
                     continue
                 await self._serve(child)
         finally:
             # Cancelled: whatever is left would wait for an answer forever.
             self._closing = True
-            why = "the history's process was stopped"
-            self._end_attempt(why)
-            self._fail(why)
+            self._give_up("the history's process was stopped")
 
     async def _serve(self, child: trio.Process) -> None:
         assert child.stdin is not None and child.stdout is not None
@@ -221,6 +217,7 @@ class HistoryProcess:
                 if not self._ready:
                     if answer != _READY:
                         return  # not our child
+                    # (a second room's `start` during this one's asked again: done too)
                     self._ready, self._wanted = True, False
                     self._end_attempt(None)
                     continue
@@ -238,6 +235,11 @@ class HistoryProcess:
         attempt, self._attempt = self._attempt, _Attempt()
         attempt.failure = failure
         attempt.done.set()
+
+    def _give_up(self, why: str) -> None:
+        """No child: the one being started never will be, and the commits given fail."""
+        self._end_attempt(why)
+        self._fail(why)
 
     def _fail(self, why: str) -> None:
         """Fail every commit given and not answered: the child that had them is gone."""
