@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from multichat.protocol.events import BanEntry
-from multichat.server.backplane_address import BackplaneAddress, BackplaneError, parse_address
+from multichat.server.backplane_address import BackplaneAddress, parse_address
 from multichat.server.backplane_codec import (
     CorruptEntry,
     Keys,
@@ -29,6 +29,7 @@ from multichat.server.backplane_codec import (
     parse_id,
     stream_id,
 )
+from multichat.server.backplane_errors import BackplaneError
 from multichat.server.history_entries import (
     AWAY,
     BACK,

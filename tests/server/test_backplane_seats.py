@@ -15,9 +15,10 @@ import trio
 from multichat.protocol.names import name_key
 from multichat.server.backplane_address import parse_address
 from multichat.server.backplane_codec import Keys, Seat
-from multichat.server.backplane_link import BackplaneUnavailable, Link
+from multichat.server.backplane_errors import BackplaneUnavailable, NameTaken, NotJoined
+from multichat.server.backplane_link import Link
 from multichat.server.backplane_resp import Arg, RespConnection
-from multichat.server.backplane_seats import NameTaken, NotJoined, Seats
+from multichat.server.backplane_seats import Seats
 from multichat.server.backplane_writer import Writer
 from multichat.server.history_entries import MESSAGE, StoredEntry
 

@@ -1,28 +1,20 @@
-"""Hosting a room: `serve`, `up`, `tunnel`, and `status` and `down` for a room that runs."""
+"""Hosting a room: `serve`, `up`, `tunnel`, and `status` and `down` for a room that runs.
+
+Each command imports the server and the launcher when it runs, not when the app is built:
+`multichat connect` on a friend's machine would otherwise load them all (and pyngrok) first.
+"""
 
 from __future__ import annotations
 
 import sys
 from functools import partial
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import trio
 import typer
 
-from ..client.address import AddressError, parse_address
-from ..hosting import control, launcher
-from ..hosting.process import (
-    HostError,
-    freeze_startup_objects,
-    hand_the_gil_over_quickly,
-    host_room,
-    password_from,
-    setup_logging,
-)
-from ..hosting.statefile import RoomState
-from ..hosting.tunnel import TunnelSettings
+from ..hosting import control
 from ..protocol.events import DEFAULT_PORT
-from ..server.auth import new_token
 from .app import NGROK_ENV, PASSWORD_ENV, STATE_ENV, app, environment, fail
 from .options import (
     BackplaneOpt,
@@ -41,14 +33,9 @@ from .options import (
     TlsKeyOpt,
     VerboseOpt,
 )
-from .settings import (
-    backplane_setting,
-    load_config,
-    open_room,
-    open_rooms_setting,
-    room_names,
-    room_server,
-)
+
+if TYPE_CHECKING:
+    from ..hosting.statefile import RoomState
 
 
 @app.command(epilog=environment(PASSWORD_ENV, STATE_ENV))
@@ -79,24 +66,28 @@ def serve(
 
     Its invites (docs/invites.md) are printed on stderr as it starts, one line each.
     """
-    limits = load_config(config)
-    rooms = room_names(room, limits)
-    open_rooms = open_rooms_setting(config)
-    shared = backplane_setting(backplane, config)
+    from ..hosting import launcher, process
+    from ..server.auth import new_token
+    from . import settings
+
+    limits = settings.load_config(config)
+    rooms = settings.room_names(room, limits)
+    open_rooms = settings.open_rooms_setting(config)
+    shared = settings.backplane_setting(backplane, config)
     try:
-        password = password_from(None, password_file, prompt=True)
-    except HostError as exc:
+        password = process.password_from(None, password_file, prompt=True)
+    except process.HostError as exc:
         raise fail(str(exc)) from None
     if password is None:
         raise fail(
             "no room password: pass --password-file FILE, set MULTICHAT_PASSWORD, "
             "or run on a terminal to be asked"
         )
-    data = open_room(rooms, data_dir, ephemeral, tls_cert, tls_key, config)
+    data = settings.open_room(rooms, data_dir, ephemeral, tls_cert, tls_key, config)
     certificate = data.certificate
-    setup_logging(verbose)
+    process.setup_logging(verbose)
     token = new_token()
-    server = room_server(
+    server = settings.room_server(
         password, rooms, limits, token, data, open_rooms=open_rooms, backplane=shared
     )
 
@@ -104,11 +95,11 @@ def serve(
         launcher.announce_invites(state, certificate.where, sys.stderr)
 
     try:
-        freeze_startup_objects()
-        hand_the_gil_over_quickly()
+        process.freeze_startup_objects()
+        process.hand_the_gil_over_quickly()
         trio.run(
             partial(
-                host_room,
+                process.host_room,
                 server,
                 port,
                 host,
@@ -118,7 +109,7 @@ def serve(
                 fingerprint=certificate.fingerprint,
             )
         )
-    except HostError as exc:
+    except process.HostError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
@@ -162,35 +153,40 @@ def up(
     your ngrok account allows it (a card on file), a TCP address too. The ngrok authtoken comes
     from NGROK_AUTHTOKEN or your ngrok config file.
     """
-    limits = load_config(config)
-    rooms = room_names(room, limits)
-    open_rooms = open_rooms_setting(config)
-    shared = backplane_setting(backplane, config)
+    from ..hosting import launcher, process
+    from ..hosting.tunnel import TunnelSettings
+    from ..server.auth import new_token
+    from . import settings
+
+    limits = settings.load_config(config)
+    rooms = settings.room_names(room, limits)
+    open_rooms = settings.open_rooms_setting(config)
+    shared = settings.backplane_setting(backplane, config)
     try:
-        chosen = password_from(password, password_file, prompt=False)
-    except HostError as exc:
+        chosen = process.password_from(password, password_file, prompt=False)
+    except process.HostError as exc:
         raise fail(str(exc)) from None
     banner = launcher.Banner(rooms[0], qr=not no_qr, rooms=tuple(rooms[1:]))
     if chosen is None:
         chosen = banner.password = launcher.generate_password()
-    settings = None
+    tunnel_settings = None
     if not no_tunnel:
-        settings = TunnelSettings(
+        tunnel_settings = TunnelSettings(
             ngrok_path=str(ngrok_path) if ngrok_path is not None else None,
             config_path=str(ngrok_config) if ngrok_config is not None else None,
             verbose=verbose,
             tcp=not no_tcp,
         )
-    data = open_room(rooms, data_dir, ephemeral, tls_cert, tls_key, config)
+    data = settings.open_room(rooms, data_dir, ephemeral, tls_cert, tls_key, config)
     certificate = data.certificate
     banner.identity = certificate.where
-    setup_logging(verbose)
+    process.setup_logging(verbose)
     token = new_token()
-    server = room_server(
+    server = settings.room_server(
         chosen, rooms, limits, token, data, open_rooms=open_rooms, backplane=shared
     )
-    freeze_startup_objects()
-    hand_the_gil_over_quickly()
+    process.freeze_startup_objects()
+    process.hand_the_gil_over_quickly()
     try:
         trio.run(
             partial(
@@ -200,11 +196,11 @@ def up(
                 host,
                 token=token,
                 banner=banner,
-                settings=settings,
+                settings=tunnel_settings,
                 fingerprint=certificate.fingerprint,
             )
         )
-    except HostError as exc:
+    except process.HostError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
@@ -242,6 +238,11 @@ def tunnel(
 
     It prints the HTTPS link, and the TCP address when your ngrok account allows one.
     """
+    from ..client.address import AddressError, parse_address
+    from ..hosting import launcher
+    from ..hosting.process import setup_logging
+    from ..hosting.tunnel import TunnelSettings
+
     try:
         address = parse_address(target)
     except AddressError as exc:

@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..hosting.process import HostError
-from ..server.backplane import NODE_TIMEOUT_SECONDS, BackplaneAddress, BackplaneError
-from ..server.backplane import parse_address as parse_backplane
-from ..server.limits import Limits, LimitsError, load_limits, load_node_timeout, load_open_rooms
+from ..server.backplane_address import BackplaneAddress
+from ..server.backplane_address import parse_address as parse_backplane
+from ..server.backplane_errors import BackplaneError
+from ..server.limits import (
+    NODE_TIMEOUT_SECONDS,
+    Limits,
+    LimitsError,
+    load_limits,
+    load_node_timeout,
+    load_open_rooms,
+)
 from ..server.listeners import ChatServer
 from .app import fail
 

@@ -22,7 +22,7 @@ from ..protocol import commands
 from ..protocol.events import Error, Moderate, Topic
 from ..protocol.sanitize import clean_for_terminal
 from ..protocol.textmode import describe_members
-from ..server.backplane import BackplaneError
+from ..server.backplane_errors import BackplaneError
 from ..server.chat import MAX_TOPIC_CHARS
 from ..server.history import HistoryError
 from ..server.listeners import ChatServer

@@ -36,7 +36,7 @@ from typing import TypeVar
 import trio
 
 from ..protocol.events import BanEntry
-from .backplane_address import BackplaneAddress, BackplaneError, parse_address
+from .backplane_address import BackplaneAddress, parse_address
 from .backplane_codec import (
     BAN_PREFIX,
     LOCKED_FIELD,
@@ -56,12 +56,12 @@ from .backplane_codec import (
     parse_id,
     stream_id,
 )
+from .backplane_errors import BackplaneError, BackplaneUnavailable, NameTaken, NotJoined
 from .backplane_link import (
     COMMAND_SECONDS,
     LINK_ERRORS,
     REFUSALS,
     START_ERRORS,
-    BackplaneUnavailable,
     Link,
     RedisClient,
     describe,
@@ -70,7 +70,6 @@ from .backplane_link import (
     unless_cancelled,
 )
 from .backplane_nodes import (
-    NODE_TIMEOUT_SECONDS,
     Liveness,
     check_node,
     check_password,
@@ -85,8 +84,9 @@ from .backplane_reader import (
 )
 from .backplane_resp import RespConnection
 from .backplane_scripts import expired_script, since_script, snapshot_script
-from .backplane_seats import ABANDONED_REASON, NameTaken, NotJoined, Seats
+from .backplane_seats import ABANDONED_REASON, Seats
 from .backplane_writer import Writer
+from .limits import NODE_TIMEOUT_SECONDS
 
 log = logging.getLogger("multichat.backplane")
 

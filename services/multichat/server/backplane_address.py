@@ -10,15 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from .backplane_errors import BackplaneError
+
 # Redis's own port, as its documentation and every client default to it.
 DEFAULT_PORT = 6379
 _SCHEMES = {"redis": False, "rediss": True}
 EXPECTED = "redis://HOST[:PORT][/DB] or rediss://... for TLS"
-
-
-class BackplaneError(Exception):
-    """The backplane cannot be used: a bad address, an unreachable Redis at start, a password
-    other servers do not share. The message is one line, for the host."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ import trio
 from coredis.retry import NoRetryPolicy
 from coredis.typing import RedisError
 
-from .backplane_address import BackplaneAddress, BackplaneError
+from .backplane_address import BackplaneAddress
+from .backplane_errors import BackplaneUnavailable
 from .backplane_resp import ReplyError
 
 log = logging.getLogger("multichat.backplane")
@@ -108,20 +109,6 @@ class Pace:
 
 
 T = TypeVar("T")
-
-
-class BackplaneUnavailable(BackplaneError):
-    """Redis cannot take this now (the server answers `error unavailable`).
-
-    `maybe_published` is True when the request had been sent and its answer was lost: the
-    entry may be in the stream after all, and if it is, it reaches every server (its sender's
-    too) as any other; its `Origin.ref` is `ref`.
-    """
-
-    def __init__(self, message: str, *, maybe_published: bool = False, ref: int = 0) -> None:
-        super().__init__(message)
-        self.maybe_published = maybe_published
-        self.ref = ref
 
 
 async def unless_cancelled() -> None:

@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from coredis.tokens import PureToken
 
-from .backplane_address import BackplaneError
 from .backplane_codec import Keys, Origin, Seat, decode_seat, encode_fields
+from .backplane_errors import BackplaneError
 from .backplane_link import (
     LINK_ERRORS,
     REFUSALS,
@@ -42,10 +42,6 @@ from .history_entries import LEAVE, StoredEntry
 
 log = logging.getLogger("multichat.backplane")
 
-# A server silent this long is dead, and its members leave (issue 16 asks for 15 s). It beats
-# three times meanwhile, as Kafka's consumers do within a session timeout (heartbeat interval
-# "no higher than 1/3" of it), so one lost beat, or a pause of a few seconds, is not a death.
-NODE_TIMEOUT_SECONDS = 15.0
 # What the others see when a server's members are reaped, and when it stops cleanly.
 LOST_REASON = "server lost"
 CLOSED_REASON = "server closed"

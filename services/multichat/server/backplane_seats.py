@@ -30,20 +30,12 @@ from .backplane_codec import (
     encode_topic,
     moderation_change,
 )
-from .backplane_link import BackplaneUnavailable
+from .backplane_errors import BackplaneUnavailable, NameTaken, NotJoined
 from .backplane_writer import DONE, Op, Writer
 from .history_entries import JOIN, LEAVE, MESSAGE, MODERATE, NICK, TOPIC, StoredEntry
 
 # What the others see when a member whose join was never confirmed to it is taken out again.
 ABANDONED_REASON = "disconnected"
-
-
-class NameTaken(Exception):
-    """A member on some server of the backplane has this name (or one that looks like it)."""
-
-
-class NotJoined(Exception):
-    """The seat is no longer in its room: it left, or its server was taken for dead."""
 
 
 class Seats:

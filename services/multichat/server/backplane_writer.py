@@ -23,13 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 import trio
 
 from .backplane_codec import Keys, pack, parse_id
+from .backplane_errors import BackplaneUnavailable
 from .backplane_link import (
     COMMAND_SECONDS,
     LINGER_SECONDS,
     LINK_ERRORS,
     REFUSALS,
     Backoff,
-    BackplaneUnavailable,
     Link,
     Pace,
     RedisClient,

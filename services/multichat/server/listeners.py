@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,15 +22,19 @@ from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import DEFAULT_PORT, Error, NeedData
 from ..protocol.proxy import MAX_V1_HEADER, ProxyHeader, ProxyHeaderParser
 from .auth import Secret
-from .backplane import NODE_TIMEOUT_SECONDS, Backplane, BackplaneAddress, BackplaneError
+from .backplane_address import BackplaneAddress
+from .backplane_errors import BackplaneError
 from .context import ServerContext
 from .history import HistoryError, HistoryStore
 from .history_settings import HistorySettings
-from .limits import Limits
+from .limits import NODE_TIMEOUT_SECONDS, Limits
 from .room import SEND_STALL_SECONDS, Refused
 from .rooms import OpenHistory, Rooms
 from .session import Session
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .backplane import Backplane
 
 log = logging.getLogger("multichat.server")
 
@@ -142,6 +147,10 @@ class ChatServer:
     ) -> None:
         self.backplane: Backplane | None = None
         if backplane is not None:
+            # Here, not at the top: Redis's client takes longer to import than the rest of the
+            # server, and only a server with a backplane needs it (backplane_errors.py).
+            from .backplane import Backplane
+
             self.backplane = Backplane(
                 backplane,
                 on_entries=lambda key, entries: self.rooms.receive(key, entries),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -42,15 +43,8 @@ from ..protocol.events import (
     WentAway,
 )
 from ..protocol.names import check_name, key_of, name_key
-from .backplane import (
-    Backplane,
-    BackplaneEntry,
-    BackplaneUnavailable,
-    NameTaken,
-    NotJoined,
-    Seat,
-)
-from .backplane_codec import parse_id
+from .backplane_codec import BackplaneEntry, Seat, parse_id
+from .backplane_errors import BackplaneUnavailable, NameTaken, NotJoined
 from .entries import Entry
 from .history_entries import (
     AWAY,
@@ -65,6 +59,9 @@ from .history_entries import (
 )
 from .member import Member
 from .room import Refused, Room
+
+if TYPE_CHECKING:  # only a server with a backplane loads it, and Redis's client (coredis)
+    from .backplane import Backplane
 
 log = logging.getLogger("multichat.server")
 

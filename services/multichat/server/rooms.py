@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,7 +29,8 @@ from ..protocol.errors import ProtocolError
 from ..protocol.events import RoomInfo, RoomList
 from ..protocol.names import check_room_name, room_key
 from .archive import Archive
-from .backplane import Backplane, BackplaneEntry, BackplaneError, Seat
+from .backplane_codec import BackplaneEntry, Seat
+from .backplane_errors import BackplaneError
 from .fanout import Fanout
 from .history import HistoryError, HistoryStore
 from .history_process import HistoryProcess
@@ -38,6 +40,9 @@ from .limits import Limits
 from .moderation import Moderation
 from .relay import Relay
 from .room import Refused, Room
+
+if TYPE_CHECKING:  # only a server with a backplane loads it, and Redis's client (coredis)
+    from .backplane import Backplane
 
 log = logging.getLogger("multichat.server")
 
