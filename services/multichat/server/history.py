@@ -16,7 +16,6 @@ is history_file.py's. docs/history.md says what a power cut can cost.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sqlite3
@@ -24,18 +23,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from ..protocol.events import (
-    BanEntry,
-)
-from ..protocol.names import name_key
+from ..protocol.events import BanEntry
 from .history_entries import StoredEntry
 
 # (SCHEMA_VERSION and HistoryError are the store's too, for its callers.)
 from .history_file import SCHEMA_VERSION as SCHEMA_VERSION
 from .history_file import HistoryError as HistoryError
 from .history_file import open_in_memory, open_read_only, open_writable, reason
+from .history_rows import (
+    AFTER,
+    COLUMNS,
+    LAST_SEQ,
+    VISIBLE,
+    apply_ban,
+    ban_of,
+    entry_of,
+    insert,
+    key_or_none,
+    one_statement,
+)
 
 log = logging.getLogger("multichat.history")
 
@@ -45,91 +52,6 @@ PRUNE_BATCH = 2000
 # Readers (export) page through the file this many entries at a time.
 READ_PAGE = 1000
 SECONDS_PER_DAY = 86_400.0
-
-_COLUMNS = "seq, ts, type, sender, text, recipient, extra"
-# A batch is stored with multi-row INSERTs of these sizes, powers of two up to 512 rows (9
-# parameters each, far below SQLite's 32,766): every statement is prepared once and cached,
-# and a batch of n rows takes at most log2(n) + n / 512 statements. Not executemany, which
-# steps SQLite once a row (when commits ran in a thread beside the event loop, each step also
-# waited for the GIL: 20,000 rows took 5.7 s, not 0.07); not one JSON array through
-# json_each, which made the loop encode the batch (1.4 µs a row) and SQLite parse every row
-# nine times.
-_CHUNKS = tuple(1 << i for i in range(10))
-_INSERTED = "seq, ts, type, sender, sender_key, text, recipient, recipient_key, extra"
-_WIDTH = len(_INSERTED.split(", "))  # parameters a row, in `_params`'s order
-_INSERT_ROWS = {
-    size: f"INSERT INTO entries ({_INSERTED}) VALUES "
-    + ", ".join(["(" + ", ".join(["?"] * _WIDTH) + ")"] * size)
-    for size in _CHUNKS
-}
-
-
-def _insert(conn: sqlite3.Connection, entries: Sequence[StoredEntry]) -> None:
-    """Insert `entries` in statements of _CHUNKS sizes, the largest first."""
-    params = _params(entries)
-    start = 0
-    while start < len(entries):
-        size = min(_CHUNKS[-1], 1 << ((len(entries) - start).bit_length() - 1))
-        conn.execute(_INSERT_ROWS[size], params[start * _WIDTH : (start + size) * _WIDTH])
-        start += size
-
-
-# The newest seq given out: the newest entry's, or a higher one kept in meta (a prune records
-# the newest entry's there before it deletes anything).
-_LAST_SEQ = (
-    "SELECT max((SELECT value FROM meta WHERE key = 'last_seq'), "
-    "coalesce((SELECT max(seq) FROM entries), 0))"
-)
-# After message :seq, in the room's order (see the module's docstring).
-_AFTER = "(seq > :seq OR (seq = :seq AND type != 'message'))"
-# A private entry is visible to its two parties; :key is NULL for "nobody in particular".
-_VISIBLE = "(recipient_key IS NULL OR :key IN (sender_key, recipient_key))"
-
-
-def _entry(row: tuple[Any, ...]) -> StoredEntry:
-    seq, ts, kind, sender, text, recipient, extra = row
-    return StoredEntry(seq, ts, kind, sender, text, recipient, _load_extra(extra))
-
-
-def _load_extra(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    # A file edited by hand may hold anything here; an entry without its extra beats a crash.
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _params(entries: Sequence[StoredEntry]) -> list[Any]:
-    """Every entry's row, one after another: the multi-row INSERTs' parameters.
-
-    One pass, not a tuple a row flattened after: it runs for every entry ever stored (0.44 µs
-    a row against 0.79 on the test VM).
-    """
-    params: list[Any] = []
-    add = params.extend
-    for seq, ts, kind, sender, text, recipient, extra in entries:
-        add(
-            (
-                seq,
-                ts,
-                kind,
-                sender,
-                name_key(sender),
-                text,
-                recipient,
-                None if recipient is None else name_key(recipient),
-                None if extra is None else json.dumps(extra, ensure_ascii=False),
-            )
-        )
-    return params
-
-
-def _ban(row: tuple[Any, ...]) -> BanEntry:
-    address, name, until, reason, by = row
-    return BanEntry(address, name, until, reason, by)
 
 
 class HistoryStore:
@@ -226,17 +148,17 @@ class HistoryStore:
     def last_seq(self) -> int:
         """The newest seq ever given to an entry, even one pruned since: carry on after it."""
         with self._reading() as conn:
-            return int(conn.execute(_LAST_SEQ).fetchone()[0])
+            return int(conn.execute(LAST_SEQ).fetchone()[0])
 
     def recent(self, limit: int, *, for_name: str | None = None) -> list[StoredEntry]:
         """The newest `limit` entries `for_name` may see (public ones only for None), oldest
         first."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE {_VISIBLE} ORDER BY id DESC LIMIT :limit",
-                {"key": _key(for_name), "limit": limit},
+                f"SELECT {COLUMNS} FROM entries WHERE {VISIBLE} ORDER BY id DESC LIMIT :limit",
+                {"key": key_or_none(for_name), "limit": limit},
             ).fetchall()
-        return [_entry(row) for row in reversed(rows)]
+        return [entry_of(row) for row in reversed(rows)]
 
     def since(
         self, seq: int, limit: int, *, for_name: str | None = None
@@ -250,23 +172,23 @@ class HistoryStore:
         they were, nor which numbers went to private messages of others), so then the count
         is an upper bound; it is exact otherwise.
         """
-        params = {"seq": seq, "key": _key(for_name), "limit": limit}
+        params = {"seq": seq, "key": key_or_none(for_name), "limit": limit}
         with self._reading() as conn:
             # The newest message this member is not sent: everything after it is.
             row = conn.execute(
-                f"SELECT id FROM entries WHERE seq >= :seq AND {_AFTER} AND {_VISIBLE} "
+                f"SELECT id FROM entries WHERE seq >= :seq AND {AFTER} AND {VISIBLE} "
                 "AND type = 'message' ORDER BY seq DESC, id DESC LIMIT 1 OFFSET :limit",
                 params,
             ).fetchone()
             params["bound"] = 0 if row is None else row[0]
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE id > :bound AND seq >= :seq AND {_AFTER} "
-                f"AND {_VISIBLE} ORDER BY id",
+                f"SELECT {COLUMNS} FROM entries WHERE id > :bound AND seq >= :seq AND {AFTER} "
+                f"AND {VISIBLE} ORDER BY id",
                 params,
             ).fetchall()
             left_out = conn.execute(
-                f"SELECT count(*) FROM entries WHERE id <= :bound AND seq >= :seq AND {_AFTER} "
-                f"AND {_VISIBLE} AND type = 'message'",
+                f"SELECT count(*) FROM entries WHERE id <= :bound AND seq >= :seq AND {AFTER} "
+                f"AND {VISIBLE} AND type = 'message'",
                 params,
             ).fetchone()[0]
             pruned = 0
@@ -279,7 +201,7 @@ class HistoryStore:
                     (seq, through),
                 ).fetchone()[0]
                 pruned = through - seq - kept
-        return int(left_out) + int(pruned), [_entry(row) for row in rows]
+        return int(left_out) + int(pruned), [entry_of(row) for row in rows]
 
     def entries(
         self, *, since_ts: float | None = None, include_private: bool = False
@@ -292,7 +214,7 @@ class HistoryStore:
         while True:
             with self._reading() as conn:
                 rows = conn.execute(
-                    f"SELECT id, {_COLUMNS} FROM entries WHERE id > :after AND ts >= :since "
+                    f"SELECT id, {COLUMNS} FROM entries WHERE id > :after AND ts >= :since "
                     "AND (:private OR recipient_key IS NULL) ORDER BY id LIMIT :page",
                     {
                         "after": after,
@@ -304,7 +226,7 @@ class HistoryStore:
             if not rows:
                 return
             for row in rows:
-                yield _entry(row[1:])
+                yield entry_of(row[1:])
             after = rows[-1][0]
 
     def bans(self, *, now: float | None = None) -> list[BanEntry]:
@@ -317,7 +239,7 @@ class HistoryStore:
                 "WHERE until IS NULL OR until > ? ORDER BY ts, rowid",
                 (now,),
             ).fetchall()
-        return [_ban(row) for row in rows]
+        return [ban_of(row) for row in rows]
 
     # -- writing --
 
@@ -375,17 +297,17 @@ class HistoryStore:
         now = time.time() if now is None else now
         if again and entries:
             entries = self._not_stored(entries)
-        if not bans and len(entries) in _INSERT_ROWS and top == entries[-1].seq:
+        if not bans and one_statement(len(entries)) and top == entries[-1].seq:
             # The common case, one statement, so its own transaction: BEGIN, INSERT, UPDATE and
             # COMMIT would be four rounds into SQLite. `last_seq()` reads the newest entry's
             # seq, so the meta row only needs the seqs entries do not show.
             with self._statement("save history in") as conn:
-                _insert(conn, entries)
+                insert(conn, entries)
             return
         with self._writing("save history in") as conn:
-            _insert(conn, entries)
+            insert(conn, entries)
             for ban, address in bans:
-                _apply_ban(conn, ban, address, now)
+                apply_ban(conn, ban, address, now)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (top,))
 
     def _not_stored(self, entries: Sequence[StoredEntry]) -> list[StoredEntry]:
@@ -401,7 +323,7 @@ class HistoryStore:
     def add_ban(self, ban: BanEntry, *, now: float | None = None) -> None:
         """Record `ban`, replacing any ban on its address."""
         with self._writing("save a ban in") as conn:
-            _apply_ban(conn, ban, ban.address, time.time() if now is None else now)
+            apply_ban(conn, ban, ban.address, time.time() if now is None else now)
 
     def remove_ban(self, address: str) -> bool:
         """Lift the ban on `address`; whether there was one."""
@@ -419,7 +341,7 @@ class HistoryStore:
         }
         deleted = 0
         with self._writing("prune") as conn:
-            conn.execute(f"UPDATE meta SET value = ({_LAST_SEQ}) WHERE key = 'last_seq'")
+            conn.execute(f"UPDATE meta SET value = ({LAST_SEQ}) WHERE key = 'last_seq'")
             conn.execute("DELETE FROM bans WHERE until IS NOT NULL AND until <= ?", (now,))
             if keep_entries > 0:
                 row = conn.execute(
@@ -443,20 +365,6 @@ class HistoryStore:
                 conn.execute(
                     "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (row[1],)
                 )
-
-
-def _apply_ban(conn: sqlite3.Connection, ban: BanEntry | None, address: str, now: float) -> None:
-    # Deleted first, so a ban set again moves to the end of the order, as in `Moderation`.
-    conn.execute("DELETE FROM bans WHERE address = ?", (address,))
-    if ban is not None:
-        conn.execute(
-            "INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?)",
-            (address, ban.name, ban.until, ban.reason, ban.by, now),
-        )
-
-
-def _key(name: str | None) -> str | None:
-    return None if name is None else name_key(name)
 
 
 OnDone = Callable[[bool], None]
