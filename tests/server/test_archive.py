@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -51,6 +52,24 @@ async def test_a_history_process_that_cannot_start_stops_the_server_in_one_line(
                 await nursery.start(server.serve, 0, "127.0.0.1")
     message = str(raised.value)
     assert "cannot start the history's process" in message and "\n" not in message
+    store.close()
+
+
+async def test_a_history_that_cannot_be_read_at_start_stops_the_server_unserved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore.open(path)
+    path.write_bytes(b"not a database, " * 1024)  # after the open's checks
+    server = ChatServer(PASSWORD, limits=RELAXED, history=store)
+    with trio.fail_after(STEP):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(HistoryError, match=r"cannot read the history .*not a database"):
+                await nursery.start(server.serve, 0, "127.0.0.1")
+    # The line tools wait for never came: nobody was told to connect to a room that is not up.
+    logged = [record.getMessage() for record in caplog.records]
+    assert not [line for line in logged if "serving room" in line]
     store.close()
 
 
