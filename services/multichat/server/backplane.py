@@ -30,31 +30,21 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
 
-from ..protocol.events import BanEntry
 from .backplane_address import BackplaneAddress, parse_address
 from .backplane_codec import (
-    BAN_PREFIX,
-    LOCKED_FIELD,
-    MUTE_PREFIX,
     NAMESPACE,
     BackplaneEntry,
-    CorruptEntry,
     Keys,
     Origin,
     RemoteMember,
     Seat,
-    decode_ban,
     decode_member,
-    decode_mute,
-    decode_topic,
     member_order,
     parse_id,
-    stream_id,
 )
 from .backplane_errors import BackplaneError, BackplaneUnavailable, NameTaken, NotJoined
 from .backplane_link import (
@@ -79,12 +69,12 @@ from .backplane_reader import (
     Reader,
     decode_script_entries,
     decode_stream,
-    pairs,
     sequence,
 )
 from .backplane_resp import RespConnection
 from .backplane_scripts import expired_script, since_script, snapshot_script
 from .backplane_seats import ABANDONED_REASON, Seats
+from .backplane_snapshot import Replay, RoomSnapshot, decode_snapshot
 from .backplane_writer import Writer
 from .limits import NODE_TIMEOUT_SECONDS
 
@@ -106,30 +96,6 @@ REPLAY_SLACK_ENTRIES = 1_000
 MIN_REDIS = (6, 2)
 # Node ids and namespaces go into key and client names: nothing that needs quoting.
 _PLAIN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-@dataclass(frozen=True, slots=True)
-class RoomSnapshot:
-    """A room at one moment: `on_entries` then delivers everything after `position`."""
-
-    entries: list[BackplaneEntry]  # the newest ones asked for, oldest first
-    members: list[RemoteMember]  # on every server, in the order they joined
-    seq: int  # the newest message's number
-    position: str  # the newest entry's stream ID ("0-0" while there is none)
-    topic: str
-    topic_by: str
-    bans: list[BanEntry]  # the room's bans and lock, on every server (moderation.py)
-    locked: bool
-    mutes: dict[str, float | None]  # name key -> until when (wall clock; None: until lifted)
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """What a member resuming is sent: the newest entries after its seq, and how many messages
-    in between it misses (beyond the limit, or gone from the stream)."""
-
-    entries: list[BackplaneEntry]
-    missed: int
 
 
 class Backplane:
@@ -358,44 +324,12 @@ class Backplane:
                 client=client,
             )
         )
-        try:
-            raw_entries, raw_members, seq, sub, topic, raw_meta = sequence(reply, 6)
-            members = [decode_member(k, v) for k, v in pairs(sequence(raw_members))]
-            text, by = decode_topic(str(topic))
-            meta = dict(pairs(sequence(raw_meta)))
-        except (CorruptEntry, TypeError, ValueError) as exc:
-            raise BackplaneError(f"room {room!r} is damaged in the backplane: {exc}") from None
-        bans = []
-        mutes: dict[str, float | None] = {}
-        expired: list[str] = []  # fields and values of bans and mutes that have run out
-        now = time.time()
-        for field, value in meta.items():
-            try:
-                if field.startswith(BAN_PREFIX):
-                    ban = decode_ban(field.removeprefix(BAN_PREFIX), value)
-                    until = ban.until
-                    bans.append(ban)
-                elif field.startswith(MUTE_PREFIX):
-                    key = field.removeprefix(MUTE_PREFIX)
-                    until = mutes[key] = decode_mute(key, value)
-                else:
-                    continue
-            except CorruptEntry as exc:
-                log.warning("room %r: skipped damaged moderation in the backplane: %s", room, exc)
-                continue
-            if until is not None and until <= now:
-                expired += [field, value]
+        snapshot, expired = decode_snapshot(room, reply, time.time())
         if expired:
             await self._forget_expired(room, expired)
-        entries = decode_script_entries(raw_entries)
-        position = stream_id(int(str(seq)), int(str(sub)))
-        self._writer.advance(room, position)
-        self._reader.watch(room, position)
-        members.sort(key=member_order)
-        locked = meta.get(LOCKED_FIELD) == "1"
-        return RoomSnapshot(
-            entries, members, int(str(seq)), position, text, by, bans, locked, mutes
-        )
+        self._writer.advance(room, snapshot.position)
+        self._reader.watch(room, snapshot.position)
+        return snapshot
 
     async def _forget_expired(self, room: str, expired: list[str]) -> None:
         """Delete the bans and mutes of `room` that have run out (fields and values, flat):
