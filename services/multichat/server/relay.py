@@ -42,22 +42,20 @@ from ..protocol.events import (
     Topic,
     WentAway,
 )
-from ..protocol.names import check_name, key_of, name_key
+from ..protocol.names import check_name, name_key
 from .backplane_codec import BackplaneEntry, Seat, parse_id
 from .backplane_errors import BackplaneUnavailable, NameTaken, NotJoined
 from .entries import Entry
 from .history_entries import (
-    AWAY,
-    BACK,
     JOIN,
     LEAVE,
     MESSAGE,
     MODERATE,
-    NICK,
     TOPIC,
     StoredEntry,
 )
 from .member import Member
+from .remote_members import TRACKED, track, track_operators
 from .room import Refused, Room
 
 if TYPE_CHECKING:  # only a server with a backplane loads it, and Redis's client (coredis)
@@ -78,10 +76,6 @@ UNAVAILABLE_JOIN = "the chat backplane is unreachable for now; try again in a mo
 # while a Redis that stalls holds at most this many of a member's lines (Kafka's producer
 # stops at 5 requests in flight per connection; its requests are batches of many records).
 PUBLISH_WINDOW = 32
-
-
-# The entries that change who is on the other servers, or whether they are away.
-TRACKED = frozenset({JOIN, LEAVE, NICK, AWAY, BACK})
 
 
 def _unavailable(exc: BackplaneUnavailable) -> Error:
@@ -132,7 +126,7 @@ class Relay:
         for entry in snapshot.entries:
             self._append(entry, bookkeeping=False)
             if entry.entry.type == MODERATE:
-                self._track_operators(entry.entry)
+                track_operators(room, entry.entry)
         self.on_restore(snapshot.bans, snapshot.locked, snapshot.mutes)
         room.log.carry_seq(snapshot.seq)
         room.preload([], snapshot.seq)
@@ -161,7 +155,9 @@ class Relay:
         # A leave may come from any server: a dead server's members are made to leave by
         # whichever server reaps them, this one included.
         if bookkeeping and kind in TRACKED and (not mine or kind == LEAVE):
-            self._track(entry)
+            renamed = track(room, entry)
+            if renamed is not None:
+                self.on_renamed(*renamed)
         if room.closed:
             return  # the shutdown notice is the last entry
         if kind == MESSAGE:
@@ -178,7 +174,7 @@ class Relay:
             return
         if kind == MODERATE:
             if bookkeeping:
-                self._track_operators(entry)
+                track_operators(room, entry)
                 if not mine:
                     self._moderate(entry)
             return
@@ -219,48 +215,6 @@ class Relay:
         entry = StoredEntry(0, self.room.now(), MODERATE, actor, command.command, None, extra)
         if self._open:
             self._publish_notice(entry)
-
-    def _track(self, entry: StoredEntry) -> None:
-        """Keep `Room.remote` (and who of them is away) up to date with an entry from another
-        server (one of the TRACKED kinds)."""
-        kind = entry.type
-        room = self.room
-        remote, away, ops = room.remote, room.remote_away, room.remote_ops
-        key = name_key(entry.sender)
-        if kind == JOIN:
-            remote[key] = entry.sender
-        elif kind == LEAVE:
-            remote.pop(key, None)
-            away.pop(key, None)
-            ops.discard(key)
-        elif kind == NICK:
-            new = name_key(entry.text)
-            room.remote = {
-                (new if k == key else k): (entry.text if k == key else name)
-                for k, name in remote.items()
-            }
-            if key in away:
-                away[new] = away.pop(key)
-            if key in ops:
-                ops.discard(key)
-                ops.add(new)
-            self.on_renamed(key, new)
-        elif kind == AWAY:
-            away[key] = entry.text
-        else:
-            away.pop(key, None)  # back
-
-    def _track_operators(self, entry: StoredEntry) -> None:
-        """An operator made or unmade on any server, for `who` on every server."""
-        target = (entry.extra or {}).get("target")
-        if entry.text in ("op", "deop") and isinstance(target, str):
-            key = key_of(target)
-            if key is None:
-                return
-            if entry.text == "op":
-                self.room.remote_ops.add(key)
-            else:
-                self.room.remote_ops.discard(key)
 
     # -- members of this server --
 
