@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
 from multichat.protocol.connection import ClientConnection
 from multichat.protocol.events import (
@@ -199,10 +199,11 @@ class Tab:
     """A page in a browser context of its own (own cookies, own socket): one person."""
 
     page: Page
-    problems: list[str] = field(default_factory=list)  # uncaught errors, CSP refusals
+    problems: list[str] = field(default_factory=list)  # uncaught errors, CSP, files not loaded
 
     def check(self) -> None:
-        """Fail on anything the page got wrong: an exception, or something the CSP refused."""
+        """Fail on anything the page got wrong: an exception, something the CSP refused, or a
+        file of its own that did not load."""
         assert not self.problems, self.problems
 
 
@@ -234,7 +235,14 @@ def open_tab(
             if "Content Security Policy" in message.text:
                 tab.problems.append(f"CSP: {message.text}")
 
+        def failed(request: Request) -> None:
+            # A file of the page that did not come (a refused connection, say) leaves it
+            # broken; a WebSocket that fails is the page's to handle, and tests do break them.
+            if request.resource_type != "websocket":
+                tab.problems.append(f"not loaded: {request.url} ({request.failure})")
+
         page.on("console", console)
+        page.on("requestfailed", failed)
         page.goto(url)
         yield tab
         tab.check()

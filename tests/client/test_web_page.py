@@ -70,6 +70,7 @@ from multichat.protocol.events import (
     WentAway,
 )
 from multichat.protocol.sanitize import clean_text
+from multichat.server.limits import Limits
 
 PHONE = (390, 844)
 expect.set_options(timeout=STEP_MS)
@@ -172,6 +173,31 @@ def test_two_browsers_and_a_terminal_member_see_each_others_lines_in_room_order(
         for r in message_rows(alice.page):
             assert r.time == kolkata_clock(times[(r.sender, r.text)]), r
     carol.close()
+
+
+def test_a_browser_loads_the_page_and_joins_under_the_default_per_source_limits(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # The other tests lift the per-source limits (all their clients are 127.0.0.1); here a
+    # terminal member and one browser are all there is, as one friend's machine. The browser
+    # fetches the page's files over several connections at once, which the limits must allow.
+    defaults = Limits()
+    with serve_room(
+        tmp_path,
+        connections_per_source=defaults.connections_per_source,
+        unauthenticated_per_source=defaults.unauthenticated_per_source,
+    ) as room:
+        carol = TerminalMember(room.port, "carol")
+        for name in ("ann", "ben", "cat"):  # a fresh page each time: none may lose a file
+            with open_tab(browser, room.url) as tab:
+                tab.check()  # loaded (modules included) with every file
+                log_in(tab.page, name)
+                say(tab.page, f"hello from {name}")
+                heard = carol.wait_for(Message)
+                assert (heard.sender, heard.text) == (name, f"hello from {name}")
+                tab.page.get_by_role("button", name="Leave").click()
+                carol.wait_for(Leave, lambda leave, name=name: leave.name == name)
+        carol.close()
 
 
 def test_a_wrong_password_is_shown_beside_the_form_which_stays_usable(

@@ -102,9 +102,10 @@ class Up:
 
 
 @contextmanager
-def host_up(tmp: Path) -> Iterator[Up]:
-    """`multichat up` with the stand-in agent, everything it keeps inside `tmp`; once its banner
-    is out. Afterwards, it and its agent are killed if still running (those pids only)."""
+def host_up(tmp: Path, limits: dict[str, float] = RELAXED_LIMITS) -> Iterator[Up]:
+    """`multichat up` with the stand-in agent, everything it keeps inside `tmp`, and `limits`
+    in its config; once its banner is out. Afterwards, it and its agent are killed if still
+    running (those pids only)."""
     (tmp / "home").mkdir()
     tls = ngrok_standin.make_tls(tmp)
     agents = tmp / "agent.state"
@@ -125,9 +126,9 @@ def host_up(tmp: Path) -> Iterator[Up]:
         STANDIN_NGROK_LIFETIME="300",
         **tls.env(),
     )
-    # Every friend here comes from 127.0.0.1, through the tunnel or not: lift the per-source
-    # and flood limits, and only those.
-    config = write_config(tmp / "room.toml", RELAXED_LIMITS, {})
+    # Every friend here comes from 127.0.0.1, through the tunnel or not: by default, lift the
+    # per-source and flood limits, and only those.
+    config = write_config(tmp / "room.toml", limits, {})
     port = free_port()
     command = [str(MULTICHAT), "up", "--port", str(port), "--password", PASSWORD]
     command += ["--room", "friends", "--config", str(config), "--data-dir", str(tmp / "data")]
@@ -204,6 +205,26 @@ def refused_without_the_ca(browser: Browser, home: Path, link: str) -> None:
             page.goto(link)
     finally:
         stranger.close()
+
+
+def test_one_friends_browser_loads_the_link_under_the_default_per_source_limits(
+    tmp_path: Path,
+) -> None:
+    # Through the tunnel each request's source is its X-Forwarded-For, so a browser fetching
+    # the page's files at once is one address with several connections, as on a LAN.
+    with (
+        host_up(tmp_path, limits={}) as up,
+        chromium(trust=up.tls.ca_file) as browser,
+        open_tab(browser, up.link) as tab,
+    ):
+        visit_site(tab.page, up.link)
+        tab.check()  # every file of the page came
+        log_in(tab.page, "alice")
+        carol = TerminalMember(up.port, "carol", host=up.lan_host())
+        say(tab.page, "hello through the tunnel")
+        heard = carol.wait_for(Message)
+        assert (heard.sender, heard.text) == ("alice", "hello through the tunnel")
+        carol.close()
 
 
 def test_friends_open_the_printed_link_in_a_browser_and_chat_through_the_tunnel(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from multichat.protocol.http import (
     Request,
     file_name,
     looks_like_http,
+    refusal,
 )
 
 UPGRADE = (
@@ -167,3 +169,17 @@ def test_garbage_raises_only_remote_protocol_error(data: bytes) -> None:
 )
 def test_only_plain_file_names_name_a_page_file(path: str, name: str | None) -> None:
     assert file_name(path) == name
+
+
+def test_a_refusal_is_a_whole_http_answer_that_closes() -> None:
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/app.js", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(refusal(429, "too many connections from your address (at most 8)"))
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 429
+    assert (b"connection", b"close") in response.headers
+    body = client.next_event()
+    assert isinstance(body, h11.Data)
+    assert body.data == b"too many connections from your address (at most 8)\n"
+    assert isinstance(client.next_event(), h11.EndOfMessage)

@@ -291,15 +291,15 @@ async def test_unfinished_logins_are_capped_per_source_and_overall() -> None:
                 await stream.aclose()
 
 
-async def test_three_connections_per_source() -> None:
+async def test_eight_connections_per_source() -> None:
     async with start_room(Limits()) as room:  # every default
         with trio.fail_after(10):
-            members = [await room.join(name) for name in ("ann", "ben", "cat")]
-            fourth = await Peer.open(room.port)
-            assert await fourth.next_event() == Error(
-                "too_many_connections", "too many connections from your address (at most 3)"
+            members = [await room.join(f"member{n}") for n in range(8)]
+            ninth = await Peer.open(room.port)
+            assert await ninth.next_event() == Error(
+                "too_many_connections", "too many connections from your address (at most 8)"
             )
-            assert isinstance(await fourth.next_event(), ConnectionClosed)
+            assert isinstance(await ninth.next_event(), ConnectionClosed)
             await members[0].send(Quit())
             while not isinstance(await members[0].next_event(), ConnectionClosed):
                 pass  # what was queued before the quit still arrives
@@ -681,4 +681,4 @@ def test_every_limit_is_documented_with_its_default(tmp_path: Path) -> None:
         assert shown.split()[0] == str(getattr(defaults, name)), name
     [example] = re.findall(r"```toml\n(.*?)```", doc, re.DOTALL)
     (tmp_path / "room.toml").write_text(example)
-    assert load_limits(tmp_path / "room.toml").connections_per_source == 8
+    assert load_limits(tmp_path / "room.toml").connections_per_source == 16

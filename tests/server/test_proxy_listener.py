@@ -1,7 +1,7 @@
 """The tunnel's listener: every friend arrives from 127.0.0.1, named by a PROXY header.
 
 Per-source limits and logs must use the address in the header, or the whole internet would
-share one source's three connections and three wrong passwords. The tunnel listener requires
+share one source's eight connections and three wrong passwords. The tunnel listener requires
 a header (v1 or v2, strictly parsed, within 5 s); the LAN listener refuses one.
 """
 
@@ -91,15 +91,15 @@ async def read_to_eof(stream: trio.SocketStream) -> bytes:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-async def test_three_connections_per_real_source(version: int) -> None:
+async def test_eight_connections_per_real_source(version: int) -> None:
     async with tunnel_room() as server:
         with trio.fail_after(10):
             alices = [
-                await joined_from(server, ALICE, f"alice{n}", version=version) for n in range(3)
+                await joined_from(server, ALICE, f"alice{n}", version=version) for n in range(8)
             ]
-            fourth = await join_from(server, ALICE, "alice3", version=version)
-            assert await answer(fourth) == Error(
-                "too_many_connections", "too many connections from your address (at most 3)"
+            ninth = await join_from(server, ALICE, "alice8", version=version)
+            assert await answer(ninth) == Error(
+                "too_many_connections", "too many connections from your address (at most 8)"
             )
             await joined_from(server, BOB, "bob", version=version)
             await joined_from(server, CAROL6, "carol", version=version)
@@ -111,10 +111,10 @@ async def test_three_connections_per_real_source(version: int) -> None:
 async def test_unfinished_logins_are_counted_by_real_source() -> None:
     async with tunnel_room(Limits(connections_per_source=10)) as server:
         with trio.fail_after(10):
-            silent = [await through_tunnel(server, header(ALICE)) for _ in range(3)]
+            silent = [await through_tunnel(server, header(ALICE)) for _ in range(8)]
             await trio.sleep(0.1)
-            fourth = await join_from(server, ALICE, "alice")
-            assert "unfinished logins" in (await answer(fourth)).message
+            ninth = await join_from(server, ALICE, "alice")
+            assert "unfinished logins" in (await answer(ninth)).message
             await joined_from(server, BOB, "bob")
             for stream in silent:
                 await stream.aclose()

@@ -320,6 +320,29 @@ async def test_the_tunnel_listener_trusts_x_forwarded_for_and_the_lan_port_does_
         server.shutdown_nowait("test over")
 
 
+async def test_a_request_through_the_tunnel_over_its_sources_limit_is_refused_in_http() -> None:
+    server = ChatServer(PASSWORD, limits=Limits(connections_per_source=1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(server.serve, 0, "127.0.0.1", proxy_port=0))
+        assert server.proxy_port is not None
+        with trio.fail_after(STEP):
+            forwarded = ((b"x-forwarded-for", b"203.0.113.5"),)
+            held = await WsPeer.open(server.proxy_port, extra=forwarded)
+            stream = await trio.open_tcp_stream("127.0.0.1", server.proxy_port)
+            await stream.send_all(
+                b"GET /app.js HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n"
+            )
+            answer = b""
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+            await held.aclose()
+        server.shutdown_nowait("test over")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+    assert b"Connection: close" in head
+    assert body == b"too many connections from your address (at most 1)\n"
+
+
 async def test_a_websocket_member_sees_a_tcp_join(room: RoomFixture) -> None:
     with trio.fail_after(STEP):
         web = await WsPeer.join(room.port, "watcher")

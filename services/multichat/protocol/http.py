@@ -3,7 +3,8 @@
 A browser asks for the page and its files, or asks to upgrade `/ws` to a WebSocket that then
 speaks multichat/1 (websocket.py). Every answer closes the connection: one request per
 connection keeps the per-source limits exact (a tunnel may put many friends' requests on one
-kept-alive connection, each with its own X-Forwarded-For), and the page needs only three.
+kept-alive connection, each with its own X-Forwarded-For). A browser fetches the page's files
+over up to 6 connections at once, which the server's per-source limits allow.
 
 Which file exists and what it holds is the server's business; this module only parses, routes
 and frames. Bad requests raise `RemoteProtocolError` with code `bad_request`.
@@ -207,6 +208,12 @@ class HttpConnection:
     def websocket_version_ok(self) -> bool:
         assert self._request is not None
         return self._request.headers.get("sec-websocket-version", "").encode() == WEBSOCKET_VERSION
+
+
+def refusal(status: int, message: str) -> bytes:
+    """A whole answer refusing a request with `message` as plain text, without reading it
+    (the server refuses before it parses anything: a connection over its limits)."""
+    return _fixed_response(status, message.encode() + b"\n", "text/plain; charset=utf-8")
 
 
 def _fixed_response(status: int, body: bytes, content_type: str) -> bytes:

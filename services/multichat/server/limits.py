@@ -25,10 +25,15 @@ TEXT_PAUSE_SECONDS = 0.3
 # IRC servers ping after 90 s of silence and give up about a minute later (ngIRCd: 120/60).
 IDLE_PING_SECONDS = 90.0
 IDLE_CLOSE_SECONDS = 150.0
-# InspIRCd's default <connect:localmax> is 3; friends behind one NAT rarely need more.
-CONNECTIONS_PER_SOURCE = 3
-# Half-open and handshaking connections may not crowd out real members.
-UNAUTHENTICATED_PER_SOURCE = 3
+# A browser fetches the page's eleven files over up to 6 connections at once (the limit per
+# host of Chrome, Firefox and Safari), each closed after its answer, then keeps one: room for
+# that beside a member or two at the same address. (InspIRCd's <connect:localmax> of 3 counts
+# IRC clients, one connection each: the page's first version was 3 files, and at 3 a browser
+# loading today's page had its scripts refused.)
+CONNECTIONS_PER_SOURCE = 8
+# Half-open and handshaking connections may not crowd out real members; a page's files are
+# fetched by visitors too, so the same 6 at once, and a member logging in, fit.
+UNAUTHENTICATED_PER_SOURCE = 8
 UNAUTHENTICATED_TOTAL = 256
 # ssh-chat and fail2ban's defaults: a few tries a minute stops guessing, not typos.
 FAILED_PASSWORDS_PER_MINUTE = 3

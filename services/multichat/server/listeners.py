@@ -370,8 +370,14 @@ class ChatServer:
         refusal = self.ctx.gate.admit(source)
         if refusal is not None:
             log.warning("refused a connection from %s: %s", source, refusal)
-            # One short frame into an empty socket buffer: the kernel takes it at once.
-            transport.send_nowait(wire.encode(Error("too_many_connections", refusal)))
+            # One short answer into an empty socket buffer: the kernel takes it at once. An
+            # HTTP request through the tunnel has been read already, and gets it in HTTP
+            # (a browser shows "too many requests", not a broken response).
+            if http.looks_like_http(initial[:8]):
+                answer = http.refusal(429, refusal)
+            else:
+                answer = wire.encode(Error("too_many_connections", refusal))
+            transport.send_nowait(answer)
             transport.close()
             return None
         return Session(transport, self.ctx, source, initial=initial, refuse_proxy=lan)
