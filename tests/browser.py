@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 
 from multichat.protocol.connection import ClientConnection
 from multichat.protocol.events import (
@@ -251,7 +251,9 @@ def open_tab(
 
 
 def log_in(page: Page, name: str, password: str = PASSWORD) -> None:
-    """Fill the form as a person would and press Enter; return once the room shows."""
+    """Fill the form as a person would and press Enter once the page's script has the form
+    (Join is disabled until then); return once the room shows."""
+    expect(page.get_by_role("button", name="Join")).to_be_enabled(timeout=STEP_MS)
     page.get_by_label("Room password").fill(password)
     page.get_by_label("Your name").fill(name)
     page.get_by_label("Your name").press("Enter")

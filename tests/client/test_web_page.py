@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, WebSocket, WebSocketRoute, expect
+from playwright.sync_api import Browser, Dialog, Page, Route, WebSocket, WebSocketRoute, expect
 
 from browser import (
     PASSWORD,
@@ -198,6 +198,38 @@ def test_a_browser_loads_the_page_and_joins_under_the_default_per_source_limits(
                 tab.page.get_by_role("button", name="Leave").click()
                 carol.wait_for(Leave, lambda leave, name=name: leave.name == name)
         carol.close()
+
+
+def test_enter_before_the_pages_script_runs_sends_the_password_nowhere(
+    browser: Browser, room: Room
+) -> None:
+    # On a slow link (a phone, the tunnel) a person can type and press Enter before app.js
+    # has run. A bare form is then the browser's to submit, as GET with the password in the
+    # URL (the address bar, the history, every proxy's log); Chromium, which defers that
+    # submission while the page's modules load, left the page dead instead (they were never
+    # fetched), and a test that pressed Enter too early through the tunnel timed out so.
+    ctx = browser.new_context()
+    ctx.set_default_timeout(STEP_MS)
+    try:
+        page = ctx.new_page()
+        held: list[Route] = []
+        page.route("**/app.js", lambda route: held.append(route))  # answered when we say
+        sent: list[str] = []
+        page.on("request", lambda request: sent.append(f"{request.method} {request.url}"))
+        page.goto(room.url, wait_until="commit")
+        page.get_by_label("Room password").fill(PASSWORD)
+        page.get_by_label("Your name").fill("alice")
+        page.keyboard.press("Enter")  # in the name field (a locator would wait on a navigation)
+        page.wait_for_timeout(500)
+        assert page.url == room.url, page.url  # no navigation: nothing was submitted
+        pump(page, lambda: bool(held))
+        held[0].continue_()
+        page.wait_for_timeout(500)  # (a submission held up behind the script goes now)
+        leaks = [line for line in sent if "horse" in line or line.startswith("POST")]
+        assert not leaks, leaks
+        log_in(page, "alice")  # once the script has the form, Enter logs in
+    finally:
+        ctx.close()
 
 
 def test_a_wrong_password_is_shown_beside_the_form_which_stays_usable(

@@ -183,6 +183,9 @@ def visit_site(page: Page, link: str) -> None:
     expect(page.get_by_role("heading", name=f"You are about to visit: {host}")).to_be_visible()
     page.get_by_role("button", name="Visit Site").click()
     expect(page.get_by_role("heading", name="Join the chat room")).to_be_visible()
+    # The form shows before its scripts run (modules load after the HTML): wait for them, as
+    # `goto` does, or Enter submits the bare form instead of logging in.
+    page.wait_for_load_state("load")
     assert page.url == f"{link}/"
 
 
@@ -217,9 +220,12 @@ def test_one_friends_browser_loads_the_link_under_the_default_per_source_limits(
         chromium(trust=up.tls.ca_file) as browser,
         open_tab(browser, up.link) as tab,
     ):
-        visit_site(tab.page, up.link)
-        tab.check()  # every file of the page came
-        log_in(tab.page, "alice")
+        try:
+            visit_site(tab.page, up.link)
+            tab.check()  # every file of the page came
+            log_in(tab.page, "alice")
+        except PlaywrightError as exc:  # what the room logged says more than a timeout
+            raise AssertionError(f"{exc}\n{tab.problems}\n{up.printed()}") from exc
         carol = TerminalMember(up.port, "carol", host=up.lan_host())
         say(tab.page, "hello through the tunnel")
         heard = carol.wait_for(Message)

@@ -141,6 +141,7 @@ $("again").addEventListener("click", () => {
 window.addEventListener("pagehide", pageClosing);
 
 showLoginForm(link.invite, link.room);
+setLoginBusy(false); // the form is ours now: Join works (index.html leaves it disabled)
 
 // For the tests, and for anyone curious in the console: the rules shared with Python.
 window.multichat = Object.freeze({
