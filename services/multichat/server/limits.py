@@ -28,8 +28,7 @@ IDLE_CLOSE_SECONDS = 150.0
 # A browser fetches the page's eleven files over up to 6 connections at once (the limit per
 # host of Chrome, Firefox and Safari), each closed after its answer, then keeps one: room for
 # that beside a member or two at the same address. (InspIRCd's <connect:localmax> of 3 counts
-# IRC clients, one connection each: the page's first version was 3 files, and at 3 a browser
-# loading today's page had its scripts refused.)
+# IRC clients, one connection each; at 3, a browser loading the page had scripts refused.)
 CONNECTIONS_PER_SOURCE = 8
 # Half-open and handshaking connections may not crowd out real members; a page's files are
 # fetched by visitors too, so the same 6 at once, and a member logging in, fit.
