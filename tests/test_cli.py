@@ -91,3 +91,24 @@ def test_only_a_server_with_a_backplane_loads_redis_client() -> None:
         serve + "ChatServer('pw', backplane=parse_address('redis://127.0.0.1:1'))\n"
     )
     assert "coredis" in shared
+
+
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source() -> None:
+    # typer keeps a docstring's line breaks; wrapped again at 80 columns, `up`'s second
+    # paragraph came out as "... (for browsers and `multichat connect`)" / "and, when" / ...
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [str(MULTICHAT), "up", "--help"], env=env, capture_output=True, text=True, timeout=30
+    )
+    description = done.stdout.split("╭")[0]  # before the first box: the docstring's text
+    paragraphs: list[list[str]] = [[]]
+    for line in description.splitlines():  # (rich pads even blank lines to the width)
+        if line.strip():
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    paragraphs = [lines for lines in paragraphs if lines]
+    assert len(paragraphs) >= 3, description  # usage, summary, and the paragraph below
+    for lines in paragraphs:
+        # Every line but a paragraph's last is filled nearly to the width before it breaks.
+        assert all(len(line.strip()) > 60 for line in lines[:-1]), lines

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .app import app
+from .app import app, unwrap_help
 
 # Each module registers its commands on the app as it is imported: in --help's order.
 # isort: off
@@ -18,6 +18,8 @@ from . import moderation  # noqa: F401
 from . import export  # noqa: F401
 
 # isort: on
+
+unwrap_help(app)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
@@ -16,6 +17,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def unwrap_help(app: typer.Typer) -> None:
+    """Give each command the help its docstring says, with each paragraph on one line.
+
+    typer keeps a docstring's line breaks after its first paragraph, and rich then wraps each
+    source line again: on an 80-column terminal every paragraph came out in ragged pieces
+    ("and, when" alone on a line). One line a paragraph, rich wraps it to the terminal.
+    """
+    for command in app.registered_commands:
+        if command.help is None and command.callback is not None:
+            doc = inspect.getdoc(command.callback) or ""
+            command.help = "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
