@@ -76,7 +76,9 @@ class Readiness:
         waiter = self._waiters.pop(fd, None)
         if waiter is None:
             return
-        if waiter.task is not None:  # its own task unregisters it, so only after a wait ended
+        if waiter.task is not None:
+            # A session unregisters its own socket, never while it waits; if another task
+            # does, the waiting one is woken, and its next wait is trio's.
             trio.lowlevel.reschedule(waiter.task)
         if self._epoll is not None:
             self._epoll.unregister(fd)
