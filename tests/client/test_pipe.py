@@ -155,18 +155,23 @@ async def _serve_in(
     server: ChatServer,
     port: int,
     scope: trio.CancelScope,
+    stopped: trio.Event,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with scope:
-        await server.serve(port, LOCAL, task_status=task_status)
+    try:
+        with scope:
+            await server.serve(port, LOCAL, task_status=task_status)
+    finally:
+        stopped.set()
 
 
 async def test_reconnect_after_server_restart_loses_nothing() -> None:
     with trio.fail_after(PROCESS_SECONDS + 10):
         async with trio.open_nursery() as nursery:
             first_scope = trio.CancelScope()
+            first_stopped = trio.Event()
             port = await nursery.start(
-                _serve_in, ChatServer(PASSWORD, limits=RELAXED), 0, first_scope
+                _serve_in, ChatServer(PASSWORD, limits=RELAXED), 0, first_scope, first_stopped
             )
             async with client_process(port) as process:
                 assert process.stdin is not None and process.stdout is not None
@@ -178,7 +183,9 @@ async def test_reconnect_after_server_restart_loses_nothing() -> None:
                 first_scope.cancel()  # the server vanishes without a notice
                 await out.until(r"^\* the server closed the connection; reconnecting in")
                 await process.stdin.send_all(b"while away 1\nwhile away 2\n")
-
+                # The client can see its connection close before the old server has closed
+                # its listener: a restarted server binds the port once the old one is gone.
+                await first_stopped.wait()
                 second = ChatServer(PASSWORD, limits=RELAXED)
                 await nursery.start(second.serve, port, LOCAL)
                 bob = await Peer.join(port, "bob")
