@@ -140,17 +140,35 @@ async def test_join_and_leave_notices_wait_for_the_presence_batch(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with running_room("bob") as (room, _fanout, (bob,), _):
-        first = trio.current_time()
+        flushed = trio.current_time()  # the room's last flush (its members' welcomes)
         carol = Inbox(room, "carol")
         await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
         dave = Inbox(room, "dave")
         await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
         room.remove(carol.member, "quit")
         when, events = await bob.next()
-        # One write for all three, timed from the first: later ones do not postpone it.
-        assert when == pytest.approx(first + PRESENCE_BATCH_SECONDS, abs=EPSILON)
+        # One write for all three, timed from the last flush: later ones do not postpone it.
+        assert when == pytest.approx(flushed + PRESENCE_BATCH_SECONDS, abs=EPSILON)
         assert events == [Join("carol", 0.0), Join("dave", 0.0), Leave("carol", "quit", 0.0)]
         assert dave.deliveries[0][0] == when  # its welcome came with the batch too
+
+
+async def test_a_join_notice_in_a_quiet_room_goes_out_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("bob") as (room, _fanout, (bob,), _):
+        await trio.sleep(PRESENCE_BATCH_SECONDS * 3)  # nothing flushed for a while
+        joined = trio.current_time()
+        carol = Inbox(room, "carol")
+        assert await bob.next() == (joined, [Join("carol", 0.0)])
+        # What follows within the window waits for its end, all in one write.
+        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        Inbox(room, "dave")
+        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        room.remove(carol.member, "quit")
+        when, events = await bob.next()
+        assert when == pytest.approx(joined + PRESENCE_BATCH_SECONDS, abs=EPSILON)
+        assert events == [Join("dave", 0.0), Leave("carol", "quit", 0.0)]
 
 
 async def test_a_message_takes_waiting_join_notices_along_at_once(

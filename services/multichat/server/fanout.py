@@ -12,7 +12,8 @@ When to flush is the whole policy:
 - in a busy room (`BUSY_POSTS` messages or more in the last `RATE_SECONDS`) a flush waits until
   `BATCH_SECONDS` after the last one: at most one write per member per that much time, however
   many messages (network cards coalesce interrupts by the same rule);
-- join and leave notices wait up to `PRESENCE_BATCH_SECONDS`, or until a message goes;
+- join and leave notices go at once in a room that has not flushed for `PRESENCE_BATCH_SECONDS`;
+  those that follow wait until that long after the last flush, or until a message goes;
 - whatever the timing, once `FLUSH_BYTES` are waiting, the reader that posted flushes at once.
 """
 
@@ -35,7 +36,9 @@ BUSY_POSTS = 50
 # paced 245,000 deliveries/s from one write per delivery to one per ten.
 BATCH_SECONDS = 0.002
 # Join and leave notices are not urgent: 5,000 members joining at once then cost each member a
-# few writes, not 5,000 (the benchmark's join took over 120 s when they went at once).
+# few writes, not 5,000 (the benchmark's join took over 120 s when they went at once). The
+# first after a quiet spell goes at once (a throttle's leading edge, not a debounce): a
+# friend's arrival is seen when it happens.
 PRESENCE_BATCH_SECONDS = 0.5
 
 
@@ -104,7 +107,7 @@ class Fanout:
         """Wait as long as the policy says before flushing what was appended."""
         if self.room.presence_only():
             if not self._hurry.is_set():
-                with trio.move_on_after(PRESENCE_BATCH_SECONDS):
+                with trio.move_on_at(self._last_flush + PRESENCE_BATCH_SECONDS):
                     await self._hurry.wait()
             return
         if self._busy or self._posts >= BUSY_POSTS:
