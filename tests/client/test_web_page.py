@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, Route, WebSocket, WebSocketRoute, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from browser import (
     PASSWORD,
@@ -197,6 +198,38 @@ def test_a_browser_loads_the_page_and_joins_under_the_default_per_source_limits(
                 assert (heard.sender, heard.text) == (name, f"hello from {name}")
                 tab.page.get_by_role("button", name="Leave").click()
                 carol.wait_for(Leave, lambda leave, name=name: leave.name == name)
+        carol.close()
+
+
+def test_a_phone_on_the_lan_opens_the_page_over_tls_past_the_certificate_warning(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # A room with no tunnel gives phones `https://LAN:PORT/` (its banner and QR code): the same
+    # listener, over TLS with the room's own certificate. A browser refuses it until the person
+    # goes on past the warning, which `ignore_https_errors` stands for; then everything,
+    # the WebSocket included, runs over TLS, under the default per-source limits.
+    defaults = Limits()
+    with serve_room(
+        tmp_path,
+        connections_per_source=defaults.connections_per_source,
+        unauthenticated_per_source=defaults.unauthenticated_per_source,
+    ) as room:
+        page_url = f"https://127.0.0.1:{room.port}/"
+        ctx = browser.new_context()
+        try:
+            with pytest.raises(PlaywrightError, match="ERR_CERT_AUTHORITY_INVALID"):
+                ctx.new_page().goto(page_url)
+        finally:
+            ctx.close()
+        carol = TerminalMember(room.port, "carol")
+        with open_tab(browser, page_url, viewport=PHONE, ignore_https_errors=True) as tab:
+            sockets: list[str] = []
+            tab.page.on("websocket", lambda ws: sockets.append(ws.url))
+            log_in(tab.page, "dana")
+            say(tab.page, "hello over tls")
+            heard = carol.wait_for(Message)
+            assert (heard.sender, heard.text) == ("dana", "hello over tls")
+            assert sockets and all(url.startswith("wss://127.0.0.1:") for url in sockets)
         carol.close()
 
 

@@ -158,12 +158,21 @@ def test_personal_invites_carry_the_token_in_the_query_or_the_fragment() -> None
         assert parse_address(invite.text).invite == "tok_en-123"
 
 
-def test_without_a_tunnel_the_lan_invite_is_the_phones() -> None:
+def test_without_a_tunnel_the_page_on_the_lan_is_the_phones() -> None:
     lan_only = state(https=None, tcp=None)
     invites = room_invites(lan_only)
-    assert [i.where for i in invites] == ["LAN", "LAN"]
-    assert for_a_phone(invites) == invites[0]
+    assert [i.where for i in invites] == ["LAN", "LAN", "LAN browser", "LAN browser"]
+    pages = [i.text for i in invites[2:]]
+    assert pages == ["https://192.168.1.20:5002/", "https://[fe80::1]:5002/"]
+    assert not any(i.terminal for i in invites[2:])
+    # A phone's camera opens a link in its browser; it cannot open multichat://.
+    assert for_a_phone(invites) == invites[2]
+    # A personal invite's token rides in the fragment, which the page reads.
+    personal = room_invites(lan_only, token="tok_en-123")[2]
+    assert personal.text == "https://192.168.1.20:5002/#invite=tok_en-123"
+    # With a public link, that is the phone's, and the LAN's page is not offered.
     assert for_a_phone(room_invites(state())) == room_invites(state())[0]
+    assert "LAN browser" not in [i.where for i in room_invites(state())]
     local = room_invites(state(https=None, tcp=None, lan=["127.0.0.1"]))
     assert [i.where for i in local] == ["this machine"] and for_a_phone(local) == local[0]
     assert for_a_phone([]) is None
@@ -258,11 +267,30 @@ def test_the_banner_without_the_qr_code() -> None:
     assert f"    public link:  {LINK}" in lines
 
 
+def test_the_banner_without_a_tunnel_gives_browsers_the_page_on_the_lan() -> None:
+    banner = Banner("den", out=io.StringIO(), rooms=("games",))
+    banner.show(state(https=None, tcp=None), tunnel=False)
+    assert isinstance(banner.out, io.StringIO)
+    lines = banner.out.getvalue().splitlines()
+    top = lines.index("  In a browser on your network: https://192.168.1.20:5002/")
+    assert lines[top + 1] == "    games: https://192.168.1.20:5002/#room=games"
+    assert lines[top + 2] == "  In a browser on your network: https://[fe80::1]:5002/"
+    assert lines[top + 6] == "  Or in a terminal:"
+    assert not any(line.startswith("  Open in a browser:") for line in lines)  # the public one's
+    assert "    LAN browser:  https://192.168.1.20:5002/" in lines
+    heading = lines.index("  Scan with a phone (LAN browser):")
+    drawn = read_qr([line[2:] for line in lines[heading + 1 : lines.index("", heading)]])
+    want = expected_modules("https://192.168.1.20:5002/")
+    assert drawn[: len(want)] == want
+
+
 def test_serve_announces_one_line_per_invite() -> None:
     out = io.StringIO()
     announce_invites(state(https=None, tcp=None), "kept in /data/den", out)
     assert out.getvalue().splitlines() == [
         f"Invite (LAN): {pinned('192.168.1.20', 5002, 'Book club & co', FP)}",
         f"Invite (LAN): {pinned('fe80::1', 5002, 'Book club & co', FP)}",
+        "Invite (LAN browser): https://192.168.1.20:5002/",
+        "Invite (LAN browser): https://[fe80::1]:5002/",
         f"Certificate: SHA-256 {FP} (kept in /data/den)",
     ]

@@ -209,13 +209,25 @@ async def test_no_qr_leaves_the_code_out_and_ephemeral_says_the_fingerprint_chan
     assert "changes every start" in banner.text
     assert (await cli.run("down")).returncode == 0
     assert await up.wait() == 0
-    # Without --no-qr, the LAN invite is the phone's when there is no tunnel.
+    # Without --no-qr and without a tunnel, the phone's code is the page on the LAN (a
+    # camera opens a link in the browser, never multichat://); with no LAN, this machine's.
     up, banner = await cli.up("--no-tunnel", "--ephemeral", "--password", PASSWORD)
-    heading = re.search(r"  Scan with a phone \((LAN|this machine)\):", banner.text)
-    assert heading is not None
-    [first] = INVITE.findall(banner.text[banner.text.index("  Invites (") :])[:1]
-    drawn = read_qr(qr_block(banner.text, heading[0]))
-    assert drawn[: len(expected_modules(first))] == expected_modules(first)
+    invites = banner.text[banner.text.index("  Invites (") :]
+    if banner.lan:
+        page = f"https://{banner.lan[0]}:{banner.port}/"
+        assert f"  In a browser on your network: {page}\n" in banner.text
+        assert banner.https is None  # not taken for the public link
+        assert found(r"LAN browser: +(\S+)\n", invites) == page
+        heading, phone = "  Scan with a phone (LAN browser):", page
+    else:
+        assert "In a browser on your network" not in banner.text
+        heading, phone = "  Scan with a phone (this machine):", INVITE.findall(invites)[0]
+    drawn = read_qr(qr_block(banner.text, heading))
+    assert drawn[: len(expected_modules(phone))] == expected_modules(phone)
+    # The page is served there, over TLS with the banner's certificate (reached on loopback:
+    # the same listener).
+    fingerprint = found(r"  Certificate: SHA-256 ([0-9a-f]{64})", banner.text)
+    assert await served_fingerprint("127.0.0.1", banner.port) == fingerprint
     assert (await cli.run("down")).returncode == 0
     assert await up.wait() == 0
 

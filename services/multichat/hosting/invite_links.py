@@ -4,6 +4,11 @@ An invite says where the room is and how to trust it, in one string:
 
     multichat://HOST:PORT/?room=NAME&fp=SHA256            (the LAN, a TCP tunnel)
     https://abc.ngrok-free.app                            (the HTTPS tunnel: a CA vouches)
+    https://192.168.1.20:5002/                            (a browser on the LAN, no tunnel)
+
+A browser cannot pin: on the LAN it warns about the room's own certificate, and the person
+compares its SHA-256 with the banner's before going on. That link is offered only when there
+is no public one, since it is the only way a phone on the LAN can join.
 
 `fp` is the SHA-256 of the room's certificate (see certificate.py); `multichat connect` checks
 it before sending anything. A personal invite adds its token: `&invite=TOKEN` on the first
@@ -21,6 +26,8 @@ from urllib.parse import quote
 from .statefile import RoomState
 
 SCHEME = "multichat"
+# The `where` of the page's link on the LAN.
+LAN_BROWSER = "LAN browser"
 # segno's compact form draws two rows of modules per line with these block characters.
 _BLOCKS = "\u2580\u2584\u2588"
 # Where those cannot be printed (an ASCII-only console), each module is two characters wide
@@ -42,6 +49,12 @@ def link(https: str, token: str | None = None) -> str:
     return https if token is None else f"{https.rstrip('/')}/#invite={quote(token, safe='')}"
 
 
+def lan_link(host: str, port: int, token: str | None = None) -> str:
+    """`https://HOST:PORT/`, the page on the LAN, with the token in its fragment if given."""
+    host = f"[{host}]" if ":" in host else host
+    return link(f"https://{host}:{port}/", token)
+
+
 def tcp_host_port(tcp: str) -> tuple[str, int] | None:
     """`tcp://HOST:PORT` as ngrok prints it, split; None if it is not that."""
     host, sep, port = tcp.removeprefix("tcp://").rpartition(":")
@@ -54,7 +67,7 @@ def tcp_host_port(tcp: str) -> tuple[str, int] | None:
 class InviteText:
     """One way in, as given to a friend: where it works (for the host), and the string."""
 
-    where: str  # "public link", "TCP tunnel", "LAN", "this machine"
+    where: str  # "public link", "TCP tunnel", "LAN", "this machine", LAN_BROWSER
     text: str
     terminal: bool  # for `multichat connect` (a link also opens in a browser)
 
@@ -67,8 +80,9 @@ def room_invites(state: RoomState, token: str | None = None) -> list[InviteText]
     """Every invite to the room in `state`, the one a phone would use first.
 
     The public link leads (a phone opens it in a browser); then the TCP tunnel and the LAN
-    addresses, pinned to the room's certificate. None of the pinned ones without a fingerprint
-    (a state file from a room before TLS).
+    addresses, pinned to the room's certificate; without a public link, the page at each LAN
+    address after them. None but the public link without a fingerprint (a state file from a
+    room before TLS).
     """
     invites = []
     if state.https:
@@ -79,10 +93,17 @@ def room_invites(state: RoomState, token: str | None = None) -> list[InviteText]
     if tcp is not None:
         text = pinned(*tcp, state.room, state.fingerprint, token)
         invites.append(InviteText("TCP tunnel", text, terminal=True))
+    lan = []
     for address in state.lan or [state.control_host()]:
         where = "this machine" if address in ("127.0.0.1", "::1", "localhost") else "LAN"
         text = pinned(address, state.port, state.room, state.fingerprint, token)
         invites.append(InviteText(where, text, terminal=True))
+        if where == "LAN":
+            lan.append(address)
+    if not state.https:
+        for address in lan:
+            text = lan_link(address, state.port, token)
+            invites.append(InviteText(LAN_BROWSER, text, terminal=False))
     return invites
 
 
@@ -93,8 +114,9 @@ def invite_lines(invites: list[InviteText], indent: str = "  ") -> list[str]:
 
 
 def for_a_phone(invites: list[InviteText]) -> InviteText | None:
-    """The invite the QR code shows: the public link when there is one, else the LAN's."""
-    for where in ("public link", "LAN"):
+    """The invite the QR code shows: a link a phone's camera opens in its browser, the public
+    one or else the LAN's; without either, the first."""
+    for where in ("public link", LAN_BROWSER):
         for invite in invites:
             if invite.where == where:
                 return invite

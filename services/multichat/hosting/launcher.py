@@ -123,6 +123,16 @@ class Banner:
                 self.say(f"    {other}: {https.rstrip('/')}/#room={quote(other, safe='')}")
             self.say("  Or in a terminal:")
             self.say(f"    multichat connect {https}")
+        elif state.lan and state.fingerprint:
+            # No public link: a phone on the same network still joins from its browser.
+            for address in state.lan:
+                page = invite_links.lan_link(address, state.port)
+                self.say(f"  In a browser on your network: {page}")
+                for other in self.rooms:
+                    self.say(f"    {other}: {page}#room={quote(other, safe='')}")
+            self.say("    (it warns about the room's own certificate: go on if the SHA-256 it")
+            self.say("    shows is the one below)")
+            self.say("  Or in a terminal:")
         else:
             self.say("  Friends join with:")
         if tcp:
