@@ -153,6 +153,18 @@ def test_the_short_way_reads_every_length_a_client_sends(size: int) -> None:
     assert server.next_line() == text.encode() + b"\n"
 
 
+def test_a_server_that_read_only_text_frames_closes_normally() -> None:
+    # wsproto's connection is made only at the close: it must start open, at a frame's edge.
+    sender = client()
+    server = WebSocketConnection()
+    server.receive_data(b"".join(sender.send(TextMessage(s)) for s in SAYS))
+    assert [server.next_line() for _ in SAYS] == [s.encode() + b"\n" for s in SAYS]
+    assert server.data_to_send() == b""
+    sender.receive_data(server.close())
+    (event,) = list(sender.events())
+    assert isinstance(event, CloseConnection) and event.code == 1000
+
+
 def test_bad_utf8_the_short_way_is_closed_with_1007() -> None:
     mask = b"\x00\x00\x00\x00"
     server = WebSocketConnection()

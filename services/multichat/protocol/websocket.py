@@ -58,7 +58,9 @@ class WebSocketConnection:
     )
 
     def __init__(self, trailing_data: bytes = b"", *, max_message: int = MAX_FRAME) -> None:
-        self._ws = Connection(ConnectionType.SERVER)
+        # wsproto's state is 1.7 KiB a connection, most of what a member on WebSocket costs
+        # beyond one on TCP; a chat client may never send a frame that needs it (`_wsproto`).
+        self._ws: Connection | None = None
         self._message: list[str] = []  # the fragments of a text message so far
         self._max_message = max_message
         self._outgoing = bytearray()
@@ -74,14 +76,14 @@ class WebSocketConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; `b""` means the TCP connection closed."""
-        if self._closed or self._ws.state is ConnectionState.CLOSED:
+        if self._closed or (self._ws is not None and self._ws.state is ConnectionState.CLOSED):
             return
         if not data:
             self._closed = True
         elif self._buffer is not None:
             self._buffer += data
         else:
-            self._ws.receive_data(data)
+            self._wsproto().receive_data(data)
 
     def next_line(self) -> bytes | NeedData | ConnectionClosed:
         """The next whole text message as a line. Raises RemoteProtocolError."""
@@ -91,8 +93,9 @@ class WebSocketConnection:
             if line is not None:
                 return line
             self._buffer = None  # not a frame for the short way: wsproto reads from here
-            self._ws.receive_data(bytes(buffer))
-        for event in self._ws.events():
+            self._wsproto().receive_data(bytes(buffer))
+        ws = self._wsproto()
+        for event in ws.events():
             if isinstance(event, TextMessage):
                 self._message.append(event.data)
                 size = sum(len(part) for part in self._message)
@@ -111,11 +114,11 @@ class WebSocketConnection:
                 self._fail(CloseReason.UNSUPPORTED_DATA)
                 raise RemoteProtocolError("multichat/1 messages are text, not binary")
             elif isinstance(event, Ping):
-                self._outgoing += self._ws.send(event.response())
+                self._outgoing += ws.send(event.response())
             elif isinstance(event, CloseConnection):
-                if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._outgoing += self._ws.send(event.response())  # the client closed
-                elif self._ws.state is ConnectionState.OPEN:
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._outgoing += ws.send(event.response())  # the client closed
+                elif ws.state is ConnectionState.OPEN:
                     # wsproto found a broken frame (bad mask, bad UTF-8): close with its code.
                     self._fail(event.code)
                     raise RemoteProtocolError(f"bad WebSocket frame: {event.reason}")
@@ -168,9 +171,17 @@ class WebSocketConnection:
 
     def close(self) -> bytes:
         """The close frame to send last: normal, or the code of the error that ended it."""
-        if self._ws.state is not ConnectionState.OPEN:
+        ws = self._wsproto()
+        if ws.state is not ConnectionState.OPEN:
             return b""
-        return self._ws.send(CloseConnection(code=self._close_code))
+        return ws.send(CloseConnection(code=self._close_code))
+
+    def _wsproto(self) -> Connection:
+        """wsproto's connection, made when first needed: the short way has read every frame
+        so far, so it starts at a frame's boundary, in the open state."""
+        if self._ws is None:
+            self._ws = Connection(ConnectionType.SERVER)
+        return self._ws
 
     def _fail(self, code: int) -> None:
         # The close frame waits for `close`: the error frame that says why must go first.
