@@ -18,6 +18,7 @@ from multichat.server.fanout import (
     BUSY_POSTS,
     FLUSH_BYTES,
     PRESENCE_BATCH_SECONDS,
+    PRESENCE_SPACING,
     RATE_SECONDS,
     Fanout,
 )
@@ -32,10 +33,12 @@ Delivery = tuple[float, list[Event]]
 
 
 class Inbox:
-    """A member whose outlet takes its share at once and records when it got what."""
+    """A member whose outlet takes its share at once and records when it got what. With `cost`,
+    each take moves the virtual clock on that far, as a real write takes time."""
 
-    def __init__(self, room: Room, name: str) -> None:
+    def __init__(self, room: Room, name: str, cost: float = 0.0) -> None:
         self.room = room
+        self.cost = cost
         self.deliveries: list[Delivery] = []
         self._read = 0
         self._arrived = trio.Event()
@@ -52,6 +55,10 @@ class Inbox:
             events = [wire.decode(line) for line in data.splitlines()]
             self.deliveries.append((trio.current_time(), events))
             self._arrived.set()
+        if self.cost:
+            clock = trio.lowlevel.current_clock()
+            assert isinstance(clock, trio.testing.MockClock)
+            clock.jump(self.cost)
 
     def kick(self, reason: str, /) -> None:
         raise AssertionError(f"{self.member.name} kicked: {reason}")
@@ -71,11 +78,12 @@ class Inbox:
         return [e.text for _, events in self.deliveries for e in events if isinstance(e, Message)]
 
 
-def quiet_room(*names: str) -> tuple[Room, Fanout, list[Inbox]]:
-    """A room with members whose welcomes and join notices are already out."""
+def quiet_room(*names: str, cost: float = 0.0) -> tuple[Room, Fanout, list[Inbox]]:
+    """A room with members whose welcomes and join notices are already out; a flush takes
+    `cost` for each of them."""
     room = Room("r", limits=Limits(), clock=lambda: 0.0, monotonic=trio.current_time)
     fanout = Fanout(room)
-    inboxes = [Inbox(room, name) for name in names]
+    inboxes = [Inbox(room, name, cost) for name in names]
     fanout.flush_nowait()
     for inbox in inboxes:
         inbox.deliveries.clear()
@@ -84,11 +92,11 @@ def quiet_room(*names: str) -> tuple[Room, Fanout, list[Inbox]]:
 
 @asynccontextmanager
 async def running_room(
-    *names: str,
+    *names: str, cost: float = 0.0
 ) -> AsyncIterator[tuple[Room, Fanout, list[Inbox], trio.Nursery]]:
     """A quiet room with its fan-out running, for at most 10 (virtual) seconds."""
     with trio.fail_after(10):
-        room, fanout, inboxes = quiet_room(*names)
+        room, fanout, inboxes = quiet_room(*names, cost=cost)
         async with trio.open_nursery() as nursery:
             await nursery.start(fanout.run)
             yield room, fanout, inboxes, nursery
@@ -136,51 +144,78 @@ async def test_messages_posted_in_one_scheduler_batch_share_one_write(
         assert len(events) == 4 and set(texts) == {"one", "two", "three", "four"}
 
 
-async def test_join_and_leave_notices_wait_for_the_presence_batch(
+# A flush of one member that takes this long: its notices then wait three times as long.
+COST = PRESENCE_BATCH_SECONDS / 25
+
+
+async def test_join_and_leave_notices_wait_for_a_multiple_of_the_last_flush(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with running_room("bob") as (room, _fanout, (bob,), _):
-        flushed = trio.current_time()  # the room's last flush (its members' welcomes)
+    async with running_room("bob", cost=COST) as (room, _fanout, (bob,), _):
+        # The room's last flush (its welcomes) began at 0 and took COST.
+        due = COST + PRESENCE_SPACING * COST
         carol = Inbox(room, "carol")
-        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        await trio.sleep(COST / 2)
         dave = Inbox(room, "dave")
-        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        await trio.sleep(COST / 2)
         room.remove(carol.member, "quit")
         when, events = await bob.next()
-        # One write for all three, timed from the last flush: later ones do not postpone it.
-        assert when == pytest.approx(flushed + PRESENCE_BATCH_SECONDS, abs=EPSILON)
+        # One write for all three: later ones do not postpone it.
+        assert when == pytest.approx(due, abs=EPSILON)
         assert events == [Join("carol", 0.0), Join("dave", 0.0), Leave("carol", "quit", 0.0)]
-        assert dave.deliveries[0][0] == when  # its welcome came with the batch too
+        # Its welcome came with the batch too, after bob's share.
+        assert dave.deliveries[0][0] == pytest.approx(when + COST, abs=EPSILON)
+
+
+async def test_a_slow_flush_holds_notices_no_longer_than_the_presence_batch(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    slow = PRESENCE_BATCH_SECONDS / 2  # three times that is past the batch's end
+    async with running_room("bob", cost=slow) as (room, _fanout, (bob,), _):
+        Inbox(room, "carol")
+        when, events = await bob.next()
+        assert when == pytest.approx(PRESENCE_BATCH_SECONDS, abs=EPSILON)
+        assert events == [Join("carol", 0.0)]
 
 
 async def test_a_join_notice_in_a_quiet_room_goes_out_at_once(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with running_room("bob") as (room, _fanout, (bob,), _):
+    async with running_room("bob", cost=COST) as (room, _fanout, (bob,), _):
         await trio.sleep(PRESENCE_BATCH_SECONDS * 3)  # nothing flushed for a while
         joined = trio.current_time()
         carol = Inbox(room, "carol")
         assert await bob.next() == (joined, [Join("carol", 0.0)])
-        # What follows within the window waits for its end, all in one write.
-        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        # What follows within the spacing waits for its end, all in one write (that flush
+        # took COST, bob's share).
+        flushed = joined + COST
         Inbox(room, "dave")
-        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
         room.remove(carol.member, "quit")
         when, events = await bob.next()
-        assert when == pytest.approx(joined + PRESENCE_BATCH_SECONDS, abs=EPSILON)
+        assert when == pytest.approx(flushed + PRESENCE_SPACING * COST, abs=EPSILON)
         assert events == [Join("dave", 0.0), Leave("carol", "quit", 0.0)]
+
+
+async def test_join_notices_in_a_room_that_flushes_in_no_time_go_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_room("bob") as (room, _fanout, (bob,), _):
+        for name in ("carol", "dave"):
+            joined = trio.current_time()
+            Inbox(room, name)
+            assert await bob.next() == (joined, [Join(name, 0.0)])
 
 
 async def test_a_message_takes_waiting_join_notices_along_at_once(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with running_room("alice", "bob") as (room, _fanout, (alice, bob), _):
+    async with running_room("alice", "bob", cost=COST) as (room, _fanout, (alice, bob), _):
         Inbox(room, "carol")
-        await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+        await trio.sleep(COST)  # the notice is due later than this
         posted = trio.current_time()
         room.post(alice.member, "welcome, carol")
         assert await bob.next() == (
-            posted,
+            pytest.approx(posted + COST, abs=EPSILON),  # after alice's share
             [Join("carol", 0.0), message(1, "alice", "welcome, carol")],
         )
 
@@ -290,14 +325,14 @@ async def test_closing_flushes_the_shutdown_notice_and_ends_run(
 
 async def test_closing_does_not_wait_for_the_presence_batch(autojump_clock: trio.abc.Clock) -> None:
     with trio.fail_after(10):
-        room, fanout, (bob,) = quiet_room("bob")
+        room, fanout, (bob,) = quiet_room("bob", cost=COST)
         async with trio.open_nursery() as nursery:
             await nursery.start(fanout.run)
             Inbox(room, "carol")
-            await trio.sleep(PRESENCE_BATCH_SECONDS / 5)
+            await trio.sleep(COST)  # the notice is due later than this
             closed = trio.current_time()
             room.close("bye")
-        assert trio.current_time() == closed
+        assert trio.current_time() == pytest.approx(closed + COST, abs=EPSILON)  # bob's share
         assert bob.deliveries == [(closed, [Join("carol", 0.0), Shutdown("bye")])]
 
 
