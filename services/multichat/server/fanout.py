@@ -44,7 +44,7 @@ PRESENCE_BATCH_SECONDS = 0.5
 # piles up while a send is in flight): after a flush, notices wait this many times its length,
 # so a storm of joins keeps the fan-out on notices at most a quarter of the time, and a small
 # room's notices, whose flush takes microseconds, go at once. The 5,000-member join took about
-# a tenth less time than with the fixed 0.5 s (docs/benchmarks.md).
+# an eighth less time than with the fixed 0.5 s (docs/benchmarks.md).
 PRESENCE_SPACING = 3
 
 
