@@ -18,8 +18,8 @@ from multichat.server.fanout import (
     BUSY_POSTS,
     FLUSH_BYTES,
     PRESENCE_BATCH_SECONDS,
-    PRESENCE_SPACING,
     RATE_SECONDS,
+    SPACING,
     Fanout,
 )
 from multichat.server.limits import Limits
@@ -73,6 +73,10 @@ class Inbox:
             await self._arrived.wait()
         self._read += 1
         return self.deliveries[self._read - 1]
+
+    def skip_nowait(self) -> None:
+        """Count every delivery so far as read: `next` waits for the one after."""
+        self._read = len(self.deliveries)
 
     def texts(self) -> list[str]:
         return [e.text for _, events in self.deliveries for e in events if isinstance(e, Message)]
@@ -153,7 +157,7 @@ async def test_join_and_leave_notices_wait_for_a_multiple_of_the_last_flush(
 ) -> None:
     async with running_room("bob", cost=COST) as (room, _fanout, (bob,), _):
         # The room's last flush (its welcomes) began at 0 and took COST.
-        due = COST + PRESENCE_SPACING * COST
+        due = COST + SPACING * COST
         carol = Inbox(room, "carol")
         await trio.sleep(COST / 2)
         dave = Inbox(room, "dave")
@@ -192,7 +196,7 @@ async def test_a_join_notice_in_a_quiet_room_goes_out_at_once(
         Inbox(room, "dave")
         room.remove(carol.member, "quit")
         when, events = await bob.next()
-        assert when == pytest.approx(flushed + PRESENCE_SPACING * COST, abs=EPSILON)
+        assert when == pytest.approx(flushed + SPACING * COST, abs=EPSILON)
         assert events == [Join("dave", 0.0), Leave("carol", "quit", 0.0)]
 
 
@@ -234,49 +238,92 @@ async def test_a_flush_worth_of_join_notices_goes_out_at_once(
         assert events == [Join(f"guest{i}", 0.0) for i in range(guests)]
 
 
-async def test_a_busy_room_flushes_at_most_once_per_batch_interval(
+async def busy_room_posts(
+    room: Room, fanout: Fanout, alice: Inbox, count: int, interval: float
+) -> list[float]:
+    """`count` posts from alice, `interval` apart; when each was posted, once all are out."""
+    posted: list[float] = []
+    for i in range(count):
+        posted.append(trio.current_time())
+        room.post(alice.member, str(i))
+        fanout.posted_nowait()
+        await trio.sleep(interval)
+    while not alice.texts() or alice.texts()[-1] != str(count - 1):
+        await alice.next()
+    assert alice.texts() == [str(i) for i in range(count)]  # each once, in order
+    alice.skip_nowait()
+    return posted
+
+
+def waits(deliveries: list[Delivery], posted: list[float]) -> list[float]:
+    """How long each message waited for the flush that carried it."""
+    starts = [when for when, events in deliveries for _ in events]
+    return [start - post for start, post in zip(starts, posted, strict=True)]
+
+
+async def test_a_busy_room_batches_by_the_length_of_its_flushes(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    # Twice the busy rate, for ten rate periods.
+    # Twice the busy rate, for ten rate periods; each member's share of a flush takes a
+    # quarter of the gap between posts. Alice comes first in every flush: her deliveries are
+    # the flushes' starts.
     interval = RATE_SECONDS / (2 * BUSY_POSTS)
     count = 10 * BUSY_POSTS
-    async with running_room("alice", "bob") as (room, fanout, (alice, bob), _):
-        posted: list[float] = []
-        for i in range(count):
-            posted.append(trio.current_time())
-            room.post(alice.member, str(i))
-            fanout.posted_nowait()
-            await trio.sleep(interval)
-        while not bob.texts() or bob.texts()[-1] != str(count - 1):
-            await bob.next()
-        deliveries = bob.deliveries
-        assert bob.texts() == [str(i) for i in range(count)]  # each once, in order
+    cost = interval / 4
+    flush = 2 * cost
+    async with running_room("alice", "bob", cost=cost) as (room, fanout, (alice, bob), _):
+        posted = await busy_room_posts(room, fanout, alice, count, interval)
+        deliveries = alice.deliveries
+        assert bob.texts() == alice.texts()
 
         # Until the room counts as busy, every message goes out on its own, at once...
         quiet = BUSY_POSTS - 1
         for i in range(quiet):
             assert deliveries[i] == (posted[i], [message(i + 1, "alice", str(i))])
-        # ...then flushes are BATCH_SECONDS apart and each carries several messages.
+        # ...then the next flush starts SPACING times a flush's length after one ended,
+        # sooner than BATCH_SECONDS, and carries what came meanwhile.
         busy = deliveries[quiet - 1 :]
+        spaced = flush + SPACING * flush
+        assert spaced < BATCH_SECONDS
         for (before, _), (after, _) in pairwise(busy):
-            assert after - before >= BATCH_SECONDS - EPSILON
-        assert all(len(events) >= 5 for _, events in busy[1:-1])
-        assert len(deliveries) < quiet + 2 + (count - quiet) * interval / BATCH_SECONDS
-        # No message waits longer than one batch interval.
-        seq = 0
-        for when, events in deliveries:
-            for _ in events:
-                assert when - posted[seq] <= BATCH_SECONDS + EPSILON
-                seq += 1
+            assert after - before >= spaced - EPSILON
+        assert all(len(events) >= 2 for _, events in busy[2:-1])  # busy[1]: the first spaced
+        assert max(waits(deliveries, posted)) <= spaced + EPSILON
 
-        # A room that has calmed down delivers at once again, even a post that comes
-        # within BATCH_SECONDS of the last flush (the burst's last period was busy).
+        # A room that has calmed down delivers at once again, even a post that comes soon
+        # after the last flush (the burst's last period was busy).
         await trio.sleep(2 * RATE_SECONDS)
         for seq in range(count + 1, count + 3):
             calm = trio.current_time()
             room.post(alice.member, "calm")
-            assert await bob.next() == (calm, [message(seq, "alice", "calm")])
-            await trio.sleep(BATCH_SECONDS / 2)
+            assert await alice.next() == (calm, [message(seq, "alice", "calm")])
+            await trio.sleep(interval / 2)
+
+
+async def test_a_busy_room_flushes_at_least_once_per_batch_interval(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Once the room is busy its flushes become slow: SPACING times their length would be past
+    # BATCH_SECONDS, so they are BATCH_SECONDS apart, each carrying several messages.
+    interval = RATE_SECONDS / (2 * BUSY_POSTS)
+    count = 10 * BUSY_POSTS
+    async with running_room("alice", "bob") as (room, fanout, (alice, bob), nursery):
+        slow = BATCH_SECONDS / 4  # a flush of both: half the interval
+
+        async def slow_down() -> None:
+            await trio.sleep(RATE_SECONDS * 2)
+            alice.cost = bob.cost = slow
+
+        nursery.start_soon(slow_down)
+        posted = await busy_room_posts(room, fanout, alice, count, interval)
+        slowed = [(when, events) for when, events in alice.deliveries if when > RATE_SECONDS * 2]
+        assert len(slowed) > 10
+        for (before, _), (after, _) in pairwise(slowed):
+            assert after - before == pytest.approx(BATCH_SECONDS, abs=EPSILON)
+        # Several each: what was posted in the time between (the flush itself holds the
+        # poster up, as a real one would the loop), after the first, which was already due.
+        assert all(len(events) >= 4 for _, events in slowed[1:-1])
+        assert max(waits(alice.deliveries, posted)) <= BATCH_SECONDS + EPSILON
 
 
 async def test_a_reader_flushes_at_once_when_a_flush_worth_is_waiting(

@@ -9,13 +9,13 @@ measured cost of waking a task per member per message (three task switches aroun
 When to flush is the whole policy:
 - a message goes out at the end of the scheduler batch it came in, so messages that arrive
   together (in one read, or from several readers at once) share one write per member;
-- in a busy room (`BUSY_POSTS` messages or more in the last `RATE_SECONDS`) a flush waits until
-  `BATCH_SECONDS` after the last one: at most one write per member per that much time, however
-  many messages (network cards coalesce interrupts by the same rule);
-- join and leave notices wait after a flush for `PRESENCE_SPACING` times its length, at most
-  `PRESENCE_BATCH_SECONDS` from its start, or until a message goes: at once after a quiet
-  spell, within a few milliseconds in a room of friends, and in a storm of joins to a big room
-  in batches that keep the fan-out's time on them bounded;
+- in a busy room (`BUSY_POSTS` messages or more in the last `RATE_SECONDS`) a flush waits
+  after the last one for `SPACING` times that one's length, and at most until `BATCH_SECONDS`
+  after it began: the fan-out writes at most a quarter of the time, and what piles up meanwhile
+  goes in one write per member, however many messages;
+- join and leave notices wait by the same rule, at most `PRESENCE_BATCH_SECONDS`, or until a
+  message goes: at once after a quiet spell, within microseconds in a room of friends, and in
+  batches in a storm of joins to a big room;
 - whatever the timing, once `FLUSH_BYTES` are waiting, the reader that posted flushes at once.
 """
 
@@ -34,18 +34,19 @@ FLUSH_BYTES = 16 * 1024
 # people types that fast, so only a flood or a very large room pays the delay...
 RATE_SECONDS = 0.02
 BUSY_POSTS = 50
-# ...and a busy room's flushes are this far apart: a delay no person perceives, which cuts a
-# paced 245,000 deliveries/s from one write per delivery to one per ten.
+# ...and a busy room's flushes are batched by backlog, not by time (as a kernel's autocork
+# coalesces only what piles up while a send is in flight): after a flush, what comes next waits
+# this many times its length, so the fan-out writes at most a quarter of the time. With 1, a
+# paced 245,000 deliveries/s took half again as much CPU; with 3, a tenth more, and latency
+# in the busy room fell by a third (docs/benchmarks.md).
+SPACING = 3
+# A busy room's flushes are never further apart than this: a delay no person perceives, which
+# cuts a paced 245,000 deliveries/s from one write per delivery to one per ten on a slow host.
 BATCH_SECONDS = 0.002
-# Join and leave notices are not urgent: 5,000 members joining at once then cost each member a
-# few writes, not 5,000 (the benchmark's join took over 120 s when they went at once)...
+# Join and leave notices wait by the same rule, but for up to this long: 5,000 members joining
+# at once then cost each member a few writes, not 5,000 (the benchmark's join took over 120 s
+# when they went at once). With a fixed 0.5 s instead, that join took an eighth longer.
 PRESENCE_BATCH_SECONDS = 0.5
-# ...but they are batched by backlog, not by time (as a kernel's autocork coalesces only what
-# piles up while a send is in flight): after a flush, notices wait this many times its length,
-# so a storm of joins keeps the fan-out on notices at most a quarter of the time, and a small
-# room's notices, whose flush takes microseconds, go at once. The 5,000-member join took about
-# an eighth less time than with the fixed 0.5 s (docs/benchmarks.md).
-PRESENCE_SPACING = 3
 
 
 class Fanout:
@@ -57,6 +58,7 @@ class Fanout:
         self._appended_event = trio.Event()
         self._hurry = trio.Event()  # something other than presence, or a flush's worth
         self._last_flush = -math.inf
+        self._due = -math.inf  # when a busy room's next flush may start: SPACING after the last
         self._presence_due = -math.inf  # when waiting join and leave notices go
         self._busy = False  # BUSY_POSTS or more messages in the last whole RATE_SECONDS
         self._posts = 0  # messages since `_counting_since`
@@ -97,9 +99,9 @@ class Fanout:
         batch.send_nowait()
         room.flushed_nowait()
         start, end = self._last_flush, trio.current_time()
-        self._presence_due = min(
-            start + PRESENCE_BATCH_SECONDS, end + PRESENCE_SPACING * (end - start)
-        )
+        spaced = end + SPACING * (end - start)
+        self._due = min(start + BATCH_SECONDS, spaced)
+        self._presence_due = min(start + PRESENCE_BATCH_SECONDS, spaced)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Flush whenever something is appended, as the policy above says, until the room has
@@ -122,6 +124,6 @@ class Fanout:
                     await self._hurry.wait()
             return
         if self._busy or self._posts >= BUSY_POSTS:
-            await trio.sleep_until(self._last_flush + BATCH_SECONDS)
+            await trio.sleep_until(self._due)
         else:
             await trio.lowlevel.checkpoint()  # let the rest of this batch post first
