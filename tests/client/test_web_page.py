@@ -15,6 +15,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -176,18 +177,26 @@ def test_two_browsers_and_a_terminal_member_see_each_others_lines_in_room_order(
     carol.close()
 
 
+@contextmanager
+def room_under_default_per_source_limits(state_dir: Path) -> Iterator[Room]:
+    """A room whose per-source limits are the defaults, which the other tests lift: its
+    clients are one friend's machine."""
+    defaults = Limits()
+    with serve_room(
+        state_dir,
+        connections_per_source=defaults.connections_per_source,
+        unauthenticated_per_source=defaults.unauthenticated_per_source,
+    ) as room:
+        yield room
+
+
 def test_a_browser_loads_the_page_and_joins_under_the_default_per_source_limits(
     browser: Browser, tmp_path: Path
 ) -> None:
     # The other tests lift the per-source limits (all their clients are 127.0.0.1); here a
     # terminal member and one browser are all there is, as one friend's machine. The browser
     # fetches the page's files over several connections at once, which the limits must allow.
-    defaults = Limits()
-    with serve_room(
-        tmp_path,
-        connections_per_source=defaults.connections_per_source,
-        unauthenticated_per_source=defaults.unauthenticated_per_source,
-    ) as room:
+    with room_under_default_per_source_limits(tmp_path) as room:
         carol = TerminalMember(room.port, "carol")
         for name in ("ann", "ben", "cat"):  # a fresh page each time: none may lose a file
             with open_tab(browser, room.url) as tab:
@@ -208,12 +217,7 @@ def test_a_phone_on_the_lan_opens_the_page_over_tls_past_the_certificate_warning
     # listener, over TLS with the room's own certificate. A browser refuses it until the person
     # goes on past the warning, which `ignore_https_errors` stands for; then everything,
     # the WebSocket included, runs over TLS, under the default per-source limits.
-    defaults = Limits()
-    with serve_room(
-        tmp_path,
-        connections_per_source=defaults.connections_per_source,
-        unauthenticated_per_source=defaults.unauthenticated_per_source,
-    ) as room:
+    with room_under_default_per_source_limits(tmp_path) as room:
         page_url = f"https://127.0.0.1:{room.port}/"
         ctx = browser.new_context()
         try:
