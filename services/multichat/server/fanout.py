@@ -37,8 +37,8 @@ BUSY_POSTS = 50
 # ...and a busy room's flushes are batched by backlog, not by time (as a kernel's autocork
 # coalesces only what piles up while a send is in flight): after a flush, what comes next waits
 # this many times its length, so the fan-out writes at most a quarter of the time. With 1, a
-# paced 245,000 deliveries/s took half again as much CPU; with 3, a tenth more, and latency
-# in the busy room fell by a third (docs/benchmarks.md).
+# paced 245,000 deliveries/s took half again as much CPU; with 3, an eighth more, and a busy
+# room's p99 fell by a fifth to a third (docs/benchmarks.md).
 SPACING = 3
 # A busy room's flushes are never further apart than this: a delay no person perceives, which
 # cuts a paced 245,000 deliveries/s from one write per delivery to one per ten on a slow host.
