@@ -14,8 +14,8 @@ When to flush is the whole policy:
   after it began: the fan-out writes at most a quarter of the time, and what piles up meanwhile
   goes in one write per member, however many messages;
 - join and leave notices wait by the same rule, at most `PRESENCE_BATCH_SECONDS`, or until a
-  message goes: at once after a quiet spell, within microseconds in a room of friends, and in
-  batches in a storm of joins to a big room;
+  message goes or `PRESENCE_FLUSH_BYTES` of them wait: at once after a quiet spell, within
+  microseconds in a room of friends, and in batches in a storm of joins to a big room;
 - whatever the timing, once `FLUSH_BYTES` are waiting, the reader that posted flushes at once.
 """
 
@@ -28,8 +28,14 @@ import trio
 from .room import Room
 from .transport import SendBatch
 
-# A flush's worth: with this much waiting, waiting longer buys nothing and costs memory.
-FLUSH_BYTES = 16 * 1024
+# A flush's worth: with this much waiting, waiting longer buys nothing and costs memory. A
+# burst (50 members, five senders) delivered a fifth more at 32 or 64 KiB than at 16, and no
+# more at 128 or 256 (docs/benchmarks.md); Netty's write buffer high-water mark is 64 KiB too.
+FLUSH_BYTES = 64 * 1024
+# Join and leave notices flush sooner: members who joined between two flushes each get their
+# own rendering of what they are owed, so a storm of joins to a big room holds a copy of the
+# batch per member (64 KiB batches took 30 MiB more over 5,000 joins).
+PRESENCE_FLUSH_BYTES = 16 * 1024
 # A room is busy at 2,500 messages a second or more, as measured over the last 20 ms: no group of
 # people types that fast, so only a flood or a very large room pays the delay...
 RATE_SECONDS = 0.02
@@ -69,7 +75,7 @@ class Fanout:
         if posts:
             self._count_posts(posts)
             self._hurry.set()
-        elif self.room.unflushed() >= FLUSH_BYTES:
+        elif self.room.unflushed() >= PRESENCE_FLUSH_BYTES:
             self._hurry.set()
 
     def _count_posts(self, posts: int) -> None:
