@@ -377,20 +377,33 @@ class Session:
 
         False if the sender has been held back too long: it is then disconnected.
         """
-        now = trio.current_time()
-        delay = self._flood.charge(now)
-        if self._flood.held_for(now) > self.ctx.limits.flood_kick_seconds:
-            self.leave_reason = "flooding"
-            self._refuse("flooding", "disconnected for flooding the room")
+        delay = self._charge_nowait()
+        if delay is None:
             return False
         if delay > 0:
             await trio.sleep(delay)
         return True
 
+    def _charge_nowait(self) -> float | None:
+        """Charge one request to flood control: how long to wait before acting on it, or None
+        if the sender has been held back too long (it is then disconnected)."""
+        now = trio.current_time()
+        flood = self._flood
+        delay = flood.charge(now)
+        if delay > 0 and flood.held_for(now) > self.ctx.limits.flood_kick_seconds:
+            self.leave_reason = "flooding"
+            self._refuse("flooding", "disconnected for flooding the room")
+            return None
+        return delay
+
     async def _say(self, text: str, id: MessageId | None, action: bool) -> bool:
         # Charged before posting, so the burst is exactly `flood_burst` messages at once.
-        if not await self._throttle():
+        # (`_throttle`, inlined: an await less for every line a member sends)
+        delay = self._charge_nowait()
+        if delay is None:
             return False
+        if delay > 0:
+            await trio.sleep(delay)
         member, hosted = self.member, self.hosted
         assert member is not None and hosted is not None
         refusal = hosted.moderation.muted(member)
