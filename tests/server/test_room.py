@@ -101,6 +101,50 @@ def test_members_at_the_same_cursor_share_one_rendering_but_the_sender_gets_its_
     assert room.log.take_nowait(bob) == b""
 
 
+def server_frames(data: bytes) -> list[bytes]:
+    """The payloads of unmasked WebSocket text frames, as a server sends them."""
+    payloads = []
+    while data:
+        assert data[0] == 0x81  # FIN, text
+        size, start = data[1], 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        payloads.append(data[start : start + size])
+        data = data[start + size :]
+    return payloads
+
+
+def test_each_dialect_gets_a_stretch_with_its_own_echoes_and_private_lines() -> None:
+    room = make_room(Clock())
+    members = {
+        dialect: room.join(
+            dialect.name.lower(),
+            dialect=dialect,
+            outlet=RecordingOutlet(lambda: None),
+            welcome=lambda display, names: b"",
+        )
+        for dialect in Dialect
+    }
+    for member in members.values():
+        room.log.take_nowait(member)
+    ws, js, text = members[Dialect.WEBSOCKET], members[Dialect.JSON], members[Dialect.TEXT]
+    # Everyone else takes first: the WebSocket member's entries are framed by then.
+    room.post(ws, "one", id="w1")
+    room.post(js, "two", id="j1")
+    room.post_private(js, ws, "psst", id="j2")
+    room.post(text, "three")
+    to_json = room.log.take_nowait(js).splitlines()
+    to_text = room.log.take_nowait(text)
+    to_ws = server_frames(room.log.take_nowait(ws))
+    assert [b'"id"' in line for line in to_json] == [False, True, True, False]
+    assert to_text.count(b"\n") == 3 and b"psst" not in to_text
+    assert len(to_ws) == 4
+    assert to_ws[0] == to_json[0][:-1] + b',"id":"w1"}'  # its echo
+    others = [to_json[1].replace(b',"id":"j1"', b""), to_json[2].replace(b',"id":"j2"', b"")]
+    assert to_ws[1:] == [*others, to_json[3]]  # the private line without the sender's id
+    assert b'"to":"websocket"' in to_ws[2]
+
+
 def test_a_frame_for_one_member_wakes_only_that_member_and_keeps_its_place() -> None:
     clock, woken = Clock(), []
     room = make_room(clock)

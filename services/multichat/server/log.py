@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import wire
 from ..protocol.events import Event, Join, Leave, Message, MessageId
-from .entries import JSON, Dialect, Entry
+from .entries import JSON, WEBSOCKET, Dialect, Entry
 
 if TYPE_CHECKING:
     from .member import Member
@@ -136,6 +136,15 @@ class Log:
                 e.json
                 if e.owner is not member and e.recipient is not member
                 else (e.owner_json if e.owner is member else e.recipient_json)
+                for e in entries
+            ]
+        elif dialect is WEBSOCKET:
+            # The shared frame, where this flush has framed it already: a call per entry
+            # cost a WebSocket sender in a burst a tenth of the server's time.
+            parts = [
+                (e.ws or e.render(dialect))
+                if e.owner is not member and e.recipient is not member
+                else e.render_for(member, dialect)
                 for e in entries
             ]
         else:
